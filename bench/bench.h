@@ -1,0 +1,12 @@
+/* bench.h - `uflow bench <what>` implementations (one file each under bench/). */
+#ifndef UF_BENCH_H
+#define UF_BENCH_H
+
+/* Measures SGEMM GFLOP/s at 1024^3 and U-Flow-shaped sizes; returns the 1024^3 rate (0 on error). */
+double bench_gemm(int verbose);
+
+/* Repeats fn until at least min_seconds have passed (and at least min_reps),
+ * returns the best (smallest) seconds per call. */
+double bench_best_time(void (*fn)(void *), void *ctx, double min_seconds, int min_reps);
+
+#endif

@@ -1,0 +1,22 @@
+#include <stdio.h>
+#include <string.h>
+
+#include "bench.h"
+#include "cli/commands.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: uflow bench <what>\n"
+            "  gemm      SGEMM GFLOP/s, 1024^3 and U-Flow-shaped problems\n");
+}
+
+int cmd_bench(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "gemm")) return bench_gemm(1) > 0.0 ? 0 : cli_fail("bench", NULL);
+    fprintf(stderr, "uflow bench: error: unknown benchmark '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

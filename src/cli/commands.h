@@ -1,0 +1,13 @@
+/* commands.h - the `uflow` subcommands. Each takes the arguments after its
+ * name (argv[0] is the subcommand name) and returns the process exit status.
+ * Errors are printed by the command itself as one line: "uflow: error: ...". */
+#ifndef UF_CLI_COMMANDS_H
+#define UF_CLI_COMMANDS_H
+
+int cmd_version(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* Prints "uflow <cmd>: error: <msg>" (the library's last error when msg is NULL); returns 1. */
+int cli_fail(const char *cmd, const char *msg);
+
+#endif

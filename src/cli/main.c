@@ -1,0 +1,47 @@
+/* main.c - `uflow` command-line entry: dispatches to the subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command COMMANDS[] = {
+    {"version", cmd_version, "print the version, the BLAS library and its kernel family"},
+    {"bench", cmd_bench, "measure speed: uflow bench gemm"},
+};
+#define N_COMMANDS (sizeof COMMANDS / sizeof *COMMANDS)
+
+static void print_usage(FILE *f) {
+    fprintf(f,
+            "uflow - U-Flow image anomaly detection and segmentation on the CPU\n\n"
+            "usage: uflow <command> [options]   (uflow <command> --help for its options)\n\n"
+            "commands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+}
+
+int cli_fail(const char *cmd, const char *msg) {
+    fprintf(stderr, "uflow %s: error: %s\n", cmd, msg ? msg : uf_last_error());
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        print_usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        print_usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) return cmd_version(1, argv + 1);
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "uflow: error: unknown command '%s' (see 'uflow --help')\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,45 @@
+/* harness.h - a tiny test harness.
+ *
+ * A test file defines `static void test_xxx(void)` functions that use CHECK*,
+ * and a main() that runs them:
+ *     int main(void) { UF_TEST(test_xxx); UF_TEST(test_yyy); return uf_test_summary(); }
+ * A test passes when none of its checks failed. Each binary ends with the line
+ * "RESULT <passed> <failed>" that tests/run_all.sh adds up; run it from the
+ * repository root (tests read tests/data/).
+ */
+#ifndef UF_TESTS_HARNESS_H
+#define UF_TESTS_HARNESS_H
+
+#include <math.h>
+#include <stdio.h>
+
+extern int uf_test_check_failures;
+
+void uf_test_run(const char *name, void (*fn)(void));
+int uf_test_summary(void);
+/* A fresh empty directory under /tmp for this test binary (removed at exit). */
+const char *uf_test_tmpdir(void);
+/* Joins uf_test_tmpdir() and name into a static buffer (valid until the next call). */
+const char *uf_test_path(const char *name);
+
+#define UF_TEST(fn) uf_test_run(#fn, fn)
+
+#define CHECK(cond, ...)                                                            \
+    do {                                                                            \
+        if (!(cond)) {                                                              \
+            fprintf(stderr, "  %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                           \
+            fputc('\n', stderr);                                                    \
+            uf_test_check_failures++;                                               \
+        }                                                                           \
+    } while (0)
+
+/* |a - b| <= atol + rtol * |b|, with b the reference. */
+#define CHECK_CLOSE(a, b, atol, rtol)                                                      \
+    do {                                                                                   \
+        double ck_a_ = (double)(a), ck_b_ = (double)(b);                                   \
+        CHECK(fabs(ck_a_ - ck_b_) <= (atol) + (rtol) * fabs(ck_b_), "%s = %.9g, %s = %.9g", \
+              #a, ck_a_, #b, ck_b_);                                                       \
+    } while (0)
+
+#endif

@@ -1,0 +1,16 @@
+#!/bin/sh
+# Installs the Debian packages uflow needs to build and run, when missing.
+# Needs root (or sudo). Safe to run again: installs nothing already present.
+set -e
+PKGS="gcc make libc6-dev libopenblas0-openmp libstb-dev libcjson-dev libpng-dev"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "uflow: installing Debian packages:$missing" >&2
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends $missing
