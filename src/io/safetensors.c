@@ -736,20 +736,15 @@ static char *writer_header(const uf_st_writer *w, size_t *len) {
     size_t off = 0;
     for (int i = 0; ok && i < w->n; i++) {
         const st_wtensor *t = &w->t[i];
-        cJSON *e = cJSON_CreateObject(), *sh = cJSON_CreateArray(), *of = cJSON_CreateArray();
-        ok = e && sh && of;
-        if (ok) {
-            cJSON_AddItemToObject(root, t->name, e);
-            cJSON_AddItemToObject(e, "dtype", cJSON_CreateString(uf_dtype_name(t->dtype)));
-            cJSON_AddItemToObject(e, "shape", sh);
-            cJSON_AddItemToObject(e, "data_offsets", of);
-            for (int d = 0; d < t->ndim; d++) cJSON_AddItemToArray(sh, json_int(t->shape[d]));
-            cJSON_AddItemToArray(of, json_int((int64_t)off));
-            cJSON_AddItemToArray(of, json_int((int64_t)(off + t->nbytes)));
-            off += t->nbytes;
-        } else {
-            cJSON_Delete(e), cJSON_Delete(sh), cJSON_Delete(of);
-        }
+        cJSON *e = cJSON_AddObjectToObject(root, t->name);
+        cJSON *dt = e ? cJSON_AddStringToObject(e, "dtype", uf_dtype_name(t->dtype)) : NULL;
+        cJSON *sh = dt ? cJSON_AddArrayToObject(e, "shape") : NULL;
+        cJSON *of = sh ? cJSON_AddArrayToObject(e, "data_offsets") : NULL;
+        ok = of != NULL;
+        for (int d = 0; ok && d < t->ndim; d++) ok = cJSON_AddItemToArray(sh, json_int(t->shape[d]));
+        ok = ok && cJSON_AddItemToArray(of, json_int((int64_t)off));
+        ok = ok && cJSON_AddItemToArray(of, json_int((int64_t)(off + t->nbytes)));
+        off += t->nbytes;
     }
     char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(root);
