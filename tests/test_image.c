@@ -287,6 +287,9 @@ static void test_imagenet_matches_torchvision(void) {
         nexact += out[i] == exp[i];
     }
     CHECK(md <= 1e-6, "max abs diff %g", md);
+    /* torch divides in float32 (no reciprocal multiply): the same IEEE operations
+     * give identical bits, which catches e.g. x * (1/255.f) (7e-7 off). */
+    CHECK(nexact == n, "only %zu of %zu values bit-identical", nexact, n);
     printf("  imagenet: max abs diff %g, %zu of %zu bit-identical\n", md, nexact, n);
     /* gray image = RGB with three equal channels */
     uf_image *g = uf_image_new(4, 1, 1), *c = uf_image_new(4, 1, 3);
