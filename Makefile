@@ -30,7 +30,7 @@ CFLAGS   := -std=c11 -Wall -Wextra -fopenmp $(OPT) -MMD -MP
 LDFLAGS  := -fopenmp $(filter -fsanitize=%,$(OPT))
 LDLIBS   := -lcjson -lstb -lpng -lnettle -ldl -lpthread -lm
 
-LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/backbone/*.c src/flow/*.c src/detect/*.c src/eval/*.c))
+LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/backbone/*.c src/flow/*.c src/detect/*.c src/eval/*.c src/model/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c bench/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
