@@ -3,7 +3,6 @@
 #include "io/image.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <png.h>
@@ -13,10 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "io/atomic_file.h"
 
 /* ------------------------------------------------------------------------ */
 /* Allocation                                                               */
@@ -455,37 +454,21 @@ static int png_write_atomic(const char *path, int width, int height, int channel
     if (!path || !*path) return uf_error("png: empty path");
     if (!pixels) return uf_error("png '%s': NULL pixels", path);
     if (check_dims(width, height) != UF_OK) return uf_error_prefix("png '%s'", path);
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp) return uf_error("png '%s': out of memory", path);
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp-XXXXXX", 12); /* same folder as path */
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return uf_error("png '%s': cannot create temp file: %s", path, strerror(e));
-    }
+    /* mkstemp makes the temp file 0600: give it the destination's mode, or 0644 */
     struct stat st;
     mode_t mode = (stat(path, &st) == 0 && S_ISREG(st.st_mode)) ? (st.st_mode & 07777) : 0644;
-    FILE *fp = fdopen(fd, "wb");
-    if (!fp) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return uf_error("png '%s': fdopen: %s", path, strerror(e));
+    uf_atomic_file af;
+    if (uf_atomic_begin(&af, path) != UF_OK) return UF_ERR;
+    if (png_write_stream(af.fp, path, width, height, channels, bit_depth, pixels) != UF_OK) {
+        uf_atomic_abort(&af);
+        return UF_ERR;
     }
-    int rc = png_write_stream(fp, path, width, height, channels, bit_depth, pixels);
-    if (rc == UF_OK && (fflush(fp) != 0 || fchmod(fd, mode) != 0 || fsync(fd) != 0))
-        rc = uf_error("png '%s': cannot write temp file: %s", path, strerror(errno));
-    if (fclose(fp) != 0 && rc == UF_OK)
-        rc = uf_error("png '%s': cannot close temp file: %s", path, strerror(errno));
-    if (rc == UF_OK && rename(tmp, path) != 0)
-        rc = uf_error("png '%s': cannot rename temp file into place: %s", path, strerror(errno));
-    if (rc != UF_OK) unlink(tmp);
-    free(tmp);
-    return rc;
+    if (fchmod(fileno(af.fp), mode) != 0) {
+        int e = errno;
+        uf_atomic_abort(&af);
+        return uf_error("png '%s': cannot set the file mode: %s", path, strerror(e));
+    }
+    return uf_atomic_commit(&af);
 }
 
 int uf_image_write_png(const char *path, const uf_image *img) {

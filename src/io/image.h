@@ -62,7 +62,7 @@ void uf_image_to_imagenet(const uf_image *img, float *out);
  * for square images (MVTec) both agree. UF_OK, or UF_ERR + error naming path. */
 int uf_image_load_for_backbone(const char *path, int size, float *out);
 
-/* Atomic PNG writers (temp file in the same folder, fsync, rename): on error
+/* Atomic PNG writers (io/atomic_file: temp file beside path, fsync, rename): on error
  * the temp file is removed and an existing file at path is left untouched.
  * A new file gets mode 0644; an existing file keeps its mode.
  * uf_image_write_png: 8-bit gray (1 channel) or RGB (3 channels).
