@@ -454,19 +454,11 @@ static int png_write_atomic(const char *path, int width, int height, int channel
     if (!path || !*path) return uf_error("png: empty path");
     if (!pixels) return uf_error("png '%s': NULL pixels", path);
     if (check_dims(width, height) != UF_OK) return uf_error_prefix("png '%s'", path);
-    /* mkstemp makes the temp file 0600: give it the destination's mode, or 0644 */
-    struct stat st;
-    mode_t mode = (stat(path, &st) == 0 && S_ISREG(st.st_mode)) ? (st.st_mode & 07777) : 0644;
     uf_atomic_file af;
     if (uf_atomic_begin(&af, path) != UF_OK) return UF_ERR;
     if (png_write_stream(af.fp, path, width, height, channels, bit_depth, pixels) != UF_OK) {
         uf_atomic_abort(&af);
         return UF_ERR;
-    }
-    if (fchmod(fileno(af.fp), mode) != 0) {
-        int e = errno;
-        uf_atomic_abort(&af);
-        return uf_error("png '%s': cannot set the file mode: %s", path, strerror(e));
     }
     return uf_atomic_commit(&af);
 }
