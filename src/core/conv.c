@@ -1,0 +1,234 @@
+#include "core/conv.h"
+
+#include <string.h>
+
+#include "core/blas.h"
+#include "core/error.h"
+
+/* Columns per GEMM we aim for: below this, images are batched together. */
+#define CONV_MIN_COLS 8192
+
+int uf_conv_out_size(int in, int k, int stride, int pad) { return (in + 2 * pad - k) / stride + 1; }
+
+typedef struct {
+    int ho, wo, hw_out, kk_rows; /* kk_rows = Cin*k*k */
+    int chunk;                   /* images per GEMM */
+    int plain_1x1;               /* 1x1, stride 1, no padding */
+} conv_plan;
+
+static conv_plan plan_of(const uf_conv_geom *g) {
+    conv_plan p;
+    p.ho = uf_conv_out_size(g->h, g->k, g->stride, g->pad);
+    p.wo = uf_conv_out_size(g->w, g->k, g->stride, g->pad);
+    p.hw_out = p.ho * p.wo;
+    p.kk_rows = g->c_in * g->k * g->k;
+    p.chunk = (CONV_MIN_COLS + p.hw_out - 1) / p.hw_out;
+    if (p.chunk > g->n) p.chunk = g->n;
+    if (p.chunk < 1) p.chunk = 1;
+    p.plain_1x1 = g->k == 1 && g->stride == 1 && g->pad == 0;
+    return p;
+}
+
+size_t uf_conv2d_workspace(const uf_conv_geom *g) {
+    conv_plan p = plan_of(g);
+    size_t cols = (size_t)p.chunk * p.hw_out;
+    /* col (kk_rows, cols) + gathered output/grad (Cout, cols) + dcol (kk_rows, cols) */
+    return cols * (2 * (size_t)p.kk_rows + (size_t)g->c_out);
+}
+
+/* col (Cin*k*k, nb*Ho*Wo) from images x (nb, Cin, H, W). */
+static void im2col(const uf_conv_geom *g, const conv_plan *p, const float *x, int nb, float *col) {
+    const int k = g->k, s = g->stride, pad = g->pad, H = g->h, W = g->w;
+    const size_t cols = (size_t)nb * p->hw_out;
+#pragma omp parallel for schedule(static)
+    for (int row = 0; row < p->kk_rows; row++) {
+        int ci = row / (k * k), ky = (row / k) % k, kx = row % k;
+        float *dst = col + (size_t)row * cols;
+        for (int n = 0; n < nb; n++) {
+            const float *src = x + ((size_t)n * g->c_in + ci) * H * W;
+            for (int oy = 0; oy < p->ho; oy++) {
+                int iy = oy * s - pad + ky;
+                float *d = dst + ((size_t)n * p->ho + oy) * p->wo;
+                if (iy < 0 || iy >= H) {
+                    memset(d, 0, sizeof(float) * p->wo);
+                    continue;
+                }
+                const float *srow = src + (size_t)iy * W;
+                for (int ox = 0; ox < p->wo; ox++) {
+                    int ix = ox * s - pad + kx;
+                    d[ox] = (ix >= 0 && ix < W) ? srow[ix] : 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* dx (nb, Cin, H, W) += col2im(dcol (Cin*k*k, nb*Ho*Wo)). Parallel over (n, ci): no write conflicts. */
+static void col2im_add(const uf_conv_geom *g, const conv_plan *p, const float *dcol, int nb, float *dx) {
+    const int k = g->k, s = g->stride, pad = g->pad, H = g->h, W = g->w;
+    const size_t cols = (size_t)nb * p->hw_out;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < nb; n++)
+        for (int ci = 0; ci < g->c_in; ci++) {
+            float *img = dx + ((size_t)n * g->c_in + ci) * H * W;
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++) {
+                    const float *src = dcol + (size_t)((ci * k + ky) * k + kx) * cols + (size_t)n * p->hw_out;
+                    for (int oy = 0; oy < p->ho; oy++) {
+                        int iy = oy * s - pad + ky;
+                        if (iy < 0 || iy >= H) continue;
+                        float *drow = img + (size_t)iy * W;
+                        const float *srow = src + (size_t)oy * p->wo;
+                        for (int ox = 0; ox < p->wo; ox++) {
+                            int ix = ox * s - pad + kx;
+                            if (ix >= 0 && ix < W) drow[ix] += srow[ox];
+                        }
+                    }
+                }
+        }
+}
+
+/* dst (C, nb*HW) <- src (nb, C, HW) */
+static void gather_channels(const float *src, int nb, int c, int hw, float *dst) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int ch = 0; ch < c; ch++)
+        for (int n = 0; n < nb; n++)
+            memcpy(dst + ((size_t)ch * nb + n) * hw, src + ((size_t)n * c + ch) * hw, sizeof(float) * hw);
+}
+
+/* dst (nb, C, HW) <- src (C, nb*HW) (+ bias[C] when given) */
+static void scatter_channels(const float *src, const float *bias, int nb, int c, int hw, float *dst) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < nb; n++)
+        for (int ch = 0; ch < c; ch++) {
+            const float *s = src + ((size_t)ch * nb + n) * hw;
+            float *d = dst + ((size_t)n * c + ch) * hw;
+            float bv = bias ? bias[ch] : 0.0f;
+            for (int i = 0; i < hw; i++) d[i] = s[i] + bv;
+        }
+}
+
+void uf_conv2d_forward(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y,
+                       float *work) {
+    conv_plan p = plan_of(g);
+    const size_t in_img = (size_t)g->c_in * g->h * g->w, out_img = (size_t)g->c_out * p.hw_out;
+    for (int n0 = 0; n0 < g->n; n0 += p.chunk) {
+        int nb = g->n - n0 < p.chunk ? g->n - n0 : p.chunk;
+        int cols = nb * p.hw_out;
+        const float *xn = x + (size_t)n0 * in_img;
+        float *yn = y + (size_t)n0 * out_img;
+        if (nb == 1) {
+            /* One image: the GEMM writes (Cout, Ho*Wo) straight into y. */
+            const float *col = xn;
+            if (!p.plain_1x1) {
+                im2col(g, &p, xn, 1, work);
+                col = work;
+            }
+            uf_sgemm(false, false, g->c_out, cols, p.kk_rows, 1.0f, w, p.kk_rows, col, cols, 0.0f, yn, cols);
+            if (b) scatter_channels(yn, b, 1, g->c_out, p.hw_out, yn);
+            continue;
+        }
+        float *col = work, *out = work + (size_t)p.kk_rows * cols;
+        if (p.plain_1x1)
+            gather_channels(xn, nb, g->c_in, p.hw_out, col);
+        else
+            im2col(g, &p, xn, nb, col);
+        uf_sgemm(false, false, g->c_out, cols, p.kk_rows, 1.0f, w, p.kk_rows, col, cols, 0.0f, out, cols);
+        scatter_channels(out, b, nb, g->c_out, p.hw_out, yn);
+    }
+}
+
+void uf_conv2d_backward(const uf_conv_geom *g, const float *x, const float *w, const float *dy, float *dx,
+                        float *dw, float *db, float *work) {
+    conv_plan p = plan_of(g);
+    const size_t in_img = (size_t)g->c_in * g->h * g->w, out_img = (size_t)g->c_out * p.hw_out;
+    if (db) {
+        for (int n = 0; n < g->n; n++)
+#pragma omp parallel for schedule(static)
+            for (int co = 0; co < g->c_out; co++) {
+                const float *d = dy + n * out_img + (size_t)co * p.hw_out;
+                double acc = 0.0;
+                for (int i = 0; i < p.hw_out; i++) acc += d[i];
+                db[co] += (float)acc;
+            }
+    }
+    if (!dx && !dw) return;
+    for (int n0 = 0; n0 < g->n; n0 += p.chunk) {
+        int nb = g->n - n0 < p.chunk ? g->n - n0 : p.chunk;
+        int cols = nb * p.hw_out;
+        const float *xn = x + (size_t)n0 * in_img, *dyn = dy + (size_t)n0 * out_img;
+        float *col = work, *dyg = work + (size_t)p.kk_rows * cols, *dcol = dyg + (size_t)g->c_out * cols;
+        if (nb == 1)
+            dyg = (float *)dyn; /* already (Cout, Ho*Wo) */
+        else
+            gather_channels(dyn, nb, g->c_out, p.hw_out, dyg);
+        if (dw) {
+            const float *colx = col;
+            if (p.plain_1x1 && nb == 1)
+                colx = xn;
+            else if (p.plain_1x1)
+                gather_channels(xn, nb, g->c_in, p.hw_out, col);
+            else
+                im2col(g, &p, xn, nb, col);
+            /* dW (Cout, Cin*k*k) += dY (Cout, cols) x col^T */
+            uf_sgemm(false, true, g->c_out, p.kk_rows, cols, 1.0f, dyg, cols, colx, cols, 1.0f, dw, p.kk_rows);
+        }
+        if (dx) {
+            /* dcol (Cin*k*k, cols) = W^T x dY */
+            uf_sgemm(true, false, p.kk_rows, cols, g->c_out, 1.0f, w, p.kk_rows, dyg, cols, 0.0f, dcol, cols);
+            float *dxn = dx + (size_t)n0 * in_img;
+            if (p.plain_1x1) {
+#pragma omp parallel for collapse(2) schedule(static)
+                for (int n = 0; n < nb; n++)
+                    for (int ci = 0; ci < g->c_in; ci++) {
+                        float *d = dxn + ((size_t)n * g->c_in + ci) * p.hw_out;
+                        const float *s = dcol + ((size_t)ci * nb + n) * p.hw_out;
+                        for (int i = 0; i < p.hw_out; i++) d[i] += s[i];
+                    }
+            } else {
+                col2im_add(g, &p, dcol, nb, dxn);
+            }
+        }
+    }
+}
+
+void uf_conv2d_forward_ref(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y) {
+    int ho = uf_conv_out_size(g->h, g->k, g->stride, g->pad), wo = uf_conv_out_size(g->w, g->k, g->stride, g->pad);
+    for (int n = 0; n < g->n; n++)
+        for (int co = 0; co < g->c_out; co++)
+            for (int oy = 0; oy < ho; oy++)
+                for (int ox = 0; ox < wo; ox++) {
+                    double acc = b ? b[co] : 0.0;
+                    for (int ci = 0; ci < g->c_in; ci++)
+                        for (int ky = 0; ky < g->k; ky++)
+                            for (int kx = 0; kx < g->k; kx++) {
+                                int iy = oy * g->stride - g->pad + ky, ix = ox * g->stride - g->pad + kx;
+                                if (iy < 0 || iy >= g->h || ix < 0 || ix >= g->w) continue;
+                                acc += (double)x[(((size_t)n * g->c_in + ci) * g->h + iy) * g->w + ix] *
+                                       w[(((size_t)co * g->c_in + ci) * g->k + ky) * g->k + kx];
+                            }
+                    y[(((size_t)n * g->c_out + co) * ho + oy) * wo + ox] = (float)acc;
+                }
+}
+
+void uf_conv2d_backward_ref(const uf_conv_geom *g, const float *x, const float *w, const float *dy, float *dx,
+                            float *dw, float *db) {
+    int ho = uf_conv_out_size(g->h, g->k, g->stride, g->pad), wo = uf_conv_out_size(g->w, g->k, g->stride, g->pad);
+    for (int n = 0; n < g->n; n++)
+        for (int co = 0; co < g->c_out; co++)
+            for (int oy = 0; oy < ho; oy++)
+                for (int ox = 0; ox < wo; ox++) {
+                    float d = dy[(((size_t)n * g->c_out + co) * ho + oy) * wo + ox];
+                    if (db) db[co] += d;
+                    for (int ci = 0; ci < g->c_in; ci++)
+                        for (int ky = 0; ky < g->k; ky++)
+                            for (int kx = 0; kx < g->k; kx++) {
+                                int iy = oy * g->stride - g->pad + ky, ix = ox * g->stride - g->pad + kx;
+                                if (iy < 0 || iy >= g->h || ix < 0 || ix >= g->w) continue;
+                                size_t xi = (((size_t)n * g->c_in + ci) * g->h + iy) * g->w + ix;
+                                size_t wi = (((size_t)co * g->c_in + ci) * g->k + ky) * g->k + kx;
+                                if (dx) dx[xi] += d * w[wi];
+                                if (dw) dw[wi] += d * x[xi];
+                            }
+                }
+}

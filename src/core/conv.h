@@ -1,0 +1,38 @@
+/* conv.h - 2-D convolution with PyTorch Conv2d semantics (cross-correlation,
+ * zero padding, square kernel, groups = 1), as im2col + SGEMM.
+ *
+ * Images are processed in chunks so each GEMM has at least ~8k columns
+ * (good BLAS efficiency at small spatial sizes) while the scratch stays
+ * bounded: the caller provides `work` of uf_conv2d_workspace() floats.
+ * A 1x1 stride-1 convolution skips im2col (it is a plain GEMM).
+ */
+#ifndef UF_CORE_CONV_H
+#define UF_CORE_CONV_H
+
+#include <stddef.h>
+
+typedef struct uf_conv_geom {
+    int n, c_in, h, w;   /* input (N, Cin, H, W) */
+    int c_out, k, stride, pad;
+} uf_conv_geom;
+
+int uf_conv_out_size(int in, int k, int stride, int pad);
+
+/* Floats of scratch needed by forward and backward for this geometry. */
+size_t uf_conv2d_workspace(const uf_conv_geom *g);
+
+/* y (N, Cout, Ho, Wo) = conv(x (N, Cin, H, W), w (Cout, Cin, k, k)) + b (Cout; may be NULL). */
+void uf_conv2d_forward(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y,
+                       float *work);
+
+/* Given dy (N, Cout, Ho, Wo), ACCUMULATES dx (N, Cin, H, W), dw (Cout, Cin, k, k)
+ * and db (Cout). Any of dx, dw, db may be NULL to skip it. */
+void uf_conv2d_backward(const uf_conv_geom *g, const float *x, const float *w, const float *dy, float *dx,
+                        float *dw, float *db, float *work);
+
+/* Slow, obviously correct references (double accumulation) for tests. */
+void uf_conv2d_forward_ref(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y);
+void uf_conv2d_backward_ref(const uf_conv_geom *g, const float *x, const float *w, const float *dy, float *dx,
+                            float *dw, float *db);
+
+#endif
