@@ -4,20 +4,17 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "io/safetensors.h"
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: uflow inspect FILE.safetensors\n"
-            "  Validates the file (header, dtypes, shapes, offsets, overlaps) and prints\n"
-            "  its tensor count, total parameters, one line per tensor in file order\n"
-            "  (name, dtype, shape, data_offsets [begin, end) in the data buffer, bytes),\n"
-            "  then the __metadata__ entries as 'key: value'.\n"
-            "options:\n"
-            "  -h, --help   show this help\n");
-}
+#define SYNOPSIS                                                                          \
+    "FILE.safetensors\n\n"                                                              \
+    "Validates the file (header, dtypes, shapes, offsets, overlaps) and prints its\n"     \
+    "tensor count, total parameters, one line per tensor in file order (name, dtype,\n"   \
+    "shape, data_offsets [begin, end] in the data buffer, bytes), then the\n"            \
+    "__metadata__ entries as 'key: value'."
 
 /* Prints s with control characters escaped, so that each entry stays on one line. */
 static void put_escaped(const char *s) {
@@ -43,28 +40,21 @@ static const char *grouped(uint64_t v, char *buf, size_t cap) {
 }
 
 int cmd_inspect(int argc, char **argv) {
-    const char *path = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            usage(stdout);
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "-h")) {
+            cli_print_usage(stdout, "inspect", SYNOPSIS, NULL, 0);
             return 0;
         }
-        if (argv[i][0] == '-' && argv[i][1] != '\0') {
-            fprintf(stderr, "uflow inspect: error: unknown option '%s'\n", argv[i]);
-            usage(stderr);
-            return 2;
-        }
-        if (path) {
-            fprintf(stderr, "uflow inspect: error: one file at a time ('%s' and '%s' given)\n", path, argv[i]);
-            usage(stderr);
-            return 2;
-        }
-        path = argv[i];
-    }
-    if (!path) {
-        usage(stderr);
+    char *pos[1];
+    int npos = 0;
+    int rc = cli_parse(argc, argv, SYNOPSIS, NULL, 0, pos, &npos, 1);
+    if (rc != CLI_PARSED) return rc == CLI_HELP ? 0 : 2;
+    if (npos != 1) {
+        fprintf(stderr, "uflow inspect: error: no file given\n");
+        cli_print_usage(stderr, "inspect", SYNOPSIS, NULL, 0);
         return 2;
     }
+    const char *path = pos[0];
     uf_safetensors *st = uf_st_open(path);
     if (!st) return cli_fail("inspect", NULL);
 

@@ -4,15 +4,15 @@
  * uf_st_open returns; afterwards tensor data is only ever accessed through
  * validated (offset, size) pairs, with memcpy since data may be unaligned.
  * Writer: tensors are converted and copied when added, so save only has to
- * serialize; the header is built with cJSON, integers inserted as raw text so
+ * serialize (through io/atomic_file); the header is built with cJSON, integers inserted as raw text so
  * that they are printed exactly (cJSON prints large doubles with an exponent).
  */
 #include "io/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <float.h>
 #include <fcntl.h>
+#include <float.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors.c assumes a little-endian host"
@@ -767,73 +768,36 @@ static char *writer_header(const uf_st_writer *w, size_t *len) {
     return out;
 }
 
-static int write_all(int fd, const void *buf, size_t n, const char *what) {
-    const unsigned char *p = buf;
-    while (n > 0) {
-        size_t chunk = n > ((size_t)1 << 30) ? (size_t)1 << 30 : n;
-        ssize_t k = write(fd, p, chunk);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            if (errno == ENOSPC) return uf_error("%s: write failed: no space left on device (disk full)", what);
-            return uf_error("%s: write failed: %s", what, strerror(errno));
-        }
-        if (k == 0) return uf_error("%s: write failed: no progress (0 bytes written)", what);
-        p += k, n -= (size_t)k;
-    }
-    return UF_OK;
+/* fwrite with the error named; ENOSPC gets a plain "disk full" wording. */
+static int write_all(FILE *f, const void *buf, size_t n, const char *what) {
+    if (n == 0 || fwrite(buf, 1, n, f) == n) return UF_OK;
+    if (errno == ENOSPC) return uf_error("%s: write failed: no space left on device (disk full)", what);
+    return uf_error("%s: write failed: %s", what, strerror(errno));
 }
 
-int uf_st_writer_write_fd(const uf_st_writer *w, int fd, const char *what) {
+int uf_st_writer_write_stream(const uf_st_writer *w, FILE *f, const char *what) {
     size_t hlen;
     char *hdr = writer_header(w, &hlen);
     if (!hdr) return UF_ERR;
     uint64_t le = hlen;
-    int rc = write_all(fd, &le, 8, what);
-    if (rc == UF_OK) rc = write_all(fd, hdr, hlen, what);
-    for (int i = 0; rc == UF_OK && i < w->n; i++) rc = write_all(fd, w->t[i].bytes, w->t[i].nbytes, what);
+    errno = 0;
+    int rc = write_all(f, &le, 8, what);
+    if (rc == UF_OK) rc = write_all(f, hdr, hlen, what);
+    for (int i = 0; rc == UF_OK && i < w->n; i++) rc = write_all(f, w->t[i].bytes, w->t[i].nbytes, what);
     free(hdr);
+    if (rc == UF_OK && fflush(f) != 0) {
+        if (errno == ENOSPC) return uf_error("%s: write failed: no space left on device (disk full)", what);
+        return uf_error("%s: write failed: %s", what, strerror(errno));
+    }
     return rc;
 }
 
 int uf_st_writer_save(const uf_st_writer *w, const char *path) {
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp) return uf_error("out of memory");
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return uf_error("%s: cannot create a temporary file next to it: %s", path, strerror(e));
-    }
-    /* mkstemp makes 0600: keep an existing file's mode, else rw-r--r--. */
-    struct stat sb;
-    mode_t mode = stat(path, &sb) == 0 && S_ISREG(sb.st_mode) ? (sb.st_mode & 07777) : 0644;
-    int rc = UF_OK;
-    if (fchmod(fd, mode) != 0) rc = uf_error("%s: chmod of the temporary file failed: %s", path, strerror(errno));
-    if (rc == UF_OK) rc = uf_st_writer_write_fd(w, fd, path);
-    if (rc == UF_OK && fsync(fd) != 0) rc = uf_error("%s: fsync failed: %s", path, strerror(errno));
-    if (close(fd) != 0 && rc == UF_OK) rc = uf_error("%s: close failed: %s", path, strerror(errno));
-    if (rc == UF_OK && rename(tmp, path) != 0)
-        rc = uf_error("%s: cannot replace the file (rename from %s): %s", path, tmp, strerror(errno));
-    if (rc != UF_OK) {
-        unlink(tmp);
-        free(tmp);
+    uf_atomic_file af;
+    if (uf_atomic_begin(&af, path) != UF_OK) return UF_ERR;
+    if (uf_st_writer_write_stream(w, af.fp, path) != UF_OK) {
+        uf_atomic_abort(&af);
         return UF_ERR;
     }
-    free(tmp);
-    /* Make the rename itself durable; failure here does not lose data already fsynced. */
-    char *dir = strdup(path);
-    if (dir) {
-        char *slash = strrchr(dir, '/');
-        const char *d = slash ? (slash == dir ? "/" : (*slash = '\0', dir)) : ".";
-        int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            (void)fsync(dfd);
-            close(dfd);
-        }
-        free(dir);
-    }
-    return UF_OK;
+    return uf_atomic_commit(&af);
 }

@@ -35,6 +35,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "core/tensor.h"
 
@@ -109,9 +110,9 @@ int uf_st_read_i64(const uf_safetensors *st, const char *name, int64_t *out, int
 
 /* Writer: collects tensors (data is copied, converted from float32 to the
  * requested float dtype F32/F16/BF16/F64) and metadata, then writes the file
- * atomically (temp file "<path>.tmp.XXXXXX" in the same directory, every write
- * checked, fsync, rename; on failure the temp file is removed and an existing
- * file at `path` is left untouched). Tensors are laid out in insertion order;
+ * atomically with io/atomic_file (temp file "<path>.tmp.XXXXXX" in the same
+ * directory, every write checked, fsync, rename; on failure the temp file is
+ * removed and an existing file at `path` is left untouched). Tensors are laid out in insertion order;
  * the header is padded with spaces so the data buffer starts 8-byte aligned.
  * Names must be unique (and not "__metadata__"); non-finite values, and values
  * that overflow the chosen dtype, are rejected with the tensor's name. */
@@ -125,8 +126,8 @@ int uf_st_writer_add_i64(uf_st_writer *w, const char *name, int ndim, const int6
 /* Sets (or replaces) a __metadata__ entry; both strings are copied. */
 int uf_st_writer_set_metadata(uf_st_writer *w, const char *key, const char *value);
 int uf_st_writer_save(const uf_st_writer *w, const char *path);
-/* Writes the whole file image to an open descriptor (no fsync, no close);
- * `what` names the destination in error messages. Used by save. */
-int uf_st_writer_write_fd(const uf_st_writer *w, int fd, const char *what);
+/* Writes the whole file image to a stream and flushes it (no fsync, no
+ * close); `what` names the destination in error messages. Used by save. */
+int uf_st_writer_write_stream(const uf_st_writer *w, FILE *f, const char *what);
 
 #endif
