@@ -14,7 +14,6 @@
 #include <fcntl.h>
 #include <float.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -231,13 +230,12 @@ static int parse_entry(const char *path, const cJSON *e, size_t data_size, uf_st
     if (en > data_size)
         return st_fail(path, name, "data_offsets [%" PRIu64 ", %" PRIu64 "] exceed the data buffer (%zu bytes)", b,
                        en, data_size);
-    uint64_t want = (uint64_t)numel; /* numel <= INT64_MAX, size <= 8 */
-    if (want > UINT64_MAX / 8 || (want *= uf_dtype_size(t->dtype)) != en - b) {
+    uint64_t esize = uf_dtype_size(t->dtype);
+    if ((uint64_t)numel > (en - b) / esize || (uint64_t)numel * esize != en - b) {
         char sb[200];
-        return st_fail(path, name, "size mismatch: %s %s needs %" PRIu64 " bytes, data_offsets [%" PRIu64
-                       ", %" PRIu64 "] hold %" PRIu64,
-                       uf_dtype_name(t->dtype), uf_shape_str(nd, t->shape, sb, sizeof sb),
-                       (uint64_t)numel * uf_dtype_size(t->dtype), b, en, en - b);
+        return st_fail(path, name, "size mismatch: %s %s is %" PRId64 " elements x %" PRIu64 " bytes, data_offsets [%" PRIu64
+                       ", %" PRIu64 "] hold %" PRIu64 " bytes",
+                       uf_dtype_name(t->dtype), uf_shape_str(nd, t->shape, sb, sizeof sb), numel, esize, b, en, en - b);
     }
     t->offset = (size_t)b;
     t->nbytes = (size_t)(en - b);
