@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -369,6 +370,17 @@ static int make_dirs(const char *path) {
     return UF_OK;
 }
 
+/* snprintf into a path buffer; UF_ERR when the path does not fit. */
+static int fmt_path(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fmt_path(char *buf, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, cap, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= cap) return uf_error("synth: output path too long (%.60s...)", buf);
+    return UF_OK;
+}
+
 /* Number of digits in file names: at least 3, enough for n - 1. */
 static int name_digits(int n) {
     int d = 3;
@@ -376,17 +388,11 @@ static int name_digits(int n) {
     return d;
 }
 
-static int write_one(const char *path, const uf_image *img) {
-    if (uf_image_write_png(path, img) != UF_OK) return UF_ERR;
-    return UF_OK;
-}
-
 int uf_synth_write_category_size(const char *out_dir, uint64_t seed, int n_train, int n_test_good,
                                  int n_test_defect, int size) {
     if (!out_dir || n_train < 0 || n_test_good < 0 || n_test_defect < 0)
         return uf_error("synth: bad arguments (out_dir '%s', counts %d/%d/%d)", out_dir ? out_dir : "(null)",
                         n_train, n_test_good, n_test_defect);
-    if (strlen(out_dir) > 3000) return uf_error("synth: output path too long");
     char path[4096], mpath[4096];
     int rc = UF_OK;
 
@@ -397,14 +403,14 @@ int uf_synth_write_category_size(const char *out_dir, uint64_t seed, int n_train
     };
     for (int g = 0; g < 2 && rc == UF_OK; g++) {
         if (good[g].n == 0) continue;
-        snprintf(path, sizeof path, "%s/%s", out_dir, good[g].dir);
+        if ((rc = fmt_path(path, sizeof path, "%s/%s", out_dir, good[g].dir)) != UF_OK) break;
         if ((rc = make_dirs(path)) != UF_OK) break;
         int digits = name_digits(good[g].n);
         for (int i = 0; i < good[g].n && rc == UF_OK; i++) {
             uf_image *img;
             if ((rc = uf_synth_render(seed, good[g].stream, i, UF_SYNTH_NONE, size, &img, NULL)) != UF_OK) break;
-            snprintf(path, sizeof path, "%s/%s/%0*d.png", out_dir, good[g].dir, digits, i);
-            rc = write_one(path, img);
+            rc = fmt_path(path, sizeof path, "%s/%s/%0*d.png", out_dir, good[g].dir, digits, i);
+            if (rc == UF_OK) rc = uf_image_write_png(path, img);
             uf_image_free(img);
         }
     }
@@ -414,19 +420,20 @@ int uf_synth_write_category_size(const char *out_dir, uint64_t seed, int n_train
         int n_d = n_test_defect / UF_SYNTH_N_DEFECTS + (d < n_test_defect % UF_SYNTH_N_DEFECTS);
         if (n_d == 0) continue;
         const char *name = uf_synth_defect_name(d);
-        snprintf(path, sizeof path, "%s/test/%s", out_dir, name);
+        if ((rc = fmt_path(path, sizeof path, "%s/test/%s", out_dir, name)) != UF_OK) break;
         if ((rc = make_dirs(path)) != UF_OK) break;
-        snprintf(path, sizeof path, "%s/ground_truth/%s", out_dir, name);
+        if ((rc = fmt_path(path, sizeof path, "%s/ground_truth/%s", out_dir, name)) != UF_OK) break;
         if ((rc = make_dirs(path)) != UF_OK) break;
         int digits = name_digits(n_d);
         for (int i = 0; i < n_d && rc == UF_OK; i++) {
             uf_image *img, *mask;
             rc = uf_synth_render(seed, UF_SYNTH_STREAM_TEST_DEFECT + d, i, d, size, &img, &mask);
             if (rc != UF_OK) break;
-            snprintf(path, sizeof path, "%s/test/%s/%0*d.png", out_dir, name, digits, i);
-            snprintf(mpath, sizeof mpath, "%s/ground_truth/%s/%0*d_mask.png", out_dir, name, digits, i);
-            rc = write_one(path, img);
-            if (rc == UF_OK) rc = write_one(mpath, mask);
+            rc = fmt_path(path, sizeof path, "%s/test/%s/%0*d.png", out_dir, name, digits, i);
+            if (rc == UF_OK)
+                rc = fmt_path(mpath, sizeof mpath, "%s/ground_truth/%s/%0*d_mask.png", out_dir, name, digits, i);
+            if (rc == UF_OK) rc = uf_image_write_png(path, img);
+            if (rc == UF_OK) rc = uf_image_write_png(mpath, mask);
             uf_image_free(img);
             uf_image_free(mask);
         }
