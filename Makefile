@@ -28,9 +28,9 @@ CPPFLAGS := -Iinclude -Isrc -Ibench -I/usr/include/stb -D_DEFAULT_SOURCE -D_POSI
             -DUF_MULTIARCH='"$(MULTIARCH)"'
 CFLAGS   := -std=c11 -Wall -Wextra -fopenmp $(OPT) -MMD -MP
 LDFLAGS  := -fopenmp $(filter -fsanitize=%,$(OPT))
-LDLIBS   := -lcjson -lstb -lpng -ldl -lpthread -lm
+LDLIBS   := -lcjson -lstb -lpng -lnettle -ldl -lpthread -lm
 
-LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/backbone/*.c src/flow/*.c src/detect/*.c src/eval/*.c))
+LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/backbone/*.c src/flow/*.c src/detect/*.c src/eval/*.c src/model/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c bench/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)

@@ -2,7 +2,7 @@
 # Installs the Debian packages uflow needs to build and run, when missing.
 # Needs root (or sudo). Safe to run again: installs nothing already present.
 set -e
-PKGS="gcc make libc6-dev libopenblas0-openmp libstb-dev libcjson-dev libpng-dev"
+PKGS="gcc make libc6-dev libopenblas0-openmp libstb-dev libcjson-dev libpng-dev nettle-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

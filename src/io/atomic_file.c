@@ -1,0 +1,75 @@
+#include "io/atomic_file.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/error.h"
+
+int uf_atomic_begin(uf_atomic_file *af, const char *path) {
+    memset(af, 0, sizeof *af);
+    if (strlen(path) >= sizeof af->path) return uf_error("%s: path too long", path);
+    snprintf(af->path, sizeof af->path, "%s", path);
+    snprintf(af->tmp_path, sizeof af->tmp_path, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(af->tmp_path);
+    if (fd < 0) return uf_error("%s: cannot create a temporary file beside it: %s", path, strerror(errno));
+    af->fp = fdopen(fd, "wb");
+    if (!af->fp) {
+        int e = errno;
+        close(fd);
+        unlink(af->tmp_path);
+        return uf_error("%s: %s", path, strerror(e));
+    }
+    return UF_OK;
+}
+
+int uf_atomic_write(uf_atomic_file *af, const void *data, size_t n) {
+    if (af->failed) return UF_ERR;
+    if (n && fwrite(data, 1, n, af->fp) != n) {
+        af->failed = 1;
+        return uf_error("%s: write failed: %s", af->path, strerror(errno));
+    }
+    return UF_OK;
+}
+
+void uf_atomic_abort(uf_atomic_file *af) {
+    if (af->fp) fclose(af->fp);
+    af->fp = NULL;
+    unlink(af->tmp_path);
+}
+
+int uf_atomic_commit(uf_atomic_file *af) {
+    if (af->failed || ferror(af->fp)) {
+        uf_atomic_abort(af);
+        return uf_error("%s: write failed", af->path);
+    }
+    if (fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0) {
+        int e = errno;
+        uf_atomic_abort(af);
+        return uf_error("%s: write failed: %s", af->path, strerror(e));
+    }
+    if (fclose(af->fp) != 0) {
+        int e = errno;
+        af->fp = NULL;
+        unlink(af->tmp_path);
+        return uf_error("%s: write failed: %s", af->path, strerror(e));
+    }
+    af->fp = NULL;
+    if (rename(af->tmp_path, af->path) != 0) {
+        int e = errno;
+        unlink(af->tmp_path);
+        return uf_error("%s: cannot rename the temporary file into place: %s", af->path, strerror(e));
+    }
+    return UF_OK;
+}
+
+int uf_write_file_atomic(const char *path, const void *data, size_t n) {
+    uf_atomic_file af;
+    if (uf_atomic_begin(&af, path) != UF_OK) return UF_ERR;
+    if (uf_atomic_write(&af, data, n) != UF_OK) {
+        uf_atomic_abort(&af);
+        return UF_ERR;
+    }
+    return uf_atomic_commit(&af);
+}

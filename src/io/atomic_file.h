@@ -1,0 +1,34 @@
+/* atomic_file.h - write a file so that readers see either the old or the new
+ * content, never a partial one: data goes to a temp file in the same
+ * directory, which is fsync'ed and renamed over the destination on commit.
+ * On any failure the temp file is removed and the destination is untouched.
+ *
+ *   uf_atomic_file af;
+ *   if (uf_atomic_begin(&af, path) != UF_OK) return UF_ERR;
+ *   ... fwrite(..., af.fp) or uf_atomic_write(&af, buf, n) ...
+ *   return uf_atomic_commit(&af);          // or uf_atomic_abort(&af)
+ */
+#ifndef UF_IO_ATOMIC_FILE_H
+#define UF_IO_ATOMIC_FILE_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+typedef struct uf_atomic_file {
+    FILE *fp;
+    char path[4096];
+    char tmp_path[4096 + 16];
+    int failed; /* set by uf_atomic_write on a short write */
+} uf_atomic_file;
+
+int uf_atomic_begin(uf_atomic_file *af, const char *path);
+/* Writes n bytes; on error records it, sets the message and returns UF_ERR. */
+int uf_atomic_write(uf_atomic_file *af, const void *data, size_t n);
+/* Flushes, fsyncs, closes and renames; UF_ERR (and cleanup) if anything failed. */
+int uf_atomic_commit(uf_atomic_file *af);
+void uf_atomic_abort(uf_atomic_file *af);
+
+/* Whole-buffer convenience: writes data to path atomically. */
+int uf_write_file_atomic(const char *path, const void *data, size_t n);
+
+#endif

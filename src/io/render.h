@@ -1,0 +1,21 @@
+/* render.h - pictures for people: anomaly heat-map overlays and mask images. */
+#ifndef UF_IO_RENDER_H
+#define UF_IO_RENDER_H
+
+#include <stdint.h>
+
+#include "io/image.h"
+
+/* The "jet" colour map: v in [0,1] (clamped) -> rgb (dark blue .. red). */
+void uf_colormap_jet(float v, uint8_t rgb[3]);
+
+/* Blends a colour-mapped map (h, w) over base (same size, gray or RGB):
+ * out = (1 - alpha) * base + alpha * jet((map - lo) / (hi - lo)). Returns a new
+ * RGB image, or NULL + error when sizes differ or memory runs out. */
+uf_image *uf_render_overlay(const uf_image *base, const float *map, int width, int height, float lo, float hi,
+                            float alpha);
+
+/* A 0/255 gray image from a boolean mask (h, w). */
+uf_image *uf_render_mask(const uint8_t *mask, int width, int height);
+
+#endif
