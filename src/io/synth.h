@@ -11,7 +11,7 @@
  *   scratch  a long, thin, gently curved bright or dark line
  *   stain    an irregular darkened, browned blob with soft edges
  *
- * Defect areas are drawn between 0.8% and 5% of the image (1-2% typical).
+ * Defect areas are drawn between 0.8% and 5% of the image (about 1-3% typical).
  * Everything is a pure function of (seed, image stream, index): the generator
  * has its own RNG (splitmix64-seeded xoshiro256**), so the same seed gives the
  * same files byte for byte on a given platform (libm's sin/exp are the only
