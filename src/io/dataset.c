@@ -1,0 +1,445 @@
+/* dataset.c - data set layouts (see dataset.h). */
+#include "io/dataset.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+/* At most this many "mask missing" lines per uf_dataset_open; then a count. */
+#define MAX_MASK_WARNINGS 5
+
+/* ---- small string / path helpers ------------------------------------------ */
+
+static char *str_dup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = uf_alloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+/* a + "/" + b (+ "/" + c when c is not NULL), newly allocated. */
+static char *path_join3(const char *a, const char *b, const char *c) {
+    size_t la = strlen(a), lb = strlen(b), lc = c ? strlen(c) : 0;
+    while (la > 1 && a[la - 1] == '/') la--; /* "root/" and "root" give the same paths */
+    char *p = uf_alloc(la + lb + lc + 3);
+    if (!p) return NULL;
+    memcpy(p, a, la);
+    p[la] = '/';
+    memcpy(p + la + 1, b, lb);
+    size_t n = la + 1 + lb;
+    if (c) {
+        p[n++] = '/';
+        memcpy(p + n, c, lc);
+        n += lc;
+    }
+    p[n] = '\0';
+    return p;
+}
+
+static char *path_join(const char *a, const char *b) { return path_join3(a, b, NULL); }
+
+enum { KIND_MISSING, KIND_FILE, KIND_DIR, KIND_OTHER };
+
+/* What a path is, following symbolic links (a link to a folder is a folder). */
+static int path_kind(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0) return KIND_MISSING;
+    if (S_ISDIR(st.st_mode)) return KIND_DIR;
+    if (S_ISREG(st.st_mode)) return KIND_FILE;
+    return KIND_OTHER;
+}
+
+static int is_dir(const char *path) { return path_kind(path) == KIND_DIR; }
+
+static int has_image_ext(const char *name) {
+    const char *dot = strrchr(name, '.');
+    if (!dot || dot == name) return 0;
+    static const char *exts[] = {".png", ".jpg", ".jpeg", ".bmp"};
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
+        const char *e = exts[i];
+        size_t k = 0;
+        while (e[k] && dot[k] && tolower((unsigned char)dot[k]) == e[k]) k++;
+        if (!e[k] && !dot[k]) return 1;
+    }
+    return 0;
+}
+
+/* File name without its last extension, newly allocated. */
+static char *stem_of(const char *name) {
+    const char *dot = strrchr(name, '.');
+    size_t n = dot && dot != name ? (size_t)(dot - name) : strlen(name);
+    char *s = uf_alloc(n + 1);
+    if (!s) return NULL;
+    memcpy(s, name, n);
+    s[n] = '\0';
+    return s;
+}
+
+static void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void warn(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("uflow: warning: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* ---- directory listing ---------------------------------------------------- */
+
+typedef struct strlist {
+    char **v; /* (n) names, owned */
+    int n, cap;
+} strlist;
+
+static void strlist_free(strlist *l) {
+    for (int i = 0; i < l->n; i++) uf_free(l->v[i]);
+    uf_free(l->v);
+    l->v = NULL;
+    l->n = l->cap = 0;
+}
+
+static int strlist_push(strlist *l, const char *s) {
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 32;
+        char **v = uf_alloc(sizeof(char *) * (size_t)cap);
+        if (!v) return UF_ERR;
+        if (l->n) memcpy(v, l->v, sizeof(char *) * (size_t)l->n);
+        uf_free(l->v);
+        l->v = v;
+        l->cap = cap;
+    }
+    if (!(l->v[l->n] = str_dup(s))) return UF_ERR;
+    l->n++;
+    return UF_OK;
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+enum { LIST_IMAGES, LIST_DIRS };
+
+/* Lists the image files (LIST_IMAGES) or sub-folders (LIST_DIRS) of dir,
+ * sorted, skipping hidden entries. *n_entries (optional) receives the number of
+ * visible entries of any kind, so callers can tell "empty" from "no images". */
+static int list_dir(const char *dir, int what, strlist *out, int *n_entries) {
+    DIR *d = opendir(dir);
+    if (!d) return uf_error("cannot open folder '%s': %s", dir, strerror(errno));
+    int entries = 0, rc = UF_OK;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue; /* ".", "..", hidden and AppleDouble files */
+        entries++;
+        if (what == LIST_IMAGES && !has_image_ext(e->d_name)) continue;
+        char *full = path_join(dir, e->d_name);
+        if (!full) { rc = UF_ERR; break; }
+        int kind = path_kind(full);
+        uf_free(full);
+        if (what == LIST_IMAGES ? kind != KIND_FILE : kind != KIND_DIR) continue;
+        if ((rc = strlist_push(out, e->d_name)) != UF_OK) break;
+    }
+    closedir(d);
+    if (rc != UF_OK) return rc;
+    if (out->n > 1) qsort(out->v, (size_t)out->n, sizeof(char *), cmp_str);
+    if (n_entries) *n_entries = entries;
+    return UF_OK;
+}
+
+/* Error for a folder that must exist: missing or not a folder. */
+static int require_dir(const char *path) {
+    switch (path_kind(path)) {
+    case KIND_DIR: return UF_OK;
+    case KIND_MISSING: return uf_error("missing folder '%s'", path);
+    default: return uf_error("'%s' is not a folder", path);
+    }
+}
+
+/* Sorted image names of a folder that must hold at least one image. */
+static int list_images_required(const char *dir, strlist *names) {
+    if (require_dir(dir) != UF_OK) return UF_ERR;
+    int entries = 0;
+    if (list_dir(dir, LIST_IMAGES, names, &entries) != UF_OK) return UF_ERR;
+    if (names->n > 0) return UF_OK;
+    if (entries == 0) return uf_error("folder '%s' is empty", dir);
+    return uf_error("no images (.png, .jpg, .jpeg, .bmp) in folder '%s'", dir);
+}
+
+/* ---- sample list ---------------------------------------------------------- */
+
+typedef struct builder {
+    uf_dataset *ds;
+    int cap;
+    int warned; /* missing-mask warnings printed so far */
+} builder;
+
+/* Appends a sample; takes ownership of image_path and mask_path (even on error). */
+static int add_sample(builder *b, char *image_path, char *mask_path, const char *defect) {
+    uf_dataset *ds = b->ds;
+    if (ds->count == b->cap) {
+        int cap = b->cap ? 2 * b->cap : 64;
+        uf_sample *v = uf_calloc((size_t)cap, sizeof(uf_sample));
+        if (!v) {
+            uf_free(image_path), uf_free(mask_path);
+            return UF_ERR;
+        }
+        if (ds->count) memcpy(v, ds->samples, sizeof(uf_sample) * (size_t)ds->count);
+        uf_free(ds->samples);
+        ds->samples = v;
+        b->cap = cap;
+    }
+    uf_sample *s = &ds->samples[ds->count];
+    s->image_path = image_path;
+    s->mask_path = mask_path;
+    s->label = strcmp(defect, "good") != 0;
+    s->defect = str_dup(defect);
+    ds->count++;
+    if (!s->defect) return UF_ERR;
+    if (s->label) ds->n_anomalous++;
+    else ds->n_good++;
+    return UF_OK;
+}
+
+/* For an anomalous sample: returns mask_path when that file exists, else frees
+ * it, warns (rate-limited) and returns NULL. */
+static char *existing_mask(builder *b, char *mask_path, const char *image_path) {
+    if (path_kind(mask_path) == KIND_FILE) return mask_path;
+    if (b->warned < MAX_MASK_WARNINGS)
+        warn("no ground-truth mask '%s' for anomalous image '%s': kept for image-level metrics, "
+             "skipped by pixel-level ones",
+             mask_path, image_path);
+    b->warned++;
+    b->ds->n_missing_masks++;
+    uf_free(mask_path);
+    return NULL;
+}
+
+/* Adds every image of img_dir with the given defect name. Mask path for an
+ * anomalous image: mask_dir/<stem><mask_suffix>. */
+static int add_folder(builder *b, const char *img_dir, const char *defect, const char *mask_dir,
+                      const char *mask_suffix, int required) {
+    strlist names = {0};
+    int rc = required ? list_images_required(img_dir, &names)
+                      : list_dir(img_dir, LIST_IMAGES, &names, NULL);
+    int anomalous = strcmp(defect, "good") != 0;
+    for (int i = 0; rc == UF_OK && i < names.n; i++) {
+        char *img = path_join(img_dir, names.v[i]);
+        char *mask = NULL;
+        if (!img) { rc = UF_ERR; break; }
+        if (anomalous && mask_dir) {
+            char *stem = stem_of(names.v[i]);
+            size_t ls = stem ? strlen(stem) : 0, lx = strlen(mask_suffix);
+            char *file = stem ? uf_alloc(ls + lx + 1) : NULL;
+            if (file) {
+                memcpy(file, stem, ls);
+                memcpy(file + ls, mask_suffix, lx + 1);
+                mask = path_join(mask_dir, file);
+            }
+            uf_free(stem), uf_free(file);
+            if (!mask) {
+                uf_free(img);
+                rc = UF_ERR;
+                break;
+            }
+            mask = existing_mask(b, mask, img);
+        }
+        rc = add_sample(b, img, mask, defect);
+    }
+    strlist_free(&names);
+    return rc;
+}
+
+/* ---- layouts -------------------------------------------------------------- */
+
+/* Test split of MVTec-AD (rgb = NULL) or MVTec 3D-AD (rgb = "rgb"). */
+static int scan_test(builder *b, const char *root, int mvtec3d) {
+    char *test = path_join(root, "test");
+    strlist defects = {0};
+    int entries = 0, rc = UF_ERR;
+    if (!test) goto done;
+    if (require_dir(test) != UF_OK) goto done;
+    if (list_dir(test, LIST_DIRS, &defects, &entries) != UF_OK) goto done;
+    if (entries == 0) {
+        uf_error("folder '%s' is empty", test);
+        goto done;
+    }
+    if (defects.n == 0) {
+        uf_error("no defect folders in '%s' (expected test/good/ and test/<defect>/ folders)", test);
+        goto done;
+    }
+    rc = UF_OK;
+    for (int i = 0; rc == UF_OK && i < defects.n; i++) {
+        const char *defect = defects.v[i];
+        char *img_dir = NULL, *mask_dir = NULL;
+        if (mvtec3d) {
+            img_dir = path_join3(test, defect, "rgb");
+            mask_dir = path_join3(test, defect, "gt");
+            if (img_dir && !is_dir(img_dir)) warn("no rgb/ folder in '%s/%s': skipped", test, defect);
+        } else {
+            img_dir = path_join(test, defect);
+            mask_dir = path_join3(root, "ground_truth", defect);
+        }
+        if (!img_dir || !mask_dir) rc = UF_ERR;
+        else if (is_dir(img_dir))
+            rc = add_folder(b, img_dir, defect, mask_dir, mvtec3d ? ".png" : "_mask.png", 0);
+        uf_free(img_dir), uf_free(mask_dir);
+    }
+    if (rc == UF_OK && b->ds->count == 0)
+        rc = uf_error(mvtec3d ? "no images in any '%s/<defect>/rgb/' folder"
+                              : "no images in any '%s/<defect>/' folder",
+                      test);
+    if (b->warned > MAX_MASK_WARNINGS)
+        warn("... and %d more anomalous images of '%s' without a mask", b->warned - MAX_MASK_WARNINGS,
+             test);
+done:
+    strlist_free(&defects);
+    uf_free(test);
+    return rc;
+}
+
+static int scan_train(builder *b, const char *root, int mvtec3d) {
+    char *dir = mvtec3d ? path_join3(root, "train", "good/rgb") : path_join3(root, "train", "good");
+    if (!dir) return UF_ERR;
+    int rc = add_folder(b, dir, "good", NULL, NULL, 1);
+    uf_free(dir);
+    return rc;
+}
+
+/* 1 when root looks like an MVTec 3D-AD category: train/good/rgb/ or some test/<x>/rgb/. */
+static int looks_mvtec3d(const char *root) {
+    char *p = path_join3(root, "train", "good/rgb");
+    int yes = p && is_dir(p);
+    uf_free(p);
+    if (yes) return 1;
+    char *test = path_join(root, "test");
+    strlist defects = {0};
+    if (test && is_dir(test) && list_dir(test, LIST_DIRS, &defects, NULL) == UF_OK)
+        for (int i = 0; !yes && i < defects.n; i++) {
+            char *rgb = path_join3(test, defects.v[i], "rgb");
+            yes = rgb && is_dir(rgb);
+            uf_free(rgb);
+        }
+    strlist_free(&defects);
+    uf_free(test);
+    uf_error_clear();
+    return yes;
+}
+
+static int scan_folder(builder *b, const char *root, int is_train) {
+    if (!is_train)
+        return uf_error("'%s' is a plain image folder (no train/ or test/ folders): it has no test split",
+                        root);
+    strlist names = {0}, dirs = {0};
+    int entries = 0, rc = list_dir(root, LIST_IMAGES, &names, &entries);
+    if (rc == UF_OK && names.n == 0) {
+        if (entries == 0) rc = uf_error("folder '%s' is empty", root);
+        else if (list_dir(root, LIST_DIRS, &dirs, NULL) == UF_OK && dirs.n > 0)
+            /* A folder of categories (e.g. the MVTec-AD root) is a common mistake. */
+            rc = uf_error("no images (.png, .jpg, .jpeg, .bmp) in folder '%s' and no train/ or test/ "
+                          "folder; give one category folder, e.g. '%s/%s'",
+                          root, root, dirs.v[0]);
+        else rc = uf_error("no images (.png, .jpg, .jpeg, .bmp) in folder '%s'", root);
+    }
+    strlist_free(&names);
+    strlist_free(&dirs);
+    if (rc != UF_OK) return rc;
+    /* Plain folder: its images are the training samples. */
+    return add_folder(b, root, "good", NULL, NULL, 1);
+}
+
+static int cmp_sample(const void *a, const void *b) {
+    return strcmp(((const uf_sample *)a)->image_path, ((const uf_sample *)b)->image_path);
+}
+
+uf_dataset *uf_dataset_open(const char *root, const char *split) {
+    if (!root || !split) {
+        uf_error("uf_dataset_open: root and split are required");
+        return NULL;
+    }
+    int is_train = strcmp(split, "train") == 0;
+    if (!is_train && strcmp(split, "test") != 0) {
+        uf_error("unknown data set split '%s' for '%s' (expected \"train\" or \"test\")", split, root);
+        return NULL;
+    }
+    switch (path_kind(root)) {
+    case KIND_DIR: break;
+    case KIND_MISSING: uf_error("data set folder '%s' does not exist", root); return NULL;
+    default: uf_error("data set path '%s' is not a folder", root); return NULL;
+    }
+    uf_dataset *ds = uf_calloc(1, sizeof(uf_dataset));
+    if (!ds) return NULL;
+    builder b = {ds, 0, 0};
+    int rc = UF_ERR;
+    if (!(ds->root = str_dup(root)) || !(ds->split = str_dup(split))) goto fail;
+
+    char *train = path_join(root, "train"), *test = path_join(root, "test");
+    int mvtec = train && test && (path_kind(train) != KIND_MISSING || path_kind(test) != KIND_MISSING);
+    uf_free(train), uf_free(test);
+    if (mvtec) {
+        ds->layout = looks_mvtec3d(root) ? UF_LAYOUT_MVTEC3D : UF_LAYOUT_MVTEC;
+        int is3d = ds->layout == UF_LAYOUT_MVTEC3D;
+        rc = is_train ? scan_train(&b, root, is3d) : scan_test(&b, root, is3d);
+    } else {
+        ds->layout = UF_LAYOUT_FOLDER;
+        rc = scan_folder(&b, root, is_train);
+    }
+    if (rc != UF_OK) goto fail;
+    UF_ASSERT(ds->count > 0);
+    qsort(ds->samples, (size_t)ds->count, sizeof(uf_sample), cmp_sample);
+    return ds;
+fail:
+    uf_dataset_free(ds);
+    return NULL;
+}
+
+void uf_dataset_free(uf_dataset *ds) {
+    if (!ds) return;
+    for (int i = 0; i < ds->count; i++) {
+        uf_free(ds->samples[i].image_path);
+        uf_free(ds->samples[i].mask_path);
+        uf_free(ds->samples[i].defect);
+    }
+    uf_free(ds->samples);
+    uf_free(ds->root);
+    uf_free(ds->split);
+    uf_free(ds);
+}
+
+const char *uf_dataset_layout_name(uf_dataset_layout layout) {
+    switch (layout) {
+    case UF_LAYOUT_MVTEC: return "MVTec-AD";
+    case UF_LAYOUT_MVTEC3D: return "MVTec 3D-AD (RGB)";
+    case UF_LAYOUT_FOLDER: return "image folder";
+    }
+    return "unknown";
+}
+
+int uf_sample_has_pixel_gt(const uf_sample *s) { return s->label == 0 || s->mask_path != NULL; }
+
+uf_image *uf_mask_load(const char *mask_path, const char *image_path, int width, int height) {
+    if (width <= 0 || height <= 0) {
+        uf_error("mask for '%s': bad image size %dx%d", image_path ? image_path : "(image)", width,
+                 height);
+        return NULL;
+    }
+    if (!mask_path) return uf_image_new(width, height, 1);
+    uf_image *m = uf_image_load(mask_path, 1);
+    if (!m) return NULL;
+    if (m->width != width || m->height != height) {
+        uf_error("mask '%s' is %dx%d but its image '%s' is %dx%d", mask_path, m->width, m->height,
+                 image_path ? image_path : "(image)", width, height);
+        uf_image_free(m);
+        return NULL;
+    }
+    size_t n = (size_t)width * (size_t)height;
+    for (size_t i = 0; i < n; i++) m->pixels[i] = m->pixels[i] > 127 ? 255 : 0;
+    return m;
+}
