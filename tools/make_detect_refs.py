@@ -90,7 +90,206 @@ def sec_anomaly():
     write_st(f"{OUT}/anomaly_map.safetensors", t)
 
 
-SECTIONS = {"interp": sec_interp, "anomaly": sec_anomaly}
+# --------------------------------------------------------------------------- tree NFA (reference)
+def components_at(q, h, w, t):
+    """4-connected components of {q >= t} as a list of frozensets of flat indices (plain BFS)."""
+    seen, comps = set(), []
+    for p in range(h * w):
+        if q[p] < t or p in seen:
+            continue
+        comp, todo = [p], deque([p])
+        seen.add(p)
+        while todo:
+            a = todo.popleft()
+            y, x = divmod(a, w)
+            for yy, xx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= yy < h and 0 <= xx < w:
+                    b = yy * w + xx
+                    if b not in seen and q[b] >= t:
+                        seen.add(b)
+                        comp.append(b)
+                        todo.append(b)
+        comps.append(frozenset(comp))
+    return comps
+
+
+def ref_tree_log10p(q, c, h, w):
+    """Spec 7.1, literally: nodes = (level t, component K of {q >= t}) with a pixel of level t
+    in K; parent = smallest strictly larger node; PRUNE/MERGE schedule on a dict tree."""
+    q = np.asarray(q, dtype=np.float64).ravel()
+    nodes = {}  # frozenset -> level
+    for t in np.unique(q):
+        for comp in components_at(q, h, w, t):
+            if any(q[p] == t for p in comp):
+                nodes[comp] = t
+    sets = sorted(nodes, key=len)  # children before parents
+    parent = {}
+    for i, k in enumerate(sets):
+        cands = [o for o in sets[i + 1:] if len(o) > len(k) and k < o]
+        parent[k] = min(cands, key=len) if cands else None
+    logp = {}
+    for k, t in nodes.items():
+        x = min(q[p] for p in k) / c
+        logp[k] = len(k) * (-(c / 2.0) * (x - 1.0 - np.log(x)) / np.log(10.0))
+    children = {k: [] for k in nodes}
+    for k, pk in parent.items():
+        if pk is not None:
+            children[pk].append(k)
+
+    def remove(n):  # re-attach n's children to n's parent and delete n
+        pn = parent[n]
+        for ch in children[n]:
+            parent[ch] = pn
+            if pn is not None:
+                children[pn].append(ch)
+        if pn is not None:
+            children[pn].remove(n)
+        del parent[n], children[n]
+
+    def branch(leaf):
+        out = [leaf]
+        while parent[out[-1]] is not None and len(children[parent[out[-1]]]) == 1:
+            out.append(parent[out[-1]])
+        return out
+
+    def prune():
+        for leaf in [n for n in parent if not children[n]]:
+            b = branch(leaf)
+            vals = [logp[n] for n in b]
+            m = vals.index(min(vals))
+            for i, n in enumerate(b):
+                if i != m:
+                    remove(n)
+
+    def depth(n):
+        d = 0
+        while parent[n] is not None:
+            n, d = parent[n], d + 1
+        return d
+
+    def merge():
+        merged = False
+        for b in sorted([n for n in parent if len(children[n]) > 1], key=depth):
+            if b not in parent or any(children[ch] for ch in children[b]):
+                continue
+            if logp[b] <= min(logp[ch] for ch in children[b]):
+                merged = True
+                for ch in list(children[b]):
+                    remove(ch)
+        return merged
+
+    prune()
+    m = merge()
+    while m:
+        prune()
+        m = merge()
+    prune()
+    out = np.full(h * w, np.nan)
+    for leaf in [n for n in parent if not children[n]]:
+        b = branch(leaf)
+        vals = [logp[n] for n in b]
+        chosen = b[vals.index(min(vals))]
+        for p in chosen:
+            out[p] = logp[chosen]
+    return out.reshape(h, w), len(nodes)
+
+
+def log10_ntests_mp(sizes):
+    from mpmath import mp, mpf, log10
+    mp.dps = 50
+    a, b = mpf("0.316915"), mpf("4.062570")
+    total = mpf(0)
+    for m in sizes:
+        total += m * sum(a * b ** r / r for r in range(1, m + 1))
+    return float(log10(total))
+
+
+def sec_nfa_tree():
+    import torch
+    import torch.nn.functional as F
+    rng = np.random.RandomState(3)
+    t = {}
+    t["log10nt_28_14"] = np.array([log10_ntests_mp([784, 196])], dtype=np.float64)
+    t["log10nt_64_32_16"] = np.array([log10_ntests_mp([4096, 1024, 256])], dtype=np.float64)
+    t["log10nt_12_6"] = np.array([log10_ntests_mp([144, 36])], dtype=np.float64)
+    # Single-scale cases: (C, h, w, std, planted blob?)
+    cases = [(4, 8, 8, 1.0, False), (16, 10, 12, 1.0, True), (64, 12, 12, 1.1, False), (8, 16, 16, 0.9, True),
+             (2, 16, 13, 1.0, False), (32, 14, 14, 1.0, True), (3, 9, 11, 1.2, True), (96, 12, 12, 1.0, True)]
+    for k, (c, h, w, std, blob) in enumerate(cases):
+        z = (rng.randn(c, h, w) * std).astype(np.float32)
+        if blob:
+            y0, x0 = rng.randint(0, h - 4), rng.randint(0, w - 4)
+            z[:, y0:y0 + 4, x0:x0 + 3] *= 2.0
+        if k == 4:  # exact ties: quantise so that equal levels occur
+            z = (np.round(z * 2) + 0.5) / 2  # never exactly 0
+        q = (z.astype(np.float64) ** 2).sum(0)
+        lp, nn = ref_tree_log10p(q, c, h, w)
+        t[f"t{k}_z"] = z
+        t[f"t{k}_lp"] = lp.astype(np.float32)
+        t[f"t{k}_nnodes"] = np.array([nn], dtype=np.int32)
+        print(f"tree case {k}: C={c} {h}x{w} nodes={nn} uncovered={np.isnan(lp).sum()} min={np.nanmin(lp):.3f}")
+    # Two-scale score map: scales (C=48, 12x12) and (C=96, 6x6), planted blob at both, out 40x40.
+    z1 = rng.randn(48, 12, 12).astype(np.float32)
+    z2 = rng.randn(96, 6, 6).astype(np.float32)
+    z1[:, 3:7, 4:8] *= 2.2
+    z2[:, 1:4, 2:4] *= 2.0
+    lps = []
+    for z in (z1, z2):
+        q = (z.astype(np.float64) ** 2).sum(0)
+        lp, _ = ref_tree_log10p(q, z.shape[0], z.shape[1], z.shape[2])
+        lps.append(F.interpolate(torch.from_numpy(np.nan_to_num(lp, nan=0.0).astype(np.float32))[None, None],
+                                 size=(40, 40), mode="bilinear", align_corners=False)[0, 0])
+    lpmin = torch.minimum(lps[0], lps[1]).numpy()
+    t["s_z1"], t["s_z2"] = z1, z2
+    t["s_score"] = (-(np.float32(log10_ntests_mp([144, 36])) + lpmin)).astype(np.float32)
+    print(f"score case: max {t['s_score'].max():.2f}, detected {(t['s_score'] > 0).sum()} of 1600")
+    write_st(f"{OUT}/nfa_tree.safetensors", t)
+
+
+# --------------------------------------------------------------------------- block NFA
+def sec_block():
+    import torch
+    import torch.nn.functional as F
+    from scipy import stats
+    rng = np.random.RandomState(4)
+    t = {}
+    # Binomial tails: (x, n, p) rows; x non-integer on purpose (logsf floors it).
+    rows = []
+    for n in (9, 25, 49):
+        for p in (0.1, 0.5, 1 - 0.9):
+            for x in (-0.5, 0.0, 0.3, 1.7, 3.0, n / 3 + 0.25, n - 1.5, n - 0.2):
+                rows.append((x, n, p, stats.binom.logsf(x, n, p) / np.log(10)))
+    t["binom_rows"] = np.array(rows, dtype=np.float64)
+    t["chi2_ppf"] = np.array([[q, stats.chi2.ppf(q, 1)] for q in (0.5, 0.9, 0.95, 0.99, 0.2, 0.999)],
+                             dtype=np.float64)
+    # Score maps: two scales, win 5 / pthr 0.9 and win 7 / pthr 0.5, output 24x24.
+    z1 = rng.randn(20, 12, 12).astype(np.float32)
+    z2 = rng.randn(24, 6, 6).astype(np.float32)
+    z1[:, 2:6, 3:7] *= 2.5
+    t["z1"], t["z2"] = z1, z2
+    for tag, win, pthr in (("w5", 5, 0.9), ("w7", 7, 0.5)):
+        tau = stats.chi2.ppf(pthr, 1)
+        ups = []
+        for sidx, z in enumerate((z1, z2)):
+            hw = max(int((win / 2 ** sidx) // 2), 1)
+            z2p = np.pad(z ** 2, ((0, 0), (hw, hw), (hw, hw)), mode="reflect")
+            cnt = (z2p >= tau).sum(0)
+            h, w = z.shape[1:]
+            k = np.zeros((h, w))
+            for dy in range(2 * hw + 1):
+                for dx in range(2 * hw + 1):
+                    k += cnt[dy:dy + h, dx:dx + w]
+            lp = stats.binom.logsf(k / z.shape[0], (2 * hw + 1) ** 2, 1 - pthr) / np.log(10)
+            t[f"{tag}_lp{sidx}"] = lp.astype(np.float32)
+            ups.append(F.interpolate(torch.from_numpy(lp)[None, None], size=(24, 24), mode="bicubic",
+                                     align_corners=True)[0, 0])
+        lnt = np.log10(12 * 12 + 6 * 6)
+        t[f"{tag}_score"] = (-(lnt + ups[0] + ups[1])).numpy().astype(np.float32)
+        print(f"block {tag}: detected {(t[f'{tag}_score'] > 0).sum()} of 576")
+    write_st(f"{OUT}/nfa_block.safetensors", t)
+
+
+SECTIONS = {"interp": sec_interp, "anomaly": sec_anomaly, "nfa_tree": sec_nfa_tree, "block": sec_block}
 
 if __name__ == "__main__":
     names = sys.argv[1:] or list(SECTIONS)

@@ -29,7 +29,8 @@ void uf_latent_mean_sq(const float *z, int c, int h, int w, float *out) {
 
 /* Shared shape validation for every detector entry point. */
 int uf_latent_views_check(const uf_latent_view *scales, int n_scales, int out_h, int out_w, const char *what) {
-    if (n_scales < 1) return uf_error("%s: no latent scales given", what);
+    if (n_scales < 1 || n_scales > UF_MAX_SCALES)
+        return uf_error("%s: %d latent scales given (1..%d supported)", what, n_scales, UF_MAX_SCALES);
     if (out_h < 1 || out_w < 1) return uf_error("%s: bad output size %dx%d", what, out_h, out_w);
     for (int l = 0; l < n_scales; l++) {
         const uf_latent_view *s = &scales[l];
