@@ -289,7 +289,169 @@ def sec_block():
     write_st(f"{OUT}/nfa_block.safetensors", t)
 
 
-SECTIONS = {"interp": sec_interp, "anomaly": sec_anomaly, "nfa_tree": sec_nfa_tree, "block": sec_block}
+# --------------------------------------------------------------------------- metrics
+def interp1d_f32(ox, oy, nx):
+    """Spec 8: piecewise-linear with an eps-regularised slope, searchsorted(left) - 1, clamped."""
+    eps = np.float32(np.finfo(np.float32).eps)
+    slope = (oy[1:] - oy[:-1]) / (eps + (ox[1:] - ox[:-1]))
+    idx = np.clip(np.searchsorted(ox, nx, side="left") - 1, 0, len(ox) - 2)
+    return (oy[idx] + slope[idx] * (nx - ox[idx])).astype(np.float32)
+
+
+def roc_f32(y, s):
+    """sklearn roc_curve (no point dropped: every distinct threshold plus the origin), with the
+    FPR/TPR rounded the way float32 torch computes them (float(count) / float(total))."""
+    from sklearn.metrics import roc_curve
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    n_neg, n_pos = int((~y).sum()), int(y.sum())
+    fps, tps = np.round(fpr * n_neg), np.round(tpr * n_pos)
+    return (fps.astype(np.float32) / np.float32(n_neg)), (tps.astype(np.float32) / np.float32(n_pos))
+
+
+def aupro_official(amap, gt, limit=0.3):
+    """Spec 8, step by step, with scipy.ndimage.label (8-connectivity) and sklearn roc_curve."""
+    from scipy import ndimage
+    labels = np.zeros(gt.shape, np.int64)
+    nid = 0
+    for i in range(gt.shape[0]):
+        lab, n = ndimage.label(gt[i] > 0, structure=np.ones((3, 3), dtype=int))
+        labels[i] = np.where(lab > 0, lab + nid, 0)
+        nid += n
+    preds, cca, target = amap.ravel(), labels.ravel(), gt.ravel() > 0
+    lim = np.float32(limit)
+    fpr_g, _ = roc_f32(target, preds)
+    out = int((fpr_g <= lim).sum())
+    acc_t, acc_f = np.zeros(out), np.zeros(out)
+    new_idx = np.arange(out, dtype=np.float32)
+    bg = cca == 0
+    for r in range(1, nid + 1):
+        new_idx[-1] = out - 1
+        mask = cca == r
+        sel = bg | mask
+        f, t = roc_f32(mask[sel], preds[sel])
+        L = f[f > lim].min() if f[f <= lim].max() == 0 else lim
+        idx = np.where(f <= L)[0]
+        interp = False
+        if not abs(f[idx].max() - lim) <= 1e-8 + 1e-5 * lim:  # torch.allclose
+            tmp = np.searchsorted(f, lim, side="left")
+            idx = np.concatenate([idx, [tmp]])
+            slope = np.float32(1) - ((f[tmp] - lim) / (f[tmp] - f[tmp - 1]))
+            interp = True
+        fs, ts = f[idx], t[idx]
+        x = idx.astype(np.float32)
+        x /= x.max()
+        x *= np.float32(out - 1)
+        if interp:
+            new_idx[-1] = x[-2] + ((x[-1] - x[-2]) * slope)
+        acc_t += interp1d_f32(x, ts, new_idx)
+        acc_f += interp1d_f32(x, fs, new_idx)
+    tpr, fpr = acc_t / nid, acc_f / nid
+    return float(np.trapz(tpr, fpr) / fpr[-1]), out, nid
+
+
+def aupro_textbook(amap, gt, limit=0.3):
+    """Mean per-region overlap vs global FPR at every distinct threshold, trapezoid to limit / limit."""
+    from scipy import ndimage
+    regions = []
+    for i in range(gt.shape[0]):
+        lab, n = ndimage.label(gt[i] > 0, structure=np.ones((3, 3), dtype=int))
+        for k in range(1, n + 1):
+            regions.append(amap[i][lab == k])
+    bgv = amap[gt == 0]
+    thr = np.unique(amap)[::-1]
+    fpr = np.array([0.0] + [(bgv >= t).mean() for t in thr])
+    pro = np.array([0.0] + [np.mean([(rv >= t).mean() for rv in regions]) for t in thr])
+    area = 0.0
+    for k in range(1, len(fpr)):
+        if fpr[k] <= limit:
+            area += (fpr[k] - fpr[k - 1]) * (pro[k] + pro[k - 1]) / 2
+        else:
+            pl = pro[k - 1] + (pro[k] - pro[k - 1]) * (limit - fpr[k - 1]) / (fpr[k] - fpr[k - 1])
+            area += (limit - fpr[k - 1]) * (pl + pro[k - 1]) / 2
+            break
+    return area / limit
+
+
+def miou_curve(score, gt):
+    thr = np.arange(-400, 1001, dtype=np.float32)
+    ious = []
+    for i in range(score.shape[0]):
+        s, g = score[i].ravel(), gt[i].ravel() > 0
+        pred = s[None, :] > thr[:, None]  # NaN > thr is False
+        inter = (pred & g[None, :]).sum(1)
+        union = (pred | g[None, :]).sum(1)
+        eps = np.finfo(float).eps
+        ious.append((inter + eps) / (union + eps))
+    return np.mean(ious, axis=0)
+
+
+def make_eval_set(rng, n_img, h, w, kind):
+    amap = np.zeros((n_img, h, w), np.float32)
+    gt = np.zeros((n_img, h, w), np.uint8)
+    score = np.zeros((n_img, h, w), np.float32)
+    for i in range(n_img):
+        good = i % 3 == 2
+        if not good:
+            for _ in range(rng.randint(1, 4)):
+                y, x = rng.randint(0, h - 4), rng.randint(0, w - 4)
+                gt[i, y:y + rng.randint(1, 5), x:x + rng.randint(1, 5)] = 1
+            if i == 0:  # two diagonal-touching pixels: one region with 8-connectivity
+                gt[i, 1, 1] = gt[i, 2, 2] = 1
+        base = rng.rand(h, w).astype(np.float32) * 0.6
+        a = np.where(gt[i] > 0, np.clip(base + rng.rand(h, w).astype(np.float32) * 0.7, 0, 1), base)
+        if kind == "ties":
+            a = np.round(a * 20) / 20
+        elif kind == "edge":  # 40% of the normal pixels tie at the top value
+            a = np.where(gt[i] > 0, rng.rand(h, w) * 0.45, rng.rand(h, w) * 0.5)
+            a = np.where((gt[i] == 0) & (rng.rand(h, w) < 0.4), 0.9, a)
+            a = np.where((gt[i] > 0) & (rng.rand(h, w) < 0.3), 1.0, a)
+            a = np.where((gt[i] > 0) & (rng.rand(h, w) < 0.2), 0.9, a)
+        amap[i] = a.astype(np.float32)
+        sc = rng.randn(h, w) * 150 - 100 + gt[i] * rng.rand() * 400
+        sc = np.where(rng.rand(h, w) < 0.05, np.round(sc), sc)  # exact integers: strict '>' matters
+        sc = np.where(rng.rand(h, w) < 0.01, np.nan, sc)
+        if i == 1:
+            sc[0, 0], sc[0, 1] = 0.0, -0.0
+        score[i] = sc.astype(np.float32)
+    return amap, score, gt
+
+
+def sec_metrics():
+    from sklearn.metrics import roc_auc_score
+    rng = np.random.RandomState(5)
+    t = {}
+    # plain AUROC with ties
+    s = (rng.randint(0, 12, 300) / 4.0).astype(np.float32)
+    y = (rng.rand(300) < 0.3 + 0.05 * s).astype(np.uint8)
+    t["auc_scores"], t["auc_labels"] = s, y
+    t["auc_ref"] = np.array([roc_auc_score(y, s)], np.float64)
+    for kind, (n_img, h, w) in (("ties", (8, 24, 20)), ("cont", (6, 32, 32)), ("edge", (4, 16, 16))):
+        amap, score, gt = make_eval_set(rng, n_img, h, w, kind)
+        t[f"{kind}_amap"], t[f"{kind}_score"], t[f"{kind}_gt"] = amap, score, gt
+        img_lab = (gt.reshape(n_img, -1).max(1) > 0).astype(int)
+        ap, out, nreg = aupro_official(amap, gt)
+        mi = miou_curve(score, gt)
+        pred0 = score > 0
+        g = gt > 0
+        tp, fp, fn = (pred0 & g).sum(), (pred0 & ~g).sum(), (~pred0 & g).sum()
+        ref = {
+            "pixel_auroc": roc_auc_score(gt.ravel(), amap.ravel()),
+            "image_auroc": roc_auc_score(img_lab, amap.reshape(n_img, -1).max(1)),
+            "aupro": ap, "aupro_points": out, "n_regions": nreg,
+            "aupro_textbook": aupro_textbook(amap, gt),
+            "miou_auto": mi[400], "miou_oracle": mi.max(), "oracle_thr": int(np.argmax(mi)) - 400,
+            "f1_auto": 2 * tp / (2 * tp + fp + fn),
+        }
+        t[f"{kind}_ref"] = np.array([ref[k] for k in ("pixel_auroc", "image_auroc", "aupro", "aupro_points",
+                                                      "n_regions", "aupro_textbook", "miou_auto", "miou_oracle",
+                                                      "oracle_thr", "f1_auto")], np.float64)
+        t[f"{kind}_miou"] = mi.astype(np.float64)
+        print(kind, {k: round(float(v), 6) for k, v in ref.items()})
+    write_st(f"{OUT}/metrics.safetensors", t)
+
+
+SECTIONS = {"interp": sec_interp, "anomaly": sec_anomaly, "nfa_tree": sec_nfa_tree, "block": sec_block,
+            "metrics": sec_metrics}
 
 if __name__ == "__main__":
     names = sys.argv[1:] or list(SECTIONS)
