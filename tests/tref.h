@@ -1,17 +1,18 @@
-/* tref.h - test-only reader of the small .safetensors references in tests/data.
- *
- * Kept inside tests/ so the reference checks do not depend on the library's own
- * reader. Supports F32, F64, I32, I64 and U8 tensors; each tensor's bytes are
- * copied into their own aligned buffer. Header-only (static functions).
+/* tref.h - test helper: loads every tensor of a small reference .safetensors
+ * file (tests/data) into aligned, typed copies, through the library's reader
+ * (itself checked against an independent Python writer in test_safetensors).
+ * Header-only (static functions).
  */
 #ifndef UF_TESTS_TREF_H
 #define UF_TESTS_TREF_H
 
-#include <cjson/cJSON.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "core/error.h"
+#include "io/safetensors.h"
 
 typedef struct {
     char name[96];
@@ -19,7 +20,7 @@ typedef struct {
     int ndim;
     int64_t shape[8];
     int64_t numel;
-    void *data; /* malloc'd copy */
+    void *data; /* malloc'd, aligned copy of the raw little-endian values */
 } tref_tensor;
 
 typedef struct {
@@ -36,55 +37,26 @@ static inline void tref_close(tref_file *f) {
 
 /* NULL (with a message on stderr) when the file is missing or malformed. */
 static inline tref_file *tref_open(const char *path) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        fprintf(stderr, "tref: cannot open %s\n", path);
+    uf_safetensors *st = uf_st_open(path);
+    if (!st) {
+        fprintf(stderr, "tref: %s\n", uf_last_error());
         return NULL;
     }
-    unsigned char len8[8];
-    tref_file *f = NULL;
-    char *hdr = NULL;
-    cJSON *js = NULL;
-    if (fread(len8, 1, 8, fp) != 8) goto fail;
-    uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | len8[i];
-    if (hlen > (1u << 24)) goto fail;
-    hdr = malloc(hlen + 1);
-    if (!hdr || fread(hdr, 1, hlen, fp) != hlen) goto fail;
-    hdr[hlen] = 0;
-    js = cJSON_Parse(hdr);
-    if (!js) goto fail;
-    f = calloc(1, sizeof *f);
-    f->t = calloc((size_t)cJSON_GetArraySize(js) + 1, sizeof(tref_tensor));
-    for (cJSON *it = js->child; it; it = it->next) {
-        if (strcmp(it->string, "__metadata__") == 0) continue;
-        tref_tensor *t = &f->t[f->n];
-        snprintf(t->name, sizeof t->name, "%s", it->string);
-        snprintf(t->dtype, sizeof t->dtype, "%s", cJSON_GetObjectItem(it, "dtype")->valuestring);
-        cJSON *sh = cJSON_GetObjectItem(it, "shape"), *off = cJSON_GetObjectItem(it, "data_offsets");
-        t->ndim = cJSON_GetArraySize(sh);
-        t->numel = 1;
-        for (int d = 0; d < t->ndim && d < 8; d++) {
-            t->shape[d] = (int64_t)cJSON_GetArrayItem(sh, d)->valuedouble;
-            t->numel *= t->shape[d];
-        }
-        long b = (long)cJSON_GetArrayItem(off, 0)->valuedouble, e = (long)cJSON_GetArrayItem(off, 1)->valuedouble;
-        t->data = malloc((size_t)(e - b) + 8);
-        if (fseek(fp, (long)(8 + hlen) + b, SEEK_SET) != 0 || fread(t->data, 1, (size_t)(e - b), fp) != (size_t)(e - b))
-            goto fail;
-        f->n++;
+    tref_file *f = calloc(1, sizeof *f);
+    f->t = calloc((size_t)uf_st_count(st) + 1, sizeof(tref_tensor));
+    for (int i = 0; i < uf_st_count(st); i++) {
+        const uf_st_tensor *s = uf_st_at(st, i);
+        tref_tensor *t = &f->t[f->n++];
+        snprintf(t->name, sizeof t->name, "%s", s->name);
+        snprintf(t->dtype, sizeof t->dtype, "%s", uf_dtype_name(s->dtype));
+        t->ndim = s->ndim;
+        for (int d = 0; d < s->ndim; d++) t->shape[d] = s->shape[d];
+        t->numel = s->numel;
+        t->data = malloc(s->nbytes + 8);
+        memcpy(t->data, s->data, s->nbytes);
     }
-    cJSON_Delete(js);
-    free(hdr);
-    fclose(fp);
+    uf_st_close(st);
     return f;
-fail:
-    fprintf(stderr, "tref: malformed %s\n", path);
-    if (js) cJSON_Delete(js);
-    free(hdr);
-    tref_close(f);
-    fclose(fp);
-    return NULL;
 }
 
 /* The tensor called name, or NULL (message on stderr). */

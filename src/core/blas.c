@@ -3,11 +3,13 @@
 #include <dlfcn.h>
 #include <omp.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
+#include "core/timer.h"
 
 /* CBLAS enum values (fixed by the CBLAS standard); we do not include cblas.h
  * because nothing is linked against BLAS at build time. */
@@ -29,6 +31,8 @@ static struct {
     corename_fn corename;
     set_threads_fn set_threads;
 } g_blas = {.once = PTHREAD_ONCE_INIT, .status = UF_ERR};
+
+static uint64_t g_gemm_ns, g_gemm_flop;
 
 /* OpenBLAS core type for this CPU, or NULL to let OpenBLAS decide. */
 static const char *pick_coretype(void) {
@@ -100,8 +104,19 @@ void uf_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, cons
         fprintf(stderr, "uflow: %s\n", uf_last_error());
         abort();
     }
+    double t0 = uf_now();
     g_blas.sgemm(CBLAS_ROW_MAJOR, trans_a ? CBLAS_TRANS : CBLAS_NO_TRANS,
                  trans_b ? CBLAS_TRANS : CBLAS_NO_TRANS, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    /* Counters in integer nanoseconds / flops so concurrent callers can add atomically. */
+    __atomic_add_fetch(&g_gemm_ns, (uint64_t)((uf_now() - t0) * 1e9), __ATOMIC_RELAXED);
+    __atomic_add_fetch(&g_gemm_flop, (uint64_t)2 * m * n * k, __ATOMIC_RELAXED);
+}
+
+double uf_gemm_seconds(void) { return 1e-9 * (double)__atomic_load_n(&g_gemm_ns, __ATOMIC_RELAXED); }
+double uf_gemm_flops(void) { return (double)__atomic_load_n(&g_gemm_flop, __ATOMIC_RELAXED); }
+void uf_gemm_counters_reset(void) {
+    __atomic_store_n(&g_gemm_ns, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&g_gemm_flop, 0, __ATOMIC_RELAXED);
 }
 
 void uf_sgemm_ref(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a, int lda,

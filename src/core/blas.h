@@ -34,6 +34,12 @@ void uf_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, cons
 void uf_sgemm_ref(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                   const float *b, int ldb, float beta, float *c, int ldc);
 
+/* Wall-clock seconds spent inside uf_sgemm and its FLOPs (2*m*n*k) since
+ * the last reset, for "share of time in GEMM" reports. */
+double uf_gemm_seconds(void);
+double uf_gemm_flops(void);
+void uf_gemm_counters_reset(void);
+
 /* Threads for BLAS and for uflow's own OpenMP loops. n <= 0: all cores. */
 void uf_set_num_threads(int n);
 int uf_get_num_threads(void);

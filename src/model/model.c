@@ -1,0 +1,354 @@
+#include "model/model.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/tensor.h"
+#include "io/file_hash.h"
+#include "io/safetensors.h"
+
+#define MODEL_FORMAT "1"
+/* Images per backbone+flow group in uf_model_latents (bounds activation memory). */
+#define LATENT_GROUP 8
+
+static int flow_config_for(uf_resnet *bb, int input_size, int n_steps, uf_ln_mode ln_mode, uf_flow_config *fc) {
+    *fc = uf_flow_default_config();
+    fc->n_scales = UF_RESNET_LEVELS;
+    fc->n_steps = n_steps;
+    fc->ln_mode = ln_mode;
+    for (int l = 0; l < UF_RESNET_LEVELS; l++)
+        uf_resnet_feature_shape(bb, l, input_size, input_size, &fc->channels[l], &fc->height[l], &fc->width[l]);
+    for (int l = 0; l + 1 < UF_RESNET_LEVELS; l++)
+        if (fc->height[l] != 2 * fc->height[l + 1] || fc->width[l] != 2 * fc->width[l + 1])
+            return uf_error("input size %d gives feature maps that do not halve from scale to scale "
+                            "(use a multiple of 32)", input_size);
+    return UF_OK;
+}
+
+uf_model *uf_model_create(const char *backbone_weights, int input_size, int n_steps, uf_ln_mode ln_mode,
+                          uint64_t seed) {
+    if (input_size < 32 || input_size % 32 != 0) {
+        uf_error("input size %d: must be a positive multiple of 32", input_size);
+        return NULL;
+    }
+    uf_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        uf_error("out of memory");
+        return NULL;
+    }
+    m->backbone = uf_resnet_load(backbone_weights);
+    if (!m->backbone) goto fail;
+    if (uf_sha256_file(backbone_weights, m->cfg.backbone_sha256) != UF_OK) goto fail;
+    snprintf(m->cfg.backbone, sizeof m->cfg.backbone, "%s", uf_resnet_arch(m->backbone));
+    snprintf(m->cfg.backbone_file, sizeof m->cfg.backbone_file, "%s", backbone_weights);
+    m->cfg.input_size = input_size;
+    if (flow_config_for(m->backbone, input_size, n_steps, ln_mode, &m->cfg.flow) != UF_OK) goto fail;
+    m->flow = uf_flow_new(&m->cfg.flow, seed);
+    if (!m->flow) goto fail;
+    return m;
+fail:
+    uf_model_free(m);
+    return NULL;
+}
+
+void uf_model_free(uf_model *m) {
+    if (!m) return;
+    uf_resnet_free(m->backbone);
+    uf_flow_free(m->flow);
+    free(m);
+}
+
+void uf_model_latent_shape(const uf_model *m, int l, int *c, int *h, int *w) {
+    *c = m->flow->z_ch[l];
+    *h = m->cfg.flow.height[l];
+    *w = m->cfg.flow.width[l];
+}
+
+/* ---- metadata ---- */
+
+static int meta_set(uf_st_writer *w, const char *key, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int meta_set(uf_st_writer *w, const char *key, const char *fmt, ...) {
+    char value[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(value, sizeof value, fmt, ap);
+    va_end(ap);
+    return uf_st_writer_set_metadata(w, key, value);
+}
+
+static void join_ints(char *buf, size_t cap, const int *v, int n) {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n && used < cap; i++) used += (size_t)snprintf(buf + used, cap - used, "%s%d", i ? "," : "", v[i]);
+}
+
+static int write_metadata(uf_st_writer *w, const uf_model *m, const uf_adam *opt) {
+    const uf_model_config *c = &m->cfg;
+    char ch[128], hh[128], ww[128];
+    join_ints(ch, sizeof ch, c->flow.channels, c->flow.n_scales);
+    join_ints(hh, sizeof hh, c->flow.height, c->flow.n_scales);
+    join_ints(ww, sizeof ww, c->flow.width, c->flow.n_scales);
+    int rc = UF_OK;
+    rc |= meta_set(w, "uflow.format", MODEL_FORMAT);
+    rc |= meta_set(w, "uflow.method", "U-Flow (Tailanian, Pardo, Muse); AllInOneBlock as FrEIA 1779d1f");
+    rc |= meta_set(w, "uflow.backbone", "%s", c->backbone);
+    rc |= meta_set(w, "uflow.backbone_file", "%s", c->backbone_file);
+    rc |= meta_set(w, "uflow.backbone_sha256", "%s", c->backbone_sha256);
+    rc |= meta_set(w, "uflow.input_size", "%d", c->input_size);
+    rc |= meta_set(w, "uflow.scales", "%d", c->flow.n_scales);
+    rc |= meta_set(w, "uflow.channels", "%s", ch);
+    rc |= meta_set(w, "uflow.heights", "%s", hh);
+    rc |= meta_set(w, "uflow.widths", "%s", ww);
+    rc |= meta_set(w, "uflow.flow_steps", "%d", c->flow.n_steps);
+    rc |= meta_set(w, "uflow.clamp", "2.0");
+    rc |= meta_set(w, "uflow.ln_mode", "%s", uf_ln_mode_name(c->flow.ln_mode));
+    rc |= meta_set(w, "uflow.epochs", "%d", c->train.epochs);
+    rc |= meta_set(w, "uflow.batch", "%d", c->train.batch);
+    rc |= meta_set(w, "uflow.lr", "%.17g", c->train.lr);
+    rc |= meta_set(w, "uflow.weight_decay", "%.17g", c->train.weight_decay);
+    rc |= meta_set(w, "uflow.seed", "%" PRIu64, c->train.seed);
+    rc |= meta_set(w, "uflow.loss", "%s", c->train.anomalib_loss ? "anomalib" : "official");
+    rc |= meta_set(w, "uflow.epochs_done", "%d", c->epochs_done);
+    rc |= meta_set(w, "uflow.train_data", "%s", c->train_data);
+    if (opt) rc |= meta_set(w, "uflow.optimizer_step", "%ld", opt->step);
+    return rc ? UF_ERR : UF_OK;
+}
+
+int uf_model_save(const uf_model *m, const char *path, const uf_adam *opt) {
+    uf_st_writer *w = uf_st_writer_new();
+    if (!w) return UF_ERR;
+    float *buf = NULL;
+    size_t buf_cap = 0;
+    int rc = write_metadata(w, m, opt);
+    int n = uf_flow_param_count(m->flow);
+    for (int i = 0; i < n && rc == UF_OK; i++) {
+        uf_flow_param p;
+        uf_flow_param_get(m->flow, i, &p);
+        if (p.numel > buf_cap) {
+            uf_free(buf);
+            buf_cap = p.numel;
+            buf = uf_alloc(buf_cap * sizeof(float));
+            if (!buf) {
+                rc = UF_ERR;
+                break;
+            }
+        }
+        uf_flow_param_read(m->flow, i, buf);
+        rc = uf_st_writer_add_f32(w, p.name, UF_DT_F32, p.ndim, p.shape, buf);
+    }
+    if (rc == UF_OK && opt) {
+        int64_t shape[1] = {(int64_t)opt->n};
+        rc = uf_st_writer_add_f32(w, "optimizer.exp_avg", UF_DT_F32, 1, shape, opt->m);
+        if (rc == UF_OK) rc = uf_st_writer_add_f32(w, "optimizer.exp_avg_sq", UF_DT_F32, 1, shape, opt->v);
+    }
+    if (rc == UF_OK) rc = uf_st_writer_save(w, path);
+    uf_free(buf);
+    uf_st_writer_free(w);
+    return rc;
+}
+
+/* ---- loading ---- */
+
+static const char *meta_req(const uf_safetensors *st, const char *key) {
+    const char *v = uf_st_metadata_get(st, key);
+    if (!v) uf_error("%s: not a uflow model (metadata '%s' missing)", uf_st_path(st), key);
+    return v;
+}
+
+static int meta_int(const uf_safetensors *st, const char *key, int lo, int hi, int *out) {
+    const char *v = meta_req(st, key);
+    if (!v) return UF_ERR;
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi)
+        return uf_error("%s: metadata '%s' = '%s' is not an integer in [%d, %d]", uf_st_path(st), key, v, lo, hi);
+    *out = (int)x;
+    return UF_OK;
+}
+
+static int meta_double(const uf_safetensors *st, const char *key, double *out) {
+    const char *v = meta_req(st, key);
+    if (!v) return UF_ERR;
+    char *end;
+    *out = strtod(v, &end);
+    if (end == v || *end) return uf_error("%s: metadata '%s' = '%s' is not a number", uf_st_path(st), key, v);
+    return UF_OK;
+}
+
+static int meta_int_list(const uf_safetensors *st, const char *key, int n, int *out) {
+    const char *v = meta_req(st, key);
+    if (!v) return UF_ERR;
+    const char *s = v;
+    for (int i = 0; i < n; i++) {
+        char *end;
+        errno = 0;
+        long x = strtol(s, &end, 10);
+        if (errno || end == s || x < 1 || x > 1 << 20 || (i + 1 < n ? *end != ',' : *end != '\0'))
+            return uf_error("%s: metadata '%s' = '%s' is not a list of %d positive integers", uf_st_path(st), key,
+                            v, n);
+        out[i] = (int)x;
+        s = end + 1;
+    }
+    return UF_OK;
+}
+
+static int read_config(const uf_safetensors *st, uf_model_config *c) {
+    memset(c, 0, sizeof *c);
+    const char *fmt = meta_req(st, "uflow.format");
+    if (!fmt) return UF_ERR;
+    if (strcmp(fmt, MODEL_FORMAT) != 0)
+        return uf_error("%s: model format '%s' is not supported (this uflow reads '%s')", uf_st_path(st), fmt,
+                        MODEL_FORMAT);
+    const char *s;
+    if (!(s = meta_req(st, "uflow.backbone"))) return UF_ERR;
+    snprintf(c->backbone, sizeof c->backbone, "%s", s);
+    if (!(s = meta_req(st, "uflow.backbone_file"))) return UF_ERR;
+    snprintf(c->backbone_file, sizeof c->backbone_file, "%s", s);
+    if (!(s = meta_req(st, "uflow.backbone_sha256"))) return UF_ERR;
+    snprintf(c->backbone_sha256, sizeof c->backbone_sha256, "%s", s);
+    if ((s = uf_st_metadata_get(st, "uflow.train_data"))) snprintf(c->train_data, sizeof c->train_data, "%s", s);
+    c->flow = uf_flow_default_config();
+    if (meta_int(st, "uflow.input_size", 32, 8192, &c->input_size) != UF_OK) return UF_ERR;
+    if (meta_int(st, "uflow.scales", 1, UF_FLOW_MAX_SCALES, &c->flow.n_scales) != UF_OK) return UF_ERR;
+    if (meta_int_list(st, "uflow.channels", c->flow.n_scales, c->flow.channels) != UF_OK) return UF_ERR;
+    if (meta_int_list(st, "uflow.heights", c->flow.n_scales, c->flow.height) != UF_OK) return UF_ERR;
+    if (meta_int_list(st, "uflow.widths", c->flow.n_scales, c->flow.width) != UF_OK) return UF_ERR;
+    if (meta_int(st, "uflow.flow_steps", 1, 64, &c->flow.n_steps) != UF_OK) return UF_ERR;
+    if (!(s = meta_req(st, "uflow.ln_mode"))) return UF_ERR;
+    if (uf_ln_mode_parse(s, &c->flow.ln_mode) != UF_OK) return uf_error_prefix("%s", uf_st_path(st));
+    if (meta_int(st, "uflow.epochs", 0, 1 << 30, &c->train.epochs) != UF_OK) return UF_ERR;
+    if (meta_int(st, "uflow.batch", 1, 1 << 20, &c->train.batch) != UF_OK) return UF_ERR;
+    if (meta_double(st, "uflow.lr", &c->train.lr) != UF_OK) return UF_ERR;
+    if (meta_double(st, "uflow.weight_decay", &c->train.weight_decay) != UF_OK) return UF_ERR;
+    if (!(s = meta_req(st, "uflow.seed"))) return UF_ERR;
+    c->train.seed = strtoull(s, NULL, 10);
+    if (!(s = meta_req(st, "uflow.loss"))) return UF_ERR;
+    c->train.anomalib_loss = !strcmp(s, "anomalib");
+    if (meta_int(st, "uflow.epochs_done", 0, 1 << 30, &c->epochs_done) != UF_OK) return UF_ERR;
+    return UF_OK;
+}
+
+/* Finds the backbone weights: the explicit path, else the recorded one as
+ * given, else the recorded file name beside the model file. */
+static int resolve_backbone(const char *model_path, const uf_model_config *c, const char *explicit_path,
+                            char *out, size_t cap) {
+    if (explicit_path) {
+        snprintf(out, cap, "%s", explicit_path);
+        return UF_OK;
+    }
+    FILE *f = fopen(c->backbone_file, "rb");
+    if (f) {
+        fclose(f);
+        snprintf(out, cap, "%s", c->backbone_file);
+        return UF_OK;
+    }
+    const char *slash = strrchr(model_path, '/'), *base = strrchr(c->backbone_file, '/');
+    base = base ? base + 1 : c->backbone_file;
+    snprintf(out, cap, "%.*s%s", slash ? (int)(slash - model_path + 1) : 0, model_path, base);
+    f = fopen(out, "rb");
+    if (f) {
+        fclose(f);
+        return UF_OK;
+    }
+    return uf_error("%s: backbone weights '%s' not found (pass them with --weights)", model_path, c->backbone_file);
+}
+
+uf_model *uf_model_load(const char *path, const char *backbone_weights, uf_adam *opt, int *has_opt) {
+    if (has_opt) *has_opt = 0;
+    uf_safetensors *st = uf_st_open(path);
+    if (!st) return NULL;
+    uf_model *m = calloc(1, sizeof *m);
+    float *buf = NULL;
+    if (!m) {
+        uf_error("out of memory");
+        goto fail;
+    }
+    if (read_config(st, &m->cfg) != UF_OK) goto fail;
+    char weights[2048], sha[65];
+    if (resolve_backbone(path, &m->cfg, backbone_weights, weights, sizeof weights) != UF_OK) goto fail;
+    if (uf_sha256_file(weights, sha) != UF_OK) goto fail;
+    if (strcmp(sha, m->cfg.backbone_sha256) != 0) {
+        uf_error("%s: backbone weights '%s' differ from the ones the model was trained with (sha256 %.12s..., "
+                 "expected %.12s...)", path, weights, sha, m->cfg.backbone_sha256);
+        goto fail;
+    }
+    m->backbone = uf_resnet_load(weights);
+    if (!m->backbone) goto fail;
+    uf_flow_config expect;
+    if (flow_config_for(m->backbone, m->cfg.input_size, m->cfg.flow.n_steps, m->cfg.flow.ln_mode, &expect) != UF_OK)
+        goto fail;
+    for (int l = 0; l < expect.n_scales; l++)
+        if (m->cfg.flow.n_scales != expect.n_scales || expect.channels[l] != m->cfg.flow.channels[l] ||
+            expect.height[l] != m->cfg.flow.height[l] || expect.width[l] != m->cfg.flow.width[l]) {
+            uf_error("%s: the flow's scales do not match the features of backbone '%s' at size %d", path, weights,
+                     m->cfg.input_size);
+            goto fail;
+        }
+    m->flow = uf_flow_new(&m->cfg.flow, 0);
+    if (!m->flow) goto fail;
+    int n = uf_flow_param_count(m->flow);
+    for (int i = 0; i < n; i++) {
+        uf_flow_param p;
+        uf_flow_param_get(m->flow, i, &p);
+        uf_free(buf);
+        buf = uf_alloc(p.numel * sizeof(float));
+        if (!buf) goto fail;
+        if (uf_st_read_f32_into(st, p.name, p.ndim, p.shape, buf, (int64_t)p.numel) != UF_OK) goto fail;
+        if (uf_flow_param_write(m->flow, i, buf) != UF_OK) {
+            uf_error_prefix("%s", path);
+            goto fail;
+        }
+    }
+    if (opt && uf_st_find(st, "optimizer.exp_avg")) {
+        int64_t shape[1] = {(int64_t)m->flow->n_trainable};
+        int step;
+        if (meta_int(st, "uflow.optimizer_step", 0, 1 << 30, &step) != UF_OK) goto fail;
+        if (uf_adam_init(opt, m->flow->n_trainable, m->cfg.train.lr) != UF_OK) goto fail;
+        opt->weight_decay = m->cfg.train.weight_decay;
+        opt->step = step;
+        if (uf_st_read_f32_into(st, "optimizer.exp_avg", 1, shape, opt->m, shape[0]) != UF_OK ||
+            uf_st_read_f32_into(st, "optimizer.exp_avg_sq", 1, shape, opt->v, shape[0]) != UF_OK) {
+            uf_adam_free(opt);
+            goto fail;
+        }
+        if (has_opt) *has_opt = 1;
+    }
+    uf_free(buf);
+    uf_st_close(st);
+    return m;
+fail:
+    uf_free(buf);
+    uf_st_close(st);
+    uf_model_free(m);
+    return NULL;
+}
+
+/* ---- inference ---- */
+
+int uf_model_latents(uf_model *m, const float *x, int n, float *const *z) {
+    const int L = m->cfg.flow.n_scales, S = m->cfg.input_size;
+    float *feats[UF_FLOW_MAX_SCALES] = {0}, *zg[UF_FLOW_MAX_SCALES];
+    size_t feat_n[UF_FLOW_MAX_SCALES], z_n[UF_FLOW_MAX_SCALES];
+    double logdet[LATENT_GROUP];
+    int rc = UF_OK;
+    for (int l = 0; l < L; l++) {
+        feat_n[l] = (size_t)m->cfg.flow.channels[l] * m->cfg.flow.height[l] * m->cfg.flow.width[l];
+        z_n[l] = (size_t)m->flow->z_ch[l] * m->cfg.flow.height[l] * m->cfg.flow.width[l];
+        feats[l] = uf_alloc(feat_n[l] * LATENT_GROUP * sizeof(float));
+        if (!feats[l]) rc = UF_ERR;
+    }
+    for (int i0 = 0; i0 < n && rc == UF_OK; i0 += LATENT_GROUP) {
+        int g = n - i0 < LATENT_GROUP ? n - i0 : LATENT_GROUP;
+        rc = uf_resnet_forward(m->backbone, x + (size_t)i0 * 3 * S * S, g, S, S, feats);
+        for (int l = 0; l < L; l++) zg[l] = z[l] + (size_t)i0 * z_n[l];
+        if (rc == UF_OK) rc = uf_flow_forward(m->flow, g, (const float *const *)feats, zg, logdet, 0);
+    }
+    for (int l = 0; l < L; l++) uf_free(feats[l]);
+    return rc;
+}

@@ -1,0 +1,71 @@
+/* model.h - a complete U-Flow detector: frozen backbone + trained flow (with
+ * its per-scale LayerNorms) + the configuration, saved as one .safetensors
+ * file, so `predict` needs nothing else but the backbone weights it names.
+ *
+ * Model file: the flow tensors under the official/FrEIA state_dict names
+ * (flow.module_list.{i}.*, feature_extractor.feature_normalizations.{l}.*),
+ * the Adam state when saved as a training checkpoint (optimizer.exp_avg and
+ * optimizer.exp_avg_sq over the trainable parameters), and in __metadata__ the
+ * configuration as "uflow.*" string entries (backbone name, weights file and
+ * its sha256, input size, scales, channels, flow steps, clamp, LayerNorm mode,
+ * training settings, epochs done, optimizer step).
+ */
+#ifndef UF_MODEL_MODEL_H
+#define UF_MODEL_MODEL_H
+
+#include <stdint.h>
+
+#include "backbone/resnet.h"
+#include "flow/adam.h"
+#include "flow/graph.h"
+
+typedef struct uf_train_settings {
+    int epochs, batch;
+    double lr, weight_decay;
+    uint64_t seed;
+    int anomalib_loss; /* 1: the paper-time/anomalib batch-summed z term (spec 5.1) */
+} uf_train_settings;
+
+typedef struct uf_model_config {
+    char backbone[48];           /* architecture, e.g. "resnet18" */
+    char backbone_file[1024];    /* weights path as given when training */
+    char backbone_sha256[65];
+    int input_size;              /* images are resized to input_size x input_size */
+    uf_flow_config flow;         /* scales (0 = finest), channels, sizes, steps, LayerNorm mode */
+    uf_train_settings train;
+    int epochs_done;
+    char train_data[1024];       /* data folder the model was trained on (information) */
+} uf_model_config;
+
+typedef struct uf_model {
+    uf_model_config cfg;
+    uf_resnet *backbone;
+    uf_flow *flow;
+} uf_model;
+
+/* A new untrained model: loads the backbone weights, derives the feature
+ * shapes for input_size, builds the flow (seeded init). NULL + error. */
+uf_model *uf_model_create(const char *backbone_weights, int input_size, int n_steps, uf_ln_mode ln_mode,
+                          uint64_t seed);
+
+/* Loads a model file. The backbone weights are taken from `backbone_weights`
+ * when not NULL, else from the path recorded in the file (as given, then beside
+ * the model file); their sha256 must match the recorded one. When `opt` is not
+ * NULL and the file holds an optimizer state, it is restored into *opt (which
+ * must be uninitialised). NULL + error naming the file and tensor. */
+uf_model *uf_model_load(const char *path, const char *backbone_weights, uf_adam *opt, int *has_opt);
+
+/* Writes the model (and the optimizer state when opt is not NULL) atomically. */
+int uf_model_save(const uf_model *m, const char *path, const uf_adam *opt);
+
+void uf_model_free(uf_model *m);
+
+/* Latent count and shape of scale l (0 = finest): z_l is (z_channels, h, w). */
+void uf_model_latent_shape(const uf_model *m, int l, int *c, int *h, int *w);
+
+/* Backbone + flow on n ImageNet-normalised images x (n, 3, S, S): writes the
+ * latents z[l] (n, C_l, h_l, w_l). Processes in groups of `group` images to
+ * bound memory. UF_OK or UF_ERR. */
+int uf_model_latents(uf_model *m, const float *x, int n, float *const *z);
+
+#endif

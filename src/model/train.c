@@ -1,0 +1,242 @@
+#include "model/train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/blas.h"
+#include "core/error.h"
+#include "core/tensor.h"
+#include "core/timer.h"
+#include "flow/adam.h"
+#include "flow/loss.h"
+#include "flow/rng.h"
+#include "io/dataset.h"
+#include "io/image.h"
+#include "model/model.h"
+
+#define FEATURE_GROUP 8 /* images per backbone call while caching features */
+
+uf_train_options uf_train_default_options(void) {
+    uf_train_options o;
+    memset(&o, 0, sizeof o);
+    o.weights = "models/resnet18-in1k-l3-bnfolded.safetensors";
+    o.input_size = 256;
+    o.n_steps = 4;
+    o.epochs = 100;
+    o.batch = 16;
+    o.lr = 1e-3;
+    o.weight_decay = 1e-5;
+    o.seed = 0;
+    o.ln_mode = UF_LN_LOGDET;
+    o.checkpoint_every = 10;
+    o.verbose = 1;
+    return o;
+}
+
+/* Loads and normalises images [i0, i0+n) of ds into x (n, 3, S, S), in parallel. */
+static int load_images(const uf_dataset *ds, const int *idx, int n, int S, float *x) {
+    int failed = -1;
+    char msg[1024] = "";
+#pragma omp parallel for schedule(dynamic)
+    for (int i = 0; i < n; i++) {
+        if (uf_image_load_for_backbone(ds->samples[idx[i]].image_path, S, x + (size_t)i * 3 * S * S) != UF_OK) {
+#pragma omp critical
+            if (failed < 0) {
+                failed = i;
+                snprintf(msg, sizeof msg, "%s", uf_last_error());
+            }
+        }
+    }
+    return failed < 0 ? UF_OK : uf_error("%s", msg);
+}
+
+/* Cache of backbone features: feat[l] (N, C_l, H_l, W_l). */
+typedef struct feature_cache {
+    int n, n_scales;
+    size_t per_image[UF_FLOW_MAX_SCALES];
+    float *feat[UF_FLOW_MAX_SCALES];
+} feature_cache;
+
+static void cache_free(feature_cache *c) {
+    for (int l = 0; l < c->n_scales; l++) uf_free(c->feat[l]);
+}
+
+static int cache_build(uf_model *m, const uf_dataset *ds, int n, int verbose, feature_cache *c) {
+    const int S = m->cfg.input_size, L = m->cfg.flow.n_scales;
+    memset(c, 0, sizeof *c);
+    c->n = n;
+    c->n_scales = L;
+    double bytes = 0;
+    for (int l = 0; l < L; l++) {
+        c->per_image[l] = (size_t)m->cfg.flow.channels[l] * m->cfg.flow.height[l] * m->cfg.flow.width[l];
+        c->feat[l] = uf_alloc((size_t)n * c->per_image[l] * sizeof(float));
+        if (!c->feat[l]) {
+            cache_free(c);
+            return uf_error_prefix("feature cache for %d images", n);
+        }
+        bytes += (double)n * c->per_image[l] * sizeof(float);
+    }
+    if (verbose) fprintf(stderr, "caching %s features of %d images (%.0f MB)\n", m->cfg.backbone, n, bytes / 1e6);
+    float *x = uf_alloc((size_t)FEATURE_GROUP * 3 * S * S * sizeof(float));
+    int *idx = malloc(sizeof(int) * FEATURE_GROUP);
+    int rc = x && idx ? UF_OK : UF_ERR;
+    for (int i0 = 0; i0 < n && rc == UF_OK; i0 += FEATURE_GROUP) {
+        int g = n - i0 < FEATURE_GROUP ? n - i0 : FEATURE_GROUP;
+        for (int i = 0; i < g; i++) idx[i] = i0 + i;
+        rc = load_images(ds, idx, g, S, x);
+        float *out[UF_RESNET_LEVELS];
+        for (int l = 0; l < L; l++) out[l] = c->feat[l] + (size_t)i0 * c->per_image[l];
+        if (rc == UF_OK) rc = uf_resnet_forward(m->backbone, x, g, S, S, out);
+    }
+    uf_free(x);
+    free(idx);
+    if (rc != UF_OK) cache_free(c);
+    return rc;
+}
+
+/* The image order of an epoch: a Fisher-Yates shuffle seeded by (seed, epoch). */
+static void epoch_order(uint64_t seed, int epoch, int n, int *order) {
+    uf_rng r = uf_rng_seed(seed * 0x100000001B3ULL + (uint64_t)epoch + 1);
+    for (int i = 0; i < n; i++) order[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)uf_rng_below(&r, (uint64_t)i + 1);
+        int t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+}
+
+static void format_duration(double s, char *buf, size_t cap) {
+    int t = (int)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, cap, "%dh%02dm", t / 3600, t / 60 % 60);
+    else
+        snprintf(buf, cap, "%dm%02ds", t / 60, t % 60);
+}
+
+int uf_train(const uf_train_options *o, uf_train_report *report) {
+    uf_train_report rep;
+    memset(&rep, 0, sizeof rep);
+    if (o->batch < 1 || o->epochs < 1 || !(o->lr > 0))
+        return uf_error("training needs epochs >= 1, batch >= 1 and lr > 0");
+    uf_dataset *ds = uf_dataset_open(o->data_dir, "train");
+    if (!ds) return UF_ERR;
+    uf_model *m = NULL;
+    uf_adam opt;
+    memset(&opt, 0, sizeof opt);
+    feature_cache cache;
+    memset(&cache, 0, sizeof cache);
+    float *fb[UF_FLOW_MAX_SCALES] = {0}, *z[UF_FLOW_MAX_SCALES] = {0};
+    double *logdet = NULL, *g_ld = NULL;
+    int *order = NULL, rc = UF_ERR;
+
+    if (o->resume) {
+        int has_opt = 0;
+        m = uf_model_load(o->out_path, o->weights, &opt, &has_opt);
+        if (!m) goto done;
+        if (!has_opt) {
+            uf_error("%s: no optimizer state to resume from (not a checkpoint)", o->out_path);
+            goto done;
+        }
+        if (m->cfg.epochs_done >= m->cfg.train.epochs && m->cfg.train.epochs >= o->epochs) {
+            uf_error("%s: training already finished (%d of %d epochs)", o->out_path, m->cfg.epochs_done,
+                     m->cfg.train.epochs);
+            goto done;
+        }
+        m->cfg.train.epochs = o->epochs > m->cfg.train.epochs ? o->epochs : m->cfg.train.epochs;
+    } else {
+        m = uf_model_create(o->weights, o->input_size, o->n_steps, o->ln_mode, o->seed);
+        if (!m) goto done;
+        m->cfg.train = (uf_train_settings){o->epochs, o->batch, o->lr, o->weight_decay, o->seed, o->anomalib_loss};
+        snprintf(m->cfg.train_data, sizeof m->cfg.train_data, "%s", o->data_dir);
+        if (uf_adam_init(&opt, m->flow->n_trainable, o->lr) != UF_OK) goto done;
+        opt.weight_decay = o->weight_decay;
+    }
+    const uf_train_settings ts = m->cfg.train;
+    const int L = m->cfg.flow.n_scales, B = ts.batch;
+    int n = ds->count;
+    if (o->max_images > 0 && o->max_images < n) n = o->max_images;
+    rep.n_images = n;
+
+    double t0 = uf_now();
+    if (cache_build(m, ds, n, o->verbose, &cache) != UF_OK) goto done;
+    rep.feature_seconds = uf_now() - t0;
+
+    size_t zn[UF_FLOW_MAX_SCALES];
+    for (int l = 0; l < L; l++) {
+        zn[l] = (size_t)m->flow->z_ch[l] * m->cfg.flow.height[l] * m->cfg.flow.width[l];
+        fb[l] = uf_alloc((size_t)B * cache.per_image[l] * sizeof(float));
+        z[l] = uf_alloc((size_t)B * zn[l] * sizeof(float));
+        if (!fb[l] || !z[l]) goto done;
+    }
+    logdet = malloc(sizeof(double) * B);
+    g_ld = malloc(sizeof(double) * B);
+    order = malloc(sizeof(int) * n);
+    if (!logdet || !g_ld || !order || uf_flow_alloc_grads(m->flow) != UF_OK) {
+        uf_error("out of memory for training buffers");
+        goto done;
+    }
+    if (o->verbose)
+        fprintf(stderr, "training %s@%d flow (%zu trainable parameters, LayerNorm %s) on %d images: %d epochs, "
+                        "batch %d, lr %g, seed %llu, %d threads\n",
+                m->cfg.backbone, m->cfg.input_size, m->flow->n_trainable, uf_ln_mode_name(m->cfg.flow.ln_mode), n,
+                ts.epochs, B, ts.lr, (unsigned long long)ts.seed, uf_get_num_threads());
+
+    const int start = m->cfg.epochs_done;
+    double t_train = uf_now(), gemm0 = uf_gemm_seconds();
+    int epochs_run = 0;
+    for (int epoch = start; epoch < ts.epochs; epoch++) {
+        double te = uf_now(), loss_sum = 0.0;
+        epoch_order(ts.seed, epoch, n, order);
+        for (int b0 = 0; b0 < n; b0 += B) {
+            int bs = n - b0 < B ? n - b0 : B;
+            for (int l = 0; l < L; l++)
+                for (int i = 0; i < bs; i++)
+                    memcpy(fb[l] + (size_t)i * cache.per_image[l],
+                           cache.feat[l] + (size_t)order[b0 + i] * cache.per_image[l],
+                           cache.per_image[l] * sizeof(float));
+            if (uf_flow_forward(m->flow, bs, (const float *const *)fb, z, logdet, 1) != UF_OK) goto done;
+            double loss = uf_flow_nll(bs, L, zn, (const float *const *)z, logdet, z, g_ld, NULL, ts.anomalib_loss);
+            if (!isfinite(loss)) {
+                uf_error("epoch %d: the loss became %g (try a smaller --lr)", epoch + 1, loss);
+                goto done;
+            }
+            loss_sum += loss * bs;
+            uf_flow_zero_grads(m->flow);
+            if (uf_flow_backward(m->flow, bs, (const float *const *)z, g_ld, NULL) != UF_OK) goto done;
+            uf_adam_step(&opt, m->flow->params, m->flow->grads);
+        }
+        double mean_loss = loss_sum / n;
+        if (epochs_run == 0) rep.first_loss = mean_loss;
+        rep.last_loss = mean_loss;
+        epochs_run++;
+        m->cfg.epochs_done = epoch + 1;
+        double dt = uf_now() - te, per_epoch = (uf_now() - t_train) / epochs_run;
+        if (o->verbose) {
+            char eta[32];
+            format_duration(per_epoch * (ts.epochs - epoch - 1), eta, sizeof eta);
+            fprintf(stderr, "epoch %4d/%d  loss %14.2f  %6.1f img/s  ETA %s\n", epoch + 1, ts.epochs, mean_loss,
+                    n / dt, eta);
+        }
+        int last = epoch + 1 == ts.epochs || (o->stop_after > 0 && epochs_run >= o->stop_after);
+        if (last || (o->checkpoint_every > 0 && (epoch + 1) % o->checkpoint_every == 0))
+            if (uf_model_save(m, o->out_path, &opt) != UF_OK) goto done;
+        if (last) break;
+    }
+    rep.train_seconds = uf_now() - t_train;
+    rep.gemm_seconds = uf_gemm_seconds() - gemm0;
+    rep.epochs_done = m->cfg.epochs_done;
+    rep.images_per_second = rep.train_seconds > 0 ? (double)n * epochs_run / rep.train_seconds : 0.0;
+    rc = UF_OK;
+done:
+    for (int l = 0; l < UF_FLOW_MAX_SCALES; l++) uf_free(fb[l]), uf_free(z[l]);
+    free(logdet), free(g_ld), free(order);
+    cache_free(&cache);
+    if (opt.m) uf_adam_free(&opt);
+    uf_model_free(m);
+    uf_dataset_free(ds);
+    if (report) *report = rep;
+    return rc;
+}

@@ -1,0 +1,47 @@
+/* train.h - training a U-Flow model on a folder of normal images (spec 5).
+ *
+ * Features are computed once per training image and cached (exact: the
+ * backbone is frozen and there is no augmentation). Each epoch shuffles the
+ * images with a generator seeded by (seed, epoch), so a run is reproducible bit
+ * for bit for the same seed and thread count, and a resumed run continues
+ * exactly where the checkpoint left off. Loss: mean over the batch of
+ * (sum 0.5 ||z||^2 - logdet), in double; Adam with L2 weight decay.
+ */
+#ifndef UF_MODEL_TRAIN_H
+#define UF_MODEL_TRAIN_H
+
+#include <stdint.h>
+
+#include "flow/layernorm.h"
+
+typedef struct uf_train_options {
+    const char *data_dir;  /* MVTec-AD category, MVTec 3D-AD category or plain folder of normal images */
+    const char *weights;   /* backbone weights (.safetensors) */
+    const char *out_path;  /* model file, also the checkpoint */
+    int input_size;        /* 256 */
+    int n_steps;           /* flow steps per scale, 4 */
+    int epochs, batch;     /* 100, 16 */
+    double lr, weight_decay;
+    uint64_t seed;
+    uf_ln_mode ln_mode;
+    int anomalib_loss;     /* batch-summed z term of the paper-time code / anomalib */
+    int checkpoint_every;  /* epochs between checkpoints (0: only at the end) */
+    int max_images;        /* 0: all training images */
+    int resume;            /* continue from out_path */
+    int stop_after;        /* >0: stop (with a checkpoint) after this many epochs in this run (tests) */
+    int verbose;           /* progress lines on stderr */
+} uf_train_options;
+
+uf_train_options uf_train_default_options(void);
+
+typedef struct uf_train_report {
+    int n_images, epochs_done;
+    double first_loss, last_loss; /* mean loss per image of the first and last epoch run */
+    double feature_seconds, train_seconds, images_per_second;
+    double gemm_seconds;          /* time inside SGEMM during training epochs */
+} uf_train_report;
+
+/* Trains (or resumes) and writes the model to o->out_path. UF_OK or UF_ERR. */
+int uf_train(const uf_train_options *o, uf_train_report *report);
+
+#endif
