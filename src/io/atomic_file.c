@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -14,6 +15,15 @@ int uf_atomic_begin(uf_atomic_file *af, const char *path) {
     snprintf(af->tmp_path, sizeof af->tmp_path, "%s.tmp.XXXXXX", path);
     int fd = mkstemp(af->tmp_path);
     if (fd < 0) return uf_error("%s: cannot create a temporary file beside it: %s", path, strerror(errno));
+    /* mkstemp makes the file 0600: give it the destination's mode, or 0644 for a new file. */
+    struct stat st;
+    mode_t mode = (stat(path, &st) == 0 && S_ISREG(st.st_mode)) ? (st.st_mode & 07777) : 0644;
+    if (fchmod(fd, mode) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(af->tmp_path);
+        return uf_error("%s: cannot set the file mode: %s", path, strerror(e));
+    }
     af->fp = fdopen(fd, "wb");
     if (!af->fp) {
         int e = errno;
