@@ -19,9 +19,11 @@
  *
  * Activations are allocated for the largest batch seen (uf_flow_reserve). In
  * training mode a forward keeps, per block, its input (B, V, H, W), r (B, C1,
- * H, W) and st (B, 2 C2, H, W), and per scale the normalized feature xhat
- * (B, C_l, H_l, W_l): about (3.5 T + 1) floats per latent element per sample;
- * uf_flow_activation_floats() gives the exact number. Inference keeps one r/st.
+ * H, W) and st (B, 2 C2, H, W), plus each stage's output and each scale's
+ * normalized feature xhat (B, C_l, H_l, W_l): (2.5 T + 1) floats per stage
+ * element plus one per feature element, per sample (resnet18@256, batch 16:
+ * 413 MB). uf_flow_activation_floats() gives the exact number. Inference keeps
+ * the T + 1 stage tensors and one r/st scratch.
  *
  * Usage:
  *     uf_flow_config cfg = uf_flow_default_config();   // then set scales, ln_mode
