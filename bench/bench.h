@@ -5,6 +5,10 @@
 /* Measures SGEMM GFLOP/s at 1024^3 and U-Flow-shaped sizes; returns the 1024^3 rate (0 on error). */
 double bench_gemm(int verbose);
 
+/* Trains the flow at resnet18@256 shapes with this batch; prints images/s and conv GFLOP/s
+ * against SGEMM; returns the training step's conv rate as a fraction of SGEMM's (0 on error). */
+double bench_flow(int verbose, int batch);
+
 /* Repeats fn until at least min_seconds have passed (and at least min_reps),
  * returns the best (smallest) seconds per call. */
 double bench_best_time(void (*fn)(void *), void *ctx, double min_seconds, int min_reps);

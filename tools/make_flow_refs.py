@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""PyTorch references for tests/test_flow_torch.c (writes tests/data/flow/*.safetensors).
+
+An independent torch implementation of the U-Flow flow from the spec (uflow-spec.md 4.1, 4.4,
+3.3, 5.1, 5.2), written for this project; FrEIA is not needed. Each file holds, for tiny
+shapes and float64 maths on float32-representable inputs:
+  feat.{l}           input features (B, C_l, H_l, W_l)
+  <state_dict name>  every parameter and frozen buffer under its FrEIA/official name
+  z.{l}, logdet, loss   outputs of one forward (loss = mean_b(0.5 sum z^2 - logdet), spec 5.1)
+  grad.<name>        gradient of the loss for every trainable parameter after one backward
+  grad.feat.{l}      gradient of the loss with respect to the input features
+  adam3.<name>       parameters after 3 steps of torch.optim.Adam(lr, weight_decay=1e-5),
+                     each step on the same batch
+Metadata: the configuration (scales, channels, sizes, steps, LayerNorm mode, lr, batch).
+
+Run: /usr/bin/python3 tools/make_flow_refs.py   (torch 1.13, numpy)
+"""
+import json
+import math
+import os
+import struct
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+torch.set_default_dtype(torch.float64)
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "flow")
+
+
+def write_safetensors(path, tensors, metadata):
+    """Minimal writer: JSON header + raw little-endian data (F32 or F64)."""
+    header, blobs, off = {}, [], 0
+    for name, (arr, dtype) in tensors.items():
+        a = np.ascontiguousarray(arr, dtype=np.float32 if dtype == "F32" else np.float64)
+        raw = a.astype(a.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+    os.replace(tmp, path)
+
+
+def f32(t):
+    """Round to float32-representable values (the C side stores float32)."""
+    return t.detach().float().double()
+
+
+class Block(nn.Module):
+    """AllInOneBlock as U-Flow configures it (spec 4.4)."""
+
+    def __init__(self, c, k, perm):
+        super().__init__()
+        self.c1, self.c2 = c - c // 2, c // 2
+        self.subnet = nn.Sequential(nn.Conv2d(self.c1, self.c1, k, padding=k // 2), nn.ReLU(),
+                                    nn.Conv2d(self.c1, 2 * self.c2, k, padding=k // 2))
+        self.global_scale = nn.Parameter(torch.full((1, c, 1, 1), 2.0 * math.log(math.exp(5.0) - 1.0)))
+        self.global_offset = nn.Parameter(torch.zeros(1, c, 1, 1))
+        w = torch.zeros(c, c, 1, 1)
+        for i in range(c):
+            w[i, perm[i], 0, 0] = 1.0
+        self.w_perm = nn.Parameter(w, requires_grad=False)
+        self.w_perm_inv = nn.Parameter(w.transpose(0, 1).contiguous(), requires_grad=False)
+
+    def forward(self, x):
+        x1, x2 = x[:, :self.c1], x[:, self.c1:]
+        a = 0.1 * self.subnet(x1)
+        s = 2.0 * torch.tanh(a[:, :self.c2])
+        t = a[:, self.c2:]
+        u = torch.cat([x1, x2 * torch.exp(s) + t], 1)
+        g = 0.1 * F.softplus(self.global_scale, beta=0.5, threshold=20.0)
+        y = F.conv2d(u * g + self.global_offset, self.w_perm)
+        hw = x.shape[2] * x.shape[3]
+        return y, s.sum(dim=(1, 2, 3)) + hw * torch.log(g).sum()
+
+
+class Upsample(nn.Module):
+    """IRevNet upsampling as a transposed convolution with a fixed 0/1 kernel (spec 4.1)."""
+
+    def __init__(self, n0):
+        super().__init__()
+        k = torch.zeros(n0, 1, 2, 2)
+        for m in range(n0):
+            k[m, 0, (m % 4) // 2, m % 2] = 1.0
+        self.downsample_kernel = nn.Parameter(k, requires_grad=False)
+        self.groups = n0 // 4
+
+    def forward(self, x):
+        return F.conv_transpose2d(x, self.downsample_kernel, stride=2, groups=self.groups)
+
+
+class UFlow(nn.Module):
+    def __init__(self, channels, sizes, steps, ln_mode, rng):
+        super().__init__()
+        L = len(channels)
+        self.L, self.steps, self.ln_mode = L, steps, ln_mode
+        self.module_list = nn.ModuleList()
+        self.stage_mods = {}  # scale -> (first module index, upsample index or None)
+        v = channels[L - 1]
+        for l in range(L - 1, -1, -1):
+            if l < L - 1:
+                v = channels[l] + (4 * (vprev // 8)) // 4
+            first = len(self.module_list)
+            for t in range(steps):
+                self.module_list.append(Block(v, 3 if t % 2 == 0 else 1, rng.permutation(v)))
+            up = None
+            if l > 0:
+                self.module_list.append(nn.Identity())  # split
+                up = len(self.module_list)
+                self.module_list.append(Upsample(4 * (v // 8)))
+                self.module_list.append(nn.Identity())  # concat
+            self.stage_mods[l] = (first, up)
+            vprev = v
+        self.norms = nn.ModuleList()
+        if ln_mode != "none":
+            for c, (h, w) in zip(channels, sizes):
+                self.norms.append(nn.LayerNorm([c, h, w], elementwise_affine=True, eps=1e-5))
+
+    def named_tensors(self):
+        out = {}
+        for name, p in self.module_list.named_parameters():
+            out["flow.module_list." + name] = p
+        for name, p in self.norms.named_parameters():
+            out["feature_extractor.feature_normalizations." + name] = p
+        return out
+
+    def forward(self, feats):
+        B = feats[0].shape[0]
+        ld = torch.zeros(B)
+        zs = [None] * self.L
+
+        def norm(l):
+            if self.ln_mode == "none":
+                return feats[l]
+            return self.norms[l](feats[l])
+
+        cur = norm(self.L - 1)
+        for l in range(self.L - 1, -1, -1):
+            if self.ln_mode == "logdet":
+                ld = ld + torch.log(self.norms[l].weight.abs()).sum()
+            first, up = self.stage_mods[l]
+            for t in range(self.steps):
+                cur, d = self.module_list[first + t](cur)
+                ld = ld + d
+            if l == 0:
+                zs[0] = cur
+                break
+            n0 = 4 * (cur.shape[1] // 8)
+            zs[l] = cur[:, n0:]
+            cur = torch.cat([norm(l - 1), self.module_list[up](cur[:, :n0])], 1)
+        return zs, ld
+
+
+def nll(zs, ld):
+    B = ld.shape[0]
+    sq = sum(0.5 * (z ** 2).sum(dim=(1, 2, 3)) for z in zs)
+    return (sq - ld).sum() / B
+
+
+def make(name, channels, h0, steps, ln_mode, batch, lr, seed):
+    torch.manual_seed(seed)
+    rng = np.random.RandomState(seed)
+    sizes = [(h0 >> l, h0 >> l) for l in range(len(channels))]
+    model = UFlow(channels, sizes, steps, ln_mode, rng)
+    # Move away from the init so every term matters (as the C tests do): subnet x4, spread
+    # global scales over the softplus curve (one block in the linear, >40, branch), random
+    # offsets and LayerNorm affines.
+    with torch.no_grad():
+        for i, m in enumerate(model.module_list):
+            if isinstance(m, Block):
+                for conv in (m.subnet[0], m.subnet[2]):
+                    conv.weight.mul_(4.0)
+                    conv.bias.uniform_(-0.3, 0.3)
+                if i == 1:
+                    m.global_scale.uniform_(42.0, 48.0)
+                else:
+                    m.global_scale.uniform_(-3.0, 3.0)
+                m.global_offset.uniform_(-0.3, 0.3)
+        for n in model.norms:
+            n.weight.uniform_(0.6, 1.1)
+            n.bias.uniform_(-0.2, 0.2)
+        for p in model.parameters():
+            p.copy_(f32(p))
+    feats = [f32(1.5 * torch.randn(batch, c, h, w) + 0.3).requires_grad_(True) for c, (h, w) in zip(channels, sizes)]
+    named = model.named_tensors()
+    out = {}
+    for l, f in enumerate(feats):
+        out["feat.%d" % l] = (f.detach().numpy(), "F32")
+    for n, p in named.items():
+        out[n] = (p.detach().numpy().copy(), "F32")
+    zs, ld = model(feats)
+    loss = nll(zs, ld)
+    loss.backward()
+    for l, z in enumerate(zs):
+        out["z.%d" % l] = (z.detach().numpy(), "F32")
+    out["logdet"] = (ld.detach().numpy(), "F64")
+    out["loss"] = (np.array([loss.item()]), "F64")
+    for l, f in enumerate(feats):
+        out["grad.feat.%d" % l] = (f.grad.numpy(), "F32")
+    trainable = {n: p for n, p in named.items() if p.requires_grad}
+    for n, p in trainable.items():
+        out["grad." + n] = (p.grad.numpy().copy(), "F32")
+    opt = torch.optim.Adam(list(trainable.values()), lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-5)
+    for _ in range(3):
+        opt.zero_grad()
+        zs, ld = model([f.detach() for f in feats])
+        nll(zs, ld).backward()
+        opt.step()
+    for n, p in trainable.items():
+        out["adam3." + n] = (p.detach().numpy().copy(), "F32")
+    meta = {"n_scales": len(channels), "channels": ",".join(map(str, channels)), "height0": h0, "width0": h0,
+            "steps": steps, "ln_mode": ln_mode, "batch": batch, "lr": repr(lr), "seed": seed,
+            "torch": torch.__version__}
+    path = os.path.join(OUT, name + ".safetensors")
+    write_safetensors(path, out, meta)
+    print("%s: %d tensors, %d bytes, loss %.6f" % (path, len(out), os.path.getsize(path), loss.item()))
+
+
+if __name__ == "__main__":
+    os.makedirs(OUT, exist_ok=True)
+    make("block", [6], 5, 1, "none", 2, 1e-3, 1)
+    make("graph_reference", [4, 10, 16], 8, 4, "reference", 2, 1e-3, 2)
+    make("graph_logdet", [4, 10, 16], 8, 4, "logdet", 2, 1e-3, 3)
