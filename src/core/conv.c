@@ -96,20 +96,44 @@ static void gather_channels(const float *src, int nb, int c, int hw, float *dst)
             memcpy(dst + ((size_t)ch * nb + n) * hw, src + ((size_t)n * c + ch) * hw, sizeof(float) * hw);
 }
 
-/* dst (nb, C, HW) <- src (C, nb*HW) (+ bias[C] when given) */
-static void scatter_channels(const float *src, const float *bias, int nb, int c, int hw, float *dst) {
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int n = 0; n < nb; n++)
-        for (int ch = 0; ch < c; ch++) {
-            const float *s = src + ((size_t)ch * nb + n) * hw;
-            float *d = dst + ((size_t)n * c + ch) * hw;
-            float bv = bias ? bias[ch] : 0.0f;
-            for (int i = 0; i < hw; i++) d[i] = s[i] + bv;
+/* Epilogue on one channel row: d[i] = act(s[i] + bias [+ d[i]]). s may equal d only without ACCUMULATE
+ * (then d[i] is read as the GEMM result). */
+static inline void epilogue_row(float *d, const float *s, float bias, int hw, int flags) {
+    if (flags & UF_CONV_ACCUMULATE) {
+        if (flags & UF_CONV_RELU)
+            for (int i = 0; i < hw; i++) {
+                float v = s[i] + bias + d[i];
+                d[i] = v > 0.0f ? v : 0.0f;
+            }
+        else
+            for (int i = 0; i < hw; i++) d[i] += s[i] + bias;
+    } else if (flags & UF_CONV_RELU) {
+        for (int i = 0; i < hw; i++) {
+            float v = s[i] + bias;
+            d[i] = v > 0.0f ? v : 0.0f;
         }
+    } else {
+        for (int i = 0; i < hw; i++) d[i] = s[i] + bias;
+    }
 }
 
-void uf_conv2d_forward(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y,
-                       float *work) {
+/* dst (nb, C, HW) <- epilogue(src (C, nb*HW), bias[C] (may be NULL)) */
+static void scatter_channels(const float *src, const float *bias, int nb, int c, int hw, float *dst, int flags) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < nb; n++)
+        for (int ch = 0; ch < c; ch++)
+            epilogue_row(dst + ((size_t)n * c + ch) * hw, src + ((size_t)ch * nb + n) * hw, bias ? bias[ch] : 0.0f,
+                         hw, flags);
+}
+
+size_t uf_conv2d_forward_workspace(const uf_conv_geom *g) {
+    conv_plan p = plan_of(g);
+    size_t cols = (size_t)p.chunk * p.hw_out;
+    return cols * ((size_t)p.kk_rows + (size_t)g->c_out);
+}
+
+void uf_conv2d_forward_ex(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y,
+                          int flags, float *work) {
     conv_plan p = plan_of(g);
     const size_t in_img = (size_t)g->c_in * g->h * g->w, out_img = (size_t)g->c_out * p.hw_out;
     for (int n0 = 0; n0 < g->n; n0 += p.chunk) {
@@ -118,14 +142,21 @@ void uf_conv2d_forward(const uf_conv_geom *g, const float *x, const float *w, co
         const float *xn = x + (size_t)n0 * in_img;
         float *yn = y + (size_t)n0 * out_img;
         if (nb == 1) {
-            /* One image: the GEMM writes (Cout, Ho*Wo) straight into y. */
+            /* One image: the GEMM writes (Cout, Ho*Wo) straight into y (beta = 1 accumulates). */
             const float *col = xn;
             if (!p.plain_1x1) {
                 im2col(g, &p, xn, 1, work);
                 col = work;
             }
-            uf_sgemm(false, false, g->c_out, cols, p.kk_rows, 1.0f, w, p.kk_rows, col, cols, 0.0f, yn, cols);
-            if (b) scatter_channels(yn, b, 1, g->c_out, p.hw_out, yn);
+            uf_sgemm(false, false, g->c_out, cols, p.kk_rows, 1.0f, w, p.kk_rows, col, cols,
+                     (flags & UF_CONV_ACCUMULATE) ? 1.0f : 0.0f, yn, cols);
+            if (b || (flags & UF_CONV_RELU)) {
+                int f = flags & UF_CONV_RELU;
+#pragma omp parallel for schedule(static)
+                for (int ch = 0; ch < g->c_out; ch++)
+                    epilogue_row(yn + (size_t)ch * p.hw_out, yn + (size_t)ch * p.hw_out, b ? b[ch] : 0.0f,
+                                 p.hw_out, f);
+            }
             continue;
         }
         float *col = work, *out = work + (size_t)p.kk_rows * cols;
@@ -134,8 +165,13 @@ void uf_conv2d_forward(const uf_conv_geom *g, const float *x, const float *w, co
         else
             im2col(g, &p, xn, nb, col);
         uf_sgemm(false, false, g->c_out, cols, p.kk_rows, 1.0f, w, p.kk_rows, col, cols, 0.0f, out, cols);
-        scatter_channels(out, b, nb, g->c_out, p.hw_out, yn);
+        scatter_channels(out, b, nb, g->c_out, p.hw_out, yn, flags);
     }
+}
+
+void uf_conv2d_forward(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y,
+                       float *work) {
+    uf_conv2d_forward_ex(g, x, w, b, y, 0, work);
 }
 
 void uf_conv2d_backward(const uf_conv_geom *g, const float *x, const float *w, const float *dy, float *dx,
