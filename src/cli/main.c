@@ -13,6 +13,7 @@ typedef struct {
 
 static const command COMMANDS[] = {
     {"version", cmd_version, "print the version, the BLAS library and its kernel family"},
+    {"inspect", cmd_inspect, "tensors, dtypes, shapes and metadata of a .safetensors file"},
     {"bench", cmd_bench, "measure speed: uflow bench gemm"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof *COMMANDS)
