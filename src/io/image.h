@@ -2,35 +2,71 @@
  * resize, ImageNet normalisation, PNG writing (8-bit gray/RGB, 16-bit gray).
  *
  * Pixels are interleaved, row-major: pixels[(y * width + x) * channels + c].
+ *
+ * The reference pipeline of spec 2.1 (PIL open + convert('RGB'),
+ * Image.resize(BILINEAR), ToTensor, Normalize) is:
+ *     uf_image *img = uf_image_load(path, 3);
+ *     uf_image *r = uf_image_resize_pil_bilinear(img, 448, 448);
+ *     uf_image_to_imagenet(r, x);          // float x[3 * 448 * 448]
+ * or in one call uf_image_load_for_backbone(path, 448, x).
  */
 #ifndef UF_IO_IMAGE_H
 #define UF_IO_IMAGE_H
 
 #include <stdint.h>
 
+/* Limits checked before any pixel buffer is allocated (load, new, resize). */
+#define UF_IMAGE_MAX_SIDE 65535
+#define UF_IMAGE_MAX_PIXELS (1L << 28)
+
 typedef struct uf_image {
     int width, height, channels; /* channels: 1 (gray) or 3 (RGB) */
-    uint8_t *pixels;
+    uint8_t *pixels;             /* (height, width, channels) */
 } uf_image;
 
-/* Loads an image file. want_channels: 0 keeps the file's (gray or RGB; alpha
- * dropped), 1 converts to gray, 3 converts to RGB (gray promoted by copying).
- * Corrupt, truncated or unsupported files give NULL and an error naming the
- * path. */
+/* Loads an image file. want_channels: 0 keeps the channels the decoder reports
+ * (gray or RGB; alpha dropped; palette images count as RGB), 1 converts to
+ * gray, 3 converts to RGB (gray promoted by copying).
+ * Conversions follow Pillow's convert('L') / convert('RGB'): alpha is dropped
+ * without compositing, and L = (19595 R + 38470 G + 7471 B + 32768) >> 16
+ * (Pillow 9.4's rgb2l; equal for all 2^24 colours). Decoding is stb_image's:
+ * PNG and BMP are exact; JPEG may differ from Pillow's libjpeg by a few levels
+ * (different IDCT/upsampling); 16-bit PNG samples are reduced to their high
+ * byte (Pillow would clip instead). Any format stb_image decodes is accepted.
+ * Missing, empty, truncated, corrupt or unsupported files and images over
+ * UF_IMAGE_MAX_SIDE / UF_IMAGE_MAX_PIXELS give NULL and an error naming the
+ * path and the reason. Free with uf_image_free. */
 uf_image *uf_image_load(const char *path, int want_channels);
-uf_image *uf_image_new(int width, int height, int channels); /* zero-filled */
-void uf_image_free(uf_image *img);
+
+/* Zero-filled image; channels 1 or 3, sides in 1..UF_IMAGE_MAX_SIDE, at most
+ * UF_IMAGE_MAX_PIXELS pixels; NULL + error otherwise. */
+uf_image *uf_image_new(int width, int height, int channels);
+void uf_image_free(uf_image *img); /* NULL is fine */
 
 /* Pillow's Image.resize(size, Image.BILINEAR) (with its antialiasing filter
- * support scaled by the downscale factor), bit-exact: separable passes with
- * 22-bit fixed-point coefficients, rounding and clipping after each pass. */
+ * support scaled by the downscale factor), bit-exact for L and RGB: separable
+ * passes (horizontal first, a pass skipped when its size is unchanged) with
+ * 22-bit fixed-point coefficients, rounding and clipping after each pass.
+ * Returns a new image (a copy when the size is unchanged); NULL + error for a
+ * bad size. */
 uf_image *uf_image_resize_pil_bilinear(const uf_image *src, int out_width, int out_height);
 
-/* torchvision ToTensor + Normalize(ImageNet mean/std) of an RGB image into
- * out (3, height, width). */
+/* torchvision ToTensor + Normalize(ImageNet mean/std) of an image into
+ * out (3, height, width), float32 like torch: (v / 255.f - mean[c]) / std[c].
+ * A gray image is treated as RGB with three equal channels. */
 void uf_image_to_imagenet(const uf_image *img, float *out);
 
-/* Atomic PNG writers (temp file + rename). */
+/* The spec 2.1 pipeline in one call: load as RGB, Pillow-bilinear resize to
+ * size x size, ImageNet normalisation into out (3, size, size). Note: the
+ * official code's Resize(int) keeps the aspect ratio (shorter side = size);
+ * for square images (MVTec) both agree. UF_OK, or UF_ERR + error naming path. */
+int uf_image_load_for_backbone(const char *path, int size, float *out);
+
+/* Atomic PNG writers (temp file in the same folder, fsync, rename): on error
+ * the temp file is removed and an existing file at path is left untouched.
+ * A new file gets mode 0644; an existing file keeps its mode.
+ * uf_image_write_png: 8-bit gray (1 channel) or RGB (3 channels).
+ * uf_png_write_gray16: 16-bit gray, pixels (height, width). */
 int uf_image_write_png(const char *path, const uf_image *img);
 int uf_png_write_gray16(const char *path, const uint16_t *pixels, int width, int height);
 

@@ -1,0 +1,499 @@
+/* image.c - image loading (stb_image), Pillow-exact bilinear resize, ImageNet
+ * normalisation and atomic PNG writing (libpng). See image.h for contracts. */
+#include "io/image.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <png.h>
+#include <setjmp.h>
+#include <stb_image.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+/* ------------------------------------------------------------------------ */
+/* Allocation                                                               */
+
+static int check_dims(int width, int height) {
+    if (width < 1 || height < 1)
+        return uf_error("image size %dx%d is empty or negative", width, height);
+    if (width > UF_IMAGE_MAX_SIDE || height > UF_IMAGE_MAX_SIDE ||
+        (long)width * (long)height > UF_IMAGE_MAX_PIXELS)
+        return uf_error("image size %dx%d too large (limits: side %d, %ld pixels)", width, height,
+                        UF_IMAGE_MAX_SIDE, (long)UF_IMAGE_MAX_PIXELS);
+    return UF_OK;
+}
+
+uf_image *uf_image_new(int width, int height, int channels) {
+    if (channels != 1 && channels != 3) {
+        uf_error("image channels must be 1 or 3, not %d", channels);
+        return NULL;
+    }
+    if (check_dims(width, height) != UF_OK) return NULL;
+    uf_image *img = calloc(1, sizeof *img);
+    if (!img) {
+        uf_error("out of memory");
+        return NULL;
+    }
+    img->pixels = uf_calloc((size_t)width * (size_t)height, (size_t)channels);
+    if (!img->pixels) {
+        free(img);
+        return NULL;
+    }
+    img->width = width;
+    img->height = height;
+    img->channels = channels;
+    return img;
+}
+
+void uf_image_free(uf_image *img) {
+    if (!img) return;
+    uf_free(img->pixels);
+    free(img);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Loading                                                                  */
+
+/* Reads a whole regular file into a malloc'd buffer. */
+static int read_file(const char *path, unsigned char **data, size_t *len) {
+    struct stat st;
+    *data = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return uf_error("image '%s': cannot open: %s", path, strerror(errno));
+    if (fstat(fileno(f), &st) != 0) {
+        int e = errno;
+        fclose(f);
+        return uf_error("image '%s': cannot stat: %s", path, strerror(e));
+    }
+    if (S_ISDIR(st.st_mode)) {
+        fclose(f);
+        return uf_error("image '%s': is a directory", path);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        fclose(f);
+        return uf_error("image '%s': not a regular file", path);
+    }
+    if (st.st_size == 0) {
+        fclose(f);
+        return uf_error("image '%s': empty file", path);
+    }
+    if (st.st_size > INT_MAX) { /* stb_image takes an int length */
+        fclose(f);
+        return uf_error("image '%s': file too large (%lld bytes)", path, (long long)st.st_size);
+    }
+    size_t n = (size_t)st.st_size;
+    unsigned char *buf = malloc(n);
+    if (!buf) {
+        fclose(f);
+        return uf_error("image '%s': out of memory (%zu bytes)", path, n);
+    }
+    size_t got = fread(buf, 1, n, f);
+    int rerr = ferror(f);
+    fclose(f);
+    if (got != n) {
+        free(buf);
+        return uf_error("image '%s': read error%s", path, rerr ? "" : " (file shrank while reading)");
+    }
+    *data = buf;
+    *len = n;
+    return UF_OK;
+}
+
+/* Pillow 9.4 Convert.c rgb2l: ITU-R 601-2 luma in 16-bit fixed point. */
+static inline uint8_t pil_luma(const uint8_t *rgb) {
+    return (uint8_t)(((uint32_t)rgb[0] * 19595u + (uint32_t)rgb[1] * 38470u +
+                      (uint32_t)rgb[2] * 7471u + 0x8000u) >> 16);
+}
+
+uf_image *uf_image_load(const char *path, int want_channels) {
+    if (!path) {
+        uf_error("image: NULL path");
+        return NULL;
+    }
+    if (want_channels != 0 && want_channels != 1 && want_channels != 3) {
+        uf_error("image '%s': want_channels must be 0, 1 or 3, not %d", path, want_channels);
+        return NULL;
+    }
+    unsigned char *data;
+    size_t len;
+    if (read_file(path, &data, &len) != UF_OK) return NULL;
+
+    int w = 0, h = 0, n = 0;
+    if (!stbi_info_from_memory(data, (int)len, &w, &h, &n)) {
+        const char *why = stbi_failure_reason();
+        uf_error("image '%s': not a readable image (%s)", path, why ? why : "unknown reason");
+        free(data);
+        return NULL;
+    }
+    /* Refuse absurd sizes from the header, before stb allocates anything. */
+    if (check_dims(w, h) != UF_OK) {
+        uf_error_prefix("image '%s'", path);
+        free(data);
+        return NULL;
+    }
+    int fw = 0, fh = 0, fn = 0;
+    unsigned char *px = stbi_load_from_memory(data, (int)len, &fw, &fh, &fn, 0);
+    free(data);
+    if (!px) {
+        const char *why = stbi_failure_reason();
+        uf_error("image '%s': cannot decode (%s)", path, why ? why : "unknown reason");
+        return NULL;
+    }
+    if (fw != w || fh != h || fn < 1 || fn > 4) {
+        uf_error("image '%s': decoder returned %dx%dx%d after announcing %dx%d", path, fw, fh, fn,
+                 w, h);
+        stbi_image_free(px);
+        return NULL;
+    }
+    int out_c = want_channels ? want_channels : (fn <= 2 ? 1 : 3);
+    uf_image *img = uf_image_new(w, h, out_c);
+    if (!img) {
+        uf_error_prefix("image '%s'", path);
+        stbi_image_free(px);
+        return NULL;
+    }
+    size_t npix = (size_t)w * (size_t)h;
+    const uint8_t *s = px;
+    uint8_t *d = img->pixels;
+    for (size_t i = 0; i < npix; i++, s += fn) {
+        if (fn <= 2) { /* gray or gray + alpha */
+            if (out_c == 1) {
+                d[i] = s[0];
+            } else {
+                d[3 * i] = d[3 * i + 1] = d[3 * i + 2] = s[0];
+            }
+        } else { /* RGB or RGBA */
+            if (out_c == 1) {
+                d[i] = pil_luma(s);
+            } else {
+                d[3 * i] = s[0];
+                d[3 * i + 1] = s[1];
+                d[3 * i + 2] = s[2];
+            }
+        }
+    }
+    stbi_image_free(px);
+    return img;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Pillow-exact bilinear resize (Pillow 9.4 libImaging/Resample.c)         */
+
+#define PIL_PRECISION_BITS (32 - 8 - 2)
+
+static double bilinear_filter(double x) {
+    if (x < 0.0) x = -x;
+    if (x < 1.0) return 1.0 - x;
+    return 0.0;
+}
+
+/* One axis: for each output index, the first input index (bounds[2i]), the
+ * number of taps (bounds[2i+1]) and ksize fixed-point weights (kk[i*ksize..]).
+ * Mirrors Pillow's precompute_coeffs + normalize_coeffs_8bpc with the default
+ * box (0, in_size): same double arithmetic in the same order. */
+typedef struct {
+    int ksize;
+    int *bounds;   /* (out_size, 2) */
+    int32_t *kk;   /* (out_size, ksize) */
+} resample_axis;
+
+static void axis_free(resample_axis *a) {
+    free(a->bounds);
+    free(a->kk);
+    a->bounds = NULL;
+    a->kk = NULL;
+}
+
+static int axis_init(resample_axis *a, int in_size, int out_size) {
+    const double filter_support = 1.0; /* bilinear */
+    double scale = (double)in_size / out_size;
+    double filterscale = scale < 1.0 ? 1.0 : scale;
+    double support = filter_support * filterscale;
+    double ksize_d = ceil(support) * 2 + 1;
+    a->bounds = NULL;
+    a->kk = NULL;
+    if (ksize_d > (double)INT_MAX / 8) return uf_error("resize: filter too large");
+    int ksize = (int)ksize_d;
+    size_t nk;
+    if (uf_mul_size((size_t)out_size, (size_t)ksize, &nk) != UF_OK) return UF_ERR;
+    double *k = malloc((size_t)ksize * sizeof(double));
+    a->kk = calloc(nk, sizeof(int32_t));
+    a->bounds = malloc((size_t)out_size * 2 * sizeof(int));
+    if (!k || !a->kk || !a->bounds) {
+        free(k);
+        axis_free(a);
+        return uf_error("resize: out of memory");
+    }
+    a->ksize = ksize;
+    double ss = 1.0 / filterscale;
+    for (int xx = 0; xx < out_size; xx++) {
+        double center = (xx + 0.5) * scale; /* box start in0 = 0 */
+        double ww = 0.0;
+        int xmin = (int)(center - support + 0.5); /* truncation, as in Pillow */
+        if (xmin < 0) xmin = 0;
+        int xmax = (int)(center + support + 0.5);
+        if (xmax > in_size) xmax = in_size;
+        xmax -= xmin;
+        UF_ASSERT(xmax >= 0 && xmax <= ksize);
+        for (int x = 0; x < xmax; x++) {
+            double w = bilinear_filter((x + xmin - center + 0.5) * ss);
+            k[x] = w;
+            ww += w;
+        }
+        int32_t *kx = a->kk + (size_t)xx * ksize;
+        for (int x = 0; x < xmax; x++) {
+            double v = ww != 0.0 ? k[x] / ww : k[x];
+            kx[x] = v < 0 ? (int32_t)(-0.5 + v * (1 << PIL_PRECISION_BITS))
+                          : (int32_t)(0.5 + v * (1 << PIL_PRECISION_BITS));
+        }
+        a->bounds[2 * xx] = xmin;
+        a->bounds[2 * xx + 1] = xmax;
+    }
+    free(k);
+    return UF_OK;
+}
+
+static inline uint8_t pil_clip8(int32_t in) {
+    if (in < 0) return 0;
+    in >>= PIL_PRECISION_BITS;
+    return in > 255 ? 255 : (uint8_t)in;
+}
+
+/* out rows (rows, out_w, ch) = horizontal pass over in rows first_row.. */
+static void resample_horizontal(uint8_t *out, int out_w, int rows, const uint8_t *in, int in_w,
+                                int first_row, int ch, const resample_axis *a) {
+    for (int yy = 0; yy < rows; yy++) {
+        const uint8_t *row = in + (size_t)(yy + first_row) * in_w * ch;
+        uint8_t *o = out + (size_t)yy * out_w * ch;
+        for (int xx = 0; xx < out_w; xx++) {
+            int xmin = a->bounds[2 * xx], xmax = a->bounds[2 * xx + 1];
+            const int32_t *k = a->kk + (size_t)xx * a->ksize;
+            const uint8_t *p = row + (size_t)xmin * ch;
+            for (int c = 0; c < ch; c++) {
+                int32_t ss = 1 << (PIL_PRECISION_BITS - 1);
+                for (int x = 0; x < xmax; x++) ss += (int32_t)p[x * ch + c] * k[x];
+                o[xx * ch + c] = pil_clip8(ss);
+            }
+        }
+    }
+}
+
+/* out (out_h, w, ch) = vertical pass; a's bounds index rows of in relative to
+ * row_offset (rows of in before row_offset are never read). */
+static void resample_vertical(uint8_t *out, int out_h, const uint8_t *in, int w, int ch,
+                              int row_offset, const resample_axis *a) {
+    size_t stride = (size_t)w * ch;
+    for (int yy = 0; yy < out_h; yy++) {
+        int ymin = a->bounds[2 * yy] - row_offset, ymax = a->bounds[2 * yy + 1];
+        const int32_t *k = a->kk + (size_t)yy * a->ksize;
+        const uint8_t *base = in + (size_t)ymin * stride;
+        uint8_t *o = out + (size_t)yy * stride;
+        for (size_t i = 0; i < stride; i++) {
+            int32_t ss = 1 << (PIL_PRECISION_BITS - 1);
+            for (int y = 0; y < ymax; y++) ss += (int32_t)base[(size_t)y * stride + i] * k[y];
+            o[i] = pil_clip8(ss);
+        }
+    }
+}
+
+uf_image *uf_image_resize_pil_bilinear(const uf_image *src, int out_width, int out_height) {
+    if (!src || !src->pixels || (src->channels != 1 && src->channels != 3) ||
+        check_dims(src->width, src->height) != UF_OK) {
+        uf_error("resize: invalid source image");
+        return NULL;
+    }
+    if (check_dims(out_width, out_height) != UF_OK) {
+        uf_error_prefix("resize to %dx%d", out_width, out_height);
+        return NULL;
+    }
+    int ch = src->channels;
+    uf_image *out = uf_image_new(out_width, out_height, ch);
+    if (!out) return NULL;
+    int need_h = out_width != src->width, need_v = out_height != src->height;
+    if (!need_h && !need_v) {
+        memcpy(out->pixels, src->pixels, (size_t)src->width * src->height * ch);
+        return out;
+    }
+    resample_axis ax = {0}, ay = {0};
+    uint8_t *tmp = NULL;
+    if (axis_init(&ax, src->width, out_width) != UF_OK ||
+        axis_init(&ay, src->height, out_height) != UF_OK)
+        goto fail;
+    if (need_h && !need_v) {
+        resample_horizontal(out->pixels, out_width, out_height, src->pixels, src->width, 0, ch, &ax);
+    } else if (!need_h) {
+        resample_vertical(out->pixels, out_height, src->pixels, out_width, ch, 0, &ay);
+    } else {
+        /* Like Pillow: the horizontal pass only covers the rows the vertical
+         * pass reads (results are the same either way). */
+        int first = ay.bounds[0];
+        int last = ay.bounds[2 * out_height - 2] + ay.bounds[2 * out_height - 1];
+        tmp = uf_alloc((size_t)(last - first) * out_width * ch);
+        if (!tmp) goto fail;
+        resample_horizontal(tmp, out_width, last - first, src->pixels, src->width, first, ch, &ax);
+        resample_vertical(out->pixels, out_height, tmp, out_width, ch, first, &ay);
+    }
+    uf_free(tmp);
+    axis_free(&ax);
+    axis_free(&ay);
+    return out;
+fail:
+    uf_free(tmp);
+    axis_free(&ax);
+    axis_free(&ay);
+    uf_image_free(out);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* ImageNet normalisation                                                    */
+
+void uf_image_to_imagenet(const uf_image *img, float *out) {
+    static const float mean[3] = {0.485f, 0.456f, 0.406f};
+    static const float stdv[3] = {0.229f, 0.224f, 0.225f};
+    UF_ASSERT(img && img->pixels && out && (img->channels == 1 || img->channels == 3));
+    size_t npix = (size_t)img->width * img->height;
+    int ch = img->channels;
+    for (int c = 0; c < 3; c++) {
+        /* torch: ToTensor's x.div(255) then Normalize's sub_(mean).div_(std), all float32 */
+        float lut[256];
+        for (int v = 0; v < 256; v++) lut[v] = ((float)v / 255.0f - mean[c]) / stdv[c];
+        float *o = out + (size_t)c * npix;
+        const uint8_t *p = img->pixels + (ch == 3 ? c : 0);
+        for (size_t i = 0; i < npix; i++) o[i] = lut[p[i * ch]];
+    }
+}
+
+int uf_image_load_for_backbone(const char *path, int size, float *out) {
+    uf_image *img = uf_image_load(path, 3);
+    if (!img) return UF_ERR;
+    uf_image *r = uf_image_resize_pil_bilinear(img, size, size);
+    uf_image_free(img);
+    if (!r) return uf_error_prefix("image '%s'", path);
+    uf_image_to_imagenet(r, out);
+    uf_image_free(r);
+    return UF_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Atomic PNG writing                                                        */
+
+typedef struct {
+    jmp_buf jb;
+    char msg[200];
+} png_err_ctx;
+
+static void png_err_fn(png_structp png, png_const_charp msg) {
+    png_err_ctx *ctx = png_get_error_ptr(png);
+    snprintf(ctx->msg, sizeof ctx->msg, "%s", msg ? msg : "libpng error");
+    longjmp(ctx->jb, 1);
+}
+
+static void png_warn_fn(png_structp png, png_const_charp msg) {
+    (void)png;
+    (void)msg;
+}
+
+/* Writes rows to an open FILE with libpng. bit_depth 8: rows are the image's
+ * bytes; bit_depth 16 (gray): samples are converted to big-endian per row. */
+static int png_write_stream(FILE *fp, const char *path, int width, int height, int channels,
+                            int bit_depth, const void *pixels) {
+    png_err_ctx ctx;
+    ctx.msg[0] = 0;
+    size_t row_bytes = (size_t)width * channels * (bit_depth / 8);
+    /* volatile: lives across setjmp/longjmp (set before setjmp, never after) */
+    unsigned char *volatile row16 = bit_depth == 16 ? malloc(row_bytes) : NULL;
+    if (bit_depth == 16 && !row16) return uf_error("png '%s': out of memory", path);
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ctx, png_err_fn, png_warn_fn);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!png || !info) {
+        png_destroy_write_struct(&png, NULL);
+        free(row16);
+        return uf_error("png '%s': cannot create libpng writer", path);
+    }
+    if (setjmp(ctx.jb)) {
+        /* only png, info and row16 live across the jump; none were modified */
+        png_destroy_write_struct(&png, &info);
+        free(row16);
+        return uf_error("png '%s': libpng: %s", path, ctx.msg);
+    }
+    png_init_io(png, fp);
+    png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, bit_depth,
+                 channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (int y = 0; y < height; y++) {
+        if (bit_depth == 16) {
+            const uint16_t *s = (const uint16_t *)pixels + (size_t)y * width * channels;
+            unsigned char *r = row16;
+            for (size_t i = 0; i < (size_t)width * channels; i++) {
+                r[2 * i] = (unsigned char)(s[i] >> 8); /* PNG is big-endian */
+                r[2 * i + 1] = (unsigned char)(s[i] & 0xff);
+            }
+            png_write_row(png, r);
+        } else {
+            png_write_row(png, (png_const_bytep)pixels + (size_t)y * row_bytes);
+        }
+    }
+    png_write_end(png, info);
+    png_destroy_write_struct(&png, &info);
+    free(row16);
+    return UF_OK;
+}
+
+static int png_write_atomic(const char *path, int width, int height, int channels, int bit_depth,
+                            const void *pixels) {
+    if (!path || !*path) return uf_error("png: empty path");
+    if (!pixels) return uf_error("png '%s': NULL pixels", path);
+    if (check_dims(width, height) != UF_OK) return uf_error_prefix("png '%s'", path);
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 16);
+    if (!tmp) return uf_error("png '%s': out of memory", path);
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp-XXXXXX", 12); /* same folder as path */
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        int e = errno;
+        free(tmp);
+        return uf_error("png '%s': cannot create temp file: %s", path, strerror(e));
+    }
+    struct stat st;
+    mode_t mode = (stat(path, &st) == 0 && S_ISREG(st.st_mode)) ? (st.st_mode & 07777) : 0644;
+    FILE *fp = fdopen(fd, "wb");
+    if (!fp) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        return uf_error("png '%s': fdopen: %s", path, strerror(e));
+    }
+    int rc = png_write_stream(fp, path, width, height, channels, bit_depth, pixels);
+    if (rc == UF_OK && (fflush(fp) != 0 || fchmod(fd, mode) != 0 || fsync(fd) != 0))
+        rc = uf_error("png '%s': cannot write temp file: %s", path, strerror(errno));
+    if (fclose(fp) != 0 && rc == UF_OK)
+        rc = uf_error("png '%s': cannot close temp file: %s", path, strerror(errno));
+    if (rc == UF_OK && rename(tmp, path) != 0)
+        rc = uf_error("png '%s': cannot rename temp file into place: %s", path, strerror(errno));
+    if (rc != UF_OK) unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
+int uf_image_write_png(const char *path, const uf_image *img) {
+    if (!img || !img->pixels || (img->channels != 1 && img->channels != 3))
+        return uf_error("png '%s': image must be 8-bit gray or RGB", path ? path : "(null)");
+    return png_write_atomic(path, img->width, img->height, img->channels, 8, img->pixels);
+}
+
+int uf_png_write_gray16(const char *path, const uint16_t *pixels, int width, int height) {
+    return png_write_atomic(path, width, height, 1, 16, pixels);
+}

@@ -1,0 +1,413 @@
+/* Images: loading vs Pillow's decoding, Pillow-exact bilinear resize,
+ * ImageNet normalisation vs torchvision, PNG writing, malformed inputs.
+ * References: tools/make_image_refs.py (Pillow 9.4, torchvision 0.14) into
+ * tests/data/image/. */
+#include <dirent.h>
+#include <stb_image.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/error.h"
+#include "harness.h"
+#include "io/image.h"
+
+#define DATA "tests/data/image/"
+
+/* Reads a whole file; NULL when missing or when its size is not `expect`
+ * (expect 0: any size). */
+static unsigned char *slurp(const char *path, size_t expect, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc(n > 0 ? (size_t)n : 1);
+    size_t got = buf ? fread(buf, 1, (size_t)n, f) : 0;
+    fclose(f);
+    if (!buf || got != (size_t)n || (expect && (size_t)n != expect)) {
+        free(buf);
+        return NULL;
+    }
+    if (len) *len = (size_t)n;
+    return buf;
+}
+
+static void write_bytes(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL, "cannot create %s", path);
+    if (!f) return;
+    if (n) CHECK(fwrite(data, 1, n, f) == n, "short write %s", path);
+    fclose(f);
+}
+
+/* The procedural images of make_image_refs.py (pattern(), hash3()). */
+static uint32_t pattern_hash(uint32_t x, uint32_t y, uint32_t c) {
+    uint32_t h = x * 0x9E3779B1u + y * 0x85EBCA77u + c * 0xC2B2AE3Du + 0x27D4EB2Fu;
+    h ^= h >> 15;
+    h *= 0x2C1B3C6Du;
+    h ^= h >> 12;
+    h *= 0x297A2D39u;
+    h ^= h >> 15;
+    return h;
+}
+
+static uf_image *pattern(int w, int h, int channels, int nb) {
+    uf_image *img = uf_image_new(w, h, channels);
+    if (!img) return NULL;
+    int nbb = nb < 5 ? nb : 5;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int c = 0; c < channels; c++) {
+                uint32_t hs = pattern_hash((uint32_t)x, (uint32_t)y, (uint32_t)c);
+                int noise = nb > 0 ? (int)(hs >> (32 - nb)) : 0;
+                int noise_b = nbb > 0 ? (int)(hs >> (32 - nbb)) : 0;
+                int v;
+                if (2 * y < h)
+                    v = ((x * 7 + y * 5 + c * 85) & 255) ^ noise;
+                else
+                    v = (((x >> 3) + (y >> 3)) & 1) ? 255 - noise_b : noise_b;
+                img->pixels[((size_t)y * w + x) * channels + c] = (uint8_t)v;
+            }
+    return img;
+}
+
+/* Largest absolute difference and count of differing bytes. */
+static int max_diff(const uint8_t *a, const uint8_t *b, size_t n, size_t *ndiff) {
+    int m = 0;
+    *ndiff = 0;
+    for (size_t i = 0; i < n; i++) {
+        int d = abs((int)a[i] - (int)b[i]);
+        if (d) (*ndiff)++;
+        if (d > m) m = d;
+    }
+    return m;
+}
+
+/* Decoding: every committed file, as gray, RGB and its native mode, against
+ * Pillow's convert('L') / convert('RGB') of the same file. PNG and BMP must be
+ * exact. JPEG: stb_image's IDCT, chroma upsampling and colour conversion differ
+ * from libjpeg-turbo's (Pillow); the bound below is what was observed plus one. */
+#define JPEG_TOL 4
+static void test_load_matches_pillow(void) {
+    FILE *m = fopen(DATA "manifest.txt", "r");
+    CHECK(m != NULL, "missing " DATA "manifest.txt");
+    if (!m) return;
+    char name[64];
+    int w, h, native, nfiles = 0;
+    while (fscanf(m, "%63s %d %d %d", name, &w, &h, &native) == 4) {
+        nfiles++;
+        char path[128], ref[160];
+        snprintf(path, sizeof path, DATA "%s", name);
+        /* stb_image expands palette images to RGB; Pillow calls an 8-bit BMP
+         * with a gray ramp palette "L". want 0 follows the decoder. */
+        if (strcmp(name, "gray.bmp") == 0) native = 3;
+        int is_jpeg = strstr(name, ".jpg") != NULL;
+        for (int want = 0; want <= 3; want++) {
+            if (want == 2) continue;
+            int ch = want ? want : native;
+            snprintf(ref, sizeof ref, "%s.%s", path, ch == 1 ? "l" : "rgb");
+            size_t n = (size_t)w * h * ch;
+            unsigned char *exp = slurp(ref, n, NULL);
+            CHECK(exp != NULL, "missing or bad reference %s", ref);
+            uf_image *img = uf_image_load(path, want);
+            CHECK(img != NULL, "%s", uf_last_error());
+            if (img && exp) {
+                CHECK(img->width == w && img->height == h && img->channels == ch,
+                      "%s want %d: got %dx%dx%d, expected %dx%dx%d", name, want, img->width,
+                      img->height, img->channels, w, h, ch);
+                if (img->width == w && img->height == h && img->channels == ch) {
+                    size_t nd;
+                    int md = max_diff(img->pixels, exp, n, &nd);
+                    int tol = is_jpeg ? JPEG_TOL : 0;
+                    CHECK(md <= tol, "%s want %d: max diff %d (%zu of %zu differ)", name, want, md,
+                          nd, n);
+                    if (is_jpeg)
+                        printf("  %-11s want %d: max diff %d, %5zu of %5zu values differ\n", name,
+                               want, md, nd, n);
+                }
+            }
+            uf_image_free(img);
+            free(exp);
+        }
+    }
+    fclose(m);
+    CHECK(nfiles == 10, "manifest lists %d files", nfiles);
+}
+
+/* Each bad input: NULL, and a message naming the path. */
+static void expect_load_fails(const char *path, const char *why_substr) {
+    uf_error_clear();
+    uf_image *img = uf_image_load(path, 3);
+    CHECK(img == NULL, "loading %s must fail", path);
+    uf_image_free(img);
+    const char *msg = uf_last_error();
+    CHECK(strstr(msg, path) != NULL, "message does not name %s: %s", path, msg);
+    if (why_substr) CHECK(strstr(msg, why_substr) != NULL, "expected '%s' in: %s", why_substr, msg);
+}
+
+static void put_be32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8), p[3] = (unsigned char)v;
+}
+
+static void test_load_errors(void) {
+    expect_load_fails(uf_test_path("does-not-exist.png"), "No such file");
+    expect_load_fails(uf_test_tmpdir(), "directory");
+
+    const char *empty = uf_test_path("empty.png");
+    write_bytes(empty, "", 0);
+    expect_load_fails(empty, "empty");
+
+    size_t n = 0;
+    unsigned char *png = slurp(DATA "rgb.png", 0, &n);
+    CHECK(png != NULL && n > 200, "rgb.png");
+    if (png) {
+        const char *trunc = uf_test_path("truncated.png");
+        write_bytes(trunc, png, n / 2);
+        expect_load_fails(trunc, NULL);
+        write_bytes(trunc, png, 40); /* header only, no image data */
+        expect_load_fails(trunc, NULL);
+        /* PNG headers announcing 70000 x 10 and 17000 x 17000 (> 2^28) pixels */
+        const char *huge = uf_test_path("huge.png");
+        unsigned char hdr[64];
+        memcpy(hdr, png, 33); /* signature + IHDR chunk */
+        put_be32(hdr + 16, 70000), put_be32(hdr + 20, 10);
+        write_bytes(huge, hdr, 33);
+        expect_load_fails(huge, "too large");
+        put_be32(hdr + 16, 17000), put_be32(hdr + 20, 17000);
+        write_bytes(huge, hdr, 33);
+        expect_load_fails(huge, "too large");
+        /* corrupt compressed data in the middle */
+        for (size_t i = n / 3; i < n / 3 + 64; i++) png[i] ^= 0x5a;
+        const char *corrupt = uf_test_path("corrupt.png");
+        write_bytes(corrupt, png, n);
+        expect_load_fails(corrupt, NULL);
+        free(png);
+    }
+    unsigned char rnd[4096];
+    uint32_t s = 12345;
+    for (size_t i = 0; i < sizeof rnd; i++) rnd[i] = (unsigned char)((s = s * 1664525u + 1013904223u) >> 24);
+    const char *rp = uf_test_path("random.png");
+    write_bytes(rp, rnd, sizeof rnd);
+    expect_load_fails(rp, NULL);
+    const char *txt = uf_test_path("text.jpg");
+    write_bytes(txt, "hello, not an image\n", 20);
+    expect_load_fails(txt, NULL);
+
+    uf_image *img = uf_image_load(DATA "gray.png", 2);
+    CHECK(img == NULL && strstr(uf_last_error(), "want_channels"), "want_channels 2 refused");
+    uf_image_free(img);
+}
+
+/* Pillow Image.resize(BILINEAR) references: the same procedural inputs are
+ * built here; outputs must match exactly. */
+static void test_resize_matches_pillow(void) {
+    FILE *m = fopen(DATA "resize.txt", "r");
+    CHECK(m != NULL, "missing " DATA "resize.txt");
+    if (!m) return;
+    char name[64];
+    int ch, iw, ih, ow, oh, nb, ncases = 0;
+    while (fscanf(m, "%63s %d %d %d %d %d %d", name, &ch, &iw, &ih, &ow, &oh, &nb) == 7) {
+        ncases++;
+        char path[256];
+        snprintf(path, sizeof path, DATA "resize_%s.png", name);
+        uf_image *exp = uf_image_load(path, 0);
+        CHECK(exp != NULL, "%s", uf_last_error());
+        uf_image *src = pattern(iw, ih, ch, nb);
+        uf_image *out = src ? uf_image_resize_pil_bilinear(src, ow, oh) : NULL;
+        CHECK(out != NULL, "%s: %s", name, uf_last_error());
+        if (exp && out) {
+            CHECK(exp->width == ow && exp->height == oh && exp->channels == ch, "%s ref shape", name);
+            CHECK(out->width == ow && out->height == oh && out->channels == ch, "%s shape", name);
+            if (exp->width == ow && exp->height == oh && exp->channels == ch) {
+                size_t nd, n = (size_t)ow * oh * ch;
+                int md = max_diff(out->pixels, exp->pixels, n, &nd);
+                CHECK(nd == 0, "%s %dx%d -> %dx%d: max diff %d, %zu of %zu values differ", name,
+                      iw, ih, ow, oh, md, nd, n);
+            }
+        }
+        uf_image_free(exp);
+        uf_image_free(src);
+        uf_image_free(out);
+    }
+    fclose(m);
+    CHECK(ncases == 12, "resize.txt lists %d cases", ncases);
+}
+
+static void test_resize_edge_cases(void) {
+    uf_image *src = pattern(33, 17, 3, 8);
+    if (!src) return;
+    uf_image *same = uf_image_resize_pil_bilinear(src, 33, 17);
+    CHECK(same && memcmp(same->pixels, src->pixels, 33 * 17 * 3) == 0, "same size is a copy");
+    uf_image_free(same);
+    CHECK(uf_image_resize_pil_bilinear(src, 0, 5) == NULL, "zero width refused");
+    CHECK(uf_image_resize_pil_bilinear(src, 5, -1) == NULL, "negative height refused");
+    CHECK(uf_image_resize_pil_bilinear(src, 70000, 2) == NULL, "huge width refused");
+    CHECK(uf_image_resize_pil_bilinear(NULL, 5, 5) == NULL, "NULL source refused");
+    /* a constant image stays constant at any scale (weights sum to 1 after rounding) */
+    memset(src->pixels, 255, 33 * 17 * 3);
+    uf_image *up = uf_image_resize_pil_bilinear(src, 100, 7);
+    int ok = up != NULL;
+    for (int i = 0; ok && i < 100 * 7 * 3; i++) ok = up->pixels[i] == 255;
+    CHECK(ok, "constant 255 preserved");
+    uf_image_free(up);
+    uf_image_free(src);
+    CHECK(uf_image_new(0, 4, 1) == NULL && uf_image_new(4, 4, 2) == NULL, "bad new");
+}
+
+static float *read_f32(const char *path, size_t n) {
+    return (float *)slurp(path, n * sizeof(float), NULL); /* little-endian host */
+}
+
+/* torchvision ToTensor + Normalize, float32; row 0 holds every value 0..255 in
+ * every channel. */
+static void test_imagenet_matches_torchvision(void) {
+    const int w = 256, h = 8;
+    float *exp = read_f32(DATA "imagenet.f32", 3 * (size_t)w * h);
+    CHECK(exp != NULL, "missing imagenet.f32");
+    uf_image *img = pattern(w, h, 3, 8);
+    if (!exp || !img) {
+        free(exp);
+        uf_image_free(img);
+        return;
+    }
+    for (int x = 0; x < w; x++) {
+        img->pixels[3 * x] = (uint8_t)x;
+        img->pixels[3 * x + 1] = (uint8_t)(255 - x);
+        img->pixels[3 * x + 2] = (uint8_t)((x * 7) & 255);
+    }
+    float *out = malloc(sizeof(float) * 3 * w * h);
+    uf_image_to_imagenet(img, out);
+    double md = 0;
+    size_t nexact = 0, n = 3 * (size_t)w * h;
+    for (size_t i = 0; i < n; i++) {
+        md = fmax(md, fabs((double)out[i] - exp[i]));
+        nexact += out[i] == exp[i];
+    }
+    CHECK(md <= 1e-6, "max abs diff %g", md);
+    printf("  imagenet: max abs diff %g, %zu of %zu bit-identical\n", md, nexact, n);
+    /* gray image = RGB with three equal channels */
+    uf_image *g = uf_image_new(4, 1, 1), *c = uf_image_new(4, 1, 3);
+    for (int i = 0; i < 4; i++) g->pixels[i] = c->pixels[3 * i] = c->pixels[3 * i + 1] = c->pixels[3 * i + 2] = (uint8_t)(60 * i);
+    float a[12], b[12];
+    uf_image_to_imagenet(g, a);
+    uf_image_to_imagenet(c, b);
+    CHECK(memcmp(a, b, sizeof a) == 0, "gray promoted like RGB");
+    uf_image_free(g);
+    uf_image_free(c);
+    free(out);
+    free(exp);
+    uf_image_free(img);
+}
+
+/* The whole spec 2.1 pipeline on rgb.png (96x64 -> 48x48). */
+static void test_load_for_backbone(void) {
+    const int s = 48;
+    float *exp = read_f32(DATA "backbone48.f32", 3 * (size_t)s * s);
+    CHECK(exp != NULL, "missing backbone48.f32");
+    float *out = malloc(sizeof(float) * 3 * s * s);
+    CHECK(uf_image_load_for_backbone(DATA "rgb.png", s, out) == UF_OK, "%s", uf_last_error());
+    if (exp) {
+        double md = 0;
+        for (int i = 0; i < 3 * s * s; i++) md = fmax(md, fabs((double)out[i] - exp[i]));
+        CHECK(md <= 1e-6, "max abs diff %g", md);
+    }
+    const char *missing = uf_test_path("nope.png");
+    CHECK(uf_image_load_for_backbone(missing, s, out) == UF_ERR && strstr(uf_last_error(), missing),
+          "%s", uf_last_error());
+    free(out);
+    free(exp);
+}
+
+static int count_dir_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    if (!d) return -1;
+    for (struct dirent *e; (e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
+    closedir(d);
+    return n;
+}
+
+static void test_png_write_roundtrip(void) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", uf_test_path("pngout"));
+    CHECK(mkdir(dir, 0755) == 0, "mkdir %s", dir);
+    char path[600];
+    for (int ch = 1; ch <= 3; ch += 2) {
+        uf_image *img = pattern(45, 31, ch, 8);
+        snprintf(path, sizeof path, "%s/out%d.png", dir, ch);
+        CHECK(uf_image_write_png(path, img) == UF_OK, "%s", uf_last_error());
+        uf_image *back = uf_image_load(path, 0);
+        CHECK(back && back->width == 45 && back->height == 31 && back->channels == ch &&
+                  memcmp(back->pixels, img->pixels, 45 * 31 * (size_t)ch) == 0,
+              "8-bit round trip, %d channel(s)", ch);
+        struct stat st;
+        CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0644, "mode %o", st.st_mode & 0777);
+        uf_image_free(back);
+        /* overwrite an existing file */
+        memset(img->pixels, 7, 45 * 31 * (size_t)ch);
+        CHECK(uf_image_write_png(path, img) == UF_OK, "%s", uf_last_error());
+        back = uf_image_load(path, 0);
+        CHECK(back && back->pixels[0] == 7 && back->pixels[45 * 31 * ch - 1] == 7, "overwrite");
+        uf_image_free(back);
+        uf_image_free(img);
+    }
+    /* 16-bit gray, read back with stb's 16-bit loader; 0x0102 catches byte order */
+    const int w = 300, h = 7;
+    uint16_t *g16 = malloc(sizeof(uint16_t) * w * h);
+    for (int i = 0; i < w * h; i++) g16[i] = (uint16_t)(pattern_hash((uint32_t)i, 3, 1) >> 16);
+    g16[0] = 0x0102, g16[1] = 0, g16[2] = 65535;
+    snprintf(path, sizeof path, "%s/g16.png", dir);
+    CHECK(uf_png_write_gray16(path, g16, w, h) == UF_OK, "%s", uf_last_error());
+    int rw = 0, rh = 0, rc = 0;
+    CHECK(stbi_is_16_bit(path), "16-bit file");
+    uint16_t *r16 = stbi_load_16(path, &rw, &rh, &rc, 0);
+    CHECK(r16 && rw == w && rh == h && rc == 1, "16-bit read back %dx%dx%d", rw, rh, rc);
+    if (r16 && rw == w && rh == h && rc == 1)
+        CHECK(memcmp(r16, g16, sizeof(uint16_t) * w * h) == 0, "16-bit values");
+    stbi_image_free(r16);
+
+    /* errors: bad arguments, missing folder, destination is a directory. No
+     * temp file may be left behind, and the directory must survive. */
+    int before = count_dir_entries(dir);
+    CHECK(uf_png_write_gray16(path, g16, 0, h) == UF_ERR, "width 0 refused");
+    CHECK(uf_png_write_gray16(path, NULL, w, h) == UF_ERR, "NULL pixels refused");
+    size_t n1;
+    unsigned char *keep = slurp(path, 0, &n1);
+    r16 = stbi_load_16(path, &rw, &rh, &rc, 0);
+    CHECK(r16 && memcmp(r16, g16, sizeof(uint16_t) * w * h) == 0, "existing file untouched");
+    stbi_image_free(r16);
+    free(keep);
+    snprintf(path, sizeof path, "%s/no/such/dir/x.png", dir);
+    CHECK(uf_png_write_gray16(path, g16, w, h) == UF_ERR && strstr(uf_last_error(), path),
+          "missing folder: %s", uf_last_error());
+    char sub[600];
+    snprintf(sub, sizeof sub, "%s/adir", dir);
+    CHECK(mkdir(sub, 0755) == 0, "mkdir");
+    before = count_dir_entries(dir);
+    uf_image *img = pattern(5, 5, 1, 8);
+    CHECK(uf_image_write_png(sub, img) == UF_ERR && strstr(uf_last_error(), sub),
+          "destination is a directory: %s", uf_last_error());
+    struct stat st;
+    CHECK(stat(sub, &st) == 0 && S_ISDIR(st.st_mode), "directory survives");
+    CHECK(count_dir_entries(dir) == before, "temp file left behind (%d entries, expected %d)",
+          count_dir_entries(dir), before);
+    uf_image bad = {5, 5, 2, img->pixels};
+    CHECK(uf_image_write_png(uf_test_path("bad.png"), &bad) == UF_ERR, "2 channels refused");
+    uf_image_free(img);
+    free(g16);
+}
+
+int main(void) {
+    UF_TEST(test_load_matches_pillow);
+    UF_TEST(test_load_errors);
+    UF_TEST(test_resize_matches_pillow);
+    UF_TEST(test_resize_edge_cases);
+    UF_TEST(test_imagenet_matches_torchvision);
+    UF_TEST(test_load_for_backbone);
+    UF_TEST(test_png_write_roundtrip);
+    return uf_test_summary();
+}
