@@ -46,11 +46,8 @@ typedef struct {
 
 /* A required float tensor `name` with the given shape, copied. NULL + error naming it. */
 static float *read_param(const loader *ld, const char *name, int ndim, const int64_t *shape) {
-    uf_tensor *t = uf_st_read_f32(ld->st, name, ndim, shape);
-    if (!t) {
-        uf_error_prefix("%s", ld->what);
-        return NULL;
-    }
+    uf_tensor *t = uf_st_read_f32(ld->st, name, ndim, shape); /* its errors name the file and tensor */
+    if (!t) return NULL;
     float *data = t->data;
     t->data = NULL;
     uf_tensor_free(t);
@@ -117,6 +114,18 @@ static void free_conv(rn_conv *cv) {
     cv->w = cv->b = NULL;
 }
 
+/* counts[l] = 1 + the largest j with a tensor "layer{l+1}.{j}.*" in the file (0 if none). */
+static void count_blocks(const uf_safetensors *st, int counts[UF_RESNET_LEVELS]) {
+    for (int l = 0; l < UF_RESNET_LEVELS; l++) counts[l] = 0;
+    for (int i = 0; i < uf_st_count(st); i++) {
+        const char *name = uf_st_at(st, i)->name;
+        int l = 0, j = 0, len = 0;
+        if (sscanf(name, "layer%d.%d.%n", &l, &j, &len) == 2 && len > 0 && l >= 1 && l <= UF_RESNET_LEVELS &&
+            j >= 0 && j < MAX_BLOCKS && j + 1 > counts[l - 1])
+            counts[l - 1] = j + 1;
+    }
+}
+
 static int has_tensor(const uf_safetensors *st, const char *fmt, int a, int b) {
     char name[160];
     snprintf(name, sizeof name, fmt, a, b);
@@ -157,10 +166,12 @@ uf_resnet *uf_resnet_from_safetensors(const uf_safetensors *st, const char *what
     }
     m->bottleneck = uf_st_find(st, "layer1.0.conv3.weight") != NULL;
     if (load_conv(&ld, &m->stem, "conv1", "bn1", 3, 0, 7, 2) != UF_OK) goto fail;
-    int c_in = m->stem.c_out;
+    int c_in = m->stem.c_out, counts[UF_RESNET_LEVELS];
+    /* Blocks are numbered by the tensors present; a block with a misnamed or
+     * missing tensor then fails with that tensor's name. */
+    count_blocks(st, counts);
     for (int l = 0; l < UF_RESNET_LEVELS; l++) {
-        int nb = 0;
-        while (nb < MAX_BLOCKS && has_tensor(st, "layer%d.%d.conv1.weight", l + 1, nb)) nb++;
+        int nb = counts[l];
         if (nb == 0) {
             uf_error("%s: missing tensor 'layer%d.0.conv1.weight'", ld.what, l + 1);
             goto fail;
@@ -181,18 +192,14 @@ uf_resnet *uf_resnet_from_safetensors(const uf_safetensors *st, const char *what
                 /* The stride sits in the 3x3 conv: conv1 (Basic), conv2 (Bottleneck, torchvision v1.5 / timm). */
                 int cs = (m->bottleneck ? i == 1 : i == 0) ? s : 1;
                 int cin = i == 0 ? c_in : width;
-                /* conv2 keeps conv1's width; other output widths are read from the file. */
+                /* conv2 keeps conv1's width, blocks after the first keep their input's channels;
+                 * other output widths are read from the file. */
                 int cout = i == 1 ? width : 0;
+                if (j > 0 && i == (m->bottleneck ? 2 : 1)) cout = c_in;
                 if (load_conv(&ld, &bk->conv[i], cn, bn, cin, cout, k, cs) != UF_OK) goto fail;
                 width = bk->conv[i].c_out;
             }
             const int c_out = width;
-            if (j > 0 && c_out != c_in) {
-                uf_error("%s: tensor 'layer%d.%d.conv%d.weight' has %d output channels, expected %d (the block's "
-                         "input channels)",
-                         ld.what, l + 1, j, m->bottleneck ? 3 : 2, c_out, c_in);
-                goto fail;
-            }
             if (has_tensor(st, "layer%d.%d.downsample.0.weight", l + 1, j)) {
                 snprintf(cn, sizeof cn, "layer%d.%d.downsample.0", l + 1, j);
                 snprintf(bn, sizeof bn, "layer%d.%d.downsample.1", l + 1, j);
