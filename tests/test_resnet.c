@@ -56,6 +56,7 @@ static void check_against_io(const char *weights, const char *io_path, const cha
         for (int l = 0; l < 3; l++) {
             double e = scaled_max_err(out[l], ref[l]->data, (size_t)uf_tensor_numel(ref[l]));
             CHECK(e <= 1e-4, "%s %s: max err %.3g of the scale", weights, LAYER[l], e);
+            printf("  %-44s %s: max err %.2g of the scale\n", weights, LAYER[l], e);
         }
         /* Image by image gives the same as the batch (other GEMM chunking). */
         for (int i = 0; i < n && n > 1; i++) {
@@ -149,6 +150,7 @@ static void test_shipped_real_images_256(void) {
                 }
                 double nmse = se / fmax(ss, 1e-30);
                 CHECK(nmse < 1e-8, "crop%d %s: normalized MSE %.3g at the reference positions", i, tname, nmse);
+                printf("  crop%d at 256: %-6s normalized MSE %.2g\n", i, tname, nmse);
                 double sum = 0.0, sq = 0.0, mn = INFINITY, mx = -INFINITY;
                 for (size_t k = 0; k < img_sz[t]; k++) {
                     double v = mine[k];
