@@ -5,6 +5,10 @@
 /* Measures SGEMM GFLOP/s at 1024^3 and U-Flow-shaped sizes; returns the 1024^3 rate (0 on error). */
 double bench_gemm(int verbose);
 
+/* ResNet-18 and Wide-ResNet-50-2 (up to layer3) images/s at 256x256, batch 8,
+ * 2 threads, and their convolutions' GFLOP/s next to SGEMM's. UF_OK / UF_ERR. */
+int bench_backbone(int verbose);
+
 /* Repeats fn until at least min_seconds have passed (and at least min_reps),
  * returns the best (smallest) seconds per call. */
 double bench_best_time(void (*fn)(void *), void *ctx, double min_seconds, int min_reps);

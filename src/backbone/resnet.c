@@ -1,6 +1,7 @@
 #include "backbone/resnet.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -239,6 +240,67 @@ void uf_resnet_free(uf_resnet *m) {
     }
     uf_arena_free(&m->arena);
     uf_free(m);
+}
+
+/* xorshift32 -> uniform [-1, 1) */
+static float rand_unit(uint32_t *s) {
+    *s ^= *s << 13, *s ^= *s >> 17, *s ^= *s << 5;
+    return (float)(*s >> 8) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+static int random_conv(rn_conv *cv, int c_in, int c_out, int k, int stride, uint32_t *seed) {
+    cv->c_in = c_in, cv->c_out = c_out, cv->k = k, cv->stride = stride, cv->pad = k / 2;
+    size_t nw = (size_t)c_out * c_in * k * k;
+    cv->w = uf_alloc(sizeof(float) * nw);
+    cv->b = uf_alloc(sizeof(float) * (size_t)c_out);
+    if (!cv->w || !cv->b) return UF_ERR;
+    /* uniform with the variance 2 / fan_in */
+    float scale = sqrtf(6.0f / (float)(c_in * k * k));
+    for (size_t i = 0; i < nw; i++) cv->w[i] = scale * rand_unit(seed);
+    for (int o = 0; o < c_out; o++) cv->b[o] = 0.1f * rand_unit(seed);
+    return UF_OK;
+}
+
+uf_resnet *uf_resnet_random(const char *arch, unsigned seed) {
+    static const int basic_blocks[3] = {2, 2, 2}, bottleneck_blocks[3] = {3, 4, 6};
+    int bottleneck;
+    if (!strcmp(arch, "resnet18"))
+        bottleneck = 0;
+    else if (!strcmp(arch, "wide_resnet50_2"))
+        bottleneck = 1;
+    else {
+        uf_error("no random model for architecture '%s' (resnet18 | wide_resnet50_2)", arch);
+        return NULL;
+    }
+    uf_resnet *m = uf_calloc(1, sizeof *m);
+    if (!m) return NULL;
+    uint32_t s = seed ? seed : 1u;
+    m->bottleneck = bottleneck;
+    if (random_conv(&m->stem, 3, 64, 7, 2, &s) != UF_OK) goto fail;
+    int c_in = 64;
+    for (int l = 0; l < UF_RESNET_LEVELS; l++) {
+        const int nb = bottleneck ? bottleneck_blocks[l] : basic_blocks[l], planes = 64 << l;
+        const int width = bottleneck ? 2 * planes : planes, c_out = bottleneck ? 4 * planes : planes;
+        if (!(m->blocks[l] = uf_calloc((size_t)nb, sizeof(rn_block)))) goto fail;
+        m->n_blocks[l] = nb;
+        for (int j = 0; j < nb; j++) {
+            rn_block *bk = &m->blocks[l][j];
+            const int st = j == 0 && l > 0 ? 2 : 1;
+            int rc = bottleneck ? random_conv(&bk->conv[0], c_in, width, 1, 1, &s) |
+                                      random_conv(&bk->conv[1], width, width, 3, st, &s) |
+                                      random_conv(&bk->conv[2], width, c_out, 1, 1, &s)
+                                : random_conv(&bk->conv[0], c_in, width, 3, st, &s) |
+                                      random_conv(&bk->conv[1], width, c_out, 3, 1, &s);
+            if (rc == UF_OK && (st != 1 || c_in != c_out)) rc = random_conv(&bk->down, c_in, c_out, 1, st, &s);
+            if (rc != UF_OK) goto fail;
+            c_in = c_out;
+        }
+    }
+    name_arch(m);
+    return m;
+fail:
+    uf_resnet_free(m);
+    return NULL;
 }
 
 const char *uf_resnet_arch(const uf_resnet *m) { return m->arch; }

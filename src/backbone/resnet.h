@@ -42,6 +42,11 @@ uf_resnet *uf_resnet_load(const char *path);
 uf_resnet *uf_resnet_from_safetensors(const uf_safetensors *st, const char *what);
 void uf_resnet_free(uf_resnet *m);
 
+/* A model of architecture "resnet18" or "wide_resnet50_2" (full widths) with
+ * random He-scaled weights and small random biases (benchmarks, where no real
+ * weights exist). NULL + error for another name or no memory. */
+uf_resnet *uf_resnet_random(const char *arch, unsigned seed);
+
 /* "resnet18", "resnet34", "resnet50", "wide_resnet50_2", "resnet101", ... from
  * the block type, block counts and width ratio; "resnet-basic[a,b,c]" or
  * "resnet-bottleneck[a,b,c]" for other block counts. */
