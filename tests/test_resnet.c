@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backbone/resnet.h"
+#include "core/conv.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "harness.h"
@@ -240,6 +241,37 @@ static void test_load_errors(void) {
     uf_resnet_free(m);
 }
 
+/* Max pooling against torch on negative inputs (the padding must never win), and NaN propagation. */
+static void test_maxpool(void) {
+    uf_safetensors *st = uf_st_open(DATA "maxpool.safetensors");
+    CHECK(st != NULL, "%s", uf_last_error());
+    for (int i = 0; st && i < 3; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "x%d", i);
+        uf_tensor *x = uf_st_read_f32(st, name, -1, NULL);
+        snprintf(name, sizeof name, "y%d", i);
+        uf_tensor *y = uf_st_read_f32(st, name, -1, NULL);
+        CHECK(x && y && x->ndim == 4 && y->ndim == 4, "%s", uf_last_error());
+        if (!x || !y) continue;
+        int h = (int)x->shape[2], w = (int)x->shape[3];
+        CHECK(y->shape[2] == (h - 1) / 2 + 1 && y->shape[3] == (w - 1) / 2 + 1, "pooled shape");
+        float *out = uf_calloc((size_t)uf_tensor_numel(y), sizeof(float));
+        CHECK(uf_maxpool2d_3s2p1(x->data, (int)(x->shape[0] * x->shape[1]), h, w, out) == UF_OK, "maxpool");
+        for (int64_t k = 0; k < uf_tensor_numel(y); k++) CHECK(out[k] == y->data[k], "%s[%lld]", name, (long long)k);
+        uf_free(out), uf_tensor_free(x), uf_tensor_free(y);
+    }
+    uf_st_close(st);
+    float x[25], y[9];
+    for (int i = 0; i < 25; i++) x[i] = (float)i;
+    x[12] = NAN; /* (2,2) lies in the windows of outputs with |2*o - 2| <= 1 */
+    CHECK(uf_maxpool2d_3s2p1(x, 1, 5, 5, y) == UF_OK, "maxpool");
+    for (int oy = 0; oy < 3; oy++)
+        for (int ox = 0; ox < 3; ox++) {
+            int has_nan = abs(2 * oy - 2) <= 1 && abs(2 * ox - 2) <= 1;
+            CHECK(has_nan == isnan(y[oy * 3 + ox]), "NaN at (%d,%d): %g", oy, ox, y[oy * 3 + ox]);
+        }
+}
+
 static void test_bad_forward_input(void) {
     uf_resnet *m = uf_resnet_load(DATA "r18_small_folded.safetensors");
     CHECK(m != NULL, "%s", uf_last_error());
@@ -260,6 +292,7 @@ int main(void) {
     UF_TEST(test_shipped_real_image_64);
     UF_TEST(test_shipped_real_images_256);
     UF_TEST(test_load_errors);
+    UF_TEST(test_maxpool);
     UF_TEST(test_bad_forward_input);
     return uf_test_summary();
 }

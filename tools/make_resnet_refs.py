@@ -16,6 +16,7 @@ Outputs (all float32 little-endian safetensors, written by the tiny writer below
   wrn_small.safetensors         reduced-width Wide-ResNet-50-2 (Bottleneck [3,4,6], base_width 128,
                                 stem 8, planes 2/4/8 -> widths 4/8/16, outputs 8/16/32), BatchNorm tensors
   wrn_small_io.safetensors      x (2,3,64,64) and layer1..3 from torch
+  maxpool.safetensors           x<i> and y<i> = F.max_pool2d(x<i>, 3, 2, 1) for three shapes (negative values)
   real64_io.safetensors         crop0.png resized to 64x64 (Pillow bilinear), normalised, and torch's
                                 layer1..3 with the shipped folded weights (full tensors)
   real256_ref.safetensors       for crop0.png and crop1.png at 256x256: strided subsets (offset 0,
@@ -226,6 +227,14 @@ def main():
                    torchvision.models.resnet18(), xchk)
     check_assembly(randomize(Net(Bottleneck, [3, 4, 6, 3], 64, [64, 128, 256, 512], 128, 1000), gen),
                    torchvision.models.wide_resnet50_2(), xchk)
+
+    # Max pooling with negative values (the -inf padding matters), odd and even sizes.
+    pool = {}
+    for i, shape in enumerate([(2, 3, 7, 9), (1, 2, 8, 6), (1, 1, 1, 2)]):
+        x = torch.randn(*shape, generator=gen) - 1.0
+        pool["x%d" % i] = np32(x)
+        pool["y%d" % i] = np32(torch.nn.functional.max_pool2d(x, 3, 2, 1))
+    write_safetensors(os.path.join(OUT, "maxpool.safetensors"), pool)
 
     # Small ResNet-18.
     r18 = randomize(Net(BasicBlock, [2, 2, 2, 1], 8, [8, 16, 32, 8]), gen)

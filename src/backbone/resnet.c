@@ -401,36 +401,8 @@ static void run_conv(uf_resnet *m, const rn_conv *cv, int n, int h, int w, const
     m->timing.conv_s += uf_now() - t0;
 }
 
-/* y (n, c, ho, wo) = max_pool2d(x (n, c, h, w), 3, stride 2, padding 1); padding never wins (-inf). */
-static void maxpool_3s2p1(const float *x, int nc, int h, int w, float *y) {
-    const int ho = pool_out(h), wo = pool_out(w);
-#pragma omp parallel for schedule(static)
-    for (int p = 0; p < nc; p++) {
-        const float *src = x + (size_t)p * h * w;
-        float *dst = y + (size_t)p * ho * wo;
-        for (int oy = 0; oy < ho; oy++) {
-            int y0 = 2 * oy - 1, y1 = y0 + 3;
-            if (y0 < 0) y0 = 0;
-            if (y1 > h) y1 = h;
-            for (int ox = 0; ox < wo; ox++) {
-                int x0 = 2 * ox - 1, x1 = x0 + 3;
-                if (x0 < 0) x0 = 0;
-                if (x1 > w) x1 = w;
-                float mx = -INFINITY;
-                for (int iy = y0; iy < y1; iy++)
-                    for (int ix = x0; ix < x1; ix++) {
-                        float v = src[(size_t)iy * w + ix];
-                        /* NaN propagates, as in PyTorch */
-                        if (v > mx || v != v) mx = v;
-                    }
-                dst[(size_t)oy * wo + ox] = mx;
-            }
-        }
-    }
-}
-
 /* One group of g images: x (g, 3, h, w) -> out[l] (g, C_l, H_l, W_l). */
-static void forward_group(uf_resnet *m, const float *x, int g, int h, int w, float *out[UF_RESNET_LEVELS],
+static int forward_group(uf_resnet *m, const float *x, int g, int h, int w, float *out[UF_RESNET_LEVELS],
                           const act_sizes *sz) {
     float *t1 = uf_arena_floats(&m->arena, sz->t1), *pool = uf_arena_floats(&m->arena, sz->pool);
     float *t2 = sz->t2 ? uf_arena_floats(&m->arena, sz->t2) : NULL, *work = uf_arena_floats(&m->arena, sz->work);
@@ -439,7 +411,7 @@ static void forward_group(uf_resnet *m, const float *x, int g, int h, int w, flo
     run_conv(m, &m->stem, g, h, w, x, t1, UF_CONV_RELU, work);
     h = conv_out(&m->stem, h), w = conv_out(&m->stem, w);
     double t0 = uf_now();
-    maxpool_3s2p1(t1, g * m->stem.c_out, h, w, pool);
+    if (uf_maxpool2d_3s2p1(t1, g * m->stem.c_out, h, w, pool) != UF_OK) return UF_ERR;
     m->timing.other_s += uf_now() - t0;
     h = pool_out(h), w = pool_out(w);
 
@@ -471,6 +443,7 @@ static void forward_group(uf_resnet *m, const float *x, int g, int h, int w, flo
             cur = y, h = oh, w = ow;
         }
     }
+    return UF_OK;
 }
 
 int uf_resnet_forward(uf_resnet *m, const float *x, int n, int h, int w, float *out[UF_RESNET_LEVELS]) {
@@ -499,7 +472,7 @@ int uf_resnet_forward(uf_resnet *m, const float *x, int n, int h, int w, float *
         float *o[UF_RESNET_LEVELS];
         for (int l = 0; l < UF_RESNET_LEVELS; l++) o[l] = out[l] + (size_t)n0 * out_img[l];
         uf_arena_reset(&m->arena);
-        forward_group(m, x + (size_t)n0 * 3 * h * w, gn, h, w, o, &s);
+        if (forward_group(m, x + (size_t)n0 * 3 * h * w, gn, h, w, o, &s) != UF_OK) return UF_ERR;
     }
     return UF_OK;
 }

@@ -44,6 +44,11 @@ void uf_conv2d_forward_ex(const uf_conv_geom *g, const float *x, const float *w,
 void uf_conv2d_backward(const uf_conv_geom *g, const float *x, const float *w, const float *dy, float *dx,
                         float *dw, float *db, float *work);
 
+/* y (N*C, Ho, Wo) = PyTorch max_pool2d(x (N*C, H, W), kernel 3, stride 2, padding 1) with
+ * Ho = (H - 1) / 2 + 1: padding never wins (-inf) and a NaN in a window gives NaN.
+ * nc = N*C planes. UF_OK, or UF_ERR when out of memory. */
+int uf_maxpool2d_3s2p1(const float *x, int nc, int h, int w, float *y);
+
 /* Slow, obviously correct references (double accumulation) for tests. */
 void uf_conv2d_forward_ref(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y);
 void uf_conv2d_backward_ref(const uf_conv_geom *g, const float *x, const float *w, const float *dy, float *dx,
