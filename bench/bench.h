@@ -8,6 +8,9 @@ double bench_gemm(int verbose);
 /* Trains the flow at resnet18@256 shapes with this batch; prints images/s and conv GFLOP/s
  * against SGEMM; returns the training step's conv rate as a fraction of SGEMM's (0 on error). */
 double bench_flow(int verbose, int batch);
+/* ResNet-18 and Wide-ResNet-50-2 (up to layer3) images/s at 256x256, batch 8,
+ * 2 threads, and their convolutions' GFLOP/s next to SGEMM's. UF_OK / UF_ERR. */
+int bench_backbone(int verbose);
 
 /* Repeats fn until at least min_seconds have passed (and at least min_reps),
  * returns the best (smallest) seconds per call. */

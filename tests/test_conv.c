@@ -55,15 +55,55 @@ static void test_conv_geometries(void) {
     check_geometry((uf_conv_geom){.n = 2, .c_in = 4, .h = 8, .w = 8, .c_out = 5, .k = 1, .stride = 2, .pad = 0});
 }
 
-/* A single image large enough to take the one-image path (no batching). */
+/* Images large enough for the forward's row-block path (several blocks, a partial last one). */
 static void test_conv_single_image_path(void) {
     srand(12);
     check_geometry((uf_conv_geom){.n = 2, .c_in = 3, .h = 96, .w = 96, .c_out = 4, .k = 3, .stride = 1, .pad = 1});
     check_geometry((uf_conv_geom){.n = 2, .c_in = 3, .h = 96, .w = 96, .c_out = 4, .k = 1, .stride = 1, .pad = 0});
+    check_geometry((uf_conv_geom){.n = 2, .c_in = 3, .h = 131, .w = 133, .c_out = 5, .k = 7, .stride = 2, .pad = 3});
+    check_geometry((uf_conv_geom){.n = 1, .c_in = 2, .h = 130, .w = 70, .c_out = 3, .k = 1, .stride = 2, .pad = 0});
+}
+
+/* uf_conv2d_forward_ex: y = act(conv + b [+ y]) on both forward paths and the one-image tail. */
+static void check_epilogue(uf_conv_geom g, int flags) {
+    int ho = uf_conv_out_size(g.h, g.k, g.stride, g.pad), wo = uf_conv_out_size(g.w, g.k, g.stride, g.pad);
+    size_t nx = (size_t)g.n * g.c_in * g.h * g.w, nw = (size_t)g.c_out * g.c_in * g.k * g.k;
+    size_t ny = (size_t)g.n * g.c_out * ho * wo;
+    float *x = uf_calloc(nx, 4), *w = uf_calloc(nw, 4), *b = uf_calloc(g.c_out, 4), *y = uf_calloc(ny, 4);
+    float *y_ref = uf_calloc(ny, 4), *y0 = uf_calloc(ny, 4), *work = uf_calloc(uf_conv2d_forward_workspace(&g) + 1, 4);
+    for (size_t i = 0; i < nx; i++) x[i] = frand();
+    for (size_t i = 0; i < nw; i++) w[i] = frand();
+    for (int i = 0; i < g.c_out; i++) b[i] = frand();
+    for (size_t i = 0; i < ny; i++) y[i] = y0[i] = frand() * 3.0f;
+    uf_conv2d_forward_ex(&g, x, w, b, y, flags, work);
+    uf_conv2d_forward_ref(&g, x, w, b, y_ref);
+    size_t zeros = 0;
+    for (size_t i = 0; i < ny; i++) {
+        if (flags & UF_CONV_ACCUMULATE) y_ref[i] += y0[i];
+        if ((flags & UF_CONV_RELU) && y_ref[i] < 0.0f) y_ref[i] = 0.0f;
+        zeros += y[i] == 0.0f;
+    }
+    double e = max_rel_diff(y, y_ref, ny);
+    CHECK(e < 1e-5, "n=%d cin=%d %dx%d k=%d flags %d: rel err %.2g", g.n, g.c_in, g.h, g.w, g.k, flags, e);
+    if (flags & UF_CONV_RELU) CHECK(zeros > ny / 10, "ReLU clipped only %zu of %zu", zeros, ny);
+    uf_free(x), uf_free(w), uf_free(b), uf_free(y), uf_free(y_ref), uf_free(y0), uf_free(work);
+}
+
+static void test_conv_forward_epilogue(void) {
+    srand(13);
+    const uf_conv_geom geoms[] = {
+        {.n = 4, .c_in = 2, .h = 50, .w = 80, .c_out = 3, .k = 3, .stride = 1, .pad = 1},  /* batched 3 + tail 1 */
+        {.n = 3, .c_in = 6, .h = 9, .w = 9, .c_out = 5, .k = 1, .stride = 1, .pad = 0},    /* batched 1x1 */
+        {.n = 2, .c_in = 3, .h = 70, .w = 66, .c_out = 4, .k = 3, .stride = 1, .pad = 1},  /* row blocks */
+        {.n = 2, .c_in = 5, .h = 65, .w = 64, .c_out = 3, .k = 1, .stride = 1, .pad = 0},  /* 1x1 in place */
+    };
+    for (size_t i = 0; i < sizeof geoms / sizeof *geoms; i++)
+        for (int flags = 0; flags < 4; flags++) check_epilogue(geoms[i], flags);
 }
 
 int main(void) {
     UF_TEST(test_conv_geometries);
     UF_TEST(test_conv_single_image_path);
+    UF_TEST(test_conv_forward_epilogue);
     return uf_test_summary();
 }

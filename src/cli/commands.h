@@ -7,6 +7,7 @@
 int cmd_version(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_features(int argc, char **argv);
 
 /* Prints "uflow <cmd>: error: <msg>" (the library's last error when msg is NULL); returns 1. */
 int cli_fail(const char *cmd, const char *msg);

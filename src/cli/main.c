@@ -14,7 +14,8 @@ typedef struct {
 static const command COMMANDS[] = {
     {"version", cmd_version, "print the version, the BLAS library and its kernel family"},
     {"inspect", cmd_inspect, "tensors, dtypes, shapes and metadata of a .safetensors file"},
-    {"bench", cmd_bench, "measure speed: uflow bench gemm"},
+    {"features", cmd_features, "ResNet layer1..3 feature maps of images into a .safetensors file"},
+    {"bench", cmd_bench, "measure speed: uflow bench gemm | backbone"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof *COMMANDS)
 

@@ -4,16 +4,26 @@
 
 #include "core/blas.h"
 #include "core/error.h"
+#include "core/tensor.h"
 
-/* Columns per GEMM we aim for: below this, images are batched together. */
+/* Forward strategy (measured with OpenBLAS on 2 threads, ResNet/flow shapes):
+ * - outputs of at least CONV_TILE_COLS pixels per image: per image, blocks of output rows of about
+ *   CONV_TILE_COLS columns: im2col of the block (stays in cache), GEMM straight into y (ldc = Ho*Wo),
+ *   bias/residual/ReLU on the block. No copies of the output.
+ * - smaller outputs: several images share one GEMM of at least CONV_MIN_COLS columns (a per-image
+ *   GEMM would be too thin), then the result is scattered into y with the epilogue.
+ * Backward always uses the batched layout. */
 #define CONV_MIN_COLS 8192
+#define CONV_TILE_COLS 4096
 
 int uf_conv_out_size(int in, int k, int stride, int pad) { return (in + 2 * pad - k) / stride + 1; }
 
 typedef struct {
     int ho, wo, hw_out, kk_rows; /* kk_rows = Cin*k*k */
-    int chunk;                   /* images per GEMM */
+    int chunk;                   /* images per GEMM (batched layout) */
     int plain_1x1;               /* 1x1, stride 1, no padding */
+    int tiled;                   /* forward by row blocks of one image */
+    int tile_rows;               /* output rows per block */
 } conv_plan;
 
 static conv_plan plan_of(const uf_conv_geom *g) {
@@ -26,6 +36,10 @@ static conv_plan plan_of(const uf_conv_geom *g) {
     if (p.chunk > g->n) p.chunk = g->n;
     if (p.chunk < 1) p.chunk = 1;
     p.plain_1x1 = g->k == 1 && g->stride == 1 && g->pad == 0;
+    p.tiled = p.hw_out >= CONV_TILE_COLS;
+    p.tile_rows = p.plain_1x1 ? p.ho : CONV_TILE_COLS / (p.wo > 0 ? p.wo : 1);
+    if (p.tile_rows < 1) p.tile_rows = 1;
+    if (p.tile_rows > p.ho) p.tile_rows = p.ho;
     return p;
 }
 
@@ -36,31 +50,43 @@ size_t uf_conv2d_workspace(const uf_conv_geom *g) {
     return cols * (2 * (size_t)p.kk_rows + (size_t)g->c_out);
 }
 
-/* col (Cin*k*k, nb*Ho*Wo) from images x (nb, Cin, H, W). */
-static void im2col(const uf_conv_geom *g, const conv_plan *p, const float *x, int nb, float *col) {
-    const int k = g->k, s = g->stride, pad = g->pad, H = g->h, W = g->w;
-    const size_t cols = (size_t)nb * p->hw_out;
+/* col (Cin*k*k, (oy1-oy0)*Wo), with row stride `cols`, from output rows [oy0, oy1) of one image
+ * x (Cin, H, W).
+ * The valid input span of each output row is copied without per-pixel bounds checks. */
+static void im2col_rows(const uf_conv_geom *g, const conv_plan *p, const float *x, int oy0, int oy1, float *col,
+                        size_t cols) {
+    const int k = g->k, s = g->stride, pad = g->pad, H = g->h, W = g->w, wo = p->wo;
 #pragma omp parallel for schedule(static)
     for (int row = 0; row < p->kk_rows; row++) {
-        int ci = row / (k * k), ky = (row / k) % k, kx = row % k;
+        const int ci = row / (k * k), ky = (row / k) % k, kx = row % k;
+        /* output columns whose input column ix = ox*s - pad + kx lies in [0, W) */
+        int lo = pad - kx > 0 ? (pad - kx + s - 1) / s : 0;
+        int hi = (W - 1 + pad - kx) >= 0 ? (W - 1 + pad - kx) / s + 1 : 0;
+        if (hi > wo) hi = wo;
+        if (lo > hi) lo = hi;
+        const float *src = x + (size_t)ci * H * W;
         float *dst = col + (size_t)row * cols;
-        for (int n = 0; n < nb; n++) {
-            const float *src = x + ((size_t)n * g->c_in + ci) * H * W;
-            for (int oy = 0; oy < p->ho; oy++) {
-                int iy = oy * s - pad + ky;
-                float *d = dst + ((size_t)n * p->ho + oy) * p->wo;
-                if (iy < 0 || iy >= H) {
-                    memset(d, 0, sizeof(float) * p->wo);
-                    continue;
-                }
-                const float *srow = src + (size_t)iy * W;
-                for (int ox = 0; ox < p->wo; ox++) {
-                    int ix = ox * s - pad + kx;
-                    d[ox] = (ix >= 0 && ix < W) ? srow[ix] : 0.0f;
-                }
+        for (int oy = oy0; oy < oy1; oy++, dst += wo) {
+            const int iy = oy * s - pad + ky;
+            if (iy < 0 || iy >= H) {
+                memset(dst, 0, sizeof(float) * wo);
+                continue;
             }
+            const float *srow = src + (size_t)iy * W + (lo * s - pad + kx);
+            for (int ox = 0; ox < lo; ox++) dst[ox] = 0.0f;
+            if (s == 1)
+                memcpy(dst + lo, srow, sizeof(float) * (size_t)(hi - lo));
+            else
+                for (int ox = lo; ox < hi; ox++) dst[ox] = srow[(size_t)(ox - lo) * s];
+            for (int ox = hi; ox < wo; ox++) dst[ox] = 0.0f;
         }
     }
+}
+
+/* col (Cin*k*k, nb*Ho*Wo) from images x (nb, Cin, H, W). */
+static void im2col(const uf_conv_geom *g, const conv_plan *p, const float *x, int nb, float *col) {
+    const size_t cols = (size_t)nb * p->hw_out, in_img = (size_t)g->c_in * g->h * g->w;
+    for (int n = 0; n < nb; n++) im2col_rows(g, p, x + n * in_img, 0, p->ho, col + (size_t)n * p->hw_out, cols);
 }
 
 /* dx (nb, Cin, H, W) += col2im(dcol (Cin*k*k, nb*Ho*Wo)). Parallel over (n, ci): no write conflicts. */
@@ -96,21 +122,81 @@ static void gather_channels(const float *src, int nb, int c, int hw, float *dst)
             memcpy(dst + ((size_t)ch * nb + n) * hw, src + ((size_t)n * c + ch) * hw, sizeof(float) * hw);
 }
 
-/* dst (nb, C, HW) <- src (C, nb*HW) (+ bias[C] when given) */
-static void scatter_channels(const float *src, const float *bias, int nb, int c, int hw, float *dst) {
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int n = 0; n < nb; n++)
-        for (int ch = 0; ch < c; ch++) {
-            const float *s = src + ((size_t)ch * nb + n) * hw;
-            float *d = dst + ((size_t)n * c + ch) * hw;
-            float bv = bias ? bias[ch] : 0.0f;
-            for (int i = 0; i < hw; i++) d[i] = s[i] + bv;
+/* Epilogue on one channel row: d[i] = act(s[i] + bias [+ d[i]]). s may equal d only without ACCUMULATE
+ * (then d[i] is read as the GEMM result). */
+static inline void epilogue_row(float *d, const float *s, float bias, int hw, int flags) {
+    if (flags & UF_CONV_ACCUMULATE) {
+        if (flags & UF_CONV_RELU)
+            for (int i = 0; i < hw; i++) {
+                float v = s[i] + bias + d[i];
+                d[i] = v > 0.0f ? v : 0.0f;
+            }
+        else
+            for (int i = 0; i < hw; i++) d[i] += s[i] + bias;
+    } else if (flags & UF_CONV_RELU) {
+        for (int i = 0; i < hw; i++) {
+            float v = s[i] + bias;
+            d[i] = v > 0.0f ? v : 0.0f;
         }
+    } else {
+        for (int i = 0; i < hw; i++) d[i] = s[i] + bias;
+    }
 }
 
-void uf_conv2d_forward(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y,
-                       float *work) {
+/* dst (nb, C, HW) <- epilogue(src (C, nb*HW), bias[C] (may be NULL)) */
+static void scatter_channels(const float *src, const float *bias, int nb, int c, int hw, float *dst, int flags) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < nb; n++)
+        for (int ch = 0; ch < c; ch++)
+            epilogue_row(dst + ((size_t)n * c + ch) * hw, src + ((size_t)ch * nb + n) * hw, bias ? bias[ch] : 0.0f,
+                         hw, flags);
+}
+
+size_t uf_conv2d_forward_workspace(const uf_conv_geom *g) {
     conv_plan p = plan_of(g);
+    if (p.tiled) return p.plain_1x1 ? 0 : (size_t)p.kk_rows * p.tile_rows * p.wo;
+    size_t cols = (size_t)p.chunk * p.hw_out;
+    return cols * ((size_t)p.kk_rows + (size_t)g->c_out);
+}
+
+/* Per image, blocks of output rows: im2col of the block (cache-sized), GEMM straight into y with
+ * ldc = Ho*Wo, bias/ReLU on the block while it is in cache. */
+static void forward_tiled(const uf_conv_geom *g, const conv_plan *p, const float *x, const float *w,
+                          const float *b, float *y, int flags, float *work) {
+    const size_t in_img = (size_t)g->c_in * g->h * g->w, out_img = (size_t)g->c_out * p->hw_out;
+    const int rows = p->tile_rows;
+    for (int n = 0; n < g->n; n++) {
+        const float *xn = x + (size_t)n * in_img;
+        float *yn = y + (size_t)n * out_img;
+        for (int oy0 = 0; oy0 < p->ho; oy0 += rows) {
+            int oy1 = oy0 + rows < p->ho ? oy0 + rows : p->ho, cols = (oy1 - oy0) * p->wo;
+            const float *col = xn + (size_t)oy0 * p->wo;
+            int ldb = p->hw_out;
+            if (!p->plain_1x1) {
+                im2col_rows(g, p, xn, oy0, oy1, work, (size_t)cols);
+                col = work, ldb = cols;
+            }
+            float *yt = yn + (size_t)oy0 * p->wo;
+            uf_sgemm(false, false, g->c_out, cols, p->kk_rows, 1.0f, w, p->kk_rows, col, ldb,
+                     (flags & UF_CONV_ACCUMULATE) ? 1.0f : 0.0f, yt, p->hw_out);
+            if (b || (flags & UF_CONV_RELU)) {
+                int f = flags & UF_CONV_RELU;
+#pragma omp parallel for schedule(static)
+                for (int ch = 0; ch < g->c_out; ch++)
+                    epilogue_row(yt + (size_t)ch * p->hw_out, yt + (size_t)ch * p->hw_out, b ? b[ch] : 0.0f, cols,
+                                 f);
+            }
+        }
+    }
+}
+
+void uf_conv2d_forward_ex(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y,
+                          int flags, float *work) {
+    conv_plan p = plan_of(g);
+    if (p.tiled) {
+        forward_tiled(g, &p, x, w, b, y, flags, work);
+        return;
+    }
     const size_t in_img = (size_t)g->c_in * g->h * g->w, out_img = (size_t)g->c_out * p.hw_out;
     for (int n0 = 0; n0 < g->n; n0 += p.chunk) {
         int nb = g->n - n0 < p.chunk ? g->n - n0 : p.chunk;
@@ -118,14 +204,21 @@ void uf_conv2d_forward(const uf_conv_geom *g, const float *x, const float *w, co
         const float *xn = x + (size_t)n0 * in_img;
         float *yn = y + (size_t)n0 * out_img;
         if (nb == 1) {
-            /* One image: the GEMM writes (Cout, Ho*Wo) straight into y. */
+            /* One image: the GEMM writes (Cout, Ho*Wo) straight into y (beta = 1 accumulates). */
             const float *col = xn;
             if (!p.plain_1x1) {
                 im2col(g, &p, xn, 1, work);
                 col = work;
             }
-            uf_sgemm(false, false, g->c_out, cols, p.kk_rows, 1.0f, w, p.kk_rows, col, cols, 0.0f, yn, cols);
-            if (b) scatter_channels(yn, b, 1, g->c_out, p.hw_out, yn);
+            uf_sgemm(false, false, g->c_out, cols, p.kk_rows, 1.0f, w, p.kk_rows, col, cols,
+                     (flags & UF_CONV_ACCUMULATE) ? 1.0f : 0.0f, yn, cols);
+            if (b || (flags & UF_CONV_RELU)) {
+                int f = flags & UF_CONV_RELU;
+#pragma omp parallel for schedule(static)
+                for (int ch = 0; ch < g->c_out; ch++)
+                    epilogue_row(yn + (size_t)ch * p.hw_out, yn + (size_t)ch * p.hw_out, b ? b[ch] : 0.0f,
+                                 p.hw_out, f);
+            }
             continue;
         }
         float *col = work, *out = work + (size_t)p.kk_rows * cols;
@@ -134,8 +227,13 @@ void uf_conv2d_forward(const uf_conv_geom *g, const float *x, const float *w, co
         else
             im2col(g, &p, xn, nb, col);
         uf_sgemm(false, false, g->c_out, cols, p.kk_rows, 1.0f, w, p.kk_rows, col, cols, 0.0f, out, cols);
-        scatter_channels(out, b, nb, g->c_out, p.hw_out, yn);
+        scatter_channels(out, b, nb, g->c_out, p.hw_out, yn, flags);
     }
+}
+
+void uf_conv2d_forward(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y,
+                       float *work) {
+    uf_conv2d_forward_ex(g, x, w, b, y, 0, work);
 }
 
 void uf_conv2d_backward(const uf_conv_geom *g, const float *x, const float *w, const float *dy, float *dx,
@@ -190,6 +288,47 @@ void uf_conv2d_backward(const uf_conv_geom *g, const float *x, const float *w, c
             }
         }
     }
+}
+
+/* max that propagates NaN like PyTorch's pooling (a NaN anywhere in the window wins) */
+static inline float max_nan(float a, float b) { return (b > a || b != b) ? b : a; }
+
+/* y (n, c, ho, wo) = max_pool2d(x (n, c, h, w), 3, stride 2, padding 1): padding never wins (-inf).
+ * Per output row: the max over its (up to) 3 input rows, then over 3 columns at stride 2. */
+int uf_maxpool2d_3s2p1(const float *x, int nc, int h, int w, float *y) {
+    const int ho = (h - 1) / 2 + 1, wo = (w - 1) / 2 + 1;
+    int rc = UF_OK;
+#pragma omp parallel
+    {
+        float *vmax = uf_alloc(sizeof(float) * (size_t)(w + 1));
+        if (!vmax) {
+#pragma omp atomic write
+            rc = UF_ERR;
+        }
+#pragma omp for schedule(static)
+        for (int p = 0; p < nc; p++) {
+            if (!vmax) continue;
+            const float *src = x + (size_t)p * h * w;
+            float *dst = y + (size_t)p * ho * wo;
+            for (int oy = 0; oy < ho; oy++) {
+                int y0 = 2 * oy - 1 < 0 ? 0 : 2 * oy - 1, y1 = 2 * oy + 2 > h ? h : 2 * oy + 2;
+                memcpy(vmax, src + (size_t)y0 * w, sizeof(float) * w);
+                for (int iy = y0 + 1; iy < y1; iy++) {
+                    const float *r = src + (size_t)iy * w;
+                    for (int ix = 0; ix < w; ix++) vmax[ix] = max_nan(vmax[ix], r[ix]);
+                }
+                float *d = dst + (size_t)oy * wo;
+                /* window columns 2*ox-1 .. 2*ox+1, clipped to [0, w) */
+                d[0] = w > 1 ? max_nan(vmax[0], vmax[1]) : vmax[0];
+                for (int ox = 1; ox < wo; ox++) {
+                    float m = max_nan(vmax[2 * ox - 1], vmax[2 * ox]);
+                    d[ox] = 2 * ox + 1 < w ? max_nan(m, vmax[2 * ox + 1]) : m;
+                }
+            }
+        }
+        uf_free(vmax);
+    }
+    return rc;
 }
 
 void uf_conv2d_forward_ref(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y) {

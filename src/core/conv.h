@@ -20,15 +20,34 @@ int uf_conv_out_size(int in, int k, int stride, int pad);
 
 /* Floats of scratch needed by forward and backward for this geometry. */
 size_t uf_conv2d_workspace(const uf_conv_geom *g);
+/* Floats of scratch needed by the forward functions only (<= uf_conv2d_workspace). */
+size_t uf_conv2d_forward_workspace(const uf_conv_geom *g);
 
 /* y (N, Cout, Ho, Wo) = conv(x (N, Cin, H, W), w (Cout, Cin, k, k)) + b (Cout; may be NULL). */
 void uf_conv2d_forward(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y,
                        float *work);
 
+/* Epilogue flags of uf_conv2d_forward_ex. */
+enum {
+    UF_CONV_ACCUMULATE = 1, /* add the convolution to what y holds (fused residual add) */
+    UF_CONV_RELU = 2,       /* apply max(0, .) to the final sum */
+};
+
+/* y (N, Cout, Ho, Wo) = act(conv(x, w) + b [+ y]) with act = ReLU or identity,
+ * as selected by `flags` (UF_CONV_*). b may be NULL. work: as for uf_conv2d_forward
+ * (uf_conv2d_forward_workspace floats suffice). x and y must not overlap. */
+void uf_conv2d_forward_ex(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y,
+                          int flags, float *work);
+
 /* Given dy (N, Cout, Ho, Wo), ACCUMULATES dx (N, Cin, H, W), dw (Cout, Cin, k, k)
  * and db (Cout). Any of dx, dw, db may be NULL to skip it. */
 void uf_conv2d_backward(const uf_conv_geom *g, const float *x, const float *w, const float *dy, float *dx,
                         float *dw, float *db, float *work);
+
+/* y (N*C, Ho, Wo) = PyTorch max_pool2d(x (N*C, H, W), kernel 3, stride 2, padding 1) with
+ * Ho = (H - 1) / 2 + 1: padding never wins (-inf) and a NaN in a window gives NaN.
+ * nc = N*C planes. UF_OK, or UF_ERR when out of memory. */
+int uf_maxpool2d_3s2p1(const float *x, int nc, int h, int w, float *y);
 
 /* Slow, obviously correct references (double accumulation) for tests. */
 void uf_conv2d_forward_ref(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y);

@@ -1,0 +1,478 @@
+#include "backbone/resnet.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/conv.h"
+#include "core/error.h"
+#include "core/tensor.h"
+#include "core/timer.h"
+
+#define BN_EPS 1e-5
+#define MAX_BLOCKS 64
+/* Activation scratch budget: images are processed in groups that fit. */
+#define ACT_BUDGET_BYTES ((size_t)768 << 20)
+
+typedef struct {
+    int c_in, c_out, k, stride, pad;
+    float *w; /* (c_out, c_in, k, k), BatchNorm folded */
+    float *b; /* (c_out) */
+} rn_conv;
+
+typedef struct {
+    rn_conv conv[3]; /* conv1, conv2[, conv3] */
+    rn_conv down;    /* downsample (w == NULL when the shortcut is the identity) */
+} rn_block;
+
+struct uf_resnet {
+    int bottleneck;  /* 0: BasicBlock (2 convs), 1: Bottleneck (3 convs) */
+    int had_bn;
+    char arch[48];
+    rn_conv stem;
+    int n_blocks[UF_RESNET_LEVELS];
+    rn_block *blocks[UF_RESNET_LEVELS];
+    uf_arena arena; /* activation scratch, grown on demand */
+    uf_resnet_timing timing;
+};
+
+/* ---------------------------------------------------------------- loading */
+
+typedef struct {
+    const uf_safetensors *st;
+    const char *what;
+    int had_bn;
+} loader;
+
+/* A required float tensor `name` with the given shape, copied. NULL + error naming it. */
+static float *read_param(const loader *ld, const char *name, int ndim, const int64_t *shape) {
+    uf_tensor *t = uf_st_read_f32(ld->st, name, ndim, shape); /* its errors name the file and tensor */
+    if (!t) return NULL;
+    float *data = t->data;
+    t->data = NULL;
+    uf_tensor_free(t);
+    return data;
+}
+
+/* Loads conv `cname` (weight (c_out, c_in, k, k); c_out read from the file unless
+ * c_out > 0) with its BatchNorm `bname` (or its own bias in folded files). */
+static int load_conv(const loader *ld, rn_conv *cv, const char *cname, const char *bname, int c_in, int c_out,
+                     int k, int stride) {
+    char name[160];
+    snprintf(name, sizeof name, "%s.weight", cname);
+    const uf_st_tensor *wt = uf_st_find(ld->st, name);
+    if (!wt) return uf_error("%s: missing tensor '%s'", ld->what, name);
+    if (c_out <= 0) {
+        if (wt->ndim != 4 || wt->shape[0] < 1 || wt->shape[0] > 65536)
+            return uf_error("%s: tensor '%s' has a bad shape (expected [C_out, %d, %d, %d])", ld->what, name, c_in,
+                            k, k);
+        c_out = (int)wt->shape[0];
+    }
+    cv->c_in = c_in, cv->c_out = c_out, cv->k = k, cv->stride = stride, cv->pad = k / 2;
+    const int64_t wshape[4] = {c_out, c_in, k, k}, bshape[1] = {c_out};
+    cv->w = read_param(ld, name, 4, wshape);
+    if (!cv->w) return UF_ERR;
+    const size_t per_out = (size_t)c_in * k * k;
+    if (ld->had_bn) {
+        float *bn[4] = {0};
+        static const char *const field[4] = {"weight", "bias", "running_mean", "running_var"};
+        int rc = UF_OK;
+        for (int i = 0; i < 4 && rc == UF_OK; i++) {
+            snprintf(name, sizeof name, "%s.%s", bname, field[i]);
+            bn[i] = read_param(ld, name, 1, bshape);
+            if (!bn[i]) rc = UF_ERR;
+        }
+        /* An (unusual) conv bias is folded too. */
+        snprintf(name, sizeof name, "%s.bias", cname);
+        float *cb = NULL;
+        if (rc == UF_OK && uf_st_find(ld->st, name) && !(cb = read_param(ld, name, 1, bshape))) rc = UF_ERR;
+        if (rc == UF_OK && !(cv->b = uf_alloc(sizeof(float) * (size_t)c_out))) rc = UF_ERR;
+        for (int o = 0; rc == UF_OK && o < c_out; o++) {
+            if (!(bn[3][o] >= 0.0f)) {
+                snprintf(name, sizeof name, "%s.running_var", bname);
+                rc = uf_error("%s: tensor '%s' has a negative variance at index %d", ld->what, name, o);
+                break;
+            }
+            double s = bn[0][o] / sqrt((double)bn[3][o] + BN_EPS);
+            for (size_t i = 0; i < per_out; i++) cv->w[o * per_out + i] = (float)(cv->w[o * per_out + i] * s);
+            cv->b[o] = (float)(((cb ? cb[o] : 0.0) - bn[2][o]) * s + bn[1][o]);
+        }
+        for (int i = 0; i < 4; i++) uf_free(bn[i]);
+        uf_free(cb);
+        return rc;
+    }
+    snprintf(name, sizeof name, "%s.bias", cname);
+    if (!uf_st_find(ld->st, name))
+        return uf_error("%s: missing tensor '%s' (a BatchNorm-folded file needs a bias for every conv)", ld->what,
+                        name);
+    cv->b = read_param(ld, name, 1, bshape);
+    return cv->b ? UF_OK : UF_ERR;
+}
+
+static void free_conv(rn_conv *cv) {
+    uf_free(cv->w), uf_free(cv->b);
+    cv->w = cv->b = NULL;
+}
+
+/* counts[l] = 1 + the largest j with a tensor "layer{l+1}.{j}.*" in the file (0 if none). */
+static void count_blocks(const uf_safetensors *st, int counts[UF_RESNET_LEVELS]) {
+    for (int l = 0; l < UF_RESNET_LEVELS; l++) counts[l] = 0;
+    for (int i = 0; i < uf_st_count(st); i++) {
+        const char *name = uf_st_at(st, i)->name;
+        int l = 0, j = 0, len = 0;
+        if (sscanf(name, "layer%d.%d.%n", &l, &j, &len) == 2 && len > 0 && l >= 1 && l <= UF_RESNET_LEVELS &&
+            j >= 0 && j < MAX_BLOCKS && j + 1 > counts[l - 1])
+            counts[l - 1] = j + 1;
+    }
+}
+
+static int has_tensor(const uf_safetensors *st, const char *fmt, int a, int b) {
+    char name[160];
+    snprintf(name, sizeof name, fmt, a, b);
+    return uf_st_find(st, name) != NULL;
+}
+
+static void name_arch(uf_resnet *m) {
+    const int *nb = m->n_blocks;
+    int l123 = 0; /* which standard network layer1..3 match */
+    if (!m->bottleneck && nb[0] == 2 && nb[1] == 2 && nb[2] == 2) l123 = 18;
+    if (!m->bottleneck && nb[0] == 3 && nb[1] == 4 && nb[2] == 6) l123 = 34;
+    if (m->bottleneck && nb[0] == 3 && nb[1] == 4 && nb[2] == 6) l123 = 50;
+    if (m->bottleneck && nb[0] == 3 && nb[1] == 4 && nb[2] == 23) l123 = 101;
+    if (m->bottleneck && nb[0] == 3 && nb[1] == 8 && nb[2] == 36) l123 = 152;
+    if (l123 && m->bottleneck) {
+        /* Bottleneck width vs output: 1/4 for ResNet, 1/2 for Wide-ResNet-x-2. */
+        const rn_conv *c = &m->blocks[0][0].conv[0];
+        int wide = 2 * c->c_out == m->blocks[0][0].conv[2].c_out;
+        snprintf(m->arch, sizeof m->arch, "%sresnet%d%s", wide ? "wide_" : "", l123, wide ? "_2" : "");
+    } else if (l123) {
+        snprintf(m->arch, sizeof m->arch, "resnet%d", l123);
+    } else {
+        snprintf(m->arch, sizeof m->arch, "resnet-%s[%d,%d,%d]", m->bottleneck ? "bottleneck" : "basic", nb[0],
+                 nb[1], nb[2]);
+    }
+}
+
+uf_resnet *uf_resnet_from_safetensors(const uf_safetensors *st, const char *what) {
+    uf_resnet *m = uf_calloc(1, sizeof *m);
+    if (!m) return NULL;
+    loader ld = {st, what ? what : "weights", 0};
+    /* Shipped (BatchNorm tensors) or folded (conv biases)? */
+    ld.had_bn = uf_st_find(st, "bn1.weight") != NULL || uf_st_find(st, "conv1.bias") == NULL;
+    m->had_bn = ld.had_bn;
+    if (!uf_st_find(st, "layer1.0.conv1.weight")) {
+        uf_error("%s: missing tensor 'layer1.0.conv1.weight' (not a ResNet with timm/torchvision names?)", ld.what);
+        goto fail;
+    }
+    m->bottleneck = uf_st_find(st, "layer1.0.conv3.weight") != NULL;
+    if (load_conv(&ld, &m->stem, "conv1", "bn1", 3, 0, 7, 2) != UF_OK) goto fail;
+    int c_in = m->stem.c_out, counts[UF_RESNET_LEVELS];
+    /* Blocks are numbered by the tensors present; a block with a misnamed or
+     * missing tensor then fails with that tensor's name. */
+    count_blocks(st, counts);
+    for (int l = 0; l < UF_RESNET_LEVELS; l++) {
+        int nb = counts[l];
+        if (nb == 0) {
+            uf_error("%s: missing tensor 'layer%d.0.conv1.weight'", ld.what, l + 1);
+            goto fail;
+        }
+        m->blocks[l] = uf_calloc((size_t)nb, sizeof(rn_block));
+        if (!m->blocks[l]) goto fail;
+        m->n_blocks[l] = nb;
+        const int layer_stride = l == 0 ? 1 : 2;
+        for (int j = 0; j < nb; j++) {
+            rn_block *bk = &m->blocks[l][j];
+            const int s = j == 0 ? layer_stride : 1;
+            char cn[96], bn[96];
+            int width = 0;
+            for (int i = 0; i < (m->bottleneck ? 3 : 2); i++) {
+                snprintf(cn, sizeof cn, "layer%d.%d.conv%d", l + 1, j, i + 1);
+                snprintf(bn, sizeof bn, "layer%d.%d.bn%d", l + 1, j, i + 1);
+                int k = m->bottleneck && i != 1 ? 1 : 3;
+                /* The stride sits in the 3x3 conv: conv1 (Basic), conv2 (Bottleneck, torchvision v1.5 / timm). */
+                int cs = (m->bottleneck ? i == 1 : i == 0) ? s : 1;
+                int cin = i == 0 ? c_in : width;
+                /* conv2 keeps conv1's width, blocks after the first keep their input's channels;
+                 * other output widths are read from the file. */
+                int cout = i == 1 ? width : 0;
+                if (j > 0 && i == (m->bottleneck ? 2 : 1)) cout = c_in;
+                if (load_conv(&ld, &bk->conv[i], cn, bn, cin, cout, k, cs) != UF_OK) goto fail;
+                width = bk->conv[i].c_out;
+            }
+            const int c_out = width;
+            if (has_tensor(st, "layer%d.%d.downsample.0.weight", l + 1, j)) {
+                snprintf(cn, sizeof cn, "layer%d.%d.downsample.0", l + 1, j);
+                snprintf(bn, sizeof bn, "layer%d.%d.downsample.1", l + 1, j);
+                if (load_conv(&ld, &bk->down, cn, bn, c_in, c_out, 1, s) != UF_OK) goto fail;
+            } else if (s != 1 || c_in != c_out) {
+                uf_error("%s: missing tensor 'layer%d.%d.downsample.0.weight' (block changes %s)", ld.what, l + 1,
+                         j, s != 1 ? "the stride" : "the channel count");
+                goto fail;
+            }
+            c_in = c_out;
+        }
+    }
+    name_arch(m);
+    return m;
+fail:
+    uf_resnet_free(m);
+    return NULL;
+}
+
+uf_resnet *uf_resnet_load(const char *path) {
+    uf_safetensors *st = uf_st_open(path);
+    if (!st) return NULL;
+    uf_resnet *m = uf_resnet_from_safetensors(st, path);
+    uf_st_close(st);
+    return m;
+}
+
+void uf_resnet_free(uf_resnet *m) {
+    if (!m) return;
+    free_conv(&m->stem);
+    for (int l = 0; l < UF_RESNET_LEVELS; l++) {
+        for (int j = 0; m->blocks[l] && j < m->n_blocks[l]; j++) {
+            for (int i = 0; i < 3; i++) free_conv(&m->blocks[l][j].conv[i]);
+            free_conv(&m->blocks[l][j].down);
+        }
+        uf_free(m->blocks[l]);
+    }
+    uf_arena_free(&m->arena);
+    uf_free(m);
+}
+
+/* xorshift32 -> uniform [-1, 1) */
+static float rand_unit(uint32_t *s) {
+    *s ^= *s << 13, *s ^= *s >> 17, *s ^= *s << 5;
+    return (float)(*s >> 8) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+static int random_conv(rn_conv *cv, int c_in, int c_out, int k, int stride, uint32_t *seed) {
+    cv->c_in = c_in, cv->c_out = c_out, cv->k = k, cv->stride = stride, cv->pad = k / 2;
+    size_t nw = (size_t)c_out * c_in * k * k;
+    cv->w = uf_alloc(sizeof(float) * nw);
+    cv->b = uf_alloc(sizeof(float) * (size_t)c_out);
+    if (!cv->w || !cv->b) return UF_ERR;
+    /* uniform with the variance 2 / fan_in */
+    float scale = sqrtf(6.0f / (float)(c_in * k * k));
+    for (size_t i = 0; i < nw; i++) cv->w[i] = scale * rand_unit(seed);
+    for (int o = 0; o < c_out; o++) cv->b[o] = 0.1f * rand_unit(seed);
+    return UF_OK;
+}
+
+uf_resnet *uf_resnet_random(const char *arch, unsigned seed) {
+    static const int basic_blocks[3] = {2, 2, 2}, bottleneck_blocks[3] = {3, 4, 6};
+    int bottleneck;
+    if (!strcmp(arch, "resnet18"))
+        bottleneck = 0;
+    else if (!strcmp(arch, "wide_resnet50_2"))
+        bottleneck = 1;
+    else {
+        uf_error("no random model for architecture '%s' (resnet18 | wide_resnet50_2)", arch);
+        return NULL;
+    }
+    uf_resnet *m = uf_calloc(1, sizeof *m);
+    if (!m) return NULL;
+    uint32_t s = seed ? seed : 1u;
+    m->bottleneck = bottleneck;
+    if (random_conv(&m->stem, 3, 64, 7, 2, &s) != UF_OK) goto fail;
+    int c_in = 64;
+    for (int l = 0; l < UF_RESNET_LEVELS; l++) {
+        const int nb = bottleneck ? bottleneck_blocks[l] : basic_blocks[l], planes = 64 << l;
+        const int width = bottleneck ? 2 * planes : planes, c_out = bottleneck ? 4 * planes : planes;
+        if (!(m->blocks[l] = uf_calloc((size_t)nb, sizeof(rn_block)))) goto fail;
+        m->n_blocks[l] = nb;
+        for (int j = 0; j < nb; j++) {
+            rn_block *bk = &m->blocks[l][j];
+            const int st = j == 0 && l > 0 ? 2 : 1;
+            int rc = bottleneck ? random_conv(&bk->conv[0], c_in, width, 1, 1, &s) |
+                                      random_conv(&bk->conv[1], width, width, 3, st, &s) |
+                                      random_conv(&bk->conv[2], width, c_out, 1, 1, &s)
+                                : random_conv(&bk->conv[0], c_in, width, 3, st, &s) |
+                                      random_conv(&bk->conv[1], width, c_out, 3, 1, &s);
+            if (rc == UF_OK && (st != 1 || c_in != c_out)) rc = random_conv(&bk->down, c_in, c_out, 1, st, &s);
+            if (rc != UF_OK) goto fail;
+            c_in = c_out;
+        }
+    }
+    name_arch(m);
+    return m;
+fail:
+    uf_resnet_free(m);
+    return NULL;
+}
+
+const char *uf_resnet_arch(const uf_resnet *m) { return m->arch; }
+int uf_resnet_had_batchnorm(const uf_resnet *m) { return m->had_bn; }
+uf_resnet_timing uf_resnet_last_timing(const uf_resnet *m) { return m->timing; }
+
+/* ---------------------------------------------------------------- shapes */
+
+static int conv_out(const rn_conv *cv, int in) { return uf_conv_out_size(in, cv->k, cv->stride, cv->pad); }
+static int pool_out(int in) { return (in + 2 - 3) / 2 + 1; }
+
+static int level_channels(const uf_resnet *m, int l) {
+    const rn_block *bk = &m->blocks[l][0];
+    return bk->conv[m->bottleneck ? 2 : 1].c_out;
+}
+
+void uf_resnet_feature_shape(const uf_resnet *m, int level, int h, int w, int *c, int *fh, int *fw) {
+    UF_ASSERT(level >= 0 && level < UF_RESNET_LEVELS);
+    h = pool_out(conv_out(&m->stem, h)), w = pool_out(conv_out(&m->stem, w));
+    for (int l = 1; l <= level; l++) h = (h - 1) / 2 + 1, w = (w - 1) / 2 + 1;
+    *c = level_channels(m, level), *fh = h, *fw = w;
+}
+
+static double conv_flops(const rn_conv *cv, int *h, int *w) {
+    *h = conv_out(cv, *h), *w = conv_out(cv, *w);
+    return 2.0 * cv->c_out * cv->c_in * cv->k * cv->k * (double)*h * *w;
+}
+
+double uf_resnet_conv_flops(const uf_resnet *m, int h, int w) {
+    double f = conv_flops(&m->stem, &h, &w);
+    h = pool_out(h), w = pool_out(w);
+    for (int l = 0; l < UF_RESNET_LEVELS; l++)
+        for (int j = 0; j < m->n_blocks[l]; j++) {
+            const rn_block *bk = &m->blocks[l][j];
+            int bh = h, bw = w;
+            if (bk->down.w) {
+                int dh = h, dw = w;
+                f += conv_flops(&bk->down, &dh, &dw);
+            }
+            for (int i = 0; i < (m->bottleneck ? 3 : 2); i++) f += conv_flops(&bk->conv[i], &bh, &bw);
+            h = bh, w = bw;
+        }
+    return f;
+}
+
+/* ---------------------------------------------------------------- forward */
+
+/* Scratch needs (floats) for a group of g images of h x w. */
+typedef struct {
+    size_t t1, pool, t2, work;
+} act_sizes;
+
+static uf_conv_geom geom_of(const rn_conv *cv, int n, int h, int w) {
+    return (uf_conv_geom){.n = n, .c_in = cv->c_in, .h = h, .w = w, .c_out = cv->c_out, .k = cv->k,
+                          .stride = cv->stride, .pad = cv->pad};
+}
+
+static size_t max_z(size_t a, size_t b) { return a > b ? a : b; }
+
+static act_sizes plan_sizes(const uf_resnet *m, int g, int h, int w) {
+    act_sizes s = {0, 0, 0, 0};
+    uf_conv_geom cg = geom_of(&m->stem, g, h, w);
+    s.work = uf_conv2d_forward_workspace(&cg);
+    h = conv_out(&m->stem, h), w = conv_out(&m->stem, w);
+    s.t1 = (size_t)g * m->stem.c_out * h * w;
+    h = pool_out(h), w = pool_out(w);
+    s.pool = (size_t)g * m->stem.c_out * h * w;
+    for (int l = 0; l < UF_RESNET_LEVELS; l++)
+        for (int j = 0; j < m->n_blocks[l]; j++) {
+            const rn_block *bk = &m->blocks[l][j];
+            if (bk->down.w) {
+                cg = geom_of(&bk->down, g, h, w);
+                s.work = max_z(s.work, uf_conv2d_forward_workspace(&cg));
+            }
+            for (int i = 0; i < (m->bottleneck ? 3 : 2); i++) {
+                cg = geom_of(&bk->conv[i], g, h, w);
+                s.work = max_z(s.work, uf_conv2d_forward_workspace(&cg));
+                h = conv_out(&bk->conv[i], h), w = conv_out(&bk->conv[i], w);
+                size_t sz = (size_t)g * bk->conv[i].c_out * h * w;
+                if (i == 0) s.t1 = max_z(s.t1, sz);
+                if (i == 1 && m->bottleneck) s.t2 = max_z(s.t2, sz);
+            }
+        }
+    return s;
+}
+
+static size_t plan_bytes(const act_sizes *s) {
+    /* + alignment slack per buffer */
+    return sizeof(float) * (s->t1 + s->pool + s->t2 + s->work) + 4 * UF_ALIGN;
+}
+
+/* conv with timing; y = act(conv(x) + b [+ y]). */
+static void run_conv(uf_resnet *m, const rn_conv *cv, int n, int h, int w, const float *x, float *y, int flags,
+                     float *work) {
+    uf_conv_geom g = geom_of(cv, n, h, w);
+    double t0 = uf_now();
+    uf_conv2d_forward_ex(&g, x, cv->w, cv->b, y, flags, work);
+    m->timing.conv_s += uf_now() - t0;
+}
+
+/* One group of g images: x (g, 3, h, w) -> out[l] (g, C_l, H_l, W_l). */
+static int forward_group(uf_resnet *m, const float *x, int g, int h, int w, float *out[UF_RESNET_LEVELS],
+                          const act_sizes *sz) {
+    float *t1 = uf_arena_floats(&m->arena, sz->t1), *pool = uf_arena_floats(&m->arena, sz->pool);
+    float *t2 = sz->t2 ? uf_arena_floats(&m->arena, sz->t2) : NULL, *work = uf_arena_floats(&m->arena, sz->work);
+    UF_ASSERT(t1 && pool && work && (t2 || !sz->t2)); /* the arena was sized for this plan */
+
+    run_conv(m, &m->stem, g, h, w, x, t1, UF_CONV_RELU, work);
+    h = conv_out(&m->stem, h), w = conv_out(&m->stem, w);
+    double t0 = uf_now();
+    if (uf_maxpool2d_3s2p1(t1, g * m->stem.c_out, h, w, pool) != UF_OK) return UF_ERR;
+    m->timing.other_s += uf_now() - t0;
+    h = pool_out(h), w = pool_out(w);
+
+    const float *cur = pool; /* (g, c, h, w) */
+    for (int l = 0; l < UF_RESNET_LEVELS; l++) {
+        float *y = out[l];
+        for (int j = 0; j < m->n_blocks[l]; j++) {
+            const rn_block *bk = &m->blocks[l][j];
+            const rn_conv *last = &bk->conv[m->bottleneck ? 2 : 1];
+            const int oh = conv_out(&bk->conv[m->bottleneck ? 1 : 0], h);
+            const int ow = conv_out(&bk->conv[m->bottleneck ? 1 : 0], w);
+            /* The shortcut goes into y; the block's last conv then adds onto it (beta = 1). */
+            if (bk->down.w) {
+                run_conv(m, &bk->down, g, h, w, cur, y, 0, work);
+            } else if (cur != y) {
+                t0 = uf_now();
+                memcpy(y, cur, sizeof(float) * (size_t)g * last->c_out * oh * ow);
+                m->timing.other_s += uf_now() - t0;
+            }
+            run_conv(m, &bk->conv[0], g, h, w, cur, t1, UF_CONV_RELU, work);
+            int bh = conv_out(&bk->conv[0], h), bw = conv_out(&bk->conv[0], w);
+            const float *last_in = t1;
+            if (m->bottleneck) {
+                run_conv(m, &bk->conv[1], g, bh, bw, t1, t2, UF_CONV_RELU, work);
+                bh = conv_out(&bk->conv[1], bh), bw = conv_out(&bk->conv[1], bw);
+                last_in = t2;
+            }
+            run_conv(m, last, g, bh, bw, last_in, y, UF_CONV_ACCUMULATE | UF_CONV_RELU, work);
+            cur = y, h = oh, w = ow;
+        }
+    }
+    return UF_OK;
+}
+
+int uf_resnet_forward(uf_resnet *m, const float *x, int n, int h, int w, float *out[UF_RESNET_LEVELS]) {
+    m->timing = (uf_resnet_timing){0, 0};
+    if (n < 1 || h < 1 || w < 1 || h > 16384 || w > 16384)
+        return uf_error("resnet forward: bad input size %d x 3 x %d x %d", n, h, w);
+    act_sizes one = plan_sizes(m, 1, h, w);
+    int g = (int)(ACT_BUDGET_BYTES / plan_bytes(&one));
+    if (g > n) g = n;
+    if (g < 1) g = 1;
+    act_sizes sz = plan_sizes(m, g, h, w);
+    size_t need = plan_bytes(&sz);
+    if (m->arena.cap < need) {
+        uf_arena_free(&m->arena);
+        if (uf_arena_init(&m->arena, need) != UF_OK) return uf_error_prefix("resnet forward (%d x %d)", h, w);
+    }
+    size_t out_img[UF_RESNET_LEVELS];
+    for (int l = 0; l < UF_RESNET_LEVELS; l++) {
+        int c, fh, fw;
+        uf_resnet_feature_shape(m, l, h, w, &c, &fh, &fw);
+        out_img[l] = (size_t)c * fh * fw;
+    }
+    for (int n0 = 0; n0 < n; n0 += g) {
+        int gn = n - n0 < g ? n - n0 : g;
+        act_sizes s = gn == g ? sz : plan_sizes(m, gn, h, w);
+        float *o[UF_RESNET_LEVELS];
+        for (int l = 0; l < UF_RESNET_LEVELS; l++) o[l] = out[l] + (size_t)n0 * out_img[l];
+        uf_arena_reset(&m->arena);
+        if (forward_group(m, x + (size_t)n0 * 3 * h * w, gn, h, w, o, &s) != UF_OK) return UF_ERR;
+    }
+    return UF_OK;
+}
