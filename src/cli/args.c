@@ -34,6 +34,7 @@ int cli_parse(int argc, char **argv, const char *synopsis, const cli_opt *opts, 
     *n_positional = 0;
     for (int i = 1; i < argc; i++) {
         char *arg = argv[i];
+        if (!strcmp(arg, "-o")) arg = "--output"; /* the one short alias: -o FILE|DIR */
         if (strncmp(arg, "--", 2) != 0 || !strcmp(arg, "--")) {
             if (*n_positional >= max_positional)
                 return bad(cmd, synopsis, opts, n_opts, "unexpected argument", arg);

@@ -2,7 +2,8 @@
  *
  * Each option is "--name VALUE" (or "--name=VALUE"), or "--name" for flags.
  * Values are checked: integers and numbers must parse completely and lie in
- * [min, max]. Arguments not starting with "--" are positional.
+ * [min, max]. Arguments not starting with "--" are positional. "-o X" is
+ * short for "--output X".
  */
 #ifndef UF_CLI_ARGS_H
 #define UF_CLI_ARGS_H

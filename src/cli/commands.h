@@ -6,10 +6,15 @@
 
 int cmd_version(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_test(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_features(int argc, char **argv);
 
 /* Prints "uflow <cmd>: error: <msg>" (the library's last error when msg is NULL); returns 1. */
 int cli_fail(const char *cmd, const char *msg);
+
+/* Creates dir (one level) unless it exists as a folder; 0, or prints the error and returns 1. */
+int cli_make_dir(const char *cmd, const char *dir);
 
 #endif

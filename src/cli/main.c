@@ -15,6 +15,8 @@ static const command COMMANDS[] = {
     {"version", cmd_version, "print the version, the BLAS library and its kernel family"},
     {"inspect", cmd_inspect, "tensors, dtypes, shapes and metadata of a .safetensors file"},
     {"features", cmd_features, "ResNet layer1..3 feature maps of images into a .safetensors file"},
+    {"train", cmd_train, "train a model on normal images: uflow train --data DIR -o MODEL"},
+    {"test", cmd_test, "evaluate a model on a test split: uflow test --model M --data DIR"},
     {"bench", cmd_bench, "measure speed: uflow bench gemm | backbone"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof *COMMANDS)

@@ -1,0 +1,70 @@
+/* uflow train: fit the U-shaped flow on normal images and write a model file. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "core/blas.h"
+#include "core/error.h"
+#include "model/train.h"
+
+int cmd_train(int argc, char **argv) {
+    uf_train_options o = uf_train_default_options();
+    const char *backbone = "resnet18", *ln = "logdet", *loss = "official";
+    const char *data = NULL, *out = NULL, *weights = NULL;
+    int threads = 0, resume = 0;
+    double seed = 0;
+    const cli_opt opts[] = {
+        {"data", OPT_STRING, &data, 0, 0, "MVTec-AD category (train/good) or a folder of normal images"},
+        {"output", OPT_STRING, &out, 0, 0, "model file to write (-o); also the checkpoint"},
+        {"backbone", OPT_STRING, &backbone, 0, 0, "resnet18 or wide_resnet50_2 (must match --weights)"},
+        {"weights", OPT_STRING, &weights, 0, 0, "backbone .safetensors (default: the shipped ResNet-18)"},
+        {"size", OPT_INT, &o.input_size, 32, 2048, "input size (multiple of 32)"},
+        {"epochs", OPT_INT, &o.epochs, 1, 1000000, "epochs"},
+        {"batch", OPT_INT, &o.batch, 1, 4096, "batch size"},
+        {"lr", OPT_DOUBLE, &o.lr, 1e-12, 10, "Adam learning rate"},
+        {"weight-decay", OPT_DOUBLE, &o.weight_decay, 0, 1, "L2 weight decay added to the gradient"},
+        {"seed", OPT_DOUBLE, &seed, 0, 9007199254740992.0, "seed of the initialisation and shuffling"},
+        {"steps", OPT_INT, &o.n_steps, 1, 64, "flow steps per scale"},
+        {"ln-affine", OPT_STRING, &ln, 0, 0, "LayerNorm affine: logdet | reference | frozen"},
+        {"loss", OPT_STRING, &loss, 0, 0, "official | anomalib (batch-summed z term)"},
+        {"checkpoint-every", OPT_INT, &o.checkpoint_every, 0, 1000000, "epochs between checkpoints (0: end only)"},
+        {"max-images", OPT_INT, &o.max_images, 0, 1 << 30, "use at most this many training images (0: all)"},
+        {"resume", OPT_FLAG, &resume, 0, 0, "continue the training saved in the output file"},
+        {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
+    };
+    char *pos[1];
+    int npos;
+    int r = cli_parse(argc, argv, "--data DIR -o MODEL.safetensors [options]", opts,
+                      (int)(sizeof opts / sizeof *opts), pos, &npos, 0);
+    if (r != CLI_PARSED) return r == CLI_HELP ? 0 : 2;
+    if (!data || !out) {
+        fprintf(stderr, "uflow train: error: --data and -o are required (see 'uflow train --help')\n");
+        return 2;
+    }
+    if (strcmp(backbone, "resnet18") && strcmp(backbone, "wide_resnet50_2"))
+        return cli_fail("train", "--backbone must be resnet18 or wide_resnet50_2");
+    if (!weights) {
+        if (strcmp(backbone, "resnet18"))
+            return cli_fail("train", "no weights are shipped for wide_resnet50_2: pass --weights FILE");
+        weights = o.weights;
+    }
+    if (uf_ln_mode_parse(ln, &o.ln_mode) != UF_OK || o.ln_mode == UF_LN_NONE)
+        return cli_fail("train", "--ln-affine must be logdet, reference or frozen");
+    if (strcmp(loss, "official") && strcmp(loss, "anomalib")) return cli_fail("train", "--loss must be official or anomalib");
+    o.anomalib_loss = !strcmp(loss, "anomalib");
+    o.data_dir = data;
+    o.out_path = out;
+    o.weights = weights;
+    o.seed = (uint64_t)seed;
+    o.resume = resume;
+    if (uf_blas_init() != UF_OK) return cli_fail("train", NULL);
+    uf_set_num_threads(threads);
+    uf_train_report rep;
+    if (uf_train(&o, &rep) != UF_OK) return cli_fail("train", NULL);
+    printf("trained %d images, %d epochs done: loss %.2f -> %.2f; features %.1f s, training %.1f s (%.1f img/s, "
+           "%.0f%% in GEMM); model written to %s\n",
+           rep.n_images, rep.epochs_done, rep.first_loss, rep.last_loss, rep.feature_seconds, rep.train_seconds,
+           rep.images_per_second, rep.train_seconds > 0 ? 100.0 * rep.gemm_seconds / rep.train_seconds : 0.0, out);
+    return 0;
+}

@@ -1,0 +1,113 @@
+#include "model/detect.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/tensor.h"
+#include "core/timer.h"
+#include "detect/anomaly_map.h"
+#include "detect/nfa_block.h"
+#include "detect/nfa_tree.h"
+
+/* Block NFA parameters of the official training code (spec 7.2). */
+#define NFA_BLOCK_WIN 5
+#define NFA_BLOCK_PTHR 0.9
+
+void uf_detect_batch_free(uf_detect_batch *b) {
+    uf_free(b->x);
+    for (int l = 0; l < UF_FLOW_MAX_SCALES; l++) uf_free(b->z[l]);
+    uf_free(b->amap), uf_free(b->nfa), uf_free(b->score);
+    if (b->resized)
+        for (int i = 0; i < b->cap; i++) uf_image_free(b->resized[i]);
+    free(b->resized), free(b->orig_w), free(b->orig_h);
+    memset(b, 0, sizeof *b);
+}
+
+int uf_detect_batch_init(uf_detect_batch *b, const uf_model *m, int cap, int out_size) {
+    memset(b, 0, sizeof *b);
+    const int S = m->cfg.input_size;
+    b->cap = cap;
+    b->out_size = out_size;
+    b->n_scales = m->cfg.flow.n_scales;
+    b->x = uf_alloc((size_t)cap * 3 * S * S * sizeof(float));
+    int ok = b->x != NULL;
+    for (int l = 0; l < b->n_scales && ok; l++) {
+        int c, h, w;
+        uf_model_latent_shape(m, l, &c, &h, &w);
+        ok = (b->z[l] = uf_alloc((size_t)cap * c * h * w * sizeof(float))) != NULL;
+    }
+    size_t per = (size_t)out_size * out_size;
+    ok = ok && (b->amap = uf_alloc(cap * per * sizeof(float))) && (b->nfa = uf_alloc(cap * per * sizeof(float))) &&
+         (b->score = uf_alloc(cap * sizeof(float)));
+    ok = ok && (b->resized = calloc(cap, sizeof *b->resized)) && (b->orig_w = calloc(cap, sizeof(int))) &&
+         (b->orig_h = calloc(cap, sizeof(int)));
+    if (!ok) {
+        uf_detect_batch_free(b);
+        return uf_error("out of memory for a detection batch of %d images", cap);
+    }
+    return UF_OK;
+}
+
+int uf_detect_load(uf_detect_batch *b, const uf_model *m, const char *const *paths, int n) {
+    const int S = m->cfg.input_size;
+    int failed = -1;
+    char msg[1024] = "";
+    UF_ASSERT(n <= b->cap);
+#pragma omp parallel for schedule(dynamic)
+    for (int i = 0; i < n; i++) {
+        uf_image_free(b->resized[i]);
+        b->resized[i] = NULL;
+        uf_image *img = uf_image_load(paths[i], 3);
+        uf_image *r = img ? uf_image_resize_pil_bilinear(img, S, S) : NULL;
+        if (r) {
+            b->orig_w[i] = img->width;
+            b->orig_h[i] = img->height;
+            uf_image_to_imagenet(r, b->x + (size_t)i * 3 * S * S);
+            b->resized[i] = r;
+        } else {
+#pragma omp critical
+            if (failed < 0 || i < failed) {
+                failed = i;
+                snprintf(msg, sizeof msg, "%s", uf_last_error());
+            }
+        }
+        uf_image_free(img);
+    }
+    b->n = failed < 0 ? n : 0;
+    return failed < 0 ? UF_OK : uf_error("%s", msg);
+}
+
+int uf_detect_run(uf_detect_batch *b, uf_model *m, double *t_latents, double *t_detect) {
+    double t0 = uf_now();
+    if (uf_model_latents(m, b->x, b->n, b->z) != UF_OK) return UF_ERR;
+    double t1 = uf_now();
+    const int L = b->n_scales, out = b->out_size;
+    int failed = 0;
+    char msg[1024] = "";
+#pragma omp parallel for schedule(dynamic)
+    for (int i = 0; i < b->n; i++) {
+        uf_latent_view v[UF_FLOW_MAX_SCALES];
+        for (int l = 0; l < L; l++) {
+            uf_model_latent_shape(m, l, &v[l].c, &v[l].h, &v[l].w);
+            v[l].z = b->z[l] + (size_t)i * v[l].c * v[l].h * v[l].w;
+        }
+        float *amap = b->amap + (size_t)i * out * out, *nfa = b->nfa + (size_t)i * out * out;
+        int rc = uf_anomaly_map(v, L, out, out, amap, &b->score[i]);
+        if (rc == UF_OK)
+            rc = b->nfa_block ? uf_nfa_block_score(v, L, NFA_BLOCK_WIN, NFA_BLOCK_PTHR, out, out, nfa)
+                              : uf_nfa_tree_score(v, L, out, out, nfa);
+        if (rc != UF_OK) {
+#pragma omp critical
+            if (!failed) {
+                failed = 1;
+                snprintf(msg, sizeof msg, "%s", uf_last_error());
+            }
+        }
+    }
+    if (t_latents) *t_latents += t1 - t0;
+    if (t_detect) *t_detect += uf_now() - t1;
+    return failed ? uf_error("%s", msg) : UF_OK;
+}

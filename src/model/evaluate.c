@@ -1,0 +1,175 @@
+#include "model/evaluate.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/interp.h"
+#include "core/tensor.h"
+#include "core/timer.h"
+#include "io/atomic_file.h"
+#include "io/dataset.h"
+#include "model/detect.h"
+
+/* Ground truth at eval size, as the official pipeline: mask (0/255) -> Pillow
+ * bilinear to S x S (uint8) -> bilinear (align_corners False) to eval size ->
+ * > 0.5. gt (eval, eval) receives 0/1. */
+static int gt_for(const uf_sample *s, int orig_w, int orig_h, int S, int eval, uint8_t *gt, float *tmp) {
+    if (!s->mask_path) {
+        memset(gt, 0, (size_t)eval * eval);
+        return UF_OK;
+    }
+    uf_image *mask = uf_mask_load(s->mask_path, s->image_path, orig_w, orig_h);
+    if (!mask) return UF_ERR;
+    uf_image *r = uf_image_resize_pil_bilinear(mask, S, S);
+    uf_image_free(mask);
+    if (!r) return UF_ERR;
+    if (S == eval) {
+        for (int i = 0; i < S * S; i++) gt[i] = r->pixels[i] / 255.0f > 0.5f;
+    } else {
+        float *src = tmp, *dst = tmp + (size_t)S * S;
+        for (int i = 0; i < S * S; i++) src[i] = r->pixels[i] / 255.0f;
+        uf_interp_bilinear(src, 1, S, S, dst, eval, eval);
+        for (int i = 0; i < eval * eval; i++) gt[i] = dst[i] > 0.5f;
+    }
+    uf_image_free(r);
+    return UF_OK;
+}
+
+int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *rep) {
+    memset(rep, 0, sizeof *rep);
+    double t_start = uf_now();
+    uf_dataset *ds = uf_dataset_open(o->data_dir, "test");
+    if (!ds) return UF_ERR;
+    const int S = m->cfg.input_size, E = o->eval_size, L = m->cfg.flow.n_scales, B = o->batch;
+    uf_detect_batch b;
+    uf_eval *ev = NULL;
+    uint8_t *gt = NULL;
+    float *tmp = NULL;
+    const char **paths = NULL;
+    int *idx = NULL, rc = UF_ERR;
+    double z2_sum[UF_FLOW_MAX_SCALES] = {0}, z2_count[UF_FLOW_MAX_SCALES] = {0};
+    if (uf_detect_batch_init(&b, m, B, E) != UF_OK) goto out_ds;
+    b.nfa_block = o->nfa_block;
+    ev = uf_eval_new();
+    gt = malloc((size_t)E * E);
+    tmp = uf_alloc(((size_t)S * S + (size_t)E * E) * sizeof(float));
+    paths = malloc(sizeof(char *) * B);
+    idx = malloc(sizeof(int) * B);
+    if (!ev || !gt || !tmp || !paths || !idx) {
+        uf_error("out of memory");
+        goto out;
+    }
+    for (int i0 = 0; i0 < ds->count;) {
+        int n = 0;
+        for (; i0 < ds->count && n < B; i0++) {
+            if (!uf_sample_has_pixel_gt(&ds->samples[i0])) {
+                rep->n_skipped++;
+                continue;
+            }
+            idx[n] = i0;
+            paths[n++] = ds->samples[i0].image_path;
+        }
+        if (n == 0) break;
+        double t0 = uf_now();
+        if (uf_detect_load(&b, m, paths, n) != UF_OK) goto out;
+        rep->t_load += uf_now() - t0;
+        if (uf_detect_run(&b, m, &rep->t_latents, &rep->t_detect) != UF_OK) goto out;
+        double t1 = uf_now();
+        for (int i = 0; i < n; i++) {
+            const uf_sample *s = &ds->samples[idx[i]];
+            if (gt_for(s, b.orig_w[i], b.orig_h[i], S, E, gt, tmp) != UF_OK) goto out;
+            float *amap = b.amap + (size_t)i * E * E, *nfa = b.nfa + (size_t)i * E * E;
+            if (uf_eval_add(ev, E, E, amap, nfa, gt, s->label, NAN) != UF_OK) {
+                uf_error_prefix("%s", s->image_path);
+                goto out;
+            }
+            rep->n_images++;
+            if (s->label == 0) {
+                rep->n_good++;
+                int detected = 0;
+                for (int p = 0; p < E * E && !detected; p++) detected = nfa[p] > 0.0f;
+                rep->n_good_with_detection += detected;
+                for (int l = 0; l < L; l++) {
+                    int c, h, w;
+                    uf_model_latent_shape(m, l, &c, &h, &w);
+                    const float *z = b.z[l] + (size_t)i * c * h * w;
+                    double acc = 0.0;
+                    for (size_t k = 0; k < (size_t)c * h * w; k++) acc += (double)z[k] * z[k];
+                    z2_sum[l] += acc;
+                    z2_count[l] += (double)c * h * w;
+                }
+            }
+        }
+        rep->t_metrics += uf_now() - t1;
+        if (o->verbose) fprintf(stderr, "\rtested %d/%d images", i0, ds->count);
+    }
+    if (o->verbose) fprintf(stderr, "\n");
+    if (rep->n_skipped)
+        fprintf(stderr, "warning: %d anomalous test images have no mask and were left out\n", rep->n_skipped);
+    for (int l = 0; l < L; l++) rep->good_mean_z2[l] = z2_count[l] > 0 ? z2_sum[l] / z2_count[l] : NAN;
+    double t2 = uf_now();
+    if (uf_eval_compute(ev, UF_AUPRO_FPR_LIMIT, &rep->metrics) != UF_OK) goto out;
+    rep->t_metrics += uf_now() - t2;
+    rep->t_total = uf_now() - t_start;
+    rc = UF_OK;
+out:
+    free(paths), free(idx), free(gt);
+    uf_free(tmp);
+    uf_eval_free(ev);
+    uf_detect_batch_free(&b);
+out_ds:
+    uf_dataset_free(ds);
+    return rc;
+}
+
+static void add_number(cJSON *o, const char *k, double v) {
+    if (isfinite(v))
+        cJSON_AddNumberToObject(o, k, v);
+    else
+        cJSON_AddNullToObject(o, k);
+}
+
+int uf_evaluate_write_json(const uf_model *m, const uf_evaluate_options *o, const uf_evaluate_report *rep,
+                           const char *path) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "data", o->data_dir);
+    cJSON_AddStringToObject(root, "backbone", m->cfg.backbone);
+    cJSON_AddNumberToObject(root, "input_size", m->cfg.input_size);
+    cJSON_AddNumberToObject(root, "eval_size", o->eval_size);
+    cJSON_AddStringToObject(root, "nfa", o->nfa_block ? "block" : "tree");
+    const uf_eval_result *r = &rep->metrics;
+    cJSON *mt = cJSON_AddObjectToObject(root, "metrics");
+    add_number(mt, "image_auroc", r->image_auroc);
+    add_number(mt, "pixel_auroc", r->pixel_auroc);
+    add_number(mt, "aupro", r->aupro);
+    add_number(mt, "aupro_textbook", r->aupro_textbook);
+    add_number(mt, "miou_auto", r->miou_auto);
+    add_number(mt, "miou_oracle", r->miou_oracle);
+    add_number(mt, "oracle_threshold", r->oracle_thr);
+    add_number(mt, "f1_auto", r->f1_auto);
+    cJSON *cnt = cJSON_AddObjectToObject(root, "counts");
+    cJSON_AddNumberToObject(cnt, "images", rep->n_images);
+    cJSON_AddNumberToObject(cnt, "anomalous_images", r->n_anomalous_images);
+    cJSON_AddNumberToObject(cnt, "skipped_without_mask", rep->n_skipped);
+    cJSON_AddNumberToObject(cnt, "regions", r->n_regions);
+    cJSON_AddNumberToObject(cnt, "good_images", rep->n_good);
+    cJSON_AddNumberToObject(cnt, "good_images_with_detection", rep->n_good_with_detection);
+    cJSON *cal = cJSON_AddArrayToObject(root, "good_mean_z2_per_scale");
+    for (int l = 0; l < m->cfg.flow.n_scales; l++) cJSON_AddItemToArray(cal, cJSON_CreateNumber(rep->good_mean_z2[l]));
+    cJSON *t = cJSON_AddObjectToObject(root, "seconds");
+    cJSON_AddNumberToObject(t, "load", rep->t_load);
+    cJSON_AddNumberToObject(t, "backbone_and_flow", rep->t_latents);
+    cJSON_AddNumberToObject(t, "map_and_nfa", rep->t_detect);
+    cJSON_AddNumberToObject(t, "metrics", rep->t_metrics);
+    cJSON_AddNumberToObject(t, "total", rep->t_total);
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!text) return uf_error("out of memory");
+    int rc = uf_write_file_atomic(path, text, strlen(text));
+    cJSON_free(text);
+    return rc;
+}

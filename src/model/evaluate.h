@@ -1,0 +1,33 @@
+/* evaluate.h - `uflow test`: a trained model on a labelled test split
+ * (MVTec-AD or MVTec 3D-AD layout), with the metrics of spec 8 computed as the
+ * official code does (maps and masks at eval_size x eval_size, 256 there).
+ */
+#ifndef UF_MODEL_EVALUATE_H
+#define UF_MODEL_EVALUATE_H
+
+#include "eval/metrics.h"
+#include "model/model.h"
+
+typedef struct uf_evaluate_options {
+    const char *data_dir;
+    int eval_size;   /* 256 */
+    int batch;       /* images per backbone+flow call, 8 */
+    int nfa_block;   /* 1: older block NFA (spec 7.2) instead of the tree NFA */
+    int verbose;
+} uf_evaluate_options;
+
+typedef struct uf_evaluate_report {
+    uf_eval_result metrics;
+    int n_images, n_skipped;         /* skipped: anomalous images without a mask */
+    int n_good, n_good_with_detection;
+    double good_mean_z2[UF_FLOW_MAX_SCALES]; /* mean z^2 per scale over good images: ~1 when calibrated */
+    double t_load, t_latents, t_detect, t_metrics, t_total;
+} uf_evaluate_report;
+
+int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *rep);
+
+/* Writes the report as JSON (atomically). */
+int uf_evaluate_write_json(const uf_model *m, const uf_evaluate_options *o, const uf_evaluate_report *rep,
+                           const char *path);
+
+#endif
