@@ -8,6 +8,8 @@ int cmd_version(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_test(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_features(int argc, char **argv);
 
@@ -16,5 +18,10 @@ int cli_fail(const char *cmd, const char *msg);
 
 /* Creates dir (one level) unless it exists as a folder; 0, or prints the error and returns 1. */
 int cli_make_dir(const char *cmd, const char *dir);
+
+struct uf_model;
+struct uf_evaluate_report;
+/* Prints the metrics table of `uflow test` / `uflow demo`. */
+void cli_print_metrics(const struct uf_model *m, const struct uf_evaluate_report *rep);
 
 #endif

@@ -400,6 +400,34 @@ fail:
     return NULL;
 }
 
+uf_dataset *uf_dataset_from_paths(const char *const *paths, int n) {
+    uf_dataset *ds = uf_calloc(1, sizeof(uf_dataset));
+    if (!ds) return NULL;
+    builder b = {ds, 0, 0};
+    ds->layout = UF_LAYOUT_FOLDER;
+    if (!(ds->root = str_dup(n > 0 ? paths[0] : "")) || !(ds->split = str_dup("predict"))) goto fail;
+    for (int i = 0; i < n; i++) {
+        int kind = path_kind(paths[i]);
+        if (kind == KIND_DIR) {
+            if (add_folder(&b, paths[i], "good", NULL, NULL, 1) != UF_OK) goto fail;
+        } else if (kind == KIND_FILE) {
+            char *p = str_dup(paths[i]);
+            if (!p || add_sample(&b, p, NULL, "good") != UF_OK) goto fail;
+        } else {
+            uf_error("input '%s' does not exist", paths[i]);
+            goto fail;
+        }
+    }
+    if (ds->count == 0) {
+        uf_error("no input images");
+        goto fail;
+    }
+    return ds;
+fail:
+    uf_dataset_free(ds);
+    return NULL;
+}
+
 void uf_dataset_free(uf_dataset *ds) {
     if (!ds) return;
     for (int i = 0; i < ds->count; i++) {

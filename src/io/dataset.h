@@ -75,6 +75,12 @@ typedef struct uf_dataset {
 uf_dataset *uf_dataset_open(const char *root, const char *split);
 void uf_dataset_free(uf_dataset *ds);
 
+/* Inputs given on a command line: each path is an image file (taken whatever
+ * its extension; loading decides) or a folder whose images are listed (sorted,
+ * not recursive). Order: as given, folders expanded in place. Labels 0, no
+ * masks. NULL + error for a missing path, an empty folder, or no input. */
+uf_dataset *uf_dataset_from_paths(const char *const *paths, int n);
+
 /* "MVTec-AD", "MVTec 3D-AD (RGB)" or "image folder". */
 const char *uf_dataset_layout_name(uf_dataset_layout layout);
 

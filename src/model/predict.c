@@ -1,0 +1,214 @@
+#include "model/predict.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/tensor.h"
+#include "core/timer.h"
+#include "io/atomic_file.h"
+#include "io/dataset.h"
+#include "io/render.h"
+#include "io/safetensors.h"
+#include "model/detect.h"
+
+#define OVERLAY_ALPHA 0.5f
+
+/* A set of output stems, to give repeated names a suffix. */
+typedef struct stem_set {
+    char **slot;
+    size_t cap, n;
+} stem_set;
+
+static uint64_t fnv1a(const char *s) {
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* Inserts s; returns 1 if it was new, 0 if present, -1 when out of memory. */
+static int stem_insert(stem_set *set, const char *s) {
+    if (2 * (set->n + 1) > set->cap) {
+        size_t cap = set->cap ? 2 * set->cap : 1024;
+        char **slot = calloc(cap, sizeof(char *));
+        if (!slot) return -1;
+        for (size_t i = 0; i < set->cap; i++)
+            if (set->slot[i]) {
+                size_t j = fnv1a(set->slot[i]) & (cap - 1);
+                while (slot[j]) j = (j + 1) & (cap - 1);
+                slot[j] = set->slot[i];
+            }
+        free(set->slot);
+        set->slot = slot;
+        set->cap = cap;
+    }
+    size_t j = fnv1a(s) & (set->cap - 1);
+    for (; set->slot[j]; j = (j + 1) & (set->cap - 1))
+        if (!strcmp(set->slot[j], s)) return 0;
+    if (!(set->slot[j] = strdup(s))) return -1;
+    set->n++;
+    return 1;
+}
+
+static void stem_set_free(stem_set *set) {
+    for (size_t i = 0; i < set->cap; i++) free(set->slot[i]);
+    free(set->slot);
+}
+
+/* Output stem of image index i: its file name without extension, unique in this run. */
+static int output_stem(stem_set *set, const char *path, int index, char *out, size_t cap) {
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    const char *dot = strrchr(base, '.');
+    int len = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
+    snprintf(out, cap, "%.*s", len, base);
+    int r = stem_insert(set, out);
+    if (r == 0) {
+        snprintf(out, cap, "%.*s_%d", len, base, index);
+        r = stem_insert(set, out);
+    }
+    return r < 0 ? uf_error("out of memory") : UF_OK;
+}
+
+/* Writes a JSON string literal (with escapes) of s to f. */
+static void json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+/* CSV field: quoted, with doubled quotes. */
+static void csv_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"') fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+static int write_outputs(const uf_detect_batch *b, int i, const char *dir, const char *stem, int map_st,
+                         int *detected_pixels, float *max_nfa) {
+    const int S = b->out_size;
+    const float *amap = b->amap + (size_t)i * S * S, *nfa = b->nfa + (size_t)i * S * S;
+    char path[4400];
+    int rc = UF_OK;
+    if (map_st) {
+        snprintf(path, sizeof path, "%s/%s_map.safetensors", dir, stem);
+        uf_st_writer *w = uf_st_writer_new();
+        int64_t shape[2] = {S, S};
+        rc = w ? uf_st_writer_add_f32(w, "anomaly_map", UF_DT_F32, 2, shape, amap) : UF_ERR;
+        if (rc == UF_OK) rc = uf_st_writer_save(w, path);
+        uf_st_writer_free(w);
+    } else {
+        uint16_t *px = malloc(sizeof(uint16_t) * S * S);
+        if (!px) return uf_error("out of memory");
+        for (int p = 0; p < S * S; p++) {
+            float a = amap[p] < 0.0f ? 0.0f : amap[p] > 1.0f ? 1.0f : amap[p];
+            px[p] = (uint16_t)lrintf(a * 65535.0f);
+        }
+        snprintf(path, sizeof path, "%s/%s_map.png", dir, stem);
+        rc = uf_png_write_gray16(path, px, S, S);
+        free(px);
+    }
+    if (rc != UF_OK) return rc;
+    uf_image *ov = uf_render_overlay(b->resized[i], amap, S, S, 0.0f, 1.0f, OVERLAY_ALPHA);
+    if (!ov) return UF_ERR;
+    snprintf(path, sizeof path, "%s/%s_overlay.png", dir, stem);
+    rc = uf_image_write_png(path, ov);
+    uf_image_free(ov);
+    if (rc != UF_OK) return rc;
+    uint8_t *mask = malloc((size_t)S * S);
+    if (!mask) return uf_error("out of memory");
+    int count = 0;
+    float mx = -INFINITY;
+    for (int p = 0; p < S * S; p++) {
+        mask[p] = nfa[p] > 0.0f;
+        count += mask[p];
+        if (nfa[p] > mx) mx = nfa[p];
+    }
+    uf_image *mimg = uf_render_mask(mask, S, S);
+    free(mask);
+    if (!mimg) return UF_ERR;
+    snprintf(path, sizeof path, "%s/%s_mask.png", dir, stem);
+    rc = uf_image_write_png(path, mimg);
+    uf_image_free(mimg);
+    *detected_pixels = count;
+    *max_nfa = mx;
+    return rc;
+}
+
+int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_predict_options *o,
+               uf_predict_report *rep) {
+    memset(rep, 0, sizeof *rep);
+    double t0 = uf_now();
+    uf_dataset *ds = uf_dataset_from_paths(inputs, n_inputs);
+    if (!ds) return UF_ERR;
+    const int B = o->batch, S = m->cfg.input_size;
+    uf_detect_batch b;
+    stem_set stems = {0};
+    uf_atomic_file csv, jsonl;
+    int csv_open = 0, jsonl_open = 0, rc = UF_ERR;
+    const char **paths = malloc(sizeof(char *) * B);
+    char csv_path[4200], jsonl_path[4200];
+    snprintf(csv_path, sizeof csv_path, "%s/results.csv", o->out_dir);
+    snprintf(jsonl_path, sizeof jsonl_path, "%s/results.jsonl", o->out_dir);
+    if (uf_detect_batch_init(&b, m, B, S) != UF_OK) goto out_ds;
+    if (!paths) goto out;
+    if (uf_atomic_begin(&csv, csv_path) != UF_OK) goto out;
+    csv_open = 1;
+    if (uf_atomic_begin(&jsonl, jsonl_path) != UF_OK) goto out;
+    jsonl_open = 1;
+    fprintf(csv.fp, "image,score,anomalous,detected_pixels,max_neg_log10_nfa,outputs\n");
+    for (int i0 = 0; i0 < ds->count; i0 += B) {
+        int n = ds->count - i0 < B ? ds->count - i0 : B;
+        for (int i = 0; i < n; i++) paths[i] = ds->samples[i0 + i].image_path;
+        if (uf_detect_load(&b, m, paths, n) != UF_OK || uf_detect_run(&b, m, NULL, NULL) != UF_OK) goto out;
+        for (int i = 0; i < n; i++) {
+            char stem[1024];
+            int detected = 0;
+            float max_nfa = 0.0f;
+            if (output_stem(&stems, paths[i], i0 + i, stem, sizeof stem) != UF_OK) goto out;
+            if (write_outputs(&b, i, o->out_dir, stem, o->map_safetensors, &detected, &max_nfa) != UF_OK) goto out;
+            int anomalous = detected > 0;
+            rep->n_anomalous += anomalous;
+            rep->n_images++;
+            csv_string(csv.fp, paths[i]);
+            fprintf(csv.fp, ",%.6f,%d,%d,%.3f,", b.score[i], anomalous, detected, max_nfa);
+            csv_string(csv.fp, stem);
+            fputc('\n', csv.fp);
+            fprintf(jsonl.fp, "{\"image\": ");
+            json_string(jsonl.fp, paths[i]);
+            fprintf(jsonl.fp, ", \"score\": %.6f, \"anomalous\": %s, \"detected_pixels\": %d, "
+                              "\"max_neg_log10_nfa\": %.3f, \"outputs\": ",
+                    b.score[i], anomalous ? "true" : "false", detected, max_nfa);
+            json_string(jsonl.fp, stem);
+            fprintf(jsonl.fp, "}\n");
+        }
+        if (o->verbose) fprintf(stderr, "\rpredicted %d/%d images", i0 + n, ds->count);
+    }
+    if (o->verbose) fprintf(stderr, "\n");
+    csv_open = 0;
+    if (uf_atomic_commit(&csv) != UF_OK) goto out;
+    jsonl_open = 0;
+    if (uf_atomic_commit(&jsonl) != UF_OK) goto out;
+    rep->seconds = uf_now() - t0;
+    rc = UF_OK;
+out:
+    if (csv_open) uf_atomic_abort(&csv);
+    if (jsonl_open) uf_atomic_abort(&jsonl);
+    free(paths);
+    stem_set_free(&stems);
+    uf_detect_batch_free(&b);
+out_ds:
+    uf_dataset_free(ds);
+    return rc;
+}

@@ -1,0 +1,33 @@
+/* predict.h - `uflow predict`: a trained model on unlabelled images.
+ *
+ * For each image, in out_dir (stem = file name without extension; a repeated
+ * stem gets "_<index>" appended):
+ *   <stem>_map.png           anomaly map, 16-bit gray, value = A * 65535 (A in [0,1])
+ *     or <stem>_map.safetensors  (map_format "safetensors": float32 [S, S])
+ *   <stem>_overlay.png       the resized image with the map as a jet heat map
+ *   <stem>_mask.png          the a-contrario detection (-log10 NFA > 0), 0/255
+ * and one line per image in results.csv and results.jsonl (score = max of the
+ * map, anomalous = any pixel detected). Maps are at the model's input size.
+ * Images are processed in batches, so memory does not grow with their number.
+ */
+#ifndef UF_MODEL_PREDICT_H
+#define UF_MODEL_PREDICT_H
+
+#include "model/model.h"
+
+typedef struct uf_predict_options {
+    const char *out_dir;
+    int batch;             /* 8 */
+    int map_safetensors;   /* 0: 16-bit PNG maps, 1: float safetensors */
+    int verbose;
+} uf_predict_options;
+
+typedef struct uf_predict_report {
+    int n_images, n_anomalous;
+    double seconds;
+} uf_predict_report;
+
+int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_predict_options *o,
+               uf_predict_report *rep);
+
+#endif
