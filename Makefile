@@ -70,7 +70,7 @@ run-tests: $(TEST_BIN) $(PROG)
 
 demo: deps
 	@$(MAKE) --no-print-directory all
-	$(PROG) inspect models/resnet18-in1k-l3-bnfolded.safetensors
+	$(PROG) demo
 
 deps:
 	@sh tools/install_deps.sh
