@@ -12,6 +12,10 @@ double bench_flow(int verbose, int batch);
  * 2 threads, and their convolutions' GFLOP/s next to SGEMM's. UF_OK / UF_ERR. */
 int bench_backbone(int verbose);
 
+/* The real training pipeline at resnet18@256 on generated images: images/s and
+ * the share of time in SGEMM. weights NULL: the shipped ResNet-18. UF_OK / UF_ERR. */
+int bench_train(int verbose, const char *weights);
+
 /* Repeats fn until at least min_seconds have passed (and at least min_reps),
  * returns the best (smallest) seconds per call. */
 double bench_best_time(void (*fn)(void *), void *ctx, double min_seconds, int min_reps);

@@ -2,6 +2,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 int uf_test_check_failures;
@@ -49,4 +51,53 @@ const char *uf_test_path(const char *name) {
 int uf_test_summary(void) {
     printf("RESULT %d %d\n", g_passed, g_failed);
     return g_failed ? 1 : 0;
+}
+
+int uf_test_run_uflow(const char *const *args, const char *out_path, const char *err_path) {
+    char prog[4096];
+    ssize_t n = readlink("/proc/self/exe", prog, sizeof prog - 16);
+    if (n <= 0) return -1;
+    prog[n] = '\0';
+    char *slash = strrchr(prog, '/'); /* .../build[/variant]/tests/test_x -> .../build[/variant]/uflow */
+    if (!slash) return -1;
+    *slash = '\0';
+    slash = strrchr(prog, '/');
+    if (!slash) return -1;
+    strcpy(slash, "/uflow");
+    if (access(prog, X_OK) != 0) {
+        fprintf(stderr, "  %s not built (run the tests with make run-tests)\n", prog);
+        return -1;
+    }
+    const char *argv[64];
+    int argc = 0;
+    argv[argc++] = prog;
+    for (; args[argc - 1] && argc < 63; argc++) argv[argc] = args[argc - 1];
+    argv[argc] = NULL;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int o = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int e = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (o < 0 || e < 0) _exit(99);
+        dup2(o, 1), dup2(e, 2);
+        execv(prog, (char *const *)argv);
+        _exit(98);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+char *uf_test_read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    for (size_t got; buf && (got = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
+        n += got;
+        if (n + 1 == cap) buf = realloc(buf, cap *= 2);
+    }
+    fclose(f);
+    if (buf) buf[n] = '\0';
+    return buf;
 }

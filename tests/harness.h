@@ -22,6 +22,14 @@ const char *uf_test_tmpdir(void);
 /* Joins uf_test_tmpdir() and name into a static buffer (valid until the next call). */
 const char *uf_test_path(const char *name);
 
+/* Runs the `uflow` program built beside this test binary (build[/variant]/uflow)
+ * with the NULL-terminated argument list args (without argv[0]); stdout and
+ * stderr go to the files out_path and err_path. Returns the exit status, or -1
+ * when it could not run or died of a signal. */
+int uf_test_run_uflow(const char *const *args, const char *out_path, const char *err_path);
+/* Reads a whole file into a NUL-terminated malloc'd string (NULL if missing). */
+char *uf_test_read_text(const char *path);
+
 #define UF_TEST(fn) uf_test_run(#fn, fn)
 
 #define CHECK(cond, ...)                                                            \

@@ -23,7 +23,6 @@
 #define REF_FILE "tests/data/safetensors/ref.safetensors"
 #define REF_VALUES "tests/data/safetensors/ref_values.txt"
 
-static char g_uflow[512]; /* the uflow binary next to this test's build directory */
 
 /* ------------------------------------------------------------ helpers */
 
@@ -608,29 +607,13 @@ static void test_writer_atomic(void) {
 
 /* ------------------------------------------------------------ uflow inspect */
 
-/* Runs `uflow inspect args...`; returns the exit status, stdout/stderr in files. */
+/* Runs `uflow inspect [arg]`; returns the exit status, stdout/stderr in files. */
 static int run_inspect(const char *arg, const char *out, const char *errf) {
-    pid_t pid = fork();
-    if (pid == 0) {
-        int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (o < 0 || e < 0) _exit(99);
-        dup2(o, 1), dup2(e, 2);
-        if (arg)
-            execl(g_uflow, g_uflow, "inspect", arg, (char *)NULL);
-        else
-            execl(g_uflow, g_uflow, "inspect", (char *)NULL);
-        _exit(98);
-    }
-    int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) != pid) return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    const char *args[3] = {"inspect", arg, NULL};
+    return uf_test_run_uflow(args, out, errf);
 }
 
 static void test_inspect_command(void) {
-    if (access(g_uflow, X_OK) != 0) {
-        CHECK(0, "%s not built (run via make run-tests)", g_uflow);
-        return;
-    }
     char out[512], err[512];
     snprintf(out, sizeof out, "%s/inspect.out", uf_test_tmpdir());
     snprintf(err, sizeof err, "%s/inspect.err", uf_test_tmpdir());
@@ -704,14 +687,7 @@ static void test_shipped_backbone(void) {
     uf_st_close(st);
 }
 
-int main(int argc, char **argv) {
-    (void)argc;
-    /* build/tests/test_safetensors -> build/uflow (also for build/sanitize/...) */
-    snprintf(g_uflow, sizeof g_uflow, "%s", argv[0]);
-    char *slash = strrchr(g_uflow, '/');
-    if (slash) snprintf(slash, sizeof g_uflow - (size_t)(slash - g_uflow), "/../uflow");
-    else snprintf(g_uflow, sizeof g_uflow, "../uflow");
-
+int main(void) {
     UF_TEST(test_f16_conversion_exhaustive);
     UF_TEST(test_bf16_conversion_exhaustive);
     UF_TEST(test_reference_file);

@@ -9,6 +9,7 @@ static void usage(FILE *f) {
             "usage: uflow bench <what>\n"
             "  gemm      SGEMM GFLOP/s, 1024^3 and U-Flow-shaped problems\n"
             "  flow      flow training step at resnet18@256 shapes, batch 16: images/s, conv GFLOP/s vs SGEMM\n"
+            "  train     the training pipeline at resnet18@256: images/s, share of time in SGEMM\n"
             "  backbone  ResNet-18 / Wide-ResNet-50-2 images/s at 256x256 (batch 8, 2 threads) and\n"
             "            the GFLOP/s of their convolutions next to SGEMM's\n");
 }
@@ -20,6 +21,7 @@ int cmd_bench(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "gemm")) return bench_gemm(1) > 0.0 ? 0 : cli_fail("bench", NULL);
     if (!strcmp(argv[1], "flow")) return bench_flow(1, 16) > 0.0 ? 0 : cli_fail("bench", NULL);
+    if (!strcmp(argv[1], "train")) return bench_train(1, argc > 2 ? argv[2] : NULL) == 0 ? 0 : cli_fail("bench", NULL);
     if (!strcmp(argv[1], "backbone")) return bench_backbone(1) == 0 ? 0 : cli_fail("bench", NULL);
     fprintf(stderr, "uflow bench: error: unknown benchmark '%s'\n", argv[1]);
     usage(stderr);

@@ -185,7 +185,7 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
                 ts.epochs, B, ts.lr, (unsigned long long)ts.seed, uf_get_num_threads());
 
     const int start = m->cfg.epochs_done;
-    double t_train = uf_now(), gemm0 = uf_gemm_seconds();
+    double t_train = uf_now(), gemm0 = uf_gemm_seconds(), gflop0 = uf_gemm_flops();
     int epochs_run = 0;
     for (int epoch = start; epoch < ts.epochs; epoch++) {
         double te = uf_now(), loss_sum = 0.0;
@@ -227,6 +227,7 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     }
     rep.train_seconds = uf_now() - t_train;
     rep.gemm_seconds = uf_gemm_seconds() - gemm0;
+    rep.gemm_flops = uf_gemm_flops() - gflop0;
     rep.epochs_done = m->cfg.epochs_done;
     rep.images_per_second = rep.train_seconds > 0 ? (double)n * epochs_run / rep.train_seconds : 0.0;
     rc = UF_OK;

@@ -39,6 +39,7 @@ typedef struct uf_train_report {
     double first_loss, last_loss; /* mean loss per image of the first and last epoch run */
     double feature_seconds, train_seconds, images_per_second;
     double gemm_seconds;          /* time inside SGEMM during training epochs */
+    double gemm_flops;            /* SGEMM FLOPs during training epochs */
 } uf_train_report;
 
 /* Trains (or resumes) and writes the model to o->out_path. UF_OK or UF_ERR. */

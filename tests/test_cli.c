@@ -1,0 +1,158 @@
+/* The `uflow` program as a user runs it: the train / test / predict / features
+ * commands on a tiny synthetic category, and bad input: wrong options exit 2,
+ * bad files exit 1 with exactly one line on stderr naming the problem, and a
+ * failed run leaves earlier outputs untouched. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backbone/resnet.h"
+#include "core/error.h"
+#include "harness.h"
+#include "io/image.h"
+#include "io/safetensors.h"
+#include "io/synth.h"
+
+#define WEIGHTS "models/resnet18-in1k-l3-bnfolded.safetensors"
+
+static char g_out[600], g_err[600];
+
+/* Runs uflow with args; returns the exit status. */
+static int run(const char *const *args) {
+    snprintf(g_out, sizeof g_out, "%s/cli.out", uf_test_tmpdir());
+    snprintf(g_err, sizeof g_err, "%s/cli.err", uf_test_tmpdir());
+    return uf_test_run_uflow(args, g_out, g_err);
+}
+
+/* stderr of the last run is one line that contains needle. */
+static int one_error_line(const char *needle) {
+    char *err = uf_test_read_text(g_err);
+    int ok = err && strstr(err, needle) && strchr(err, '\n') == err + strlen(err) - 1;
+    if (!ok) fprintf(stderr, "  stderr was: %s\n", err ? err : "(none)");
+    free(err);
+    return ok;
+}
+
+static void test_usage_errors_exit_2(void) {
+    const char *a1[] = {"bogus", NULL};
+    CHECK(run(a1) == 2, "unknown command");
+    const char *a2[] = {"train", NULL};
+    CHECK(run(a2) == 2, "train without --data");
+    const char *a3[] = {"train", "--data", "x", "-o", "m", "--epochs", "abc", NULL};
+    CHECK(run(a3) == 2, "non-numeric --epochs");
+    const char *a4[] = {"train", "--data", "x", "-o", "m", "--size", "-5", NULL};
+    CHECK(run(a4) == 2, "negative --size");
+    const char *a5[] = {"predict", "--model", "m", "-o", "out", NULL};
+    CHECK(run(a5) == 2, "predict without images");
+    const char *a6[] = {"test", "--nope", NULL};
+    CHECK(run(a6) == 2, "unknown option");
+    const char *a7[] = {"train", "--help", NULL};
+    CHECK(run(a7) == 0, "--help");
+    char *help = uf_test_read_text(g_out);
+    CHECK(help && strstr(help, "--ln-affine") && strstr(help, "default 256"), "help text: %.200s", help);
+    free(help);
+}
+
+static void test_bad_inputs_exit_1_with_one_line(void) {
+    const char *a1[] = {"train", "--data", "/nonexistent/category", "-o", uf_test_path("m.safetensors"), NULL};
+    CHECK(run(a1) == 1 && one_error_line("/nonexistent/category"), "missing data folder");
+    const char *a2[] = {"test", "--model", "/nonexistent/model.safetensors", "--data", ".", NULL};
+    CHECK(run(a2) == 1 && one_error_line("/nonexistent/model.safetensors"), "missing model");
+    const char *a3[] = {"predict", "--model", WEIGHTS, "-o", uf_test_path("p"), "tests/data/resnet/crop0.png", NULL};
+    CHECK(run(a3) == 1 && one_error_line("not a uflow model"), "weights file given as a model");
+    const char *a4[] = {"train", "--data", "tests/data/resnet", "-o", uf_test_path("m.safetensors"), "--weights",
+                        "tests/data/image/gray.png", NULL};
+    CHECK(run(a4) == 1 && one_error_line("gray.png"), "an image given as weights");
+    const char *a5[] = {"train", "--data", "tests/data/resnet", "-o", uf_test_path("m.safetensors"), "--size", "100",
+                        NULL};
+    CHECK(run(a5) == 1 && one_error_line("multiple of 32"), "bad input size");
+}
+
+static void test_features_command_matches_library(void) {
+    const char *img = "tests/data/resnet/crop0.png";
+    const char *out = uf_test_path("feat.safetensors");
+    const char *args[] = {"features", "--size", "64", img, "-o", out, NULL};
+    CHECK(run(args) == 0, "features failed");
+    uf_safetensors *st = uf_st_open(out);
+    CHECK(st != NULL, "%s", uf_last_error());
+    uf_resnet *m = uf_resnet_load(WEIGHTS);
+    float *x = malloc(sizeof(float) * 3 * 64 * 64), *f[3];
+    CHECK(uf_image_load_for_backbone(img, 64, x) == UF_OK, "%s", uf_last_error());
+    for (int l = 0; l < 3; l++) {
+        int c, h, w;
+        uf_resnet_feature_shape(m, l, 64, 64, &c, &h, &w);
+        f[l] = malloc(sizeof(float) * c * h * w);
+    }
+    CHECK(uf_resnet_forward(m, x, 1, 64, 64, f) == UF_OK, "%s", uf_last_error());
+    for (int l = 0; st && l < 3; l++) {
+        char name[32];
+        snprintf(name, sizeof name, "0.layer%d", l + 1);
+        uf_tensor *t = uf_st_read_f32(st, name, -1, NULL);
+        CHECK(t != NULL, "%s", uf_last_error());
+        if (!t) continue;
+        int c, h, w;
+        uf_resnet_feature_shape(m, l, 64, 64, &c, &h, &w);
+        CHECK(uf_tensor_numel(t) == (int64_t)c * h * w, "%s numel", name);
+        CHECK(uf_tensor_numel(t) != (int64_t)c * h * w || !memcmp(t->data, f[l], sizeof(float) * c * h * w),
+              "%s differs from uf_resnet_forward", name);
+        uf_tensor_free(t);
+    }
+    for (int l = 0; l < 3; l++) free(f[l]);
+    free(x);
+    uf_resnet_free(m);
+    uf_st_close(st);
+}
+
+static void test_train_test_predict(void) {
+    char data[600], model[600], eval[600], pred[600], good[700], bad_png[600];
+    snprintf(data, sizeof data, "%s/data", uf_test_tmpdir());
+    snprintf(model, sizeof model, "%s/model.safetensors", uf_test_tmpdir());
+    snprintf(eval, sizeof eval, "%s/eval", uf_test_tmpdir());
+    snprintf(pred, sizeof pred, "%s/pred", uf_test_tmpdir());
+    snprintf(good, sizeof good, "%s/test/good", data);
+    CHECK(uf_synth_write_category_size(data, 5, 4, 2, 4, 64) == UF_OK, "%s", uf_last_error());
+    const char *tr[] = {"train", "--data", data, "-o", model, "--size", "64", "--epochs", "2", "--batch", "2",
+                        "--steps", "1", NULL};
+    CHECK(run(tr) == 0, "train failed");
+    char *out = uf_test_read_text(g_out);
+    CHECK(out && strstr(out, "2 epochs done"), "train output: %s", out ? out : "");
+    free(out);
+    const char *te[] = {"test", "--model", model, "--data", data, "--eval-size", "64", "-o", eval, NULL};
+    CHECK(run(te) == 0, "test failed");
+    out = uf_test_read_text(g_out);
+    CHECK(out && strstr(out, "image AUROC") && strstr(out, "pixel AUROC") && strstr(out, "mIoU"), "%s", out);
+    free(out);
+    char json[700];
+    snprintf(json, sizeof json, "%s/metrics.json", eval);
+    char *js = uf_test_read_text(json);
+    CHECK(js && strstr(js, "\"pixel_auroc\"") && strstr(js, "\"miou_auto\""), "metrics.json: %.300s", js);
+    free(js);
+
+    const char *pr[] = {"predict", "--model", model, "-o", pred, good, NULL};
+    CHECK(run(pr) == 0, "predict failed");
+    char csv_path[700];
+    snprintf(csv_path, sizeof csv_path, "%s/results.csv", pred);
+    char *csv = uf_test_read_text(csv_path);
+    int lines = 0;
+    for (char *c = csv; c && *c; c++) lines += *c == '\n';
+    CHECK(lines == 3, "results.csv has %d lines", lines);
+
+    /* A corrupt image: exit 1, one line naming it, and the earlier results.csv is kept. */
+    snprintf(bad_png, sizeof bad_png, "%s/broken.png", uf_test_tmpdir());
+    FILE *f = fopen(bad_png, "wb");
+    fwrite("\x89PNG\r\n\x1a\n\0\0", 1, 10, f);
+    fclose(f);
+    const char *pb[] = {"predict", "--model", model, "-o", pred, good, bad_png, NULL};
+    CHECK(run(pb) == 1 && one_error_line("broken.png"), "corrupt image");
+    char *csv2 = uf_test_read_text(csv_path);
+    CHECK(csv && csv2 && !strcmp(csv, csv2), "results.csv changed by a failed run");
+    free(csv), free(csv2);
+}
+
+int main(void) {
+    UF_TEST(test_usage_errors_exit_2);
+    UF_TEST(test_bad_inputs_exit_1_with_one_line);
+    UF_TEST(test_features_command_matches_library);
+    UF_TEST(test_train_test_predict);
+    return uf_test_summary();
+}
