@@ -1,3 +1,3 @@
-#include "uflow.h"
+#include "core/version.h"
 
 const char *uf_version(void) { return UFLOW_VERSION; }
