@@ -16,6 +16,19 @@ int bench_backbone(int verbose);
  * the share of time in SGEMM. weights NULL: the shipped ResNet-18. UF_OK / UF_ERR. */
 int bench_train(int verbose, const char *weights);
 
+/* A square n x n x n SGEMM, the reference rate other benchmarks compare with. */
+typedef struct bench_square {
+    float *a, *b, *c;
+    int n;
+} bench_square;
+
+int bench_square_init(bench_square *s, int n); /* UF_OK or UF_ERR (memory) */
+void bench_square_free(bench_square *s);
+void bench_square_run(void *s);                /* one multiply; fits bench_best_time */
+double bench_square_gflops(const bench_square *s, double seconds);
+/* Best-of SGEMM 1024^3 GFLOP/s, measured over about a second (0 on error). */
+double bench_square_rate(void);
+
 /* Repeats fn until at least min_seconds have passed (and at least min_reps),
  * returns the best (smallest) seconds per call. */
 double bench_best_time(void (*fn)(void *), void *ctx, double min_seconds, int min_reps);

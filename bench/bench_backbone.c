@@ -13,16 +13,6 @@
 #define SHIPPED "models/resnet18-in1k-l3-bnfolded.safetensors"
 
 typedef struct {
-    float *a, *b, *c;
-    int n;
-} square_ctx;
-
-static void run_square(void *ctx) {
-    square_ctx *s = ctx;
-    uf_sgemm(false, false, s->n, s->n, s->n, 1.0f, s->a, s->n, s->b, s->n, 0.0f, s->c, s->n);
-}
-
-typedef struct {
     uf_resnet *m;
     const float *x;
     float *out[UF_RESNET_LEVELS];
@@ -31,7 +21,7 @@ typedef struct {
 
 /* Benchmarks one model; returns the conv GFLOP/s (0 on error). The SGEMM reference is re-measured
  * between the forwards (best of each): on a shared machine both then see the same quiet moments. */
-static double bench_model(uf_resnet *m, const char *label, int n, int size, square_ctx *sq) {
+static double bench_model(uf_resnet *m, const char *label, int n, int size, bench_square *sq) {
     fwd_ctx f = {.m = m, .n = n, .size = size};
     float *x = uf_alloc(sizeof(float) * (size_t)n * 3 * size * size);
     double rate = 0.0;
@@ -54,7 +44,7 @@ static double bench_model(uf_resnet *m, const char *label, int n, int size, squa
     double best_total = 1e30, best_conv = 1e30, best_gemm = 1e30, start = uf_now();
     for (int rep = 0; ok && (rep < 4 || uf_now() - start < 3.0); rep++) {
         double t0 = uf_now();
-        run_square(sq);
+        bench_square_run(sq);
         double t1 = uf_now();
         ok = uf_resnet_forward(m, x, n, size, size, f.out) == UF_OK;
         double t2 = uf_now();
@@ -65,7 +55,7 @@ static double bench_model(uf_resnet *m, const char *label, int n, int size, squa
     }
     if (ok) {
         double flops = uf_resnet_conv_flops(m, size, size) * n;
-        double sgemm = 2.0 * sq->n * sq->n * (double)sq->n / best_gemm * 1e-9;
+        double sgemm = bench_square_gflops(sq, best_gemm);
         rate = flops / best_conv * 1e-9;
         printf("  %-16s %dx%d batch %d: %7.1f images/s (%6.1f ms/image), %5.2f GFLOP/image\n", label, size, size, n,
                n / best_total, 1e3 * best_total / n, flops / n * 1e-9);
@@ -82,15 +72,12 @@ static double bench_model(uf_resnet *m, const char *label, int n, int size, squa
 int bench_backbone(int verbose) {
     (void)verbose;
     if (uf_blas_init() != UF_OK) return UF_ERR;
-    const int threads = 2, batch = 8, size = 256, n = 1024;
+    const int threads = 2, batch = 8, size = 256;
     uf_set_num_threads(threads);
-    square_ctx sq = {uf_alloc(sizeof(float) * n * n), uf_alloc(sizeof(float) * n * n),
-                     uf_alloc(sizeof(float) * n * n), n};
+    bench_square sq;
     uf_resnet *r18 = NULL, *wrn = NULL;
     int rc = UF_ERR;
-    if (!sq.a || !sq.b || !sq.c) goto done;
-    for (size_t i = 0; i < (size_t)n * n; i++) sq.a[i] = (float)(i % 17) * 0.01f, sq.b[i] = (float)(i % 13) * 0.01f;
-    run_square(&sq);
+    if (bench_square_init(&sq, 1024) != UF_OK) return UF_ERR;
     printf("ResNet up to layer3 (%s kernels, %d threads)\n", uf_blas_corename(), uf_get_num_threads());
     r18 = uf_resnet_load(SHIPPED);
     const char *r18_label = "resnet18";
@@ -108,6 +95,6 @@ int bench_backbone(int verbose) {
 done:
     uf_resnet_free(r18);
     uf_resnet_free(wrn);
-    uf_free(sq.a), uf_free(sq.b), uf_free(sq.c);
+    bench_square_free(&sq);
     return rc;
 }

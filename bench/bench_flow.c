@@ -58,25 +58,11 @@ static void run_convs(void *p) {
     }
 }
 
-typedef struct {
-    float *a, *b, *c;
-    int n;
-} sq_ctx;
-
-static void run_square(void *p) {
-    sq_ctx *s = p;
-    uf_sgemm(false, false, s->n, s->n, s->n, 1.0f, s->a, s->n, s->b, s->n, 0.0f, s->c, s->n);
-}
-
 double bench_flow(int verbose, int batch) {
     if (uf_blas_init() != UF_OK) return 0.0;
     /* SGEMM reference, same run */
-    sq_ctx sq = {uf_calloc(1024 * 1024, 4), uf_calloc(1024 * 1024, 4), uf_calloc(1024 * 1024, 4), 1024};
-    if (!sq.a || !sq.b || !sq.c) return 0.0;
-    for (int i = 0; i < 1024 * 1024; i++) sq.a[i] = (float)(i % 17) * 0.01f, sq.b[i] = (float)(i % 13) * 0.01f;
-    run_square(&sq);
-    double gemm = 2e-9 * 1024.0 * 1024 * 1024 / bench_best_time(run_square, &sq, 1.0, 3);
-    uf_free(sq.a), uf_free(sq.b), uf_free(sq.c);
+    double gemm = bench_square_rate();
+    if (gemm <= 0.0) return 0.0;
 
     uf_flow_config cfg = uf_flow_default_config();
     cfg.n_scales = 3;

@@ -19,6 +19,42 @@ double bench_best_time(void (*fn)(void *), void *ctx, double min_seconds, int mi
     return best;
 }
 
+int bench_square_init(bench_square *s, int n) {
+    s->n = n;
+    s->a = uf_alloc(sizeof(float) * n * n);
+    s->b = uf_alloc(sizeof(float) * n * n);
+    s->c = uf_alloc(sizeof(float) * n * n);
+    if (!s->a || !s->b || !s->c) {
+        bench_square_free(s);
+        return UF_ERR;
+    }
+    for (size_t i = 0; i < (size_t)n * n; i++) s->a[i] = (float)(i % 17) * 0.01f, s->b[i] = (float)(i % 13) * 0.01f;
+    bench_square_run(s); /* warm-up */
+    return UF_OK;
+}
+
+void bench_square_free(bench_square *s) {
+    uf_free(s->a), uf_free(s->b), uf_free(s->c);
+    s->a = s->b = s->c = NULL;
+}
+
+void bench_square_run(void *ctx) {
+    bench_square *s = ctx;
+    uf_sgemm(false, false, s->n, s->n, s->n, 1.0f, s->a, s->n, s->b, s->n, 0.0f, s->c, s->n);
+}
+
+double bench_square_gflops(const bench_square *s, double seconds) {
+    return 2e-9 * s->n * (double)s->n * s->n / seconds;
+}
+
+double bench_square_rate(void) {
+    bench_square s;
+    if (uf_blas_init() != UF_OK || bench_square_init(&s, 1024) != UF_OK) return 0.0;
+    double rate = bench_square_gflops(&s, bench_best_time(bench_square_run, &s, 1.0, 3));
+    bench_square_free(&s);
+    return rate;
+}
+
 typedef struct {
     const char *what;
     int m, n, k;

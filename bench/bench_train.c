@@ -22,7 +22,7 @@ int bench_train(int verbose, const char *weights) {
     snprintf(data, sizeof data, "%s/data", dir);
     snprintf(model, sizeof model, "%s/model.safetensors", dir);
     int rc = uf_synth_write_category(data, 1, BENCH_TRAIN_IMAGES, 1, 1);
-    double square = rc == UF_OK ? bench_gemm(0) : 0.0;
+    double square = rc == UF_OK ? bench_square_rate() : 0.0;
     uf_train_options o = uf_train_default_options();
     o.data_dir = data;
     o.out_path = model;
