@@ -17,37 +17,17 @@ Sources of truth (independent of the C code):
 Every file is a float32/uint8/int32/float64 .safetensors written by the tiny
 writer below.
 """
-import json
-import struct
 import sys
 from collections import deque
 
 import numpy as np
+from st_write import write_safetensors
 
 OUT = "tests/data/detect"
 
-_DT = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", np.dtype(np.int32): "I32",
-       np.dtype(np.int64): "I64", np.dtype(np.uint8): "U8"}
 
-
-def write_st(path, tensors):
-    """Minimal safetensors writer: 8-byte LE header length, JSON header, raw LE data."""
-    header, blobs, off = {}, [], 0
-    for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
-        b = arr.tobytes()
-        header[name] = {"dtype": _DT[arr.dtype], "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    print(f"wrote {path} ({8 + len(h) + off} bytes)")
-
+def write_st_logged(path, tensors):
+    print(f"wrote {path} ({write_safetensors(path, tensors)} bytes)")
 
 # --------------------------------------------------------------------------- interp
 def sec_interp():
@@ -65,7 +45,7 @@ def sec_interp():
         t[f"in{k}"] = x
         t[f"bilinear{k}"] = bl
         t[f"bicubic{k}"] = bc
-    write_st(f"{OUT}/interp.safetensors", t)
+    write_st_logged(f"{OUT}/interp.safetensors", t)
 
 
 # --------------------------------------------------------------------------- anomaly map
@@ -87,7 +67,7 @@ def sec_anomaly():
             probs.append(F.interpolate(p, size=(oh, ow), mode="bilinear", align_corners=False))
         a = 1.0 - torch.mean(torch.cat(probs, dim=1), dim=1)[0]
         t[f"c{k}_amap"] = a.numpy().astype(np.float32)
-    write_st(f"{OUT}/anomaly_map.safetensors", t)
+    write_st_logged(f"{OUT}/anomaly_map.safetensors", t)
 
 
 # --------------------------------------------------------------------------- tree NFA (reference)
@@ -243,7 +223,7 @@ def sec_nfa_tree():
     t["s_z1"], t["s_z2"] = z1, z2
     t["s_score"] = (-(np.float32(log10_ntests_mp([144, 36])) + lpmin)).astype(np.float32)
     print(f"score case: max {t['s_score'].max():.2f}, detected {(t['s_score'] > 0).sum()} of 1600")
-    write_st(f"{OUT}/nfa_tree.safetensors", t)
+    write_st_logged(f"{OUT}/nfa_tree.safetensors", t)
 
 
 # --------------------------------------------------------------------------- block NFA
@@ -286,7 +266,7 @@ def sec_block():
         lnt = np.log10(12 * 12 + 6 * 6)
         t[f"{tag}_score"] = (-(lnt + ups[0] + ups[1])).numpy().astype(np.float32)
         print(f"block {tag}: detected {(t[f'{tag}_score'] > 0).sum()} of 576")
-    write_st(f"{OUT}/nfa_block.safetensors", t)
+    write_st_logged(f"{OUT}/nfa_block.safetensors", t)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -447,7 +427,7 @@ def sec_metrics():
                                                       "oracle_thr", "f1_auto")], np.float64)
         t[f"{kind}_miou"] = mi.astype(np.float64)
         print(kind, {k: round(float(v), 6) for k, v in ref.items()})
-    write_st(f"{OUT}/metrics.safetensors", t)
+    write_st_logged(f"{OUT}/metrics.safetensors", t)
 
 
 SECTIONS = {"interp": sec_interp, "anomaly": sec_anomaly, "nfa_tree": sec_nfa_tree, "block": sec_block,

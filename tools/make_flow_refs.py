@@ -15,39 +15,17 @@ Metadata: the configuration (scales, channels, sizes, steps, LayerNorm mode, lr,
 
 Run: /usr/bin/python3 tools/make_flow_refs.py   (torch 1.13, numpy)
 """
-import json
 import math
 import os
-import struct
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from st_write import write_safetensors
 
 torch.set_default_dtype(torch.float64)
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "flow")
-
-
-def write_safetensors(path, tensors, metadata):
-    """Minimal writer: JSON header + raw little-endian data (F32 or F64)."""
-    header, blobs, off = {}, [], 0
-    for name, (arr, dtype) in tensors.items():
-        a = np.ascontiguousarray(arr, dtype=np.float32 if dtype == "F32" else np.float64)
-        raw = a.astype(a.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
 
 
 def f32(t):
@@ -221,7 +199,8 @@ def make(name, channels, h0, steps, ln_mode, batch, lr, seed):
             "steps": steps, "ln_mode": ln_mode, "batch": batch, "lr": repr(lr), "seed": seed,
             "torch": torch.__version__}
     path = os.path.join(OUT, name + ".safetensors")
-    write_safetensors(path, out, meta)
+    write_safetensors(path, {k: np.asarray(a, dtype=np.float32 if dt == "F32" else np.float64)
+                             for k, (a, dt) in out.items()}, meta)
     print("%s: %d tensors, %d bytes, loss %.6f" % (path, len(out), os.path.getsize(path), loss.item()))
 
 

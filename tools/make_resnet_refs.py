@@ -39,6 +39,7 @@ import torch.nn as nn
 import torchvision
 from PIL import Image
 from torchvision.models.resnet import BasicBlock, Bottleneck
+from st_write import write_safetensors
 
 OUT = "tests/data/resnet"
 MTD = "/work/shared/data/mtd"
@@ -46,27 +47,6 @@ STRIDE = 61
 EPS = 1e-5
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-
-
-def write_safetensors(path, tensors, metadata=None):
-    """tensors: name -> numpy array (float32 or int64)."""
-    header, offset, blobs = {}, 0, []
-    for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
-        dt = {np.dtype("float32"): "F32", np.dtype("int64"): "I64"}[arr.dtype]
-        raw = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"dtype": dt, "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
-        offset += len(raw)
-        blobs.append(raw)
-    if metadata:
-        header["__metadata__"] = metadata
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
 
 
 def read_safetensors(path):
