@@ -66,6 +66,8 @@ static void test_bad_inputs_exit_1_with_one_line(void) {
     const char *a5[] = {"train", "--data", "tests/data/resnet", "-o", uf_test_path("m.safetensors"), "--size", "100",
                         NULL};
     CHECK(run(a5) == 1 && one_error_line("multiple of 32"), "bad input size");
+    const char *a6[] = {"train", "--data", "tests/data/resnet", "-o", "/nonexistent-dir/m.safetensors", NULL};
+    CHECK(run(a6) == 1 && one_error_line("/nonexistent-dir/m.safetensors"), "unwritable output");
 }
 
 static void test_features_command_matches_library(void) {

@@ -12,6 +12,7 @@
 #include "flow/adam.h"
 #include "flow/loss.h"
 #include "flow/rng.h"
+#include "io/atomic_file.h"
 #include "io/dataset.h"
 #include "io/image.h"
 #include "model/model.h"
@@ -121,6 +122,10 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     memset(&rep, 0, sizeof rep);
     if (o->batch < 1 || o->epochs < 1 || !(o->lr > 0))
         return uf_error("training needs epochs >= 1, batch >= 1 and lr > 0");
+    /* Fail before hours of work if the model file cannot be written there. */
+    uf_atomic_file probe;
+    if (uf_atomic_begin(&probe, o->out_path) != UF_OK) return UF_ERR;
+    uf_atomic_abort(&probe);
     uf_dataset *ds = uf_dataset_open(o->data_dir, "train");
     if (!ds) return UF_ERR;
     uf_model *m = NULL;
