@@ -5,12 +5,12 @@
 
 #include "backbone/resnet.h"
 #include "bench.h"
+#include "cli/commands.h"
 #include "core/blas.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "core/timer.h"
 
-#define SHIPPED "models/resnet18-in1k-l3-bnfolded.safetensors"
 
 typedef struct {
     uf_resnet *m;
@@ -79,10 +79,10 @@ int bench_backbone(int verbose) {
     int rc = UF_ERR;
     if (bench_square_init(&sq, 1024) != UF_OK) return UF_ERR;
     printf("ResNet up to layer3 (%s kernels, %d threads)\n", uf_blas_corename(), uf_get_num_threads());
-    r18 = uf_resnet_load(SHIPPED);
+    r18 = uf_resnet_load(cli_default_weights());
     const char *r18_label = "resnet18";
     if (!r18) {
-        printf("  (%s: %s; using random weights)\n", SHIPPED, uf_last_error());
+        printf("  (%s: %s; using random weights)\n", cli_default_weights(), uf_last_error());
         r18 = uf_resnet_random("resnet18", 1);
         r18_label = "resnet18 (random)";
     }

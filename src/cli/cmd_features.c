@@ -13,7 +13,6 @@
 #include "io/image.h"
 #include "io/safetensors.h"
 
-#define DEFAULT_WEIGHTS "models/resnet18-in1k-l3-bnfolded.safetensors"
 #define GROUP 8 /* images per forward */
 
 static void usage(FILE *f) {
@@ -26,7 +25,8 @@ static void usage(FILE *f) {
             "options:\n"
             "  --backbone NAME   resnet18 | wide_resnet50_2 (default resnet18); must match the weights\n"
             "  --weights FILE    .safetensors with timm/torchvision names, BatchNorm or folded\n"
-            "                    (default for resnet18: " DEFAULT_WEIGHTS "; required otherwise)\n"
+            "                    (default for resnet18: the shipped models/resnet18-in1k-l3-bnfolded.safetensors;\n"
+            "                    required otherwise)\n"
             "  --size S          input size (default 256)\n"
             "  --threads N       threads (default: all cores)\n"
             "  -o, --output FILE the output file (required)\n"
@@ -87,7 +87,7 @@ int cmd_features(int argc, char **argv) {
             free(images);
             return cli_fail("features", "no weights are shipped for wide_resnet50_2: give --weights FILE");
         }
-        weights = DEFAULT_WEIGHTS;
+        weights = cli_default_weights();
     }
 
     int rc = 1;

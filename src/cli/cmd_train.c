@@ -47,7 +47,7 @@ int cmd_train(int argc, char **argv) {
     if (!weights) {
         if (strcmp(backbone, "resnet18"))
             return cli_fail("train", "no weights are shipped for wide_resnet50_2: pass --weights FILE");
-        weights = o.weights;
+        weights = cli_default_weights();
     }
     if (uf_ln_mode_parse(ln, &o.ln_mode) != UF_OK || o.ln_mode == UF_LN_NONE)
         return cli_fail("train", "--ln-affine must be logdet, reference or frozen");

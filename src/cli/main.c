@@ -1,6 +1,7 @@
 /* main.c - `uflow` command-line entry: dispatches to the subcommands. */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -34,6 +35,27 @@ static void print_usage(FILE *f) {
 int cli_fail(const char *cmd, const char *msg) {
     fprintf(stderr, "uflow %s: error: %s\n", cmd, msg ? msg : uf_last_error());
     return 1;
+}
+
+#define SHIPPED_WEIGHTS "resnet18-in1k-l3-bnfolded.safetensors"
+
+const char *cli_default_weights(void) {
+    static char path[4200];
+    snprintf(path, sizeof path, "models/%s", SHIPPED_WEIGHTS);
+    if (access(path, R_OK) == 0) return path;
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/'); /* <repo>/build/uflow -> <repo>/models/... */
+        if (slash) {
+            *slash = '\0';
+            snprintf(path, sizeof path, "%s/../models/%s", exe, SHIPPED_WEIGHTS);
+            if (access(path, R_OK) == 0) return path;
+        }
+    }
+    snprintf(path, sizeof path, "models/%s", SHIPPED_WEIGHTS); /* reported as missing by the loader */
+    return path;
 }
 
 int main(int argc, char **argv) {
