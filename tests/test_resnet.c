@@ -246,7 +246,7 @@ static void test_maxpool(void) {
     uf_safetensors *st = uf_st_open(DATA "maxpool.safetensors");
     CHECK(st != NULL, "%s", uf_last_error());
     for (int i = 0; st && i < 3; i++) {
-        char name[8];
+        char name[16];
         snprintf(name, sizeof name, "x%d", i);
         uf_tensor *x = uf_st_read_f32(st, name, -1, NULL);
         snprintf(name, sizeof name, "y%d", i);
