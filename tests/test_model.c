@@ -226,8 +226,8 @@ static void test_evaluate_and_predict(void) {
     uf_predict_report pr;
     CHECK(uf_predict(m, in, 2, &po, &pr) == UF_OK, "%s", uf_last_error());
     CHECK(pr.n_images == 3, "predicted %d", pr.n_images);
-    const char *expect[] = {"000_map.png", "000_overlay.png", "000_mask.png", "001_map.png", "000_2_map.png",
-                            "000_2_mask.png", "results.csv", "results.jsonl"};
+    const char *expect[] = {"000_map.png", "000_overlay.png", "000_mask.png", "001_map.png", "hole_000_map.png",
+                            "hole_000_mask.png", "results.csv", "results.jsonl"};
     for (size_t i = 0; i < sizeof expect / sizeof *expect; i++) {
         char p[800];
         snprintf(p, sizeof p, "%s/%s", out, expect[i]);

@@ -58,7 +58,9 @@ static void stem_set_free(stem_set *set) {
     free(set->slot);
 }
 
-/* Output stem of image index i: its file name without extension, unique in this run. */
+/* Output stem of image index i: its file name without extension; when taken,
+ * "<parent folder>_<stem>" (e.g. "hole_000"); when that is taken too, "_<index>"
+ * is appended. Unique within this run. */
 static int output_stem(stem_set *set, const char *path, int index, char *out, size_t cap) {
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
@@ -66,8 +68,15 @@ static int output_stem(stem_set *set, const char *path, int index, char *out, si
     int len = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
     snprintf(out, cap, "%.*s", len, base);
     int r = stem_insert(set, out);
+    if (r == 0 && base != path) {
+        const char *end = base - 1, *parent = end; /* the '/' before base */
+        while (parent > path && parent[-1] != '/') parent--;
+        snprintf(out, cap, "%.*s_%.*s", (int)(end - parent), parent, len, base);
+        r = stem_insert(set, out);
+    }
     if (r == 0) {
-        snprintf(out, cap, "%.*s_%d", len, base, index);
+        size_t used = strlen(out);
+        snprintf(out + used, cap - used, "_%d", index);
         r = stem_insert(set, out);
     }
     return r < 0 ? uf_error("out of memory") : UF_OK;
