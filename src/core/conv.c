@@ -43,11 +43,29 @@ static conv_plan plan_of(const uf_conv_geom *g) {
     return p;
 }
 
+/* Input gradient of a stride-1 "same" convolution with k > 1 as a forward
+ * convolution of dy with the flipped, transposed kernel: its GEMM has K =
+ * Cout*k*k instead of the K = Cout of W^T x dY (which BLAS runs slowly for the
+ * flow's 42..256 channels), and it needs no col2im. */
+static int dx_as_conv(const uf_conv_geom *g) { return g->stride == 1 && g->k > 1 && 2 * g->pad == g->k - 1; }
+
+static uf_conv_geom transposed_geom(const uf_conv_geom *g) {
+    uf_conv_geom t = {g->n, g->c_out, g->h, g->w, g->c_in, g->k, 1, g->pad};
+    return t;
+}
+
 size_t uf_conv2d_workspace(const uf_conv_geom *g) {
     conv_plan p = plan_of(g);
     size_t cols = (size_t)p.chunk * p.hw_out;
     /* col (kk_rows, cols) + gathered output/grad (Cout, cols) + dcol (kk_rows, cols) */
-    return cols * (2 * (size_t)p.kk_rows + (size_t)g->c_out);
+    size_t need = cols * (2 * (size_t)p.kk_rows + (size_t)g->c_out);
+    if (dx_as_conv(g)) {
+        /* flipped kernel (Cin, Cout, k, k) + the transposed convolution's forward scratch */
+        uf_conv_geom t = transposed_geom(g);
+        size_t dx_need = (size_t)p.kk_rows * g->c_out + uf_conv2d_forward_workspace(&t);
+        if (dx_need > need) need = dx_need;
+    }
+    return need;
 }
 
 /* col (Cin*k*k, (oy1-oy0)*Wo), with row stride `cols`, from output rows [oy0, oy1) of one image
@@ -250,8 +268,8 @@ void uf_conv2d_backward(const uf_conv_geom *g, const float *x, const float *w, c
                 db[co] += (float)acc;
             }
     }
-    if (!dx && !dw) return;
-    for (int n0 = 0; n0 < g->n; n0 += p.chunk) {
+    const int by_conv = dx && dx_as_conv(g);
+    for (int n0 = 0; n0 < g->n && (dw || (dx && !by_conv)); n0 += p.chunk) {
         int nb = g->n - n0 < p.chunk ? g->n - n0 : p.chunk;
         int cols = nb * p.hw_out;
         const float *xn = x + (size_t)n0 * in_img, *dyn = dy + (size_t)n0 * out_img;
@@ -271,7 +289,7 @@ void uf_conv2d_backward(const uf_conv_geom *g, const float *x, const float *w, c
             /* dW (Cout, Cin*k*k) += dY (Cout, cols) x col^T */
             uf_sgemm(false, true, g->c_out, p.kk_rows, cols, 1.0f, dyg, cols, colx, cols, 1.0f, dw, p.kk_rows);
         }
-        if (dx) {
+        if (dx && !by_conv) {
             /* dcol (Cin*k*k, cols) = W^T x dY */
             uf_sgemm(true, false, p.kk_rows, cols, g->c_out, 1.0f, w, p.kk_rows, dyg, cols, 0.0f, dcol, cols);
             float *dxn = dx + (size_t)n0 * in_img;
@@ -287,6 +305,20 @@ void uf_conv2d_backward(const uf_conv_geom *g, const float *x, const float *w, c
                 col2im_add(g, &p, dcol, nb, dxn);
             }
         }
+    }
+    if (by_conv) {
+        /* dx += conv(dy, wt) with wt[ci][co][ky][kx] = w[co][ci][k-1-ky][k-1-kx] */
+        const int k = g->k, kk = k * k;
+        float *wt = work;
+#pragma omp parallel for schedule(static)
+        for (int ci = 0; ci < g->c_in; ci++)
+            for (int co = 0; co < g->c_out; co++) {
+                const float *src = w + ((size_t)co * g->c_in + ci) * kk;
+                float *dst = wt + ((size_t)ci * g->c_out + co) * kk;
+                for (int i = 0; i < kk; i++) dst[kk - 1 - i] = src[i];
+            }
+        uf_conv_geom t = transposed_geom(g);
+        uf_conv2d_forward_ex(&t, dy, wt, NULL, dx, UF_CONV_ACCUMULATE, wt + (size_t)p.kk_rows * g->c_out);
     }
 }
 
