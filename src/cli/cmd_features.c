@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "backbone/resnet.h"
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "core/blas.h"
 #include "core/error.h"
@@ -15,73 +16,38 @@
 
 #define GROUP 8 /* images per forward */
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: uflow features [options] IMAGE... -o OUT.safetensors\n"
-            "  Runs each image through the reference pipeline (load as RGB, Pillow bilinear resize to\n"
-            "  SIZE x SIZE, ImageNet normalisation) and the ResNet up to layer3, and writes per image i\n"
-            "  the tensors '<i>.input' (3,S,S), '<i>.layer1', '<i>.layer2', '<i>.layer3' (C,H,W), float32,\n"
-            "  with metadata 'backbone', 'size', 'weights', 'count' and 'image.<i>' (the paths).\n"
-            "options:\n"
-            "  --backbone NAME   resnet18 | wide_resnet50_2 (default resnet18); must match the weights\n"
-            "  --weights FILE    .safetensors with timm/torchvision names, BatchNorm or folded\n"
-            "                    (default for resnet18: the shipped models/resnet18-in1k-l3-bnfolded.safetensors;\n"
-            "                    required otherwise)\n"
-            "  --size S          input size (default 256)\n"
-            "  --threads N       threads (default: all cores)\n"
-            "  -o, --output FILE the output file (required)\n"
-            "  -h, --help        show this help\n");
-}
-
-static int bad_usage(const char *fmt, const char *arg) {
-    fprintf(stderr, "uflow features: error: ");
-    fprintf(stderr, fmt, arg);
-    fputc('\n', stderr);
-    usage(stderr);
-    return 2;
-}
-
-/* Parses a positive int in [1, max]; 0 on failure. */
-static int parse_pos(const char *s, int max) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    return (*s && !*end && v >= 1 && v <= max) ? (int)v : 0;
-}
-
 int cmd_features(int argc, char **argv) {
     const char *backbone = "resnet18", *weights = NULL, *output = NULL;
     int size = 256, threads = 0;
-    const char **images = calloc((size_t)argc, sizeof *images);
+    const cli_opt opts[] = {
+        {"backbone", OPT_STRING, &backbone, 0, 0, "resnet18 | wide_resnet50_2 (must match the weights)"},
+        {"weights", OPT_STRING, &weights, 0, 0, "backbone .safetensors (default for resnet18: the shipped one)"},
+        {"size", OPT_INT, &size, 32, 4096, "input size"},
+        {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
+        {"output", OPT_STRING, &output, 0, 0, "the output file (-o)"},
+    };
+    const char *synopsis =
+        "[options] IMAGE... -o OUT.safetensors\n"
+        "  Runs each image through the reference pipeline (load as RGB, Pillow bilinear resize to\n"
+        "  SIZE x SIZE, ImageNet normalisation) and the ResNet up to layer3, and writes per image i\n"
+        "  the tensors '<i>.input' (3,S,S), '<i>.layer1', '<i>.layer2', '<i>.layer3' (C,H,W), float32,\n"
+        "  with metadata 'backbone', 'size', 'weights', 'count' and 'image.<i>' (the paths).";
+    char **images = calloc((size_t)argc, sizeof *images);
     int n_images = 0;
     if (!images) return cli_fail("features", "out of memory");
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has_val = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            free(images);
-            return 0;
-        } else if (!strcmp(a, "--backbone") && has_val) {
-            backbone = argv[++i];
-        } else if (!strcmp(a, "--weights") && has_val) {
-            weights = argv[++i];
-        } else if (!strcmp(a, "--size") && has_val) {
-            if (!(size = parse_pos(argv[++i], 4096))) return free(images), bad_usage("bad --size '%s'", argv[i]);
-        } else if (!strcmp(a, "--threads") && has_val) {
-            if (!(threads = parse_pos(argv[++i], 1024)))
-                return free(images), bad_usage("bad --threads '%s'", argv[i]);
-        } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && has_val) {
-            output = argv[++i];
-        } else if (a[0] == '-' && a[1] != '\0') {
-            return free(images), bad_usage("unknown option or missing value: '%s'", a);
-        } else {
-            images[n_images++] = a;
-        }
+    int r = cli_parse(argc, argv, synopsis, opts, (int)(sizeof opts / sizeof *opts), images, &n_images, argc);
+    if (r != CLI_PARSED) {
+        free(images);
+        return r == CLI_HELP ? 0 : 2;
     }
-    if (!output) return free(images), bad_usage("%s", "no output file (-o OUT.safetensors)");
-    if (n_images == 0) return free(images), bad_usage("%s", "no input images");
+    if (!output || n_images == 0) {
+        fprintf(stderr, "uflow features: error: %s (see 'uflow features --help')\n",
+                !output ? "no output file (-o OUT.safetensors)" : "no input images");
+        free(images);
+        return 2;
+    }
     if (strcmp(backbone, "resnet18") && strcmp(backbone, "wide_resnet50_2"))
-        return free(images), bad_usage("unknown backbone '%s' (resnet18 | wide_resnet50_2)", backbone);
+        return free(images), cli_fail("features", "--backbone must be resnet18 or wide_resnet50_2");
     if (!weights) {
         if (strcmp(backbone, "resnet18")) {
             free(images);
