@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "flow/rng.h"
+#include "core/rng.h"
 
 #define UF_FLOW_CLAMP 2.0f
 /* 2 ln(e^5 - 1): softplus gives g = 1 exactly. */

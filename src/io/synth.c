@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "core/tensor.h"
 
 #define PI 3.14159265358979323846
@@ -24,24 +25,17 @@ typedef struct rng {
     uint64_t s[4];
 } rng;
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += UINT64_C(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
-}
-
 /* A well-mixed 64-bit key from a and b (order matters). */
 static uint64_t hash2(uint64_t a, uint64_t b) {
     uint64_t x = a;
-    uint64_t h = splitmix64(&x);
+    uint64_t h = uf_splitmix64(&x);
     x = h ^ b;
-    return splitmix64(&x);
+    return uf_splitmix64(&x);
 }
 
 static void rng_seed(rng *r, uint64_t seed) {
     uint64_t x = seed;
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++) r->s[i] = uf_splitmix64(&x);
 }
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }

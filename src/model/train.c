@@ -11,7 +11,7 @@
 #include "core/timer.h"
 #include "flow/adam.h"
 #include "flow/loss.h"
-#include "flow/rng.h"
+#include "core/rng.h"
 #include "io/atomic_file.h"
 #include "io/dataset.h"
 #include "io/image.h"
