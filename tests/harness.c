@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -100,4 +101,14 @@ char *uf_test_read_text(const char *path) {
     fclose(f);
     if (buf) buf[n] = '\0';
     return buf;
+}
+
+int uf_test_count_temp_files(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        if (strstr(e->d_name, ".tmp.")) n++;
+    closedir(d);
+    return n;
 }

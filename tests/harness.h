@@ -27,6 +27,8 @@ const char *uf_test_path(const char *name);
  * stderr go to the files out_path and err_path. Returns the exit status, or -1
  * when it could not run or died of a signal. */
 int uf_test_run_uflow(const char *const *args, const char *out_path, const char *err_path);
+/* Number of leftover temporary files ("*.tmp.*", as io/atomic_file names them) in dir; -1 if unreadable. */
+int uf_test_count_temp_files(const char *dir);
 /* Reads a whole file into a NUL-terminated malloc'd string (NULL if missing). */
 char *uf_test_read_text(const char *path);
 

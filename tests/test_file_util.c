@@ -18,16 +18,6 @@ static char *slurp(const char *path) {
     return buf;
 }
 
-/* Number of leftover temporary files ("*.tmp.*") in dir. */
-static int count_temp_files(const char *dir) {
-    DIR *d = opendir(dir);
-    int n = 0;
-    for (struct dirent *e; d && (e = readdir(d));)
-        if (strstr(e->d_name, ".tmp.")) n++;
-    if (d) closedir(d);
-    return n;
-}
-
 static void test_sha256_known_vectors(void) {
     char hex[65];
     const char *p = uf_test_path("abc.txt");
@@ -51,7 +41,7 @@ static void test_atomic_replace_and_failure(void) {
     CHECK(!strcmp(slurp(p), "old"), "destination changed before commit");
     uf_atomic_abort(&af);
     CHECK(!strcmp(slurp(p), "old"), "abort must keep the old file");
-    CHECK(count_temp_files(uf_test_tmpdir()) == 0, "temp file left behind");
+    CHECK(uf_test_count_temp_files(uf_test_tmpdir()) == 0, "temp file left behind");
     CHECK(uf_write_file_atomic(p, "new", 3) == UF_OK, "%s", uf_last_error());
     CHECK(!strcmp(slurp(p), "new"), "commit must replace");
     CHECK(uf_write_file_atomic("/nonexistent-dir/x.txt", "x", 1) == UF_ERR, "must fail");

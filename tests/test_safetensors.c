@@ -65,18 +65,6 @@ static void put_st(const char *path, const char *json, size_t ndata) {
     free(buf);
 }
 
-/* Count of entries in dir whose name contains ".tmp." */
-static int count_temp_files(const char *dir) {
-    DIR *d = opendir(dir);
-    int n = 0;
-    if (!d) return -1;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strstr(e->d_name, ".tmp.")) n++;
-    closedir(d);
-    return n;
-}
-
 static int same_float(float a, float b) { return a == b && !signbit(a) == !signbit(b); }
 
 /* ------------------------------------------------------------ conversions */
@@ -343,7 +331,7 @@ static void test_writer_round_trip(void) {
     const char *path = uf_test_path("roundtrip.safetensors");
     CHECK(uf_st_writer_save(w, path) == UF_OK, "%s", uf_last_error());
     uf_st_writer_free(w);
-    CHECK(count_temp_files(uf_test_tmpdir()) == 0, "temp file left behind");
+    CHECK(uf_test_count_temp_files(uf_test_tmpdir()) == 0, "temp file left behind");
 
     size_t len = 0;
     unsigned char *raw = slurp(path, &len);
@@ -559,7 +547,7 @@ static void test_writer_atomic(void) {
     snprintf(sub, sizeof sub, "%s/adir", dir);
     CHECK(mkdir(sub, 0755) == 0, "mkdir");
     CHECK(uf_st_writer_save(w1, sub) == UF_ERR && strstr(uf_last_error(), "rename"), "%s", uf_last_error());
-    CHECK(count_temp_files(dir) == 0, "temp file left after failed rename");
+    CHECK(uf_test_count_temp_files(dir) == 0, "temp file left after failed rename");
 
     /* write error in the middle (file size limit, EFBIG): the old file stays as it was */
     struct rlimit old, lim;
@@ -576,7 +564,7 @@ static void test_writer_atomic(void) {
     CHECK(rc == UF_ERR && strstr(err, "write failed") && strstr(err, path), "%s", err);
     unsigned char *after = slurp(path, &n2);
     CHECK(before && after && n1 == n2 && !memcmp(before, after, n1), "old file changed");
-    CHECK(count_temp_files(dir) == 0, "temp file left after failed write");
+    CHECK(uf_test_count_temp_files(dir) == 0, "temp file left after failed write");
     uf_safetensors *st = uf_st_open(path);
     CHECK(st && uf_st_find(st, "x") && uf_st_find(st, "x")->numel == 4, "old file unreadable: %s", uf_last_error());
     uf_st_close(st);
@@ -601,7 +589,7 @@ static void test_writer_atomic(void) {
     st = uf_st_open(path);
     CHECK(st && uf_st_find(st, "x") && uf_st_find(st, "x")->numel == 100000, "new file: %s", uf_last_error());
     uf_st_close(st);
-    CHECK(count_temp_files(dir) == 0, "temp file left after success");
+    CHECK(uf_test_count_temp_files(dir) == 0, "temp file left after success");
     uf_st_writer_free(w1), uf_st_writer_free(w2);
 }
 
