@@ -1,5 +1,4 @@
 /* Atomic file writing and file hashing. */
-#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -3,7 +3,6 @@
  * (tools/make_safetensors_ref.py), writer round trips and bit-exact rounding
  * against numpy/torch, malformed files, atomic saves, and `uflow inspect`. */
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <float.h>

@@ -51,22 +51,26 @@ int uf_detect_batch_init(uf_detect_batch *b, const uf_model *m, int cap, int out
     return UF_OK;
 }
 
-int uf_detect_load(uf_detect_batch *b, const uf_model *m, const char *const *paths, int n) {
-    const int S = m->cfg.input_size;
+int uf_load_backbone_inputs(const char *const *paths, int n, int S, float *x, uf_image **resized, int *orig_w,
+                            int *orig_h) {
     int failed = -1;
     char msg[1024] = "";
-    UF_ASSERT(n <= b->cap);
 #pragma omp parallel for schedule(dynamic)
     for (int i = 0; i < n; i++) {
-        uf_image_free(b->resized[i]);
-        b->resized[i] = NULL;
+        if (resized) {
+            uf_image_free(resized[i]);
+            resized[i] = NULL;
+        }
         uf_image *img = uf_image_load(paths[i], 3);
         uf_image *r = img ? uf_image_resize_pil_bilinear(img, S, S) : NULL;
         if (r) {
-            b->orig_w[i] = img->width;
-            b->orig_h[i] = img->height;
-            uf_image_to_imagenet(r, b->x + (size_t)i * 3 * S * S);
-            b->resized[i] = r;
+            if (orig_w) orig_w[i] = img->width;
+            if (orig_h) orig_h[i] = img->height;
+            uf_image_to_imagenet(r, x + (size_t)i * 3 * S * S);
+            if (resized)
+                resized[i] = r;
+            else
+                uf_image_free(r);
         } else {
 #pragma omp critical
             if (failed < 0 || i < failed) {
@@ -76,8 +80,14 @@ int uf_detect_load(uf_detect_batch *b, const uf_model *m, const char *const *pat
         }
         uf_image_free(img);
     }
-    b->n = failed < 0 ? n : 0;
     return failed < 0 ? UF_OK : uf_error("%s", msg);
+}
+
+int uf_detect_load(uf_detect_batch *b, const uf_model *m, const char *const *paths, int n) {
+    UF_ASSERT(n <= b->cap);
+    int rc = uf_load_backbone_inputs(paths, n, m->cfg.input_size, b->x, b->resized, b->orig_w, b->orig_h);
+    b->n = rc == UF_OK ? n : 0;
+    return rc;
 }
 
 int uf_detect_run(uf_detect_batch *b, uf_model *m, double *t_latents, double *t_detect) {

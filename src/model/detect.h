@@ -27,6 +27,14 @@ typedef struct uf_detect_batch {
 int uf_detect_batch_init(uf_detect_batch *b, const uf_model *m, int cap, int out_size);
 void uf_detect_batch_free(uf_detect_batch *b);
 
+/* Loads images paths[0..n) in parallel as the backbone wants them: RGB,
+ * Pillow-bilinear resize to S x S, ImageNet normalisation into x (n, 3, S, S).
+ * When resized is not NULL each S x S RGB image is kept there (what it held is
+ * freed); orig_w / orig_h (may be NULL) receive each image's size as loaded.
+ * On failure the error names the first image that failed. */
+int uf_load_backbone_inputs(const char *const *paths, int n, int S, float *x, uf_image **resized, int *orig_w,
+                            int *orig_h);
+
 /* Loads paths[0..n) (n <= cap) into the batch, in parallel. On failure the
  * error names the first image that failed. */
 int uf_detect_load(uf_detect_batch *b, const uf_model *m, const char *const *paths, int n);

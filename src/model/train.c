@@ -14,7 +14,7 @@
 #include "core/rng.h"
 #include "io/atomic_file.h"
 #include "io/dataset.h"
-#include "io/image.h"
+#include "model/detect.h"
 #include "model/model.h"
 
 #define FEATURE_GROUP 8 /* images per backbone call while caching features */
@@ -34,23 +34,6 @@ uf_train_options uf_train_default_options(void) {
     o.checkpoint_every = 10;
     o.verbose = 1;
     return o;
-}
-
-/* Loads and normalises images [i0, i0+n) of ds into x (n, 3, S, S), in parallel. */
-static int load_images(const uf_dataset *ds, const int *idx, int n, int S, float *x) {
-    int failed = -1;
-    char msg[1024] = "";
-#pragma omp parallel for schedule(dynamic)
-    for (int i = 0; i < n; i++) {
-        if (uf_image_load_for_backbone(ds->samples[idx[i]].image_path, S, x + (size_t)i * 3 * S * S) != UF_OK) {
-#pragma omp critical
-            if (failed < 0) {
-                failed = i;
-                snprintf(msg, sizeof msg, "%s", uf_last_error());
-            }
-        }
-    }
-    return failed < 0 ? UF_OK : uf_error("%s", msg);
 }
 
 /* Cache of backbone features: feat[l] (N, C_l, H_l, W_l). */
@@ -81,18 +64,17 @@ static int cache_build(uf_model *m, const uf_dataset *ds, int n, int verbose, fe
     }
     if (verbose) fprintf(stderr, "caching %s features of %d images (%.0f MB)\n", m->cfg.backbone, n, bytes / 1e6);
     float *x = uf_alloc((size_t)FEATURE_GROUP * 3 * S * S * sizeof(float));
-    int *idx = malloc(sizeof(int) * FEATURE_GROUP);
-    int rc = x && idx ? UF_OK : UF_ERR;
+    const char *paths[FEATURE_GROUP];
+    int rc = x ? UF_OK : UF_ERR;
     for (int i0 = 0; i0 < n && rc == UF_OK; i0 += FEATURE_GROUP) {
         int g = n - i0 < FEATURE_GROUP ? n - i0 : FEATURE_GROUP;
-        for (int i = 0; i < g; i++) idx[i] = i0 + i;
-        rc = load_images(ds, idx, g, S, x);
+        for (int i = 0; i < g; i++) paths[i] = ds->samples[i0 + i].image_path;
+        rc = uf_load_backbone_inputs(paths, g, S, x, NULL, NULL, NULL);
         float *out[UF_RESNET_LEVELS];
         for (int l = 0; l < L; l++) out[l] = c->feat[l] + (size_t)i0 * c->per_image[l];
         if (rc == UF_OK) rc = uf_resnet_forward(m->backbone, x, g, S, S, out);
     }
     uf_free(x);
-    free(idx);
     if (rc != UF_OK) cache_free(c);
     return rc;
 }
