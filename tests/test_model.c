@@ -2,6 +2,7 @@
  * reproducible bit for bit, a resumed run equals an uninterrupted one, model
  * files round-trip, bad model files are refused with a clear message, and
  * evaluation / prediction produce their outputs. Uses the shipped ResNet-18. */
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,6 +236,18 @@ static void test_evaluate_and_predict(void) {
         CHECK(f != NULL, "missing output %s", p);
         if (f) fclose(f);
     }
+    char jl[700];
+    snprintf(jl, sizeof jl, "%s/results.jsonl", out);
+    char *text = uf_test_read_text(jl);
+    int lines = 0;
+    for (char *line = text ? strtok(text, "\n") : NULL; line; line = strtok(NULL, "\n"), lines++) {
+        cJSON *o = cJSON_Parse(line);
+        CHECK(o && cJSON_IsNumber(cJSON_GetObjectItem(o, "score")) && cJSON_IsString(cJSON_GetObjectItem(o, "image")),
+              "bad results.jsonl line: %s", line);
+        cJSON_Delete(o);
+    }
+    free(text);
+    CHECK(lines == 3, "results.jsonl has %d lines", lines);
     const char *bad_in[1] = {"/nonexistent/image.png"};
     CHECK(uf_predict(m, bad_in, 1, &po, &pr) == UF_ERR && strstr(uf_last_error(), "/nonexistent/image.png"),
           "%s", uf_last_error());

@@ -1,5 +1,6 @@
 #include "model/predict.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -82,16 +83,29 @@ static int output_stem(stem_set *set, const char *path, int index, char *out, si
     return r < 0 ? uf_error("out of memory") : UF_OK;
 }
 
-/* Writes a JSON string literal (with escapes) of s to f. */
-static void json_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
+/* v rounded to `decimals` places, so JSON shows 0.993405 rather than every float digit. */
+static double rounded(double v, int decimals) {
+    double scale = pow(10.0, decimals);
+    return isfinite(v) ? round(v * scale) / scale : v;
+}
+
+/* One results.jsonl line (cJSON does the escaping); UF_ERR when out of memory. */
+static int write_json_line(FILE *f, const char *image, float score, int anomalous, int detected, float max_nfa,
+                           const char *stem) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return uf_error("out of memory");
+    cJSON_AddStringToObject(o, "image", image);
+    cJSON_AddNumberToObject(o, "score", rounded(score, 6));
+    cJSON_AddBoolToObject(o, "anomalous", anomalous);
+    cJSON_AddNumberToObject(o, "detected_pixels", detected);
+    cJSON_AddNumberToObject(o, "max_neg_log10_nfa", rounded(max_nfa, 3));
+    cJSON_AddStringToObject(o, "outputs", stem);
+    char *text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!text) return uf_error("out of memory");
+    fprintf(f, "%s\n", text);
+    cJSON_free(text);
+    return UF_OK;
 }
 
 /* CSV field: quoted, with doubled quotes. */
@@ -194,13 +208,7 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
             fprintf(csv.fp, ",%.6f,%d,%d,%.3f,", b.score[i], anomalous, detected, max_nfa);
             csv_string(csv.fp, stem);
             fputc('\n', csv.fp);
-            fprintf(jsonl.fp, "{\"image\": ");
-            json_string(jsonl.fp, paths[i]);
-            fprintf(jsonl.fp, ", \"score\": %.6f, \"anomalous\": %s, \"detected_pixels\": %d, "
-                              "\"max_neg_log10_nfa\": %.3f, \"outputs\": ",
-                    b.score[i], anomalous ? "true" : "false", detected, max_nfa);
-            json_string(jsonl.fp, stem);
-            fprintf(jsonl.fp, "}\n");
+            if (write_json_line(jsonl.fp, paths[i], b.score[i], anomalous, detected, max_nfa, stem) != UF_OK) goto out;
         }
         if (o->verbose) fprintf(stderr, "\rpredicted %d/%d images", i0 + n, ds->count);
     }
