@@ -1,24 +1,12 @@
 /* uflow test: evaluate a model on a labelled test split and print the metrics. */
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/blas.h"
 #include "core/error.h"
 #include "model/evaluate.h"
-
-int cli_make_dir(const char *cmd, const char *dir) {
-    if (mkdir(dir, 0755) == 0 || errno == EEXIST) {
-        struct stat st;
-        if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
-    }
-    char msg[1200];
-    snprintf(msg, sizeof msg, "%s: cannot create the output folder: %s", dir, strerror(errno ? errno : ENOTDIR));
-    return cli_fail(cmd, msg);
-}
 
 void cli_print_metrics(const uf_model *m, const uf_evaluate_report *rep) {
     const uf_eval_result *r = &rep->metrics;

@@ -1,6 +1,8 @@
 /* main.c - `uflow` command-line entry: dispatches to the subcommands. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/commands.h"
@@ -56,6 +58,16 @@ const char *cli_default_weights(void) {
     }
     snprintf(path, sizeof path, "models/%s", SHIPPED_WEIGHTS); /* reported as missing by the loader */
     return path;
+}
+
+int cli_make_dir(const char *cmd, const char *dir) {
+    if (mkdir(dir, 0755) == 0 || errno == EEXIST) {
+        struct stat st;
+        if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
+    }
+    char msg[1200];
+    snprintf(msg, sizeof msg, "%s: cannot create the output folder: %s", dir, strerror(errno ? errno : ENOTDIR));
+    return cli_fail(cmd, msg);
 }
 
 int main(int argc, char **argv) {
