@@ -4,6 +4,8 @@
 #include <string.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,7 +56,9 @@ int uf_test_summary(void) {
     return g_failed ? 1 : 0;
 }
 
-int uf_test_run_uflow(const char *const *args, const char *out_path, const char *err_path) {
+int uf_test_run_uflow_opts(const char *const *args, const char *out_path, const char *err_path,
+                           uf_test_run_opts *opts) {
+    if (opts) opts->term_signal = 0;
     char prog[4096];
     ssize_t n = readlink("/proc/self/exe", prog, sizeof prog - 16);
     if (n <= 0) return -1;
@@ -75,18 +79,32 @@ int uf_test_run_uflow(const char *const *args, const char *out_path, const char 
     for (; args[argc - 1] && argc < 63; argc++) argv[argc] = args[argc - 1];
     argv[argc] = NULL;
     fflush(stdout);
+    fflush(stderr);
     pid_t pid = fork();
     if (pid == 0) {
-        int o = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int e = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int o = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+        int e = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
         if (o < 0 || e < 0) _exit(99);
         dup2(o, 1), dup2(e, 2);
+        if (opts && opts->env)
+            for (const char *const *kv = opts->env; *kv; kv++) putenv((char *)*kv);
+        if (opts && opts->fsize_limit > 0) {
+            struct rlimit rl = {(rlim_t)opts->fsize_limit, (rlim_t)opts->fsize_limit};
+            if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(97);
+        }
+        if (opts && opts->unprivileged && geteuid() == 0)
+            if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(96);
         execv(prog, (char *const *)argv);
         _exit(98);
     }
     int status = 0;
     if (pid < 0 || waitpid(pid, &status, 0) != pid) return -1;
+    if (WIFSIGNALED(status) && opts) opts->term_signal = WTERMSIG(status);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int uf_test_run_uflow(const char *const *args, const char *out_path, const char *err_path) {
+    return uf_test_run_uflow_opts(args, out_path, err_path, NULL);
 }
 
 char *uf_test_read_text(const char *path) {

@@ -27,6 +27,16 @@ const char *uf_test_path(const char *name);
  * stderr go to the files out_path and err_path. Returns the exit status, or -1
  * when it could not run or died of a signal. */
 int uf_test_run_uflow(const char *const *args, const char *out_path, const char *err_path);
+/* uf_test_run_uflow with more control over the child process. */
+typedef struct uf_test_run_opts {
+    const char *const *env; /* NULL-terminated "NAME=value" settings for the child, or NULL */
+    long fsize_limit;       /* > 0: RLIMIT_FSIZE of the child in bytes (a "disk" that fills up) */
+    int unprivileged;       /* 1: when run as root, the child drops to uid/gid 65534 (nobody), so
+                               file permissions apply to it */
+    int term_signal;        /* out: the signal that killed the child, or 0 */
+} uf_test_run_opts;
+int uf_test_run_uflow_opts(const char *const *args, const char *out_path, const char *err_path,
+                           uf_test_run_opts *opts);
 /* Number of leftover temporary files ("*.tmp.*", as io/atomic_file names them) in dir; -1 if unreadable. */
 int uf_test_count_temp_files(const char *dir);
 /* Reads a whole file into a NUL-terminated malloc'd string (NULL if missing). */

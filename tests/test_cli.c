@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "backbone/resnet.h"
 #include "core/error.h"
@@ -31,6 +32,12 @@ static int one_error_line(const char *needle) {
     if (!ok) fprintf(stderr, "  stderr was: %s\n", err ? err : "(none)");
     free(err);
     return ok;
+}
+
+static int count_lines(const char *text) {
+    int n = 0;
+    for (const char *c = text; c && *c; c++) n += *c == '\n';
+    return n;
 }
 
 static void test_usage_errors_exit_2(void) {
@@ -60,11 +67,17 @@ static void test_bad_inputs_exit_1_with_one_line(void) {
     CHECK(run(a2) == 1 && one_error_line("/nonexistent/model.safetensors"), "missing model");
     const char *a3[] = {"predict", "--model", WEIGHTS, "-o", uf_test_path("p"), "tests/data/resnet/crop0.png", NULL};
     CHECK(run(a3) == 1 && one_error_line("not a uflow model"), "weights file given as a model");
-    const char *a4[] = {"train", "--data", "tests/data/resnet", "-o", uf_test_path("m.safetensors"), "--weights",
+    /* A folder of images only, so that no folder-scan note comes before the error line. */
+    char imgs[600];
+    snprintf(imgs, sizeof imgs, "%s/imgs", uf_test_tmpdir());
+    mkdir(imgs, 0755);
+    uf_image *im = uf_image_load("tests/data/resnet/crop0.png", 3);
+    CHECK(im && uf_image_write_png(uf_test_path("imgs/a.png"), im) == UF_OK, "%s", uf_last_error());
+    uf_image_free(im);
+    const char *a4[] = {"train", "--data", imgs, "-o", uf_test_path("m.safetensors"), "--weights",
                         "tests/data/image/gray.png", NULL};
     CHECK(run(a4) == 1 && one_error_line("gray.png"), "an image given as weights");
-    const char *a5[] = {"train", "--data", "tests/data/resnet", "-o", uf_test_path("m.safetensors"), "--size", "100",
-                        NULL};
+    const char *a5[] = {"train", "--data", imgs, "-o", uf_test_path("m.safetensors"), "--size", "100", NULL};
     CHECK(run(a5) == 1 && one_error_line("multiple of 32"), "bad input size");
     const char *a6[] = {"train", "--data", "tests/data/resnet", "-o", "/nonexistent-dir/m.safetensors", NULL};
     CHECK(run(a6) == 1 && one_error_line("/nonexistent-dir/m.safetensors"), "unwritable output");
@@ -135,19 +148,25 @@ static void test_train_test_predict(void) {
     char csv_path[700];
     snprintf(csv_path, sizeof csv_path, "%s/results.csv", pred);
     char *csv = uf_test_read_text(csv_path);
-    int lines = 0;
-    for (char *c = csv; c && *c; c++) lines += *c == '\n';
-    CHECK(lines == 3, "results.csv has %d lines", lines);
+    CHECK(count_lines(csv) == 3, "results.csv has %d lines", count_lines(csv));
 
-    /* A corrupt image: exit 1, one line naming it, and the earlier results.csv is kept. */
+    /* A corrupt image among good ones: the good ones get their results, the bad one
+     * an error row and an error line, and the exit status is 1. */
     snprintf(bad_png, sizeof bad_png, "%s/broken.png", uf_test_tmpdir());
     FILE *f = fopen(bad_png, "wb");
     fwrite("\x89PNG\r\n\x1a\n\0\0", 1, 10, f);
     fclose(f);
     const char *pb[] = {"predict", "--model", model, "-o", pred, good, bad_png, NULL};
-    CHECK(run(pb) == 1 && one_error_line("broken.png"), "corrupt image");
+    CHECK(run(pb) == 1, "a corrupt image must give exit status 1");
+    char *err = uf_test_read_text(g_err);
+    CHECK(err && strstr(err, "uflow predict: error: image '") && strstr(err, "broken.png': not a readable image") &&
+              strstr(err, "1 of 3 images could not be processed"),
+          "stderr: %s", err);
+    free(err);
     char *csv2 = uf_test_read_text(csv_path);
-    CHECK(csv && csv2 && !strcmp(csv, csv2), "results.csv changed by a failed run");
+    CHECK(csv && csv2 && !strncmp(csv, csv2, strlen(csv)), "the good images' rows must be as before:\n%s\n%s",
+          csv ? csv : "", csv2 ? csv2 : "");
+    CHECK(csv2 && strstr(csv2, "broken.png\",,,,,,\"image '") && count_lines(csv2) == 4, "results.csv: %s", csv2);
     free(csv), free(csv2);
 }
 

@@ -26,6 +26,8 @@ enum { CLI_PARSED = 0, CLI_HELP = 1, CLI_BAD = 2 };
  * stored in positional[0..*n_positional) (at most max_positional). Returns
  * CLI_PARSED, CLI_HELP (usage printed to stdout) or CLI_BAD (message and usage
  * printed to stderr). */
+/* synopsis: what follows "usage: uflow CMD"; it may go on, after a blank line,
+ * with a paragraph printed before the options. */
 int cli_parse(int argc, char **argv, const char *synopsis, const cli_opt *opts, int n_opts, char **positional,
               int *n_positional, int max_positional);
 

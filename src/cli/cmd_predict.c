@@ -9,6 +9,12 @@
 #include "core/error.h"
 #include "model/predict.h"
 
+/* The bad-input policy, for --help (also in the README). */
+#define PREDICT_POLICY                                                                                        \
+    "Bad images: every readable image is processed. One that cannot be read is reported on stderr and gets\n" \
+    "a row with an error field in results.csv / results.jsonl; the exit status is 1 if any failed. A folder\n"  \
+    "is scanned for .png, .jpg, .jpeg and .bmp files; a note says how many other entries were ignored and why."
+
 int cmd_predict(int argc, char **argv) {
     uf_predict_options o = {.batch = 8, .verbose = 1};
     const char *model = NULL, *weights = NULL, *format = "png16";
@@ -25,7 +31,7 @@ int cmd_predict(int argc, char **argv) {
     char **inputs = malloc(sizeof(char *) * cap);
     if (!inputs) return cli_fail("predict", "out of memory");
     int n_inputs;
-    int r = cli_parse(argc, argv, "--model MODEL -o OUTDIR IMAGE|DIR... [options]", opts,
+    int r = cli_parse(argc, argv, "--model MODEL -o OUTDIR IMAGE|DIR... [options]\n\n" PREDICT_POLICY, opts,
                       (int)(sizeof opts / sizeof *opts), inputs, &n_inputs, cap);
     if (r != CLI_PARSED) {
         free(inputs);
@@ -58,6 +64,12 @@ int cmd_predict(int argc, char **argv) {
         printf("%d images, %d with a detection (NFA < 1); %.1f ms/image; results in %s/results.csv\n",
                rep.n_images, rep.n_anomalous, rep.n_images ? 1000.0 * rep.seconds / rep.n_images : 0.0, o.out_dir);
         rc = 0;
+        if (rep.n_failed) {
+            fprintf(stderr, "uflow predict: error: %d of %d images could not be processed (rows with an error in "
+                            "%s/results.csv)\n",
+                    rep.n_failed, rep.n_images, o.out_dir);
+            rc = 1;
+        }
     } else {
         cli_fail("predict", NULL);
     }

@@ -8,6 +8,13 @@
 #include "core/error.h"
 #include "model/train.h"
 
+/* The bad-input policy, for --help (also in the README). */
+#define TRAIN_POLICY                                                                                      \
+    "Bad images: an image that cannot be read (corrupt, truncated, unsupported, too large) stops training\n" \
+    "with one line naming it, and nothing is written (an existing model file is left as it was), unless\n"   \
+    "--skip-bad-images, which leaves such images out and counts them. --resume checks that the training\n"  \
+    "images are the ones the checkpoint was trained on."
+
 int cmd_train(int argc, char **argv) {
     uf_train_options o = uf_train_default_options();
     const char *backbone = "resnet18", *ln = "logdet", *loss = "official";
@@ -29,13 +36,16 @@ int cmd_train(int argc, char **argv) {
         {"ln-affine", OPT_STRING, &ln, 0, 0, "LayerNorm affine: logdet | reference | frozen"},
         {"loss", OPT_STRING, &loss, 0, 0, "official | anomalib (batch-summed z term)"},
         {"checkpoint-every", OPT_INT, &o.checkpoint_every, 0, 1000000, "epochs between checkpoints (0: end only)"},
-        {"max-images", OPT_INT, &o.max_images, 0, 1 << 30, "use at most this many training images (0: all)"},
+        {"max-images", OPT_INT, &o.max_images, -1, 1 << 30,
+         "use the first N training images (0 or -1: all; on --resume -1 means the checkpoint's)"},
+        {"skip-bad-images", OPT_FLAG, &o.skip_bad_images, 0, 0, "leave unreadable images out instead of stopping"},
         {"resume", OPT_FLAG, &resume, 0, 0, "continue the training saved in the output file"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
     };
     char *pos[1];
     int npos;
-    int r = cli_parse(argc, argv, "--data DIR -o MODEL.safetensors [options]", opts,
+    o.max_images = -1;
+    int r = cli_parse(argc, argv, "--data DIR -o MODEL.safetensors [options]\n\n" TRAIN_POLICY, opts,
                       (int)(sizeof opts / sizeof *opts), pos, &npos, 0);
     if (r != CLI_PARSED) return r == CLI_HELP ? 0 : 2;
     if (!data || !out) {
@@ -62,6 +72,7 @@ int cmd_train(int argc, char **argv) {
     uf_set_num_threads(threads);
     uf_train_report rep;
     if (uf_train(&o, &rep) != UF_OK) return cli_fail("train", NULL);
+    if (rep.n_skipped) fprintf(stderr, "uflow train: warning: %d unreadable images were left out\n", rep.n_skipped);
     printf("trained %d images, %d epochs done: loss %.2f -> %.2f; features %.1f s, training %.1f s (%.1f img/s, "
            "%.0f%% in GEMM); model written to %s\n",
            rep.n_images, rep.epochs_done, rep.first_loss, rep.last_loss, rep.feature_seconds, rep.train_seconds,

@@ -1,5 +1,6 @@
 /* main.c - `uflow` command-line entry: dispatches to the subcommands. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -71,6 +72,9 @@ int cli_make_dir(const char *cmd, const char *dir) {
 }
 
 int main(int argc, char **argv) {
+    /* A file-size limit (ulimit -f) must fail a write with EFBIG, which the
+     * writers report and clean up after, not kill the process mid-file. */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         print_usage(stderr);
         return 2;

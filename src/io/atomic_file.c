@@ -1,6 +1,7 @@
 #include "io/atomic_file.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -49,7 +50,22 @@ void uf_atomic_abort(uf_atomic_file *af) {
     unlink(af->tmp_path);
 }
 
+/* Fault injection for the crash-safety tests: with UFLOW_FAULT_KILL_AT_COMMIT=N
+ * in the environment, the N-th commit of this process cuts its temporary file
+ * to half its length and kills the process with SIGKILL, as a power cut or an
+ * OOM kill in the middle of writing would. */
+static void fault_kill_at_commit(FILE *fp) {
+    static int commits;
+    const char *v = getenv("UFLOW_FAULT_KILL_AT_COMMIT");
+    if (!v || atoi(v) != ++commits) return;
+    fflush(fp);
+    off_t len = lseek(fileno(fp), 0, SEEK_END);
+    if (len > 0 && ftruncate(fileno(fp), len / 2) != 0) perror("fault injection: ftruncate");
+    raise(SIGKILL);
+}
+
 int uf_atomic_commit(uf_atomic_file *af) {
+    fault_kill_at_commit(af->fp);
     if (af->failed || ferror(af->fp)) {
         uf_atomic_abort(af);
         return uf_error("%s: write failed", af->path);

@@ -2,7 +2,9 @@
  * content, never a partial one: data goes to a temp file in the same
  * directory, which is fsync'ed and renamed over the destination on commit.
  * On any failure the temp file is removed and the destination is untouched.
- * The new file gets the mode of the file it replaces, or 0644.
+ * The new file gets the mode of the file it replaces, or 0644. A process
+ * killed while writing leaves the destination intact and a stale
+ * "<path>.tmp.XXXXXX" beside it.
  *
  *   uf_atomic_file af;
  *   if (uf_atomic_begin(&af, path) != UF_OK) return UF_ERR;

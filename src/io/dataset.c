@@ -128,29 +128,87 @@ static int cmp_str(const void *a, const void *b) {
 
 enum { LIST_IMAGES, LIST_DIRS };
 
+/* What an image-folder listing left out, by reason. */
+typedef struct skipped {
+    int hidden, other_ext, dirs, bad_links, other;
+    char exts[48]; /* the first few distinct extensions of other_ext, e.g. ".tif .webp" */
+} skipped;
+
+static void note_ext(skipped *k, const char *name) {
+    k->other_ext++;
+    const char *dot = strrchr(name, '.');
+    char ext[16];
+    if (!dot || dot == name || strlen(dot) >= sizeof ext - 1) snprintf(ext, sizeof ext, "%s", "(none)");
+    else {
+        size_t i = 0;
+        for (; dot[i]; i++) ext[i] = (char)tolower((unsigned char)dot[i]);
+        ext[i] = '\0';
+    }
+    for (const char *p = k->exts; (p = strstr(p, ext)) != NULL; p += strlen(ext)) /* already listed? */
+        if ((p == k->exts || p[-1] == ' ') && (p[strlen(ext)] == ' ' || !p[strlen(ext)])) return;
+    size_t used = strlen(k->exts);
+    if (used + strlen(ext) + 2 < sizeof k->exts) snprintf(k->exts + used, sizeof k->exts - used, "%s%s", used ? " " : "", ext);
+}
+
+/* One warning line saying what a scan of dir ignored; nothing when it ignored nothing. */
+static void warn_skipped(const char *dir, const skipped *k) {
+    int total = k->hidden + k->other_ext + k->dirs + k->bad_links + k->other;
+    if (!total) return;
+    char why[256] = "";
+    size_t u = 0;
+#define WHY(count, ...)                                                                       \
+    if ((count) && u < sizeof why) {                                                          \
+        u += (size_t)snprintf(why + u, sizeof why - u, "%s", u ? ", " : "");                  \
+        if (u < sizeof why) u += (size_t)snprintf(why + u, sizeof why - u, __VA_ARGS__);      \
+    }
+    WHY(k->other_ext, "%d not a .png/.jpg/.jpeg/.bmp file (%s)", k->other_ext, k->exts)
+    WHY(k->hidden, "%d hidden", k->hidden)
+    WHY(k->dirs, "%d sub-folder%s (not scanned)", k->dirs, k->dirs > 1 ? "s" : "")
+    WHY(k->bad_links, "%d dangling or looping symbolic link%s", k->bad_links, k->bad_links > 1 ? "s" : "")
+    WHY(k->other, "%d neither file nor folder", k->other)
+#undef WHY
+    warn("folder '%s': ignored %d entr%s: %s", dir, total, total > 1 ? "ies" : "y", why);
+}
+
 /* Lists the image files (LIST_IMAGES) or sub-folders (LIST_DIRS) of dir,
  * sorted, skipping hidden entries. *n_entries (optional) receives the number of
- * visible entries of any kind, so callers can tell "empty" from "no images". */
-static int list_dir(const char *dir, int what, strlist *out, int *n_entries) {
+ * visible entries of any kind, so callers can tell "empty" from "no images".
+ * With LIST_IMAGES, *left_out (optional) receives what was not listed and why. */
+static int list_dir(const char *dir, int what, strlist *out, int *n_entries, skipped *left_out) {
     DIR *d = opendir(dir);
     if (!d) return uf_error("cannot open folder '%s': %s", dir, strerror(errno));
+    skipped k;
+    memset(&k, 0, sizeof k);
     int entries = 0, rc = UF_OK;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.') continue; /* ".", "..", hidden and AppleDouble files */
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (e->d_name[0] == '.') { /* hidden and AppleDouble files */
+            k.hidden++;
+            continue;
+        }
         entries++;
-        if (what == LIST_IMAGES && !has_image_ext(e->d_name)) continue;
         char *full = path_join(dir, e->d_name);
         if (!full) { rc = UF_ERR; break; }
         int kind = path_kind(full);
+        struct stat lst;
+        int is_link = lstat(full, &lst) == 0 && S_ISLNK(lst.st_mode);
         uf_free(full);
-        if (what == LIST_IMAGES ? kind != KIND_FILE : kind != KIND_DIR) continue;
-        if ((rc = strlist_push(out, e->d_name)) != UF_OK) break;
+        if (what == LIST_DIRS) {
+            if (kind == KIND_DIR && (rc = strlist_push(out, e->d_name)) != UF_OK) break;
+            continue;
+        }
+        if (kind == KIND_DIR) k.dirs++;
+        else if (kind == KIND_MISSING) is_link ? k.bad_links++ : k.other++;
+        else if (kind != KIND_FILE) k.other++;
+        else if (!has_image_ext(e->d_name)) note_ext(&k, e->d_name);
+        else if ((rc = strlist_push(out, e->d_name)) != UF_OK) break;
     }
     closedir(d);
     if (rc != UF_OK) return rc;
     if (out->n > 1) qsort(out->v, (size_t)out->n, sizeof(char *), cmp_str);
     if (n_entries) *n_entries = entries;
+    if (left_out) *left_out = k;
     return UF_OK;
 }
 
@@ -164,10 +222,10 @@ static int require_dir(const char *path) {
 }
 
 /* Sorted image names of a folder that must hold at least one image. */
-static int list_images_required(const char *dir, strlist *names) {
+static int list_images_required(const char *dir, strlist *names, skipped *left_out) {
     if (require_dir(dir) != UF_OK) return UF_ERR;
     int entries = 0;
-    if (list_dir(dir, LIST_IMAGES, names, &entries) != UF_OK) return UF_ERR;
+    if (list_dir(dir, LIST_IMAGES, names, &entries, left_out) != UF_OK) return UF_ERR;
     if (names->n > 0) return UF_OK;
     if (entries == 0) return uf_error("folder '%s' is empty", dir);
     return uf_error("no images (.png, .jpg, .jpeg, .bmp) in folder '%s'", dir);
@@ -227,8 +285,15 @@ static char *existing_mask(builder *b, char *mask_path, const char *image_path) 
 static int add_folder(builder *b, const char *img_dir, const char *defect, const char *mask_dir,
                       const char *mask_suffix, int required) {
     strlist names = {0};
-    int rc = required ? list_images_required(img_dir, &names)
-                      : list_dir(img_dir, LIST_IMAGES, &names, NULL);
+    skipped left_out;
+    memset(&left_out, 0, sizeof left_out);
+    int rc = required ? list_images_required(img_dir, &names, &left_out)
+                      : list_dir(img_dir, LIST_IMAGES, &names, NULL, &left_out);
+    if (rc == UF_OK) {
+        /* Hidden files (.DS_Store, ._x.png) are everyday noise: counted, not reported alone. */
+        b->ds->n_ignored += left_out.hidden + left_out.other_ext + left_out.dirs + left_out.bad_links + left_out.other;
+        if (left_out.other_ext + left_out.dirs + left_out.bad_links + left_out.other) warn_skipped(img_dir, &left_out);
+    }
     int anomalous = strcmp(defect, "good") != 0;
     for (int i = 0; rc == UF_OK && i < names.n; i++) {
         char *img = path_join(img_dir, names.v[i]);
@@ -266,7 +331,7 @@ static int scan_test(builder *b, const char *root, int mvtec3d) {
     int entries = 0, rc = UF_ERR;
     if (!test) goto done;
     if (require_dir(test) != UF_OK) goto done;
-    if (list_dir(test, LIST_DIRS, &defects, &entries) != UF_OK) goto done;
+    if (list_dir(test, LIST_DIRS, &defects, &entries, NULL) != UF_OK) goto done;
     if (entries == 0) {
         uf_error("folder '%s' is empty", test);
         goto done;
@@ -321,7 +386,7 @@ static int looks_mvtec3d(const char *root) {
     if (yes) return 1;
     char *test = path_join(root, "test");
     strlist defects = {0};
-    if (test && is_dir(test) && list_dir(test, LIST_DIRS, &defects, NULL) == UF_OK)
+    if (test && is_dir(test) && list_dir(test, LIST_DIRS, &defects, NULL, NULL) == UF_OK)
         for (int i = 0; !yes && i < defects.n; i++) {
             char *rgb = path_join3(test, defects.v[i], "rgb");
             yes = rgb && is_dir(rgb);
@@ -338,10 +403,10 @@ static int scan_folder(builder *b, const char *root, int is_train) {
         return uf_error("'%s' is a plain image folder (no train/ or test/ folders): it has no test split",
                         root);
     strlist names = {0}, dirs = {0};
-    int entries = 0, rc = list_dir(root, LIST_IMAGES, &names, &entries);
+    int entries = 0, rc = list_dir(root, LIST_IMAGES, &names, &entries, NULL);
     if (rc == UF_OK && names.n == 0) {
         if (entries == 0) rc = uf_error("folder '%s' is empty", root);
-        else if (list_dir(root, LIST_DIRS, &dirs, NULL) == UF_OK && dirs.n > 0)
+        else if (list_dir(root, LIST_DIRS, &dirs, NULL, NULL) == UF_OK && dirs.n > 0)
             /* A folder of categories (e.g. the MVTec-AD root) is a common mistake. */
             rc = uf_error("no images (.png, .jpg, .jpeg, .bmp) in folder '%s' and no train/ or test/ "
                           "folder; give one category folder, e.g. '%s/%s'",

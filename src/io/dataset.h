@@ -17,6 +17,11 @@
  * root/train or root/test folder means MVTec-AD; else the root must hold images
  * itself.
  *
+ * What an image-folder scan leaves out (other extensions such as .tif or
+ * .webp, sub-folders, dangling or looping symbolic links, other special
+ * files) is counted in n_ignored and said in one warning line per folder on
+ * stderr, with the count for each reason; hidden files are only counted.
+ *
  * Samples are sorted by image path in byte order (strcmp), i.e. by defect folder
  * then file name, so the order never depends on the file system or locale.
  *
@@ -66,6 +71,7 @@ typedef struct uf_dataset {
     uf_sample *samples;  /* (count), sorted by image_path */
     int n_good, n_anomalous;
     int n_missing_masks; /* anomalous samples kept without a mask */
+    int n_ignored;       /* entries of image folders that were not taken (see below) */
 } uf_dataset;
 
 /* Scans root for the given split ("train" or "test"). Returns a data set with

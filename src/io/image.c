@@ -113,6 +113,17 @@ static inline uint8_t pil_luma(const uint8_t *rgb) {
                       (uint32_t)rgb[2] * 7471u + 0x8000u) >> 16);
 }
 
+/* The size a PNG's IHDR chunk claims; 0 when data is not a PNG. stb's info
+ * call refuses a huge PNG but then tries the other formats, so its own reason
+ * ("too large") is lost: this lets the message say what is wrong. */
+static int png_header_size(const unsigned char *d, size_t n, long *w, long *h) {
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (n < 24 || memcmp(d, sig, 8) != 0 || memcmp(d + 12, "IHDR", 4) != 0) return 0;
+    *w = (long)d[16] << 24 | (long)d[17] << 16 | (long)d[18] << 8 | d[19];
+    *h = (long)d[20] << 24 | (long)d[21] << 16 | (long)d[22] << 8 | d[23];
+    return 1;
+}
+
 uf_image *uf_image_load(const char *path, int want_channels) {
     if (!path) {
         uf_error("image: NULL path");
@@ -129,7 +140,13 @@ uf_image *uf_image_load(const char *path, int want_channels) {
     int w = 0, h = 0, n = 0;
     if (!stbi_info_from_memory(data, (int)len, &w, &h, &n)) {
         const char *why = stbi_failure_reason();
-        uf_error("image '%s': not a readable image (%s)", path, why ? why : "unknown reason");
+        long pw, ph;
+        if (png_header_size(data, len, &pw, &ph) && check_dims((int)(pw < INT_MAX ? pw : INT_MAX),
+                                                               (int)(ph < INT_MAX ? ph : INT_MAX)) != UF_OK)
+            uf_error("image '%s': image size %ldx%ld too large (limits: side %d, %ld pixels)", path, pw, ph,
+                     UF_IMAGE_MAX_SIDE, (long)UF_IMAGE_MAX_PIXELS);
+        else
+            uf_error("image '%s': not a readable image (%s)", path, why ? why : "unknown reason");
         free(data);
         return NULL;
     }
@@ -389,11 +406,17 @@ int uf_image_load_for_backbone(const char *path, int size, float *out) {
 typedef struct {
     jmp_buf jb;
     char msg[200];
+    FILE *fp;
 } png_err_ctx;
 
 static void png_err_fn(png_structp png, png_const_charp msg) {
     png_err_ctx *ctx = png_get_error_ptr(png);
-    snprintf(ctx->msg, sizeof ctx->msg, "%s", msg ? msg : "libpng error");
+    /* libpng says "Write Error" for any failed fwrite: add the system's reason (disk full, file too large). */
+    int e = errno;
+    if (ctx->fp && ferror(ctx->fp) && e)
+        snprintf(ctx->msg, sizeof ctx->msg, "%s: %s", msg ? msg : "libpng error", strerror(e));
+    else
+        snprintf(ctx->msg, sizeof ctx->msg, "%s", msg ? msg : "libpng error");
     longjmp(ctx->jb, 1);
 }
 
@@ -408,6 +431,7 @@ static int png_write_stream(FILE *fp, const char *path, int width, int height, i
                             int bit_depth, const void *pixels) {
     png_err_ctx ctx;
     ctx.msg[0] = 0;
+    ctx.fp = fp;
     size_t row_bytes = (size_t)width * channels * (bit_depth / 8);
     /* volatile: lives across setjmp/longjmp (set before setjmp, never after) */
     unsigned char *volatile row16 = bit_depth == 16 ? malloc(row_bytes) : NULL;

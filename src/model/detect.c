@@ -22,7 +22,7 @@ void uf_detect_batch_free(uf_detect_batch *b) {
     uf_free(b->amap), uf_free(b->nfa), uf_free(b->score);
     if (b->resized)
         for (int i = 0; i < b->cap; i++) uf_image_free(b->resized[i]);
-    free(b->resized), free(b->orig_w), free(b->orig_h);
+    free(b->resized), free(b->orig_w), free(b->orig_h), free(b->error);
     memset(b, 0, sizeof *b);
 }
 
@@ -43,7 +43,7 @@ int uf_detect_batch_init(uf_detect_batch *b, const uf_model *m, int cap, int out
     ok = ok && (b->amap = uf_alloc(cap * per * sizeof(float))) && (b->nfa = uf_alloc(cap * per * sizeof(float))) &&
          (b->score = uf_alloc(cap * sizeof(float)));
     ok = ok && (b->resized = calloc(cap, sizeof *b->resized)) && (b->orig_w = calloc(cap, sizeof(int))) &&
-         (b->orig_h = calloc(cap, sizeof(int)));
+         (b->orig_h = calloc(cap, sizeof(int))) && (b->error = calloc(cap, sizeof *b->error));
     if (!ok) {
         uf_detect_batch_free(b);
         return uf_error("out of memory for a detection batch of %d images", cap);
@@ -51,43 +51,72 @@ int uf_detect_batch_init(uf_detect_batch *b, const uf_model *m, int cap, int out
     return UF_OK;
 }
 
-int uf_load_backbone_inputs(const char *const *paths, int n, int S, float *x, uf_image **resized, int *orig_w,
-                            int *orig_h) {
-    int failed = -1;
-    char msg[1024] = "";
-#pragma omp parallel for schedule(dynamic)
+int uf_load_backbone_inputs_each(const char *const *paths, int n, int S, float *x, uf_image **resized, int *orig_w,
+                                 int *orig_h, char (*errors)[UF_DETECT_ERROR_LEN]) {
+    int failed = 0;
+#pragma omp parallel for schedule(dynamic) reduction(+ : failed)
     for (int i = 0; i < n; i++) {
+        float *xi = x + (size_t)i * 3 * S * S;
         if (resized) {
             uf_image_free(resized[i]);
             resized[i] = NULL;
         }
         uf_image *img = uf_image_load(paths[i], 3);
         uf_image *r = img ? uf_image_resize_pil_bilinear(img, S, S) : NULL;
+        if (orig_w) orig_w[i] = r ? img->width : 0;
+        if (orig_h) orig_h[i] = r ? img->height : 0;
         if (r) {
-            if (orig_w) orig_w[i] = img->width;
-            if (orig_h) orig_h[i] = img->height;
-            uf_image_to_imagenet(r, x + (size_t)i * 3 * S * S);
+            errors[i][0] = '\0';
+            uf_image_to_imagenet(r, xi);
             if (resized)
                 resized[i] = r;
             else
                 uf_image_free(r);
         } else {
-#pragma omp critical
-            if (failed < 0 || i < failed) {
-                failed = i;
-                snprintf(msg, sizeof msg, "%s", uf_last_error());
-            }
+            /* uf_image_load's messages name the file; resize's do not. */
+            const char *why = uf_last_error();
+            if (img)
+                snprintf(errors[i], UF_DETECT_ERROR_LEN, "image '%s': %s", paths[i], why);
+            else
+                snprintf(errors[i], UF_DETECT_ERROR_LEN, "%s", why);
+            memset(xi, 0, sizeof(float) * 3 * S * S);
+            failed++;
         }
         uf_image_free(img);
     }
-    return failed < 0 ? UF_OK : uf_error("%s", msg);
+    return failed;
+}
+
+int uf_load_backbone_inputs(const char *const *paths, int n, int S, float *x, uf_image **resized, int *orig_w,
+                            int *orig_h) {
+    char (*errors)[UF_DETECT_ERROR_LEN] = malloc(sizeof *errors * (n > 0 ? n : 1));
+    if (!errors) return uf_error("out of memory");
+    int rc = UF_OK;
+    if (uf_load_backbone_inputs_each(paths, n, S, x, resized, orig_w, orig_h, errors) > 0)
+        for (int i = 0; i < n && rc == UF_OK; i++)
+            if (errors[i][0]) rc = uf_error("%s", errors[i]);
+    free(errors);
+    return rc;
 }
 
 int uf_detect_load(uf_detect_batch *b, const uf_model *m, const char *const *paths, int n) {
     UF_ASSERT(n <= b->cap);
-    int rc = uf_load_backbone_inputs(paths, n, m->cfg.input_size, b->x, b->resized, b->orig_w, b->orig_h);
-    b->n = rc == UF_OK ? n : 0;
-    return rc;
+    b->n = n;
+    b->paths = paths;
+    return uf_load_backbone_inputs_each(paths, n, m->cfg.input_size, b->x, b->resized, b->orig_w, b->orig_h,
+                                        b->error);
+}
+
+int uf_detect_first_error(const uf_detect_batch *b) {
+    for (int i = 0; i < b->n; i++)
+        if (b->error[i][0]) return i;
+    return -1;
+}
+
+static int all_finite(const float *v, size_t n) {
+    for (size_t k = 0; k < n; k++)
+        if (!isfinite(v[k])) return 0;
+    return 1;
 }
 
 int uf_detect_run(uf_detect_batch *b, uf_model *m, double *t_latents, double *t_detect) {
@@ -95,29 +124,29 @@ int uf_detect_run(uf_detect_batch *b, uf_model *m, double *t_latents, double *t_
     if (uf_model_latents(m, b->x, b->n, b->z) != UF_OK) return UF_ERR;
     double t1 = uf_now();
     const int L = b->n_scales, out = b->out_size;
-    int failed = 0;
-    char msg[1024] = "";
 #pragma omp parallel for schedule(dynamic)
     for (int i = 0; i < b->n; i++) {
+        if (b->error[i][0]) continue;
         uf_latent_view v[UF_FLOW_MAX_SCALES];
+        int finite = 1;
         for (int l = 0; l < L; l++) {
             uf_model_latent_shape(m, l, &v[l].c, &v[l].h, &v[l].w);
             v[l].z = b->z[l] + (size_t)i * v[l].c * v[l].h * v[l].w;
+            finite = finite && all_finite(v[l].z, (size_t)v[l].c * v[l].h * v[l].w);
+        }
+        if (!finite) {
+            snprintf(b->error[i], UF_DETECT_ERROR_LEN, "image '%s': the model gives non-finite latents (NaN or Inf)",
+                     b->paths[i]);
+            continue;
         }
         float *amap = b->amap + (size_t)i * out * out, *nfa = b->nfa + (size_t)i * out * out;
         int rc = uf_anomaly_map(v, L, out, out, amap, &b->score[i]);
         if (rc == UF_OK)
             rc = b->nfa_block ? uf_nfa_block_score(v, L, NFA_BLOCK_WIN, NFA_BLOCK_PTHR, out, out, nfa)
                               : uf_nfa_tree_score(v, L, out, out, nfa);
-        if (rc != UF_OK) {
-#pragma omp critical
-            if (!failed) {
-                failed = 1;
-                snprintf(msg, sizeof msg, "%s", uf_last_error());
-            }
-        }
+        if (rc != UF_OK) snprintf(b->error[i], UF_DETECT_ERROR_LEN, "image '%s': %s", b->paths[i], uf_last_error());
     }
     if (t_latents) *t_latents += t1 - t0;
     if (t_detect) *t_detect += uf_now() - t1;
-    return failed ? uf_error("%s", msg) : UF_OK;
+    return UF_OK;
 }

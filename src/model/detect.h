@@ -11,7 +11,13 @@
 #include "io/image.h"
 #include "model/model.h"
 
-/* A batch of up to `cap` images and their results; buffers sized once. */
+/* Room for one image's error line (longer messages are cut). */
+#define UF_DETECT_ERROR_LEN 1024
+
+/* A batch of up to `cap` images and their results; buffers sized once.
+ * An image that could not be loaded or gave non-finite latents has a message
+ * in error[i] (error[i][0] == 0 means its results are valid); the others are
+ * unaffected, so one bad file never costs the rest of its batch. */
 typedef struct uf_detect_batch {
     int cap, n, out_size, n_scales;
     float *x;                          /* (cap, 3, S, S) normalised input */
@@ -21,6 +27,8 @@ typedef struct uf_detect_batch {
     float *score;                      /* (cap) image scores (max of the map) */
     uf_image **resized;                /* (cap) the S x S RGB images (for overlays) */
     int *orig_w, *orig_h;              /* (cap) size of each image as loaded */
+    char (*error)[UF_DETECT_ERROR_LEN]; /* (cap) "" or why image i has no results */
+    const char *const *paths;          /* the n paths of the last uf_detect_load (the caller's array) */
     int nfa_block;                     /* 1: the older block/binomial NFA instead of the tree (spec 7.2) */
 } uf_detect_batch;
 
@@ -31,16 +39,28 @@ void uf_detect_batch_free(uf_detect_batch *b);
  * Pillow-bilinear resize to S x S, ImageNet normalisation into x (n, 3, S, S).
  * When resized is not NULL each S x S RGB image is kept there (what it held is
  * freed); orig_w / orig_h (may be NULL) receive each image's size as loaded.
- * On failure the error names the first image that failed. */
+ * Every image is tried. One that fails gets a zero-filled x, resized[i] NULL,
+ * orig size 0 and its one-line reason (naming the file) in errors[i]; the
+ * others get errors[i] = "". Returns the number of images that failed. */
+int uf_load_backbone_inputs_each(const char *const *paths, int n, int S, float *x, uf_image **resized, int *orig_w,
+                                 int *orig_h, char (*errors)[UF_DETECT_ERROR_LEN]);
+
+/* The same, all or nothing: UF_ERR when any image fails, the error naming the
+ * first one (by index) that did. */
 int uf_load_backbone_inputs(const char *const *paths, int n, int S, float *x, uf_image **resized, int *orig_w,
                             int *orig_h);
 
-/* Loads paths[0..n) (n <= cap) into the batch, in parallel. On failure the
- * error names the first image that failed. */
+/* Loads paths[0..n) (n <= cap) into the batch, in parallel. Returns the
+ * number of images that failed (see error[]); the batch holds all n. */
 int uf_detect_load(uf_detect_batch *b, const uf_model *m, const char *const *paths, int n);
 
-/* Latents, anomaly maps, scores and NFA maps of the loaded batch. Optional
- * timing (seconds) is added to t_latents and t_detect. */
+/* Index of the first image of the batch with an error, or -1. */
+int uf_detect_first_error(const uf_detect_batch *b);
+
+/* Latents, anomaly maps, scores and NFA maps of the loaded batch's good
+ * images. An image whose latents are not finite gets an error[] entry instead
+ * of results. Optional timing (seconds) is added to t_latents and t_detect.
+ * UF_ERR only when the batch as a whole fails (out of memory). */
 int uf_detect_run(uf_detect_batch *b, uf_model *m, double *t_latents, double *t_detect);
 
 #endif

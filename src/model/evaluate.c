@@ -75,9 +75,19 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
         }
         if (n == 0) break;
         double t0 = uf_now();
-        if (uf_detect_load(&b, m, paths, n) != UF_OK) goto out;
+        /* Metrics over part of a labelled test set would mislead: any image
+         * that cannot be used stops the evaluation, naming it. */
+        uf_detect_load(&b, m, paths, n);
         rep->t_load += uf_now() - t0;
-        if (uf_detect_run(&b, m, &rep->t_latents, &rep->t_detect) != UF_OK) goto out;
+        int bad = uf_detect_first_error(&b);
+        if (bad < 0) {
+            if (uf_detect_run(&b, m, &rep->t_latents, &rep->t_detect) != UF_OK) goto out;
+            bad = uf_detect_first_error(&b);
+        }
+        if (bad >= 0) {
+            uf_error("%s", b.error[bad]);
+            goto out;
+        }
         double t1 = uf_now();
         for (int i = 0; i < n; i++) {
             const uf_sample *s = &ds->samples[idx[i]];

@@ -115,6 +115,9 @@ static int write_metadata(uf_st_writer *w, const uf_model *m, const uf_adam *opt
     rc |= meta_set(w, "uflow.loss", "%s", c->train.anomalib_loss ? "anomalib" : "official");
     rc |= meta_set(w, "uflow.epochs_done", "%d", c->epochs_done);
     rc |= meta_set(w, "uflow.train_data", "%s", c->train_data);
+    rc |= meta_set(w, "uflow.train_max_images", "%d", c->train_max_images);
+    rc |= meta_set(w, "uflow.train_images", "%d", c->train_images);
+    rc |= meta_set(w, "uflow.train_inputs_sha256", "%s", c->train_inputs_sha256);
     if (opt) rc |= meta_set(w, "uflow.optimizer_step", "%ld", opt->step);
     return rc ? UF_ERR : UF_OK;
 }
@@ -231,6 +234,15 @@ static int read_config(const uf_safetensors *st, uf_model_config *c) {
     if (!(s = meta_req(st, "uflow.loss"))) return UF_ERR;
     c->train.anomalib_loss = !strcmp(s, "anomalib");
     if (meta_int(st, "uflow.epochs_done", 0, 1 << 30, &c->epochs_done) != UF_OK) return UF_ERR;
+    /* The training-data fingerprint came after format 1's first release: optional. */
+    if (uf_st_metadata_get(st, "uflow.train_inputs_sha256")) {
+        if (meta_int(st, "uflow.train_max_images", 0, 1 << 30, &c->train_max_images) != UF_OK) return UF_ERR;
+        if (meta_int(st, "uflow.train_images", 0, 1 << 30, &c->train_images) != UF_OK) return UF_ERR;
+        s = uf_st_metadata_get(st, "uflow.train_inputs_sha256");
+        if (*s && (strlen(s) != 64 || strspn(s, "0123456789abcdef") != 64))
+            return uf_error("%s: metadata 'uflow.train_inputs_sha256' = '%.80s' is not a sha256", uf_st_path(st), s);
+        snprintf(c->train_inputs_sha256, sizeof c->train_inputs_sha256, "%s", s);
+    }
     return UF_OK;
 }
 

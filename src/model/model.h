@@ -35,6 +35,9 @@ typedef struct uf_model_config {
     uf_train_settings train;
     int epochs_done;
     char train_data[1024];       /* data folder the model was trained on (information) */
+    int train_max_images;        /* --max-images of the run (0: all) */
+    int train_images;            /* images trained on (after --max-images and skipped bad files) */
+    char train_inputs_sha256[65]; /* sha256 of the normalised training inputs in order; "" if unknown */
 } uf_model_config;
 
 typedef struct uf_model {

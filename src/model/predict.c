@@ -89,17 +89,22 @@ static double rounded(double v, int decimals) {
     return isfinite(v) ? round(v * scale) / scale : v;
 }
 
-/* One results.jsonl line (cJSON does the escaping); UF_ERR when out of memory. */
+/* One results.jsonl line (cJSON does the escaping); UF_ERR when out of memory.
+ * A failed image (error != NULL) has only "image" and "error". */
 static int write_json_line(FILE *f, const char *image, float score, int anomalous, int detected, float max_nfa,
-                           const char *stem) {
+                           const char *stem, const char *error) {
     cJSON *o = cJSON_CreateObject();
     if (!o) return uf_error("out of memory");
     cJSON_AddStringToObject(o, "image", image);
-    cJSON_AddNumberToObject(o, "score", rounded(score, 6));
-    cJSON_AddBoolToObject(o, "anomalous", anomalous);
-    cJSON_AddNumberToObject(o, "detected_pixels", detected);
-    cJSON_AddNumberToObject(o, "max_neg_log10_nfa", rounded(max_nfa, 3));
-    cJSON_AddStringToObject(o, "outputs", stem);
+    if (error) {
+        cJSON_AddStringToObject(o, "error", error);
+    } else {
+        cJSON_AddNumberToObject(o, "score", rounded(score, 6));
+        cJSON_AddBoolToObject(o, "anomalous", anomalous);
+        cJSON_AddNumberToObject(o, "detected_pixels", detected);
+        cJSON_AddNumberToObject(o, "max_neg_log10_nfa", rounded(max_nfa, 3));
+        cJSON_AddStringToObject(o, "outputs", stem);
+    }
     char *text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!text) return uf_error("out of memory");
@@ -179,7 +184,7 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
     uf_detect_batch b;
     stem_set stems = {0};
     uf_atomic_file csv, jsonl;
-    int csv_open = 0, jsonl_open = 0, rc = UF_ERR;
+    int csv_open = 0, jsonl_open = 0, progress_shown = 0, rc = UF_ERR;
     const char **paths = malloc(sizeof(char *) * B);
     char csv_path[4200], jsonl_path[4200];
     snprintf(csv_path, sizeof csv_path, "%s/results.csv", o->out_dir);
@@ -190,12 +195,27 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
     csv_open = 1;
     if (uf_atomic_begin(&jsonl, jsonl_path) != UF_OK) goto out;
     jsonl_open = 1;
-    fprintf(csv.fp, "image,score,anomalous,detected_pixels,max_neg_log10_nfa,outputs\n");
+    fprintf(csv.fp, "image,score,anomalous,detected_pixels,max_neg_log10_nfa,outputs,error\n");
     for (int i0 = 0; i0 < ds->count; i0 += B) {
         int n = ds->count - i0 < B ? ds->count - i0 : B;
         for (int i = 0; i < n; i++) paths[i] = ds->samples[i0 + i].image_path;
-        if (uf_detect_load(&b, m, paths, n) != UF_OK || uf_detect_run(&b, m, NULL, NULL) != UF_OK) goto out;
+        uf_detect_load(&b, m, paths, n);
+        if (uf_detect_run(&b, m, NULL, NULL) != UF_OK) goto out;
         for (int i = 0; i < n; i++) {
+            rep->n_images++;
+            if (b.error[i][0]) {
+                /* Policy: a bad image is reported and the others go on. */
+                rep->n_failed++;
+                if (progress_shown) fputc('\n', stderr);
+                progress_shown = 0;
+                fprintf(stderr, "uflow predict: error: %s\n", b.error[i]);
+                csv_string(csv.fp, paths[i]);
+                fputs(",,,,,,", csv.fp);
+                csv_string(csv.fp, b.error[i]);
+                fputc('\n', csv.fp);
+                if (write_json_line(jsonl.fp, paths[i], 0, 0, 0, 0, NULL, b.error[i]) != UF_OK) goto out;
+                continue;
+            }
             char stem[1024];
             int detected = 0;
             float max_nfa = 0.0f;
@@ -203,16 +223,17 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
             if (write_outputs(&b, i, o->out_dir, stem, o->map_safetensors, &detected, &max_nfa) != UF_OK) goto out;
             int anomalous = detected > 0;
             rep->n_anomalous += anomalous;
-            rep->n_images++;
             csv_string(csv.fp, paths[i]);
             fprintf(csv.fp, ",%.6f,%d,%d,%.3f,", b.score[i], anomalous, detected, max_nfa);
             csv_string(csv.fp, stem);
-            fputc('\n', csv.fp);
-            if (write_json_line(jsonl.fp, paths[i], b.score[i], anomalous, detected, max_nfa, stem) != UF_OK) goto out;
+            fputs(",\n", csv.fp);
+            if (write_json_line(jsonl.fp, paths[i], b.score[i], anomalous, detected, max_nfa, stem, NULL) != UF_OK)
+                goto out;
         }
         if (o->verbose) fprintf(stderr, "\rpredicted %d/%d images", i0 + n, ds->count);
+        progress_shown = o->verbose;
     }
-    if (o->verbose) fprintf(stderr, "\n");
+    if (progress_shown) fputc('\n', stderr);
     csv_open = 0;
     if (uf_atomic_commit(&csv) != UF_OK) goto out;
     jsonl_open = 0;

@@ -9,6 +9,13 @@
  * and one line per image in results.csv and results.jsonl (score = max of the
  * map, anomalous = any pixel detected). Maps are at the model's input size.
  * Images are processed in batches, so memory does not grow with their number.
+ *
+ * Bad input policy: every readable image is processed. An image that cannot be
+ * read (corrupt, truncated, unsupported, unreadable, too large) or gives
+ * non-finite latents is reported on stderr and gets a row whose "error" field
+ * (last CSV column; the only other JSON key is "image") says why; it counts in
+ * n_failed and the call still returns UF_OK. UF_ERR is for what stops
+ * everything: no inputs, a missing path, an output that cannot be written.
  */
 #ifndef UF_MODEL_PREDICT_H
 #define UF_MODEL_PREDICT_H
@@ -23,7 +30,8 @@ typedef struct uf_predict_options {
 } uf_predict_options;
 
 typedef struct uf_predict_report {
-    int n_images, n_anomalous;
+    int n_images, n_anomalous; /* n_images includes the failed ones */
+    int n_failed;              /* images reported with an error */
     double seconds;
 } uf_predict_report;
 

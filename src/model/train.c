@@ -14,6 +14,7 @@
 #include "core/rng.h"
 #include "io/atomic_file.h"
 #include "io/dataset.h"
+#include "io/file_hash.h"
 #include "model/detect.h"
 #include "model/model.h"
 
@@ -36,47 +37,106 @@ uf_train_options uf_train_default_options(void) {
     return o;
 }
 
-/* Cache of backbone features: feat[l] (N, C_l, H_l, W_l). */
+/* Cache of backbone features: feat[l] (n, C_l, H_l, W_l) of the n images
+ * that were read; inputs_sha256 fingerprints their normalised inputs in order
+ * (what makes a resumed run bit-identical, whatever the files are called). */
 typedef struct feature_cache {
-    int n, n_scales;
+    int n, n_scales, n_skipped;
     size_t per_image[UF_FLOW_MAX_SCALES];
     float *feat[UF_FLOW_MAX_SCALES];
+    char inputs_sha256[65];
 } feature_cache;
 
 static void cache_free(feature_cache *c) {
-    for (int l = 0; l < c->n_scales; l++) uf_free(c->feat[l]);
+    for (int l = 0; l < c->n_scales; l++) {
+        uf_free(c->feat[l]);
+        c->feat[l] = NULL;
+    }
 }
 
-static int cache_build(uf_model *m, const uf_dataset *ds, int n, int verbose, feature_cache *c) {
+static int all_finite(const float *v, size_t n) {
+    for (size_t k = 0; k < n; k++)
+        if (!isfinite(v[k])) return 0;
+    return 1;
+}
+
+/* Features of the first n_try samples of ds. Bad-image policy: an image that
+ * cannot be read stops the build with its error, unless skip_bad, which
+ * leaves it out with a warning. Non-finite features always stop it (they come
+ * from the weights, not from one file). */
+static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_bad, int verbose, feature_cache *c) {
     const int S = m->cfg.input_size, L = m->cfg.flow.n_scales;
+    const size_t per_x = (size_t)3 * S * S;
     memset(c, 0, sizeof *c);
-    c->n = n;
     c->n_scales = L;
     double bytes = 0;
     for (int l = 0; l < L; l++) {
         c->per_image[l] = (size_t)m->cfg.flow.channels[l] * m->cfg.flow.height[l] * m->cfg.flow.width[l];
-        c->feat[l] = uf_alloc((size_t)n * c->per_image[l] * sizeof(float));
+        c->feat[l] = uf_alloc((size_t)n_try * c->per_image[l] * sizeof(float));
         if (!c->feat[l]) {
             cache_free(c);
-            return uf_error_prefix("feature cache for %d images", n);
+            return uf_error_prefix("feature cache for %d images", n_try);
         }
-        bytes += (double)n * c->per_image[l] * sizeof(float);
+        bytes += (double)n_try * c->per_image[l] * sizeof(float);
     }
-    if (verbose) fprintf(stderr, "caching %s features of %d images (%.0f MB)\n", m->cfg.backbone, n, bytes / 1e6);
-    float *x = uf_alloc((size_t)FEATURE_GROUP * 3 * S * S * sizeof(float));
+    if (verbose) fprintf(stderr, "caching %s features of %d images (%.0f MB)\n", m->cfg.backbone, n_try, bytes / 1e6);
+    float *x = uf_alloc((size_t)FEATURE_GROUP * per_x * sizeof(float));
+    char (*errors)[UF_DETECT_ERROR_LEN] = malloc(sizeof *errors * FEATURE_GROUP);
     const char *paths[FEATURE_GROUP];
-    int rc = x ? UF_OK : UF_ERR;
-    for (int i0 = 0; i0 < n && rc == UF_OK; i0 += FEATURE_GROUP) {
-        int g = n - i0 < FEATURE_GROUP ? n - i0 : FEATURE_GROUP;
+    uf_sha256_ctx sha;
+    uf_sha256_init(&sha);
+    int rc = x && errors ? UF_OK : uf_error("out of memory for the feature cache");
+    for (int i0 = 0; i0 < n_try && rc == UF_OK; i0 += FEATURE_GROUP) {
+        int g = n_try - i0 < FEATURE_GROUP ? n_try - i0 : FEATURE_GROUP, ok = 0;
         for (int i = 0; i < g; i++) paths[i] = ds->samples[i0 + i].image_path;
-        rc = uf_load_backbone_inputs(paths, g, S, x, NULL, NULL, NULL);
+        uf_load_backbone_inputs_each(paths, g, S, x, NULL, NULL, NULL, errors);
+        for (int i = 0; i < g && rc == UF_OK; i++) {
+            if (!errors[i][0]) {
+                if (ok != i) memcpy(x + (size_t)ok * per_x, x + (size_t)i * per_x, per_x * sizeof(float));
+                uf_sha256_update(&sha, x + (size_t)ok * per_x, per_x * sizeof(float));
+                ok++;
+            } else if (skip_bad) {
+                fprintf(stderr, "uflow: warning: skipped %s\n", errors[i]);
+                c->n_skipped++;
+            } else {
+                rc = uf_error("%s (--skip-bad-images leaves such files out)", errors[i]);
+            }
+        }
+        if (rc != UF_OK || ok == 0) continue;
         float *out[UF_RESNET_LEVELS];
-        for (int l = 0; l < L; l++) out[l] = c->feat[l] + (size_t)i0 * c->per_image[l];
-        if (rc == UF_OK) rc = uf_resnet_forward(m->backbone, x, g, S, S, out);
+        for (int l = 0; l < L; l++) out[l] = c->feat[l] + (size_t)c->n * c->per_image[l];
+        rc = uf_resnet_forward(m->backbone, x, ok, S, S, out);
+        for (int l = 0; l < L && rc == UF_OK; l++)
+            if (!all_finite(out[l], (size_t)ok * c->per_image[l]))
+                rc = uf_error("backbone features of the images from '%s' on are not finite (NaN or Inf): check the "
+                              "backbone weights '%s'",
+                              paths[0], m->cfg.backbone_file);
+        c->n += ok;
     }
     uf_free(x);
+    free(errors);
+    if (rc == UF_OK && c->n == 0) rc = uf_error("no readable training images in '%s' (%d skipped)", ds->root, c->n_skipped);
+    if (rc == UF_OK) uf_sha256_hex(&sha, c->inputs_sha256);
     if (rc != UF_OK) cache_free(c);
     return rc;
+}
+
+/* On --resume, the cached training set must be the one the checkpoint was
+ * trained on, or the promise of a bit-identical continuation breaks. */
+static int check_resume_data(const uf_model *m, const feature_cache *c, const char *model_path) {
+    const uf_model_config *cfg = &m->cfg;
+    if (!cfg->train_inputs_sha256[0]) {
+        fprintf(stderr, "uflow: warning: %s records no fingerprint of its training images (older uflow): the data "
+                        "given to --resume cannot be checked\n", model_path);
+        return UF_OK;
+    }
+    if (c->n != cfg->train_images || strcmp(c->inputs_sha256, cfg->train_inputs_sha256) != 0)
+        return uf_error("%s: --resume with other training images than the checkpoint's (now %d images, sha256 "
+                        "%.12s...; the checkpoint was trained on %d, sha256 %.12s..., from '%s'); give the same "
+                        "--data and --max-images",
+                        model_path, c->n, c->inputs_sha256, cfg->train_images, cfg->train_inputs_sha256,
+                        cfg->train_data);
+    return UF_OK;
 }
 
 /* The image order of an epoch: a Fisher-Yates shuffle seeded by (seed, epoch). */
@@ -133,23 +193,35 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
             goto done;
         }
         m->cfg.train.epochs = o->epochs > m->cfg.train.epochs ? o->epochs : m->cfg.train.epochs;
+        if (o->max_images >= 0 && o->max_images != m->cfg.train_max_images && m->cfg.train_inputs_sha256[0]) {
+            uf_error("%s: --resume with --max-images %d, but the checkpoint was trained with --max-images %d",
+                     o->out_path, o->max_images, m->cfg.train_max_images);
+            goto done;
+        }
     } else {
         m = uf_model_create(o->weights, o->input_size, o->n_steps, o->ln_mode, o->seed);
         if (!m) goto done;
         m->cfg.train = (uf_train_settings){o->epochs, o->batch, o->lr, o->weight_decay, o->seed, o->anomalib_loss};
         snprintf(m->cfg.train_data, sizeof m->cfg.train_data, "%s", o->data_dir);
+        m->cfg.train_max_images = o->max_images > 0 ? o->max_images : 0;
         if (uf_adam_init(&opt, m->flow->n_trainable, o->lr) != UF_OK) goto done;
         opt.weight_decay = o->weight_decay;
     }
     const uf_train_settings ts = m->cfg.train;
     const int L = m->cfg.flow.n_scales, B = ts.batch;
+    const int max_images = o->resume && o->max_images < 0 ? m->cfg.train_max_images : o->max_images;
     int n = ds->count;
-    if (o->max_images > 0 && o->max_images < n) n = o->max_images;
-    rep.n_images = n;
+    if (max_images > 0 && max_images < n) n = max_images;
 
     double t0 = uf_now();
-    if (cache_build(m, ds, n, o->verbose, &cache) != UF_OK) goto done;
+    if (cache_build(m, ds, n, o->skip_bad_images, o->verbose, &cache) != UF_OK) goto done;
     rep.feature_seconds = uf_now() - t0;
+    if (o->resume && check_resume_data(m, &cache, o->out_path) != UF_OK) goto done;
+    n = cache.n;
+    rep.n_images = n;
+    rep.n_skipped = cache.n_skipped;
+    m->cfg.train_images = n;
+    snprintf(m->cfg.train_inputs_sha256, sizeof m->cfg.train_inputs_sha256, "%s", cache.inputs_sha256);
 
     size_t zn[UF_FLOW_MAX_SCALES];
     for (int l = 0; l < L; l++) {

@@ -4,7 +4,8 @@
  * backbone is frozen and there is no augmentation). Each epoch shuffles the
  * images with a generator seeded by (seed, epoch), so a run is reproducible bit
  * for bit for the same seed and thread count, and a resumed run continues
- * exactly where the checkpoint left off. Loss: mean over the batch of
+ * exactly where the checkpoint left off. A resume checks that the training
+ * images (their normalised inputs, in order) are those of the checkpoint. Loss: mean over the batch of
  * (sum 0.5 ||z||^2 - logdet), in double; Adam with L2 weight decay.
  */
 #ifndef UF_MODEL_TRAIN_H
@@ -26,7 +27,9 @@ typedef struct uf_train_options {
     uf_ln_mode ln_mode;
     int anomalib_loss;     /* batch-summed z term of the paper-time code / anomalib */
     int checkpoint_every;  /* epochs between checkpoints (0: only at the end) */
-    int max_images;        /* 0: all training images */
+    int max_images;        /* use the first N images (0: all); -1: all, or on resume the checkpoint's */
+    int skip_bad_images;   /* 0: an unreadable training image stops training (nothing is written);
+                              1: it is left out with a warning and counted */
     int resume;            /* continue from out_path */
     int stop_after;        /* >0: stop (with a checkpoint) after this many epochs in this run (tests) */
     int verbose;           /* progress lines on stderr */
@@ -36,6 +39,7 @@ uf_train_options uf_train_default_options(void);
 
 typedef struct uf_train_report {
     int n_images, epochs_done;
+    int n_skipped;                /* unreadable images left out (skip_bad_images) */
     double first_loss, last_loss; /* mean loss per image of the first and last epoch run */
     double feature_seconds, train_seconds, images_per_second;
     double gemm_seconds;          /* time inside SGEMM during training epochs */
