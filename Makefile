@@ -1,9 +1,10 @@
 # uflow - plain Makefile.
 #   make              build build/uflow and build/libuflow.a
-#   make test         build and run every test; ends with "N passed, N failed"
+#   make test         build and run every test (ends with "N passed, N failed"), then make valgrind
 #   make DEBUG=1      -O0 -g
 #   make SANITIZE=1   AddressSanitizer + UndefinedBehaviorSanitizer (separate build dir)
 #   make NATIVE=0     portable x86-64 build (no -march=native)
+#   make valgrind     memcheck on a short train + predict (build/valgrind, no AVX-512)
 #   make deps         install the Debian packages uflow needs (as root)
 
 CC       ?= gcc
@@ -19,6 +20,11 @@ endif
 ifeq ($(SANITIZE),1)
   BUILD  := build/sanitize
   OPT    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+ifeq ($(VALGRIND),1)
+  BUILD  := build/valgrind
+  OPT    := -O1 -g
+  NATIVE := 0
 endif
 ifeq ($(NATIVE),1)
   OPT    += -march=native
@@ -41,7 +47,7 @@ HARNESS  := $(BUILD)/obj/tests/harness.o
 LIB      := $(BUILD)/libuflow.a
 PROG     := $(BUILD)/uflow
 
-.PHONY: all test run-tests demo deps clean
+.PHONY: all test run-tests valgrind demo deps clean
 all: $(PROG) $(LIB)
 .SECONDARY:
 
@@ -64,6 +70,13 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(HARNESS) $(LIB)
 # Tests run from the repository root (they read tests/data/).
 test: deps
 	@$(MAKE) --no-print-directory run-tests
+	@$(MAKE) --no-print-directory valgrind
+
+# valgrind 3.19 cannot run AVX-512 code: its own portable build.
+valgrind:
+	@sh tools/install_deps.sh test
+	@$(MAKE) --no-print-directory VALGRIND=1 build/valgrind/uflow
+	@sh tests/valgrind.sh build/valgrind/uflow
 
 run-tests: $(TEST_BIN) $(PROG)
 	@sh tests/run_all.sh $(TEST_BIN)

@@ -98,7 +98,10 @@ int uf_test_run_uflow_opts(const char *const *args, const char *out_path, const 
         _exit(98);
     }
     int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) != pid) return -1;
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    if (pid < 0 || wait4(pid, &status, 0, &ru) != pid) return -1;
+    if (opts) opts->max_rss_kb = ru.ru_maxrss;
     if (WIFSIGNALED(status) && opts) opts->term_signal = WTERMSIG(status);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }

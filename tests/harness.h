@@ -34,6 +34,7 @@ typedef struct uf_test_run_opts {
     int unprivileged;       /* 1: when run as root, the child drops to uid/gid 65534 (nobody), so
                                file permissions apply to it */
     int term_signal;        /* out: the signal that killed the child, or 0 */
+    long max_rss_kb;        /* out: the child's peak resident memory (KiB) */
 } uf_test_run_opts;
 int uf_test_run_uflow_opts(const char *const *args, const char *out_path, const char *err_path,
                            uf_test_run_opts *opts);

@@ -1,8 +1,11 @@
 #!/bin/sh
 # Installs the Debian packages uflow needs to build and run, when missing.
 # Needs root (or sudo). Safe to run again: installs nothing already present.
+#   sh tools/install_deps.sh          build and run
+#   sh tools/install_deps.sh test     also valgrind (make valgrind)
 set -e
 PKGS="gcc make libc6-dev libopenblas0-openmp libstb-dev libcjson-dev libpng-dev nettle-dev"
+[ "${1:-}" = "test" ] && PKGS="$PKGS valgrind"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
