@@ -56,11 +56,8 @@ int uf_test_summary(void) {
     return g_failed ? 1 : 0;
 }
 
-int uf_test_run_uflow_opts(const char *const *args, const char *out_path, const char *err_path,
-                           uf_test_run_opts *opts) {
-    if (opts) opts->term_signal = 0;
-    char prog[4096];
-    ssize_t n = readlink("/proc/self/exe", prog, sizeof prog - 16);
+int uf_test_uflow_path(char *prog, size_t cap) {
+    ssize_t n = readlink("/proc/self/exe", prog, cap - 16);
     if (n <= 0) return -1;
     prog[n] = '\0';
     char *slash = strrchr(prog, '/'); /* .../build[/variant]/tests/test_x -> .../build[/variant]/uflow */
@@ -73,6 +70,15 @@ int uf_test_run_uflow_opts(const char *const *args, const char *out_path, const 
         fprintf(stderr, "  %s not built (run the tests with make run-tests)\n", prog);
         return -1;
     }
+    return 0;
+}
+
+int uf_test_run_uflow_opts(const char *const *args, const char *out_path, const char *err_path,
+                           uf_test_run_opts *opts) {
+    if (opts) opts->term_signal = 0;
+    char prog[4096];
+    if (uf_test_uflow_path(prog, sizeof prog) != 0) return -1;
+    if (opts && opts->program) snprintf(prog, sizeof prog, "%s", opts->program);
     const char *argv[64];
     int argc = 0;
     argv[argc++] = prog;
@@ -92,6 +98,7 @@ int uf_test_run_uflow_opts(const char *const *args, const char *out_path, const 
             struct rlimit rl = {(rlim_t)opts->fsize_limit, (rlim_t)opts->fsize_limit};
             if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(97);
         }
+        if (opts && opts->cwd && chdir(opts->cwd) != 0) _exit(95);
         if (opts && opts->unprivileged && geteuid() == 0)
             if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(96);
         execv(prog, (char *const *)argv);

@@ -11,6 +11,7 @@
 #define UF_TESTS_HARNESS_H
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 
 extern int uf_test_check_failures;
@@ -27,12 +28,16 @@ const char *uf_test_path(const char *name);
  * stderr go to the files out_path and err_path. Returns the exit status, or -1
  * when it could not run or died of a signal. */
 int uf_test_run_uflow(const char *const *args, const char *out_path, const char *err_path);
+/* Path of the uflow program beside this test binary; 0, or -1 if not built. */
+int uf_test_uflow_path(char *prog, size_t cap);
 /* uf_test_run_uflow with more control over the child process. */
 typedef struct uf_test_run_opts {
     const char *const *env; /* NULL-terminated "NAME=value" settings for the child, or NULL */
     long fsize_limit;       /* > 0: RLIMIT_FSIZE of the child in bytes (a "disk" that fills up) */
     int unprivileged;       /* 1: when run as root, the child drops to uid/gid 65534 (nobody), so
                                file permissions apply to it */
+    const char *program;    /* NULL: the uflow beside the test binary; else this executable */
+    const char *cwd;        /* NULL: the test's working directory; else the child's */
     int term_signal;        /* out: the signal that killed the child, or 0 */
     long max_rss_kb;        /* out: the child's peak resident memory (KiB) */
 } uf_test_run_opts;

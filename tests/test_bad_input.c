@@ -386,8 +386,18 @@ static void test_predict_goes_on_past_bad_images(void) {
     category(root, sizeof root, "pred_cat", 6, 3);
     snprintf(train_dir, sizeof train_dir, "%s/train/good", root);
     snprintf(first, sizeof first, "%s/000.png", train_dir);
+    /* The unprivileged run below must reach the program, the weights and the model wherever
+     * the repository is: copies in the temp folder, which it may enter. */
+    char prog[4200], prog_copy[600], weights[600];
+    CHECK(uf_test_uflow_path(prog, sizeof prog) == 0, "uflow not built");
+    tmp_path(prog_copy, sizeof prog_copy, "uflow");
+    copy_file(prog, prog_copy);
+    chmod(prog_copy, 0755);
+    tmp_path(weights, sizeof weights, "pred_weights.safetensors");
+    copy_file(WEIGHTS, weights);
     tmp_path(model, sizeof model, "pred_model.safetensors");
-    CHECK(train(train_dir, model, NULL, NULL) == 0, "training failed");
+    const char *wa[] = {"--weights", weights, NULL};
+    CHECK(train(train_dir, model, wa, NULL) == 0, "training failed");
     tmp_path(in, sizeof in, "pred_in");
     tmp_path(pred, sizeof pred, "pred_out");
     mkdir(in, 0755);
@@ -421,7 +431,7 @@ static void test_predict_goes_on_past_bad_images(void) {
     write_bytes(p, "RIFF", 4);
 
     const char *pa[] = {"predict", "--model", model, "-o", pred, "--batch", "3", in, NULL};
-    uf_test_run_opts o = {.unprivileged = 1};
+    uf_test_run_opts o = {.unprivileged = 1, .program = prog_copy, .cwd = uf_test_tmpdir()};
     CHECK(run_opts(pa, &o) == 1, "predict over a folder with bad images must exit 1");
     CHECK(stderr_has("5 of 8 images could not be processed"), "summary line");
     CHECK(stderr_has("ignored 3 entries: 2 not a .png/.jpg/.jpeg/.bmp file (") && stderr_has(".tif") &&
