@@ -1,5 +1,6 @@
 #include "core/tensor.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,4 +133,10 @@ void uf_arena_reset(uf_arena *a) { a->used = 0; }
 void uf_arena_free(uf_arena *a) {
     uf_free(a->base);
     memset(a, 0, sizeof *a);
+}
+
+int uf_all_finite(const float *v, size_t n) {
+    for (size_t k = 0; k < n; k++)
+        if (!isfinite(v[k])) return 0;
+    return 1;
 }

@@ -36,6 +36,8 @@ uf_tensor *uf_tensor_new4(int64_t n, int64_t c, int64_t h, int64_t w);
 uf_tensor *uf_tensor_clone(const uf_tensor *t);
 void uf_tensor_free(uf_tensor *t);
 int64_t uf_tensor_numel(const uf_tensor *t);
+/* 1 when every v[0..n) is finite (no NaN, no Inf). */
+int uf_all_finite(const float *v, size_t n);
 /* 1 when both tensors have the same ndim and shape. */
 int uf_tensor_same_shape(const uf_tensor *a, const uf_tensor *b);
 /* Writes e.g. "[2, 64, 32, 32]" into buf. */

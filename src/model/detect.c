@@ -113,12 +113,6 @@ int uf_detect_first_error(const uf_detect_batch *b) {
     return -1;
 }
 
-static int all_finite(const float *v, size_t n) {
-    for (size_t k = 0; k < n; k++)
-        if (!isfinite(v[k])) return 0;
-    return 1;
-}
-
 int uf_detect_run(uf_detect_batch *b, uf_model *m, double *t_latents, double *t_detect) {
     double t0 = uf_now();
     if (uf_model_latents(m, b->x, b->n, b->z) != UF_OK) return UF_ERR;
@@ -132,7 +126,7 @@ int uf_detect_run(uf_detect_batch *b, uf_model *m, double *t_latents, double *t_
         for (int l = 0; l < L; l++) {
             uf_model_latent_shape(m, l, &v[l].c, &v[l].h, &v[l].w);
             v[l].z = b->z[l] + (size_t)i * v[l].c * v[l].h * v[l].w;
-            finite = finite && all_finite(v[l].z, (size_t)v[l].c * v[l].h * v[l].w);
+            finite = finite && uf_all_finite(v[l].z, (size_t)v[l].c * v[l].h * v[l].w);
         }
         if (!finite) {
             snprintf(b->error[i], UF_DETECT_ERROR_LEN, "image '%s': the model gives non-finite latents (NaN or Inf)",

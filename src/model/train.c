@@ -54,12 +54,6 @@ static void cache_free(feature_cache *c) {
     }
 }
 
-static int all_finite(const float *v, size_t n) {
-    for (size_t k = 0; k < n; k++)
-        if (!isfinite(v[k])) return 0;
-    return 1;
-}
-
 /* Features of the first n_try samples of ds. Bad-image policy: an image that
  * cannot be read stops the build with its error, unless skip_bad, which
  * leaves it out with a warning. Non-finite features always stop it (they come
@@ -107,7 +101,7 @@ static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_ba
         for (int l = 0; l < L; l++) out[l] = c->feat[l] + (size_t)c->n * c->per_image[l];
         rc = uf_resnet_forward(m->backbone, x, ok, S, S, out);
         for (int l = 0; l < L && rc == UF_OK; l++)
-            if (!all_finite(out[l], (size_t)ok * c->per_image[l]))
+            if (!uf_all_finite(out[l], (size_t)ok * c->per_image[l]))
                 rc = uf_error("backbone features of the images from '%s' on are not finite (NaN or Inf): check the "
                               "backbone weights '%s'",
                               paths[0], m->cfg.backbone_file);
