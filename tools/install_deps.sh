@@ -1,8 +1,10 @@
 #!/bin/sh
 # Installs the Debian packages uflow needs to build and run, when missing.
 # Needs root (or sudo). Safe to run again: installs nothing already present.
+# With the argument "fuzz", also clang, libFuzzer and libomp (make fuzz).
 set -e
 PKGS="gcc make libc6-dev libopenblas0-openmp libstb-dev libcjson-dev libpng-dev nettle-dev"
+[ "$1" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev libomp-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
