@@ -196,6 +196,19 @@ static void test_load_errors(void) {
     write_bytes(txt, "hello, not an image\n", 20);
     expect_load_fails(txt, NULL);
 
+    /* found by fuzz/fuzz_image.c: a DHT table of more than 256 codes made stb_image 2.27 write
+     * past its Huffman tables; such a JPEG is refused before stb parses it */
+    expect_load_fails("tests/data/fuzz/jpeg_dht_257_codes.jpg", "Huffman table");
+    unsigned char dht[2 + 4 + 1 + 16 + 272];
+    memset(dht, 0, sizeof dht);
+    dht[0] = 0xFF, dht[1] = 0xD8, dht[2] = 0xFF, dht[3] = 0xC4;
+    dht[4] = (unsigned char)((sizeof dht - 4) >> 8), dht[5] = (unsigned char)((sizeof dht - 4) & 0xff);
+    dht[6] = 0x10; /* AC table 0 */
+    for (int i = 0; i < 16; i++) dht[7 + i] = 17; /* 272 codes */
+    const char *bad_jpeg = uf_test_path("dht.jpg");
+    write_bytes(bad_jpeg, dht, sizeof dht);
+    expect_load_fails(bad_jpeg, "Huffman table");
+
     uf_image *img = uf_image_load(DATA "gray.png", 2);
     CHECK(img == NULL && strstr(uf_last_error(), "want_channels"), "want_channels 2 refused");
     uf_image_free(img);

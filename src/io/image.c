@@ -107,6 +107,63 @@ static int read_file(const char *path, unsigned char **data, size_t *len) {
     return UF_OK;
 }
 
+/* One DHT segment body (after FF C4), read the way stb_image reads it (bytes
+ * past the end read as 0): 1 when a table declares more than 256 codes. */
+static int jpeg_dht_oversized(const unsigned char *d, size_t n) {
+    size_t p = 0;
+#define DHT_BYTE() (p < n ? d[p++] : (p++, 0))
+    long len = (long)(DHT_BYTE() << 8);
+    len |= DHT_BYTE();
+    len -= 2;
+    while (len > 0) {
+        int q = DHT_BYTE();
+        if (q >> 4 > 1 || (q & 15) > 3) return 0; /* stb refuses the table itself */
+        int codes = 0;
+        for (int i = 0; i < 16; i++) codes += DHT_BYTE();
+        if (codes > 256) return 1;
+        p += (size_t)codes;
+        len -= 17 + codes;
+    }
+#undef DHT_BYTE
+    return 0;
+}
+
+/* stb_image 2.27 (Debian 12's libstb) writes past its Huffman tables when a
+ * JPEG DHT table declares more than 256 codes (invalid JPEG; stb 2.28 checks
+ * it). Returns 1 when a JPEG holds such a table, to refuse it before stb
+ * parses it. Marker segments are followed by their lengths up to the first
+ * unusual marker or SOS; from there on (entropy-coded data, where stb
+ * resynchronises its own way) every FF C4 is checked, so no DHT that stb may
+ * read is missed. */
+static int jpeg_has_bad_huffman_table(const unsigned char *d, size_t n) {
+    size_t p = 0;
+    while (p < n && d[p] == 0xFF) p++; /* stb takes FF (FF)* D8 as the start of a JPEG */
+    if (p == 0 || p >= n || d[p] != 0xD8) return 0;
+    int scanning = 0;
+    for (p++; p + 1 < n;) {
+        if (d[p] != 0xFF || d[p + 1] == 0xFF) { /* data, garbage or fill byte */
+            p++;
+            continue;
+        }
+        unsigned c = d[p + 1];
+        if (c == 0xC4 && jpeg_dht_oversized(d + p + 2, n - p - 2)) return 1;
+        if (scanning || c == 0x01 || (c >= 0xD0 && c <= 0xD8)) { /* TEM, RSTn, SOI: no length */
+            p += scanning ? 1 : 2;
+            continue;
+        }
+        int known = c == 0xC4 || c == 0xDB || c == 0xDD || c == 0xFE || (c >= 0xE0 && c <= 0xEF) ||
+                    (c >= 0xC0 && c <= 0xC2);
+        if (!known) { /* SOS, EOI or a marker stb refuses: check every byte from here */
+            scanning = 1;
+            p += 2;
+            continue;
+        }
+        if (p + 3 >= n) break;
+        p += 2 + (((size_t)d[p + 2] << 8) | d[p + 3]);
+    }
+    return 0;
+}
+
 /* Pillow 9.4 Convert.c rgb2l: ITU-R 601-2 luma in 16-bit fixed point. */
 static inline uint8_t pil_luma(const uint8_t *rgb) {
     return (uint8_t)(((uint32_t)rgb[0] * 19595u + (uint32_t)rgb[1] * 38470u +
@@ -125,6 +182,11 @@ uf_image *uf_image_load(const char *path, int want_channels) {
     unsigned char *data;
     size_t len;
     if (read_file(path, &data, &len) != UF_OK) return NULL;
+    if (jpeg_has_bad_huffman_table(data, len)) {
+        uf_error("image '%s': corrupt JPEG (a Huffman table with more than 256 codes)", path);
+        free(data);
+        return NULL;
+    }
 
     int w = 0, h = 0, n = 0;
     if (!stbi_info_from_memory(data, (int)len, &w, &h, &n)) {
