@@ -24,7 +24,7 @@ for t in "$@"; do
     [ -f fuzz/"$t".dict ] && dict="-dict=fuzz/$t.dict"
     echo "fuzz: $t for ${secs}s (log: $dir/$t.log)"
     "$dir/fuzz_$t" "$corpus" $dict -max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=2048 \
-        -timeout=10 -workers=0 -jobs=1 -close_fd_mask=3 -print_final_stats=1 \
+        -timeout=10 -close_fd_mask=3 -print_final_stats=1 \
         -artifact_prefix="$art/" >"$dir/$t.log" 2>&1
     rc=$?
     tail -n 1 "$dir/$t.log" | sed "s/^/fuzz: $t: /"
