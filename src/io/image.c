@@ -107,24 +107,29 @@ static int read_file(const char *path, unsigned char **data, size_t *len) {
     return UF_OK;
 }
 
-/* One DHT segment body (after FF C4), read the way stb_image reads it (bytes
- * past the end read as 0): 1 when a table declares more than 256 codes. */
+/* d[*p] and *p + 1, reading past the end as 0 as stb_image does. */
+static unsigned dht_byte(const unsigned char *d, size_t n, size_t *p) {
+    unsigned v = *p < n ? d[*p] : 0;
+    (*p)++;
+    return v;
+}
+
+/* One DHT segment body (after FF C4), read the way stb_image reads it: 1 when
+ * a table declares more than 256 codes. */
 static int jpeg_dht_oversized(const unsigned char *d, size_t n) {
     size_t p = 0;
-#define DHT_BYTE() (p < n ? d[p++] : (p++, 0))
-    long len = (long)(DHT_BYTE() << 8);
-    len |= DHT_BYTE();
+    long len = (long)(dht_byte(d, n, &p) << 8);
+    len |= (long)dht_byte(d, n, &p);
     len -= 2;
     while (len > 0) {
-        int q = DHT_BYTE();
+        unsigned q = dht_byte(d, n, &p);
         if (q >> 4 > 1 || (q & 15) > 3) return 0; /* stb refuses the table itself */
-        int codes = 0;
-        for (int i = 0; i < 16; i++) codes += DHT_BYTE();
+        long codes = 0;
+        for (int i = 0; i < 16; i++) codes += dht_byte(d, n, &p);
         if (codes > 256) return 1;
         p += (size_t)codes;
         len -= 17 + codes;
     }
-#undef DHT_BYTE
     return 0;
 }
 
