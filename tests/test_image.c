@@ -179,6 +179,12 @@ static void test_load_errors(void) {
         put_be32(hdr + 16, 17000), put_be32(hdr + 20, 17000);
         write_bytes(huge, hdr, 33);
         expect_load_fails(huge, "too large");
+        /* 16384 x 16384 RGBA with 16-bit samples: 2^31 bytes overflowed stb_image's int sizes
+         * (a 2^64 - 2^31 byte malloc; found by analysis while fuzzing) */
+        put_be32(hdr + 16, 16384), put_be32(hdr + 20, 16384);
+        hdr[24] = 16, hdr[25] = 6;
+        write_bytes(huge, hdr, 33);
+        expect_load_fails(huge, "too large to decode");
         /* corrupt compressed data in the middle */
         for (size_t i = n / 3; i < n / 3 + 64; i++) png[i] ^= 0x5a;
         const char *corrupt = uf_test_path("corrupt.png");

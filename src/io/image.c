@@ -206,6 +206,14 @@ uf_image *uf_image_load(const char *path, int want_channels) {
         free(data);
         return NULL;
     }
+    /* stb sizes its buffers in int: 16-bit samples of a large image overflow it */
+    size_t sample = stbi_is_16_bit_from_memory(data, (int)len) ? 2 : 1;
+    if ((size_t)w * (size_t)h * (size_t)(n < 1 ? 4 : n) * sample > (size_t)INT_MAX) {
+        uf_error("image '%s': %dx%d with %d %d-bit channels is too large to decode", path, w, h, n,
+                 (int)(8 * sample));
+        free(data);
+        return NULL;
+    }
     int fw = 0, fh = 0, fn = 0;
     unsigned char *px = stbi_load_from_memory(data, (int)len, &fw, &fh, &fn, 0);
     free(data);
