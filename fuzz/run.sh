@@ -22,6 +22,7 @@ for t in "$@"; do
     cp fuzz/corpus/"$t"/* "$corpus"/
     dict=""
     [ -f fuzz/"$t".dict ] && dict="-dict=fuzz/$t.dict"
+    [ "$t" = dataset ] && dict="-max_len=256" # programs of up to 64 ops (the seeds are shorter)
     echo "fuzz: $t for ${secs}s (log: $dir/$t.log)"
     "$dir/fuzz_$t" "$corpus" $dict -max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=2048 \
         -timeout=10 -close_fd_mask=3 -print_final_stats=1 \
