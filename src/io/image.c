@@ -214,6 +214,15 @@ uf_image *uf_image_load(const char *path, int want_channels) {
         free(data);
         return NULL;
     }
+    /* No format packs more than ~8256 pixels in a byte (1-bit PNG at zlib's best
+     * ratio, 1032:1); stb pads truncated BMP/TGA/PNM data with zeros, so without
+     * this a 31-byte file decodes to 12 million pixels. */
+    if ((size_t)w * (size_t)h > ((size_t)1 << 20) + len * UF_IMAGE_MAX_PIXELS_PER_BYTE) {
+        uf_error("image '%s': %dx%d pixels cannot come from a %zu-byte file (truncated or corrupt)", path, w,
+                 h, len);
+        free(data);
+        return NULL;
+    }
     int fw = 0, fh = 0, fn = 0;
     unsigned char *px = stbi_load_from_memory(data, (int)len, &fw, &fh, &fn, 0);
     free(data);
