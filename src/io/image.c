@@ -169,6 +169,21 @@ static int jpeg_has_bad_huffman_table(const unsigned char *d, size_t n) {
     return 0;
 }
 
+/* stb_image's failure reason, printable: its "XXXX PNG chunk not known"
+ * copies the chunk type's bytes from the file (control characters included). */
+static const char *stb_reason(char *buf, size_t cap) {
+    const char *why = stbi_failure_reason();
+    if (!why) why = "unknown reason";
+    size_t j = 0;
+    for (; *why && j + 5 < cap; why++) {
+        unsigned char c = (unsigned char)*why;
+        if (c < 0x20 || c >= 0x7f) j += (size_t)snprintf(buf + j, cap - j, "\\x%02x", c);
+        else buf[j++] = (char)c;
+    }
+    buf[j] = '\0';
+    return buf;
+}
+
 /* Pillow 9.4 Convert.c rgb2l: ITU-R 601-2 luma in 16-bit fixed point. */
 static inline uint8_t pil_luma(const uint8_t *rgb) {
     return (uint8_t)(((uint32_t)rgb[0] * 19595u + (uint32_t)rgb[1] * 38470u +
@@ -195,8 +210,8 @@ uf_image *uf_image_load(const char *path, int want_channels) {
 
     int w = 0, h = 0, n = 0;
     if (!stbi_info_from_memory(data, (int)len, &w, &h, &n)) {
-        const char *why = stbi_failure_reason();
-        uf_error("image '%s': not a readable image (%s)", path, why ? why : "unknown reason");
+        char why[128];
+        uf_error("image '%s': not a readable image (%s)", path, stb_reason(why, sizeof why));
         free(data);
         return NULL;
     }
@@ -227,8 +242,8 @@ uf_image *uf_image_load(const char *path, int want_channels) {
     unsigned char *px = stbi_load_from_memory(data, (int)len, &fw, &fh, &fn, 0);
     free(data);
     if (!px) {
-        const char *why = stbi_failure_reason();
-        uf_error("image '%s': cannot decode (%s)", path, why ? why : "unknown reason");
+        char why[128];
+        uf_error("image '%s': cannot decode (%s)", path, stb_reason(why, sizeof why));
         return NULL;
     }
     if (fw != w || fh != h || fn < 1 || fn > 4) {
