@@ -226,6 +226,8 @@ static void test_load_errors(void) {
     /* found by fuzz/fuzz_image.c: a 31-byte TGA announcing 15616 x 767 pixels was decoded (stb pads
      * with zeros) and resized, 10 s under the fuzzer */
     expect_load_fails("tests/data/fuzz/tga_31_bytes_15616x767.tga", "truncated or corrupt");
+    expect_load_fails("tests/data/fuzz/png_chunk_type_newline.png", "PNG chunk not known");
+    CHECK(!strchr(uf_last_error(), '\n') && !strchr(uf_last_error(), '\r'), "one line: %s", uf_last_error());
 
     uf_image *img = uf_image_load(DATA "gray.png", 2);
     CHECK(img == NULL && strstr(uf_last_error(), "want_channels"), "want_channels 2 refused");
