@@ -225,7 +225,18 @@ static void test_load_errors(void) {
 
     /* found by fuzz/fuzz_image.c: a 31-byte TGA announcing 15616 x 767 pixels was decoded (stb pads
      * with zeros) and resized, 10 s under the fuzzer */
-    expect_load_fails("tests/data/fuzz/tga_31_bytes_15616x767.tga", "truncated or corrupt");
+    expect_load_fails("tests/data/fuzz/tga_31_bytes_15616x767.tga", "not a PNG, JPEG or BMP");
+    /* ...and the same with a BMP header: 4000 x 4000 pixels from a 54-byte file */
+    unsigned char bmp[54] = {'B', 'M', 54, 0, 0, 0, 0, 0, 0, 0, 54, 0, 0, 0, 40, 0, 0, 0,
+                             0xa0, 0x0f, 0, 0, 0xa0, 0x0f, 0, 0, 1, 0, 24, 0};
+    const char *short_bmp = uf_test_path("short.bmp");
+    write_bytes(short_bmp, bmp, sizeof bmp);
+    expect_load_fails(short_bmp, "truncated or corrupt");
+    /* found by fuzz/fuzz_image.c: stb_image 2.27's PNM header parser overflows an int (UB); PNM,
+     * like TGA, GIF, PSD, PIC and HDR, is no longer handed to stb at all */
+    const char *pgm = uf_test_path("big.pgm");
+    write_bytes(pgm, "P5\n2155555555 1\n255\n", 21);
+    expect_load_fails(pgm, "not a PNG, JPEG or BMP");
     expect_load_fails("tests/data/fuzz/png_chunk_type_newline.png", "PNG chunk not known");
     CHECK(!strchr(uf_last_error(), '\n') && !strchr(uf_last_error(), '\r'), "one line: %s", uf_last_error());
 

@@ -169,6 +169,17 @@ static int jpeg_has_bad_huffman_table(const unsigned char *d, size_t n) {
     return 0;
 }
 
+/* 1 for the formats uflow reads, by their signatures (as stb_image tests
+ * them). stb_image 2.27's other decoders (GIF, PSD, PIC, PNM, HDR, TGA) have
+ * known memory and integer-overflow bugs and are never reached. */
+static int is_png_jpeg_bmp(const unsigned char *d, size_t n) {
+    if (n >= 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8)) return 1;
+    if (n >= 2 && d[0] == 'B' && d[1] == 'M') return 1;
+    size_t p = 0;
+    while (p < n && d[p] == 0xFF) p++; /* FF (FF)* D8 */
+    return p > 0 && p < n && d[p] == 0xD8;
+}
+
 /* stb_image's failure reason, printable: its "XXXX PNG chunk not known"
  * copies the chunk type's bytes from the file (control characters included). */
 static const char *stb_reason(char *buf, size_t cap) {
@@ -202,6 +213,11 @@ uf_image *uf_image_load(const char *path, int want_channels) {
     unsigned char *data;
     size_t len;
     if (read_file(path, &data, &len) != UF_OK) return NULL;
+    if (!is_png_jpeg_bmp(data, len)) {
+        uf_error("image '%s': not a PNG, JPEG or BMP file", path);
+        free(data);
+        return NULL;
+    }
     if (jpeg_has_bad_huffman_table(data, len)) {
         uf_error("image '%s': corrupt JPEG (a Huffman table with more than 256 codes)", path);
         free(data);

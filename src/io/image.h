@@ -34,7 +34,8 @@ typedef struct uf_image {
  * (Pillow 9.4's rgb2l; equal for all 2^24 colours). Decoding is stb_image's:
  * PNG and BMP are exact; JPEG may differ from Pillow's libjpeg by a few levels
  * (different IDCT/upsampling); 16-bit PNG samples are reduced to their high
- * byte (Pillow would clip instead). Any format stb_image decodes is accepted.
+ * byte (Pillow would clip instead). Only PNG, JPEG and BMP files are read
+ * (told by their signatures; stb_image's other decoders are never reached).
  * Missing, empty, truncated, corrupt or unsupported files, images over
  * UF_IMAGE_MAX_SIDE / UF_IMAGE_MAX_PIXELS and files too small for the size
  * they announce (UF_IMAGE_MAX_PIXELS_PER_BYTE) give NULL and an error naming the
