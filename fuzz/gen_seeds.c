@@ -5,6 +5,7 @@
  *                 input 32): F32 without, F16 with an optimizer state
  *   safetensors/  files with every dtype, metadata, scalars and empty tensors
  *   image/        tiny PNGs (8-bit gray/RGB, 16-bit gray) and PGM/PPM/TGA/GIF
+ *                 (formats uf_image_load refuses)
  *   dataset/      op programs for fuzz_dataset.c: MVTec-AD, MVTec 3D-AD and
  *                 plain-folder layouts, links and loops
  * The other seeds (real JPEG/BMP/PNG files from tests/data) are plain copies.
