@@ -6,6 +6,8 @@
 #   make NATIVE=0     portable x86-64 build (no -march=native)
 #   make valgrind     memcheck on a short train + predict (build/valgrind, no AVX-512)
 #   make deps         install the Debian packages uflow needs (as root)
+#   make fuzz         build the libFuzzer targets (clang, build/fuzz/) and run each for FUZZ_SECONDS
+#   make fuzz-build   only build them
 
 CC       ?= gcc
 MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null)
@@ -47,7 +49,7 @@ HARNESS  := $(BUILD)/obj/tests/harness.o
 LIB      := $(BUILD)/libuflow.a
 PROG     := $(BUILD)/uflow
 
-.PHONY: all test run-tests valgrind demo deps clean
+.PHONY: all test run-tests valgrind demo deps clean fuzz fuzz-build fuzz-seeds
 all: $(PROG) $(LIB)
 .SECONDARY:
 
@@ -91,4 +93,49 @@ deps:
 clean:
 	rm -rf build
 
+# ---- fuzzing (fuzz/README.md) ----------------------------------------------
+# The library is rebuilt with clang, ASan + UBSan and libFuzzer's coverage
+# instrumentation in build/fuzz/, with stb_image compiled in (instrumented)
+# instead of libstb. OpenMP comes from clang's libomp (libomp-dev).
+FUZZ_CC      := clang
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     := build/fuzz
+FUZZ_TARGETS := safetensors image dataset model
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS  := -std=c11 -Wall -Wextra -fopenmp -g -O1 $(FUZZ_SAN) -fsanitize=fuzzer-no-link -MMD -MP
+FUZZ_LDLIBS  := $(filter-out -lstb,$(LDLIBS))
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o) $(FUZZ_DIR)/obj/fuzz/stb_image_impl.o
+FUZZ_BIN     := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
+
+$(FUZZ_DIR)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FUZZ_DIR)/obj/fuzz/stb_image_impl.o: fuzz/stb_image_impl.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -w -c -o $@ $<
+
+$(FUZZ_DIR)/libuflow.a: $(FUZZ_LIB_OBJ)
+	$(AR) rcs $@ $^
+
+$(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/fuzz/fuzz_%.o $(FUZZ_DIR)/libuflow.a
+	$(FUZZ_CC) -fopenmp $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< $(FUZZ_DIR)/libuflow.a $(FUZZ_LDLIBS)
+
+$(FUZZ_DIR)/gen_seeds: $(FUZZ_DIR)/obj/fuzz/gen_seeds.o $(FUZZ_DIR)/libuflow.a
+	$(FUZZ_CC) -fopenmp $(FUZZ_SAN) -o $@ $< $(FUZZ_DIR)/libuflow.a $(FUZZ_LDLIBS)
+
+fuzz-build: $(FUZZ_BIN)
+
+# Regenerates the generated seeds in fuzz/corpus/ (committed; see fuzz/gen_seeds.c).
+fuzz-seeds: $(FUZZ_DIR)/gen_seeds
+	OMP_NUM_THREADS=1 $(FUZZ_DIR)/gen_seeds fuzz/corpus
+
+# Installs clang and libFuzzer when missing, builds, runs every target for
+# FUZZ_SECONDS from a scratch copy of its seeds; fails if any target fails.
+fuzz:
+	@sh tools/install_deps.sh fuzz
+	@$(MAKE) --no-print-directory fuzz-build
+	@sh fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(FUZZ_DIR)/obj -name '*.d' 2>/dev/null)

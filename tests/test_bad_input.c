@@ -197,7 +197,7 @@ static void test_train_stops_on_a_bad_image_and_writes_nothing(void) {
     tmp_path(model, sizeof model, "train_bad.safetensors");
     const char *kinds[][2] = {{"bad_empty.png", "empty file"},
                               {"bad_truncated.png", "bad_truncated.png"},
-                              {"bad_text.png", "not a readable image"},
+                              {"bad_text.png", "not a PNG, JPEG or BMP file"},
                               {"bad_bomb.png", "too large"}};
     char bad[800];
     for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
@@ -437,7 +437,8 @@ static void test_predict_goes_on_past_bad_images(void) {
     CHECK(stderr_has("ignored 3 entries: 2 not a .png/.jpg/.jpeg/.bmp file (") && stderr_has(".tif") &&
               stderr_has(".webp") && stderr_has("), 1 dangling or looping symbolic link"),
           "folder scan note");
-    const char *why[] = {"bad_empty.png': empty file", "bad_truncated.png", "bad_text.png': not a readable image",
+    const char *why[] = {"bad_empty.png': empty file", "bad_truncated.png",
+                         "bad_text.png': not a PNG, JPEG or BMP file",
                          "bad_bomb.png': image size 100000x100000 too large", "bad_locked.png': cannot open"};
     for (size_t i = 0; i < sizeof why / sizeof *why; i++) CHECK(stderr_has(why[i]), "reported: %s", why[i]);
 

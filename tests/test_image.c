@@ -179,6 +179,20 @@ static void test_load_errors(void) {
         put_be32(hdr + 16, 17000), put_be32(hdr + 20, 17000);
         write_bytes(huge, hdr, 33);
         expect_load_fails(huge, "too large");
+        /* 16384 x 16384 RGBA with 16-bit samples: 2^31 bytes overflowed stb_image's int sizes
+         * (a 2^64 - 2^31 byte malloc; found by analysis while fuzzing) */
+        put_be32(hdr + 16, 16384), put_be32(hdr + 20, 16384);
+        hdr[24] = 16, hdr[25] = 6;
+        write_bytes(huge, hdr, 33);
+        expect_load_fails(huge, "too large to decode");
+        /* found by fuzz/fuzz_image.c: stb's "XXXX PNG chunk not known" quoted the chunk type's bytes,
+         * so a type with a newline broke the one-line message */
+        memcpy(hdr + 33, "\0\0\0\0\x01\n\r\x02\0\0\0\0", 12);
+        hdr[24] = 8, hdr[25] = 2;
+        put_be32(hdr + 16, 4), put_be32(hdr + 20, 4);
+        write_bytes(huge, hdr, 45);
+        expect_load_fails(huge, "\\x0a\\x0d\\x02 PNG chunk not known");
+        CHECK(!strchr(uf_last_error(), '\n') && !strchr(uf_last_error(), '\r'), "one line: %s", uf_last_error());
         /* corrupt compressed data in the middle */
         for (size_t i = n / 3; i < n / 3 + 64; i++) png[i] ^= 0x5a;
         const char *corrupt = uf_test_path("corrupt.png");
@@ -195,6 +209,36 @@ static void test_load_errors(void) {
     const char *txt = uf_test_path("text.jpg");
     write_bytes(txt, "hello, not an image\n", 20);
     expect_load_fails(txt, NULL);
+
+    /* found by fuzz/fuzz_image.c: a DHT table of more than 256 codes made stb_image 2.27 write
+     * past its Huffman tables; such a JPEG is refused before stb parses it */
+    expect_load_fails("tests/data/fuzz/jpeg_dht_257_codes.jpg", "Huffman table");
+    unsigned char dht[2 + 4 + 1 + 16 + 272];
+    memset(dht, 0, sizeof dht);
+    dht[0] = 0xFF, dht[1] = 0xD8, dht[2] = 0xFF, dht[3] = 0xC4;
+    dht[4] = (unsigned char)((sizeof dht - 4) >> 8), dht[5] = (unsigned char)((sizeof dht - 4) & 0xff);
+    dht[6] = 0x10; /* AC table 0 */
+    for (int i = 0; i < 16; i++) dht[7 + i] = 17; /* 272 codes */
+    const char *bad_jpeg = uf_test_path("dht.jpg");
+    write_bytes(bad_jpeg, dht, sizeof dht);
+    expect_load_fails(bad_jpeg, "Huffman table");
+
+    /* found by fuzz/fuzz_image.c: a 31-byte TGA announcing 15616 x 767 pixels was decoded (stb pads
+     * with zeros) and resized, 10 s under the fuzzer */
+    expect_load_fails("tests/data/fuzz/tga_31_bytes_15616x767.tga", "not a PNG, JPEG or BMP");
+    /* ...and the same with a BMP header: 4000 x 4000 pixels from a 54-byte file */
+    unsigned char bmp[54] = {'B', 'M', 54, 0, 0, 0, 0, 0, 0, 0, 54, 0, 0, 0, 40, 0, 0, 0,
+                             0xa0, 0x0f, 0, 0, 0xa0, 0x0f, 0, 0, 1, 0, 24, 0};
+    const char *short_bmp = uf_test_path("short.bmp");
+    write_bytes(short_bmp, bmp, sizeof bmp);
+    expect_load_fails(short_bmp, "truncated or corrupt");
+    /* found by fuzz/fuzz_image.c: stb_image 2.27's PNM header parser overflows an int (UB); PNM,
+     * like TGA, GIF, PSD, PIC and HDR, is no longer handed to stb at all */
+    const char *pgm = uf_test_path("big.pgm");
+    write_bytes(pgm, "P5\n2155555555 1\n255\n", 21);
+    expect_load_fails(pgm, "not a PNG, JPEG or BMP");
+    expect_load_fails("tests/data/fuzz/png_chunk_type_newline.png", "PNG chunk not known");
+    CHECK(!strchr(uf_last_error(), '\n') && !strchr(uf_last_error(), '\r'), "one line: %s", uf_last_error());
 
     uf_image *img = uf_image_load(DATA "gray.png", 2);
     CHECK(img == NULL && strstr(uf_last_error(), "want_channels"), "want_channels 2 refused");

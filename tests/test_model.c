@@ -188,6 +188,21 @@ static void test_bad_model_files(void) {
     expect_load_error(bad, NULL, "uflow.channels");
     write_variant(a, bad, "uflow.ln_mode", "sometimes", NULL);
     expect_load_error(bad, NULL, "sometimes");
+    /* found by fuzz/fuzz_model.c: a value with a newline made a two-line message */
+    write_variant(a, bad, "uflow.ln_mode", "logdet\nx", NULL);
+    expect_load_error(bad, NULL, "uflow.ln_mode' holds control characters");
+    CHECK(!strchr(uf_last_error(), '\n'), "one line: %s", uf_last_error());
+    /* a tiny file claiming a huge flow (3.6 GB of LayerNorm parameters at 8192, 64 steps) is
+     * refused before anything is allocated */
+    write_variant(a, bad, "uflow.input_size", "8192", NULL);
+    write_variant(bad, bad, "uflow.heights", "2048,1024,512", NULL);
+    write_variant(bad, bad, "uflow.widths", "2048,1024,512", NULL);
+    expect_load_error(bad, NULL, "bytes of tensor data");
+    write_variant(a, bad, "uflow.flow_steps", "64", NULL);
+    expect_load_error(bad, NULL, "bytes of tensor data");
+    /* a recorded backbone path that never ends when read */
+    write_variant(a, bad, "uflow.backbone_file", "/dev/zero", NULL);
+    expect_load_error(bad, NULL, "not a regular file");
     write_variant(a, bad, NULL, NULL, "flow.module_list.1.subnet.2.weight");
     expect_load_error(bad, NULL, "flow.module_list.1.subnet.2.weight");
     write_variant(a, bad, "uflow.backbone_file", "/nonexistent/resnet.safetensors", NULL);

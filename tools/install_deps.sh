@@ -3,9 +3,11 @@
 # Needs root (or sudo). Safe to run again: installs nothing already present.
 #   sh tools/install_deps.sh          build and run
 #   sh tools/install_deps.sh test     also valgrind (make valgrind)
+#   sh tools/install_deps.sh fuzz     also clang, libFuzzer and libomp (make fuzz)
 set -e
 PKGS="gcc make libc6-dev libopenblas0-openmp libstb-dev libcjson-dev libpng-dev nettle-dev"
-[ "${1:-}" = "test" ] && PKGS="$PKGS valgrind"
+[ "${1:-}" = test ] && PKGS="$PKGS valgrind"
+[ "${1:-}" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev libomp-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -46,23 +46,41 @@ static int check_config(const uf_flow_config *c) {
     return UF_OK;
 }
 
+/* Stage channels v, upsampled channels n_up and latent channels z_ch per
+ * scale, coarsest first; UF_ERR when a stage is too narrow. */
+static int stage_channels(const uf_flow_config *cfg, int *v, int *n_up, int *z_ch) {
+    const int L = cfg->n_scales;
+    for (int l = L - 1; l >= 0; l--) {
+        v[l] = cfg->channels[l] + (l < L - 1 ? n_up[l + 1] / 4 : 0);
+        n_up[l] = l > 0 ? 4 * (v[l] / 8) : 0;
+        z_ch[l] = v[l] - n_up[l];
+        if (v[l] < (l > 0 ? 8 : 2))
+            return uf_error("flow: scale %d has %d channels in its flow stage (need at least %d)", l, v[l],
+                            l > 0 ? 8 : 2);
+    }
+    return UF_OK;
+}
+
+size_t uf_flow_param_floats(const uf_flow_config *cfg) {
+    int v[UF_FLOW_MAX_SCALES], n_up[UF_FLOW_MAX_SCALES], z_ch[UF_FLOW_MAX_SCALES];
+    if (check_config(cfg) != UF_OK || stage_channels(cfg, v, n_up, z_ch) != UF_OK) return 0;
+    size_t n = 0;
+    for (int l = 0; l < cfg->n_scales; l++) {
+        for (int t = 0; t < cfg->n_steps; t++) n += uf_block_param_floats(v[l], t % 2 == 0 ? 3 : 1);
+        if (cfg->ln_mode != UF_LN_NONE) n += 2 * (size_t)cfg->channels[l] * cfg->height[l] * cfg->width[l];
+    }
+    return n;
+}
+
 uf_flow *uf_flow_new(const uf_flow_config *cfg, uint64_t seed) {
     if (check_config(cfg) != UF_OK) return NULL;
     uf_flow *m = uf_calloc(1, sizeof *m);
     if (!m) return NULL;
     m->cfg = *cfg;
     const int L = cfg->n_scales, T = cfg->n_steps;
-    /* Stage channels, coarsest first. */
-    for (int l = L - 1; l >= 0; l--) {
-        m->v[l] = cfg->channels[l] + (l < L - 1 ? m->n_up[l + 1] / 4 : 0);
-        m->n_up[l] = l > 0 ? 4 * (m->v[l] / 8) : 0;
-        m->z_ch[l] = m->v[l] - m->n_up[l];
-        if (m->v[l] < (l > 0 ? 8 : 2)) {
-            uf_error("flow: scale %d has %d channels in its flow stage (need at least %d)", l, m->v[l],
-                     l > 0 ? 8 : 2);
-            uf_free(m);
-            return NULL;
-        }
+    if (stage_channels(cfg, m->v, m->n_up, m->z_ch) != UF_OK) {
+        uf_free(m);
+        return NULL;
     }
     m->n_blocks = L * T;
     m->blocks = uf_calloc((size_t)m->n_blocks, sizeof *m->blocks);

@@ -85,6 +85,9 @@ typedef struct uf_flow {
  * >= 2 at l = 0, L <= UF_FLOW_MAX_SCALES, n_steps >= 1) and initialises the parameters
  * like PyTorch/FrEIA (seeded). NULL + error on bad configuration or no memory. */
 uf_flow *uf_flow_new(const uf_flow_config *cfg, uint64_t seed);
+/* Number of floats uf_flow_new allocates for the parameters of cfg (n_params),
+ * computed without allocating; 0 (+ error) for a configuration it refuses. */
+size_t uf_flow_param_floats(const uf_flow_config *cfg);
 void uf_flow_free(uf_flow *m);
 
 /* Views of block i's parameters / gradients (grad views are NULL before uf_flow_alloc_grads). */

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/error.h"
 
@@ -19,6 +20,12 @@ void uf_sha256_hex(uf_sha256_ctx *ctx, char hex[65]) {
 int uf_sha256_file(const char *path, char hex[65]) {
     FILE *f = fopen(path, "rb");
     if (!f) return uf_error("%s: %s", path, strerror(errno));
+    /* a model file names this path: /dev/zero or a FIFO would never end */
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        return uf_error("%s: not a regular file", path);
+    }
     uf_sha256_ctx ctx;
     uf_sha256_init(&ctx);
     unsigned char buf[1 << 16];

@@ -6,6 +6,8 @@
 #include <nettle/sha2.h>
 #include <stddef.h>
 
+/* hex: 64 digits + NUL. A path that is not a regular file (a folder,
+ * /dev/zero, a FIFO) is an error, so that hashing always ends. */
 int uf_sha256_file(const char *path, char hex[65]);
 
 /* Incremental hashing: init, update any number of times, then hex (which ends it). */

@@ -107,6 +107,94 @@ static int read_file(const char *path, unsigned char **data, size_t *len) {
     return UF_OK;
 }
 
+/* d[*p] and *p + 1, reading past the end as 0 as stb_image does. */
+static unsigned dht_byte(const unsigned char *d, size_t n, size_t *p) {
+    unsigned v = *p < n ? d[*p] : 0;
+    (*p)++;
+    return v;
+}
+
+/* One DHT segment body (after FF C4), read the way stb_image reads it: 1 when
+ * a table declares more than 256 codes. */
+static int jpeg_dht_oversized(const unsigned char *d, size_t n) {
+    size_t p = 0;
+    long len = (long)(dht_byte(d, n, &p) << 8);
+    len |= (long)dht_byte(d, n, &p);
+    len -= 2;
+    while (len > 0) {
+        unsigned q = dht_byte(d, n, &p);
+        if (q >> 4 > 1 || (q & 15) > 3) return 0; /* stb refuses the table itself */
+        long codes = 0;
+        for (int i = 0; i < 16; i++) codes += dht_byte(d, n, &p);
+        if (codes > 256) return 1;
+        p += (size_t)codes;
+        len -= 17 + codes;
+    }
+    return 0;
+}
+
+/* stb_image 2.27 (Debian 12's libstb) writes past its Huffman tables when a
+ * JPEG DHT table declares more than 256 codes (invalid JPEG; stb 2.28 checks
+ * it). Returns 1 when a JPEG holds such a table, to refuse it before stb
+ * parses it. Marker segments are followed by their lengths up to the first
+ * unusual marker or SOS; from there on (entropy-coded data, where stb
+ * resynchronises its own way) every FF C4 is checked, so no DHT that stb may
+ * read is missed. */
+static int jpeg_has_bad_huffman_table(const unsigned char *d, size_t n) {
+    size_t p = 0;
+    while (p < n && d[p] == 0xFF) p++; /* stb takes FF (FF)* D8 as the start of a JPEG */
+    if (p == 0 || p >= n || d[p] != 0xD8) return 0;
+    int scanning = 0;
+    for (p++; p + 1 < n;) {
+        if (d[p] != 0xFF || d[p + 1] == 0xFF) { /* data, garbage or fill byte */
+            p++;
+            continue;
+        }
+        unsigned c = d[p + 1];
+        if (c == 0xC4 && jpeg_dht_oversized(d + p + 2, n - p - 2)) return 1;
+        if (scanning || c == 0x01 || (c >= 0xD0 && c <= 0xD8)) { /* TEM, RSTn, SOI: no length */
+            p += scanning ? 1 : 2;
+            continue;
+        }
+        int known = c == 0xC4 || c == 0xDB || c == 0xDD || c == 0xFE || (c >= 0xE0 && c <= 0xEF) ||
+                    (c >= 0xC0 && c <= 0xC2);
+        if (!known) { /* SOS, EOI or a marker stb refuses: check every byte from here */
+            scanning = 1;
+            p += 2;
+            continue;
+        }
+        if (p + 3 >= n) break;
+        p += 2 + (((size_t)d[p + 2] << 8) | d[p + 3]);
+    }
+    return 0;
+}
+
+/* 1 for the formats uflow reads, by their signatures (as stb_image tests
+ * them). stb_image 2.27's other decoders (GIF, PSD, PIC, PNM, HDR, TGA) have
+ * known memory and integer-overflow bugs and are never reached. */
+static int is_png_jpeg_bmp(const unsigned char *d, size_t n) {
+    if (n >= 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8)) return 1;
+    if (n >= 2 && d[0] == 'B' && d[1] == 'M') return 1;
+    size_t p = 0;
+    while (p < n && d[p] == 0xFF) p++; /* FF (FF)* D8 */
+    return p > 0 && p < n && d[p] == 0xD8;
+}
+
+/* stb_image's failure reason, printable: its "XXXX PNG chunk not known"
+ * copies the chunk type's bytes from the file (control characters included). */
+static const char *stb_reason(char *buf, size_t cap) {
+    const char *why = stbi_failure_reason();
+    if (!why) why = "unknown reason";
+    size_t j = 0;
+    for (; *why && j + 5 < cap; why++) {
+        unsigned char c = (unsigned char)*why;
+        if (c < 0x20 || c >= 0x7f) j += (size_t)snprintf(buf + j, cap - j, "\\x%02x", c);
+        else buf[j++] = (char)c;
+    }
+    buf[j] = '\0';
+    return buf;
+}
+
 /* Pillow 9.4 Convert.c rgb2l: ITU-R 601-2 luma in 16-bit fixed point. */
 static inline uint8_t pil_luma(const uint8_t *rgb) {
     return (uint8_t)(((uint32_t)rgb[0] * 19595u + (uint32_t)rgb[1] * 38470u +
@@ -136,17 +224,27 @@ uf_image *uf_image_load(const char *path, int want_channels) {
     unsigned char *data;
     size_t len;
     if (read_file(path, &data, &len) != UF_OK) return NULL;
+    if (!is_png_jpeg_bmp(data, len)) {
+        uf_error("image '%s': not a PNG, JPEG or BMP file", path);
+        free(data);
+        return NULL;
+    }
+    if (jpeg_has_bad_huffman_table(data, len)) {
+        uf_error("image '%s': corrupt JPEG (a Huffman table with more than 256 codes)", path);
+        free(data);
+        return NULL;
+    }
 
     int w = 0, h = 0, n = 0;
     if (!stbi_info_from_memory(data, (int)len, &w, &h, &n)) {
-        const char *why = stbi_failure_reason();
+        char why[128];
         long pw, ph;
         if (png_header_size(data, len, &pw, &ph) && check_dims((int)(pw < INT_MAX ? pw : INT_MAX),
                                                                (int)(ph < INT_MAX ? ph : INT_MAX)) != UF_OK)
             uf_error("image '%s': image size %ldx%ld too large (limits: side %d, %ld pixels)", path, pw, ph,
                      UF_IMAGE_MAX_SIDE, (long)UF_IMAGE_MAX_PIXELS);
         else
-            uf_error("image '%s': not a readable image (%s)", path, why ? why : "unknown reason");
+            uf_error("image '%s': not a readable image (%s)", path, stb_reason(why, sizeof why));
         free(data);
         return NULL;
     }
@@ -156,12 +254,29 @@ uf_image *uf_image_load(const char *path, int want_channels) {
         free(data);
         return NULL;
     }
+    /* stb sizes its buffers in int: 16-bit samples of a large image overflow it */
+    size_t sample = stbi_is_16_bit_from_memory(data, (int)len) ? 2 : 1;
+    if ((size_t)w * (size_t)h * (size_t)(n < 1 ? 4 : n) * sample > (size_t)INT_MAX) {
+        uf_error("image '%s': %dx%d with %d %d-bit channels is too large to decode", path, w, h, n,
+                 (int)(8 * sample));
+        free(data);
+        return NULL;
+    }
+    /* No format packs more than ~8256 pixels in a byte (1-bit PNG at zlib's best
+     * ratio, 1032:1); stb pads truncated BMP/TGA/PNM data with zeros, so without
+     * this a 31-byte file decodes to 12 million pixels. */
+    if ((size_t)w * (size_t)h > ((size_t)1 << 20) + len * UF_IMAGE_MAX_PIXELS_PER_BYTE) {
+        uf_error("image '%s': %dx%d pixels cannot come from a %zu-byte file (truncated or corrupt)", path, w,
+                 h, len);
+        free(data);
+        return NULL;
+    }
     int fw = 0, fh = 0, fn = 0;
     unsigned char *px = stbi_load_from_memory(data, (int)len, &fw, &fh, &fn, 0);
     free(data);
     if (!px) {
-        const char *why = stbi_failure_reason();
-        uf_error("image '%s': cannot decode (%s)", path, why ? why : "unknown reason");
+        char why[128];
+        uf_error("image '%s': cannot decode (%s)", path, stb_reason(why, sizeof why));
         return NULL;
     }
     if (fw != w || fh != h || fn < 1 || fn > 4) {

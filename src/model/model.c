@@ -157,9 +157,22 @@ int uf_model_save(const uf_model *m, const char *path, const uf_adam *opt) {
 
 /* ---- loading ---- */
 
+/* 1 when s holds a control character (it would break one-line messages). */
+static int has_control_char(const char *s) {
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) return 1;
+    return 0;
+}
+
+/* A metadata value the model needs; values with control characters are
+ * refused here, so messages that quote them stay on one line. */
 static const char *meta_req(const uf_safetensors *st, const char *key) {
     const char *v = uf_st_metadata_get(st, key);
     if (!v) uf_error("%s: not a uflow model (metadata '%s' missing)", uf_st_path(st), key);
+    else if (has_control_char(v)) {
+        uf_error("%s: metadata '%s' holds control characters", uf_st_path(st), key);
+        return NULL;
+    }
     return v;
 }
 
@@ -215,7 +228,7 @@ static int read_config(const uf_safetensors *st, uf_model_config *c) {
     snprintf(c->backbone_file, sizeof c->backbone_file, "%s", s);
     if (!(s = meta_req(st, "uflow.backbone_sha256"))) return UF_ERR;
     snprintf(c->backbone_sha256, sizeof c->backbone_sha256, "%s", s);
-    if ((s = uf_st_metadata_get(st, "uflow.train_data"))) snprintf(c->train_data, sizeof c->train_data, "%s", s);
+    if ((s = uf_st_metadata_get(st, "uflow.train_data")) && !has_control_char(s)) snprintf(c->train_data, sizeof c->train_data, "%s", s);
     c->flow = uf_flow_default_config();
     if (meta_int(st, "uflow.input_size", 32, 8192, &c->input_size) != UF_OK) return UF_ERR;
     if (meta_int(st, "uflow.scales", 1, UF_FLOW_MAX_SCALES, &c->flow.n_scales) != UF_OK) return UF_ERR;
@@ -302,6 +315,19 @@ uf_model *uf_model_load(const char *path, const char *backbone_weights, uf_adam 
                      m->cfg.input_size);
             goto fail;
         }
+    /* Each parameter is a tensor of the file, of 2 bytes per value at least
+     * (F16): refuse a configuration the file cannot hold before allocating it. */
+    size_t n_floats = uf_flow_param_floats(&m->cfg.flow);
+    if (!n_floats) {
+        uf_error_prefix("%s", path);
+        goto fail;
+    }
+    if (n_floats > uf_st_data_size(st) / 2) {
+        uf_error("%s: the configuration (input size %d, %d flow steps) needs %zu parameters but the file holds "
+                 "only %zu bytes of tensor data", path, m->cfg.input_size, m->cfg.flow.n_steps, n_floats,
+                 uf_st_data_size(st));
+        goto fail;
+    }
     m->flow = uf_flow_new(&m->cfg.flow, 0);
     if (!m->flow) goto fail;
     int n = uf_flow_param_count(m->flow);
