@@ -68,4 +68,13 @@ char *uf_test_read_text(const char *path);
               #a, ck_a_, #b, ck_b_);                                                       \
     } while (0)
 
+/* Float rounding of a dot product (GEMM, convolution) of k terms, in any summation order,
+ * blocking or FMA use, as a kernel family may choose: |fl(sum) - sum| <= c * sum |a_i b_i| with
+ * c = gamma_k ~ k u, u = 2^-24 (deterministic; Higham, Accuracy and Stability of Numerical
+ * Algorithms, 3.1), or the probabilistic 8 sqrt(k) u when smaller (rounding errors independent
+ * with mean zero: holds with probability >= 1 - 2 exp(-32) per value; Higham & Mary, SIAM J. Sci.
+ * Comput. 41, 2019), plus 3u for the alpha/beta scaling and the final roundings of the result
+ * and of a double-accumulating reference. Returns c. */
+static inline double uf_test_dot_tol(double k) { return (fmin(k, 8.0 * sqrt(k)) + 3.0) * 0x1p-24; }
+
 #endif

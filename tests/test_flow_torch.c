@@ -14,6 +14,18 @@
 #include "harness.h"
 #include "io/safetensors.h"
 
+#define U_F32 0x1p-24  /* float unit roundoff */
+/* Both sides are float32 with their own (different) summation orders, so every check is
+ * relative to the tensor's scale; the bounds are test_flow's float-vs-double ones (see
+ * test_block_float_vs_ref there), which cover one float implementation, and torch's error is
+ * of the same size. Seen under Haswell, SkylakeX and Sandybridge kernels: z 1.1e-7 (bound
+ * 1e-5), gradients 3.7e-7 (bound TOL_GRAD), loss and log-det 7e-10 relative (bound 1e-5: a
+ * double sum of per-sample terms each known to ~1e-7). */
+#define TOL_GRAD 1e-4   /* gradients: max |ours - torch| / max |torch| per tensor */
+#define ADAM_STEPS 3    /* the reference's torch.optim.Adam steps */
+#define ADAM_STEP_MAX 1.004 /* |m_hat / sqrt(v_hat)| <= sqrt(sum_k w_k^2 / w'_k) = 1.0013, 1.0032 at t = 2, 3
+                              (Cauchy-Schwarz over Adam's bias-corrected weights) */
+
 /* max |a - b| / max |b| */
 static double rel_err(const float *a, const float *b, size_t n) {
     double md = 0, mb = 1e-30;
@@ -121,7 +133,7 @@ static void check_file(const char *path) {
         if (zr && gr) {
             double ez = rel_err(z[l], zr, B * zn[l]), eg = rel_err(gf[l], gr, B * fnl[l]);
             CHECK(ez < 1e-5, "%s: z_%d rel err %.3g", path, l, ez);
-            CHECK(eg < 1e-4, "%s: feature gradient %d rel err %.3g", path, l, eg);
+            CHECK(eg < TOL_GRAD, "%s: feature gradient %d rel err %.3g", path, l, eg);
             worst_z = fmax(worst_z, ez), worst_g = fmax(worst_g, eg);
         }
         uf_free(zr), uf_free(gr);
@@ -134,7 +146,7 @@ static void check_file(const char *path) {
         float *gr = read_exact(st, name, p.numel);
         if (gr) {
             double e = rel_err(p.grad, gr, p.numel);
-            CHECK(e < 1e-4, "%s: %s rel err %.3g", path, name, e);
+            CHECK(e < TOL_GRAD, "%s: %s rel err %.3g", path, name, e);
             worst_g = fmax(worst_g, e);
         }
         uf_free(gr);
@@ -142,32 +154,57 @@ static void check_file(const char *path) {
     /* 3 Adam steps on the same batch */
     uf_adam adam;
     CHECK(uf_adam_init(&adam, m->n_trainable, lr) == UF_OK, "%s", uf_last_error());
-    for (int step = 0; step < 3; step++) {
+    for (int step = 0; step < ADAM_STEPS; step++) {
         uf_flow_zero_grads(m);
         uf_flow_forward(m, B, (const float *const *)f, z, ld, 1);
         uf_flow_nll(B, L, zn, (const float *const *)z, ld, gz, gld, NULL, 0);
         uf_flow_backward(m, B, (const float *const *)gz, gld, NULL);
         uf_adam_step(&adam, m->params, m->grads);
     }
-    double worst_a = 0;
+    double worst_a = 0, worst_adam_ratio = 0;
     for (int i = 0; i < np; i++) {
         uf_flow_param p;
         uf_flow_param_get(m, i, &p);
         if (p.kind != UF_PARAM_TRAINABLE) continue;
         snprintf(name, sizeof name, "adam3.%s", p.name);
         float *pr = read_exact(st, name, p.numel);
-        if (pr) {
-            /* an Adam step moves each value by about lr; compare at lr/100 */
-            double e = 0;
-            for (size_t j = 0; j < p.numel; j++) e = fmax(e, fabs(p.data[j] - pr[j]));
-            CHECK(e < 0.01 * lr, "%s: %s max abs err %.3g (lr %g)", path, name, e, lr);
-            worst_a = fmax(worst_a, e);
+        snprintf(name, sizeof name, "grad.%s", p.name);
+        float *gr = read_exact(st, name, p.numel), *p0 = read_exact(st, p.name, p.numel);
+        if (pr && gr && p0) {
+            /* Adam moves each value by lr * r, r = m_hat / (sqrt(v_hat) + eps), a ratio that does
+             * not depend on |g|. m_hat and v_hat are weighted means of g_k and g_k^2 with weights
+             * w_k, w'_k summing to 1, so with g_k = g (1 + e_k): r = sign(g) (1 + sum (w_k - w'_k)
+             * e_k) to first order, and sum |w_k - w'_k| <= 2: a gradient that the two
+             * implementations compute d apart moves r by at most 2 d/|g| per step. And |r| <=
+             * ADAM_STEP_MAX always. So after `steps` steps the parameters differ by at most
+             *     2 lr steps min(ADAM_STEP_MAX, d/|g|) ...
+             * with d = TOL_GRAD * max|g|, the disagreement the gradient check above allows for this
+             * tensor, and |g| including the weight-decay term. Where |g| <= d the gradient's sign
+             * is rounding noise: each implementation moves by up to ADAM_STEP_MAX lr per step in
+             * unrelated directions, hence the cap.
+             * ... + steps * 2u |p|: both round p to float after each step (a global scale near
+             * 45 has ulp 3.8e-6, the largest difference seen), + steps * 12u * lr for the float
+             * arithmetic of the update itself. (The parameters' own difference changes the
+             * later gradients only at second order.) */
+            double gmax = 0, e = 0, worst_ratio = 0;
+            for (size_t j = 0; j < p.numel; j++) gmax = fmax(gmax, fabs(gr[j]));
+            const double d = TOL_GRAD * gmax;
+            for (size_t j = 0; j < p.numel; j++) {
+                double g = fabs((double)gr[j] + 1e-5 * p0[j]), diff = fabs((double)p.data[j] - pr[j]);
+                double dr = g > 0 ? fmin(ADAM_STEP_MAX, d / g) : ADAM_STEP_MAX;
+                double bound = ADAM_STEPS * (lr * (2 * dr + 12 * U_F32) +
+                                             2 * U_F32 * fmax(fabs(pr[j]), fabs(p0[j])));
+                CHECK(diff <= bound, "%s: adam3.%s[%zu] = %.9g, torch %.9g, |g| %.3g (noise floor %.3g), bound %.3g",
+                      path, p.name, j, p.data[j], pr[j], g, d, bound);
+                e = fmax(e, diff), worst_ratio = fmax(worst_ratio, diff / bound);
+            }
+            worst_a = fmax(worst_a, e), worst_adam_ratio = fmax(worst_adam_ratio, worst_ratio);
         }
-        uf_free(pr);
+        uf_free(pr), uf_free(gr), uf_free(p0);
     }
     uf_adam_free(&adam);
-    printf("  %s: loss %.6f (torch %.6f), z rel err %.2g, gradients rel err %.2g, Adam x3 max err %.2g\n", path,
-           loss, loss_ref, worst_z, worst_g, worst_a);
+    printf("  %s: loss %.6f (torch %.6f), z rel err %.2g, gradients rel err %.2g, Adam x3 max err %.2g (worst "
+           "%.2f of its bound)\n", path, loss, loss_ref, worst_z, worst_g, worst_a, worst_adam_ratio);
 done:
     for (int l = 0; l < L; l++) uf_free(f[l]), uf_free(z[l]), uf_free(gz[l]), uf_free(gf[l]);
     uf_flow_free(m);
