@@ -180,6 +180,16 @@ static int is_png_jpeg_bmp(const unsigned char *d, size_t n) {
     return p > 0 && p < n && d[p] == 0xD8;
 }
 
+/* Most pixels one byte of a valid file can hold, with a margin of 2 or more:
+ * a 1-bit PNG at zlib's best ratio (1032:1) holds 8256; a JPEG needs at least
+ * one bit per 8x8 block and component (512); stb reads BMP without RLE, at
+ * least one bit per pixel (8). Call after is_png_jpeg_bmp. */
+static size_t max_pixels_per_byte(const unsigned char *d) {
+    if (d[0] == 0x89) return 16384; /* PNG */
+    if (d[0] == 'B') return 16;     /* BMP */
+    return 2048;                    /* JPEG */
+}
+
 /* stb_image's failure reason, printable: its "XXXX PNG chunk not known"
  * copies the chunk type's bytes from the file (control characters included). */
 static const char *stb_reason(char *buf, size_t cap) {
@@ -245,10 +255,9 @@ uf_image *uf_image_load(const char *path, int want_channels) {
         free(data);
         return NULL;
     }
-    /* No format packs more than ~8256 pixels in a byte (1-bit PNG at zlib's best
-     * ratio, 1032:1); stb pads truncated BMP/TGA/PNM data with zeros, so without
-     * this a 31-byte file decodes to 12 million pixels. */
-    if ((size_t)w * (size_t)h > ((size_t)1 << 20) + len * UF_IMAGE_MAX_PIXELS_PER_BYTE) {
+    /* stb decodes truncated data as zeros: without this a 54-byte BMP gives 16
+     * million pixels and a 3 KB JPEG 46 million (seconds of decoding). */
+    if ((size_t)w * (size_t)h > ((size_t)1 << 20) + len * max_pixels_per_byte(data)) {
         uf_error("image '%s': %dx%d pixels cannot come from a %zu-byte file (truncated or corrupt)", path, w,
                  h, len);
         free(data);
