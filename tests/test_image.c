@@ -222,6 +222,9 @@ static void test_load_errors(void) {
     const char *bad_jpeg = uf_test_path("dht.jpg");
     write_bytes(bad_jpeg, dht, sizeof dht);
     expect_load_fails(bad_jpeg, "Huffman table");
+    /* found by fuzz/fuzz_image.c: a scan using a Huffman table no DHT defined made stb_image 2.27
+     * index its (uninitialised) table out of bounds */
+    expect_load_fails("tests/data/fuzz/jpeg_undefined_huffman_table.jpg", "undefined Huffman table");
 
     /* found by fuzz/fuzz_image.c: a 31-byte TGA announcing 15616 x 767 pixels was decoded (stb pads
      * with zeros) and resized, 10 s under the fuzzer */
