@@ -196,6 +196,20 @@ static const char *jpeg_bad_huffman(const unsigned char *d, size_t n) {
     return NULL;
 }
 
+/* 1 when a PNG chunk (before IEND) claims more data than the file has left:
+ * stb_image 2.27 grows its IDAT buffer to the claimed size (up to 4 GB) before
+ * it notices the file is short. Call after is_png_jpeg_bmp. */
+static int png_chunk_too_long(const unsigned char *d, size_t n) {
+    if (d[0] != 0x89) return 0;
+    for (size_t p = 8; p + 8 <= n;) {
+        size_t len = ((size_t)d[p] << 24) | ((size_t)d[p + 1] << 16) | ((size_t)d[p + 2] << 8) | d[p + 3];
+        if (len > n - p - 8) return 1;
+        if (!memcmp(d + p + 4, "IEND", 4)) break;
+        p += 12 + len; /* length, type, data, CRC */
+    }
+    return 0;
+}
+
 /* 1 for the formats uflow reads, by their signatures (as stb_image tests
  * them). stb_image 2.27's other decoders (GIF, PSD, PIC, PNM, HDR, TGA) have
  * known memory and integer-overflow bugs and are never reached. */
@@ -252,6 +266,11 @@ uf_image *uf_image_load(const char *path, int want_channels) {
     if (read_file(path, &data, &len) != UF_OK) return NULL;
     if (!is_png_jpeg_bmp(data, len)) {
         uf_error("image '%s': not a PNG, JPEG or BMP file", path);
+        free(data);
+        return NULL;
+    }
+    if (png_chunk_too_long(data, len)) {
+        uf_error("image '%s': truncated PNG (a chunk is longer than the rest of the file)", path);
         free(data);
         return NULL;
     }
