@@ -115,8 +115,9 @@ static unsigned dht_byte(const unsigned char *d, size_t n, size_t *p) {
 }
 
 /* One DHT segment body (after FF C4), read the way stb_image reads it: 1 when
- * a table declares more than 256 codes. */
-static int jpeg_dht_oversized(const unsigned char *d, size_t n) {
+ * a table declares more than 256 codes; marks the tables it defines in
+ * defined[class][id]. */
+static int jpeg_dht_oversized(const unsigned char *d, size_t n, unsigned char defined[2][4]) {
     size_t p = 0;
     long len = (long)(dht_byte(d, n, &p) << 8);
     len |= (long)dht_byte(d, n, &p);
@@ -127,23 +128,45 @@ static int jpeg_dht_oversized(const unsigned char *d, size_t n) {
         long codes = 0;
         for (int i = 0; i < 16; i++) codes += dht_byte(d, n, &p);
         if (codes > 256) return 1;
+        defined[q >> 4][q & 15] = 1;
         p += (size_t)codes;
         len -= 17 + codes;
     }
     return 0;
 }
 
+/* One SOS header (after FF DA): 1 when a component's scan decodes with a
+ * Huffman table no DHT defined before it (stb_image 2.27 reads its tables
+ * uninitialised then, and indexes them out of bounds). Which tables a scan
+ * uses follows stb: baseline both; progressive DC first scans the DC table,
+ * AC scans the AC table, DC refinement none. */
+static int jpeg_sos_undefined(const unsigned char *d, size_t n, int progressive, unsigned char defined[2][4]) {
+    if (n < 3) return 0;
+    size_t ns = d[2];
+    if (n < 3 + 2 * ns + 3) return 0;
+    unsigned ss = d[3 + 2 * ns], ah = d[5 + 2 * ns] >> 4;
+    int need_dc = !progressive || (ss == 0 && ah == 0), need_ac = !progressive || ss > 0;
+    for (size_t i = 0; i < ns; i++) {
+        unsigned td = d[4 + 2 * i] >> 4, ta = d[4 + 2 * i] & 15;
+        if (td > 3 || ta > 3) return 0; /* stb refuses the scan */
+        if ((need_dc && !defined[0][td]) || (need_ac && !defined[1][ta])) return 1;
+    }
+    return 0;
+}
+
 /* stb_image 2.27 (Debian 12's libstb) writes past its Huffman tables when a
- * JPEG DHT table declares more than 256 codes (invalid JPEG; stb 2.28 checks
- * it). Returns 1 when a JPEG holds such a table, to refuse it before stb
- * parses it. Marker segments are followed by their lengths up to the first
- * unusual marker or SOS; from there on (entropy-coded data, where stb
- * resynchronises its own way) every FF C4 is checked, so no DHT that stb may
- * read is missed. */
-static int jpeg_has_bad_huffman_table(const unsigned char *d, size_t n) {
+ * JPEG DHT table declares more than 256 codes and reads out of bounds when a
+ * scan uses a table that was never defined (invalid JPEG; stb 2.28 checks
+ * both). Returns a reason when a JPEG holds either, to refuse it before stb
+ * parses it, else NULL. Marker segments are followed by their lengths up to
+ * the first unusual marker or SOS; from there on (entropy-coded data, where
+ * stb resynchronises its own way) every FF C4 and FF DA is checked. */
+static const char *jpeg_bad_huffman(const unsigned char *d, size_t n) {
+    unsigned char defined[2][4] = {{0}};
+    int progressive = 0;
     size_t p = 0;
     while (p < n && d[p] == 0xFF) p++; /* stb takes FF (FF)* D8 as the start of a JPEG */
-    if (p == 0 || p >= n || d[p] != 0xD8) return 0;
+    if (p == 0 || p >= n || d[p] != 0xD8) return NULL;
     int scanning = 0;
     for (p++; p + 1 < n;) {
         if (d[p] != 0xFF || d[p + 1] == 0xFF) { /* data, garbage or fill byte */
@@ -151,7 +174,11 @@ static int jpeg_has_bad_huffman_table(const unsigned char *d, size_t n) {
             continue;
         }
         unsigned c = d[p + 1];
-        if (c == 0xC4 && jpeg_dht_oversized(d + p + 2, n - p - 2)) return 1;
+        if (c == 0xC4 && jpeg_dht_oversized(d + p + 2, n - p - 2, defined))
+            return "a Huffman table with more than 256 codes";
+        if (c == 0xC2) progressive = 1;
+        if (c == 0xDA && jpeg_sos_undefined(d + p + 2, n - p - 2, progressive, defined))
+            return "a scan uses an undefined Huffman table";
         if (scanning || c == 0x01 || (c >= 0xD0 && c <= 0xD8)) { /* TEM, RSTn, SOI: no length */
             p += scanning ? 1 : 2;
             continue;
@@ -166,6 +193,20 @@ static int jpeg_has_bad_huffman_table(const unsigned char *d, size_t n) {
         if (p + 3 >= n) break;
         p += 2 + (((size_t)d[p + 2] << 8) | d[p + 3]);
     }
+    return NULL;
+}
+
+/* 1 when a PNG chunk (before IEND) claims more data than the file has left:
+ * stb_image 2.27 grows its IDAT buffer to the claimed size (up to 4 GB) before
+ * it notices the file is short. Call after is_png_jpeg_bmp. */
+static int png_chunk_too_long(const unsigned char *d, size_t n) {
+    if (d[0] != 0x89) return 0;
+    for (size_t p = 8; p + 8 <= n;) {
+        size_t len = ((size_t)d[p] << 24) | ((size_t)d[p + 1] << 16) | ((size_t)d[p + 2] << 8) | d[p + 3];
+        if (len > n - p - 8) return 1;
+        if (!memcmp(d + p + 4, "IEND", 4)) break;
+        p += 12 + len; /* length, type, data, CRC */
+    }
     return 0;
 }
 
@@ -178,6 +219,16 @@ static int is_png_jpeg_bmp(const unsigned char *d, size_t n) {
     size_t p = 0;
     while (p < n && d[p] == 0xFF) p++; /* FF (FF)* D8 */
     return p > 0 && p < n && d[p] == 0xD8;
+}
+
+/* Most pixels one byte of a valid file can hold, with a margin of 2 or more:
+ * a 1-bit PNG at zlib's best ratio (1032:1) holds 8256; a JPEG needs at least
+ * one bit per 8x8 block and component (512); stb reads BMP without RLE, at
+ * least one bit per pixel (8). Call after is_png_jpeg_bmp. */
+static size_t max_pixels_per_byte(const unsigned char *d) {
+    if (d[0] == 0x89) return 16384; /* PNG */
+    if (d[0] == 'B') return 16;     /* BMP */
+    return 2048;                    /* JPEG */
 }
 
 /* stb_image's failure reason, printable: its "XXXX PNG chunk not known"
@@ -229,8 +280,14 @@ uf_image *uf_image_load(const char *path, int want_channels) {
         free(data);
         return NULL;
     }
-    if (jpeg_has_bad_huffman_table(data, len)) {
-        uf_error("image '%s': corrupt JPEG (a Huffman table with more than 256 codes)", path);
+    if (png_chunk_too_long(data, len)) {
+        uf_error("image '%s': truncated PNG (a chunk is longer than the rest of the file)", path);
+        free(data);
+        return NULL;
+    }
+    const char *bad_jpeg = jpeg_bad_huffman(data, len);
+    if (bad_jpeg) {
+        uf_error("image '%s': corrupt JPEG (%s)", path, bad_jpeg);
         free(data);
         return NULL;
     }
@@ -262,10 +319,9 @@ uf_image *uf_image_load(const char *path, int want_channels) {
         free(data);
         return NULL;
     }
-    /* No format packs more than ~8256 pixels in a byte (1-bit PNG at zlib's best
-     * ratio, 1032:1); stb pads truncated BMP/TGA/PNM data with zeros, so without
-     * this a 31-byte file decodes to 12 million pixels. */
-    if ((size_t)w * (size_t)h > ((size_t)1 << 20) + len * UF_IMAGE_MAX_PIXELS_PER_BYTE) {
+    /* stb decodes truncated data as zeros: without this a 54-byte BMP gives 16
+     * million pixels and a 3 KB JPEG 46 million (seconds of decoding). */
+    if ((size_t)w * (size_t)h > ((size_t)1 << 20) + len * max_pixels_per_byte(data)) {
         uf_error("image '%s': %dx%d pixels cannot come from a %zu-byte file (truncated or corrupt)", path, w,
                  h, len);
         free(data);

@@ -18,8 +18,6 @@
 /* Limits checked before any pixel buffer is allocated (load, new, resize). */
 #define UF_IMAGE_MAX_SIDE 65535
 #define UF_IMAGE_MAX_PIXELS (1L << 28)
-/* Above 1M pixels, an image must come from at least 1 byte of file per this many pixels. */
-#define UF_IMAGE_MAX_PIXELS_PER_BYTE 16384
 
 typedef struct uf_image {
     int width, height, channels; /* channels: 1 (gray) or 3 (RGB) */
@@ -37,8 +35,9 @@ typedef struct uf_image {
  * byte (Pillow would clip instead). Only PNG, JPEG and BMP files are read
  * (told by their signatures; stb_image's other decoders are never reached).
  * Missing, empty, truncated, corrupt or unsupported files, images over
- * UF_IMAGE_MAX_SIDE / UF_IMAGE_MAX_PIXELS and files too small for the size
- * they announce (UF_IMAGE_MAX_PIXELS_PER_BYTE) give NULL and an error naming the
+ * UF_IMAGE_MAX_SIDE / UF_IMAGE_MAX_PIXELS, and files too small for the size
+ * they announce (above 1M pixels: more pixels per byte than the format can
+ * hold, e.g. 16 for BMP, 2048 for JPEG) give NULL and an error naming the
  * path and the reason. Free with uf_image_free. */
 uf_image *uf_image_load(const char *path, int want_channels);
 
