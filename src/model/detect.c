@@ -87,18 +87,6 @@ int uf_load_backbone_inputs_each(const char *const *paths, int n, int S, float *
     return failed;
 }
 
-int uf_load_backbone_inputs(const char *const *paths, int n, int S, float *x, uf_image **resized, int *orig_w,
-                            int *orig_h) {
-    char (*errors)[UF_DETECT_ERROR_LEN] = malloc(sizeof *errors * (n > 0 ? n : 1));
-    if (!errors) return uf_error("out of memory");
-    int rc = UF_OK;
-    if (uf_load_backbone_inputs_each(paths, n, S, x, resized, orig_w, orig_h, errors) > 0)
-        for (int i = 0; i < n && rc == UF_OK; i++)
-            if (errors[i][0]) rc = uf_error("%s", errors[i]);
-    free(errors);
-    return rc;
-}
-
 int uf_detect_load(uf_detect_batch *b, const uf_model *m, const char *const *paths, int n) {
     UF_ASSERT(n <= b->cap);
     b->n = n;

@@ -45,11 +45,6 @@ void uf_detect_batch_free(uf_detect_batch *b);
 int uf_load_backbone_inputs_each(const char *const *paths, int n, int S, float *x, uf_image **resized, int *orig_w,
                                  int *orig_h, char (*errors)[UF_DETECT_ERROR_LEN]);
 
-/* The same, all or nothing: UF_ERR when any image fails, the error naming the
- * first one (by index) that did. */
-int uf_load_backbone_inputs(const char *const *paths, int n, int S, float *x, uf_image **resized, int *orig_w,
-                            int *orig_h);
-
 /* Loads paths[0..n) (n <= cap) into the batch, in parallel. Returns the
  * number of images that failed (see error[]); the batch holds all n. */
 int uf_detect_load(uf_detect_batch *b, const uf_model *m, const char *const *paths, int n);
