@@ -44,7 +44,6 @@ int cmd_train(int argc, char **argv) {
     };
     char *pos[1];
     int npos;
-    o.max_images = -1;
     int r = cli_parse(argc, argv, "--data DIR -o MODEL.safetensors [options]\n\n" TRAIN_POLICY, opts,
                       (int)(sizeof opts / sizeof *opts), pos, &npos, 0);
     if (r != CLI_PARSED) return r == CLI_HELP ? 0 : 2;

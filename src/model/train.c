@@ -33,6 +33,7 @@ uf_train_options uf_train_default_options(void) {
     o.seed = 0;
     o.ln_mode = UF_LN_LOGDET;
     o.checkpoint_every = 10;
+    o.max_images = -1;
     o.verbose = 1;
     return o;
 }
@@ -109,7 +110,8 @@ static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_ba
     }
     uf_free(x);
     free(errors);
-    if (rc == UF_OK && c->n == 0) rc = uf_error("no readable training images in '%s' (%d skipped)", ds->root, c->n_skipped);
+    if (rc == UF_OK && c->n == 0)
+        rc = uf_error("no readable training images in '%s' (%d skipped)", ds->root, c->n_skipped);
     if (rc == UF_OK) uf_sha256_hex(&sha, c->inputs_sha256);
     if (rc != UF_OK) cache_free(c);
     return rc;

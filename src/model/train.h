@@ -27,7 +27,7 @@ typedef struct uf_train_options {
     uf_ln_mode ln_mode;
     int anomalib_loss;     /* batch-summed z term of the paper-time code / anomalib */
     int checkpoint_every;  /* epochs between checkpoints (0: only at the end) */
-    int max_images;        /* use the first N images (0: all); -1: all, or on resume the checkpoint's */
+    int max_images;        /* use the first N images (0: all); -1 (the default): all, or on resume the checkpoint's */
     int skip_bad_images;   /* 0: an unreadable training image stops training (nothing is written);
                               1: it is left out with a warning and counted */
     int resume;            /* continue from out_path */
