@@ -147,7 +147,8 @@ static void note_ext(skipped *k, const char *name) {
     for (const char *p = k->exts; (p = strstr(p, ext)) != NULL; p += strlen(ext)) /* already listed? */
         if ((p == k->exts || p[-1] == ' ') && (p[strlen(ext)] == ' ' || !p[strlen(ext)])) return;
     size_t used = strlen(k->exts);
-    if (used + strlen(ext) + 2 < sizeof k->exts) snprintf(k->exts + used, sizeof k->exts - used, "%s%s", used ? " " : "", ext);
+    if (used + strlen(ext) + 2 < sizeof k->exts)
+        snprintf(k->exts + used, sizeof k->exts - used, "%s%s", used ? " " : "", ext);
 }
 
 /* One warning line saying what a scan of dir ignored; nothing when it ignored nothing. */

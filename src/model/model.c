@@ -228,7 +228,8 @@ static int read_config(const uf_safetensors *st, uf_model_config *c) {
     snprintf(c->backbone_file, sizeof c->backbone_file, "%s", s);
     if (!(s = meta_req(st, "uflow.backbone_sha256"))) return UF_ERR;
     snprintf(c->backbone_sha256, sizeof c->backbone_sha256, "%s", s);
-    if ((s = uf_st_metadata_get(st, "uflow.train_data")) && !has_control_char(s)) snprintf(c->train_data, sizeof c->train_data, "%s", s);
+    if ((s = uf_st_metadata_get(st, "uflow.train_data")) && !has_control_char(s))
+        snprintf(c->train_data, sizeof c->train_data, "%s", s);
     c->flow = uf_flow_default_config();
     if (meta_int(st, "uflow.input_size", 32, 8192, &c->input_size) != UF_OK) return UF_ERR;
     if (meta_int(st, "uflow.scales", 1, UF_FLOW_MAX_SCALES, &c->flow.n_scales) != UF_OK) return UF_ERR;
