@@ -151,18 +151,31 @@ static void write_truncated_copy(const char *src, const char *dst) {
     free(buf);
 }
 
+/* The bad image files of the corpus: file name, and what the error line says. */
+enum { BAD_EMPTY, BAD_TRUNCATED, BAD_TEXT, BAD_BOMB, N_BAD_KINDS };
+static const char *const bad_kinds[N_BAD_KINDS][2] = {
+    {"bad_empty.png", "empty file"},
+    {"bad_truncated.png", "bad_truncated.png"},
+    {"bad_text.png", "not a PNG, JPEG or BMP file"},
+    {"bad_bomb.png", "too large"},
+};
+
+/* Writes bad file `kind` into dir (good_png: a real PNG to truncate). */
+static void write_bad_image(int kind, const char *dir, const char *good_png) {
+    char p[800];
+    snprintf(p, sizeof p, "%s/%s", dir, bad_kinds[kind][0]);
+    switch (kind) {
+    case BAD_EMPTY: write_bytes(p, "", 0); break;
+    case BAD_TRUNCATED: write_truncated_copy(good_png, p); break;
+    case BAD_TEXT: write_bytes(p, "this is not an image\n", 21); break;
+    case BAD_BOMB: write_png_bomb(p, 100000, 100000); break;
+    }
+}
+
 /* Puts one bad file of each kind into dir; returns how many. */
 static int add_bad_images(const char *dir, const char *good_png) {
-    char p[800];
-    snprintf(p, sizeof p, "%s/bad_empty.png", dir);
-    write_bytes(p, "", 0);
-    snprintf(p, sizeof p, "%s/bad_truncated.png", dir);
-    write_truncated_copy(good_png, p);
-    snprintf(p, sizeof p, "%s/bad_text.png", dir);
-    write_bytes(p, "this is not an image\n", 21);
-    snprintf(p, sizeof p, "%s/bad_bomb.png", dir);
-    write_png_bomb(p, 100000, 100000);
-    return 4;
+    for (int k = 0; k < N_BAD_KINDS; k++) write_bad_image(k, dir, good_png);
+    return N_BAD_KINDS;
 }
 
 static const char *train_args_base[] = {"train", "--size", SIZE, "--epochs", "1", "--batch", "2", "--steps", "1"};
@@ -195,24 +208,18 @@ static void test_train_stops_on_a_bad_image_and_writes_nothing(void) {
     snprintf(good, sizeof good, "%s/train/good", root);
     snprintf(first, sizeof first, "%s/000.png", good);
     tmp_path(model, sizeof model, "train_bad.safetensors");
-    const char *kinds[][2] = {{"bad_empty.png", "empty file"},
-                              {"bad_truncated.png", "bad_truncated.png"},
-                              {"bad_text.png", "not a PNG, JPEG or BMP file"},
-                              {"bad_bomb.png", "too large"}};
     char bad[800];
-    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+    for (int k = 0; k < N_BAD_KINDS; k++) {
         /* One bad file at a time among good ones, over an existing model file. */
         write_bytes(model, "previous model", 14);
-        snprintf(bad, sizeof bad, "%s/%s", good, kinds[k][0]);
-        if (k == 0) write_bytes(bad, "", 0);
-        if (k == 1) write_truncated_copy(first, bad);
-        if (k == 2) write_bytes(bad, "this is not an image\n", 21);
-        if (k == 3) write_png_bomb(bad, 100000, 100000);
-        CHECK(train(good, model, NULL, NULL) == 1 && error_line(kinds[k][0]) && error_line(kinds[k][1]) &&
+        write_bad_image(k, good, first);
+        snprintf(bad, sizeof bad, "%s/%s", good, bad_kinds[k][0]);
+        CHECK(train(good, model, NULL, NULL) == 1 && error_line(bad_kinds[k][0]) && error_line(bad_kinds[k][1]) &&
                   error_line("--skip-bad-images"),
-              "training with %s", kinds[k][0]);
+              "training with %s", bad_kinds[k][0]);
         char *text = uf_test_read_text(model);
-        CHECK(text && !strcmp(text, "previous model"), "the existing model file was changed (%s)", kinds[k][0]);
+        CHECK(text && !strcmp(text, "previous model"), "the existing model file was changed (%s)",
+              bad_kinds[k][0]);
         free(text);
         CHECK(uf_test_count_temp_files(uf_test_tmpdir()) == 0, "temporary files left");
         unlink(bad);
