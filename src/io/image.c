@@ -154,21 +154,36 @@ static int jpeg_sos_undefined(const unsigned char *d, size_t n, int progressive,
     return 0;
 }
 
+/* The formats uflow reads, told apart by their signatures as stb_image tests
+ * them. stb_image 2.27's other decoders (GIF, PSD, PIC, PNM, HDR, TGA) have
+ * known memory and integer-overflow bugs and are never reached. */
+typedef enum { FORMAT_OTHER, FORMAT_PNG, FORMAT_JPEG, FORMAT_BMP } file_format;
+
+/* Length of a JPEG's start: FF (FF)* D8 (0 when d does not start so). */
+static size_t jpeg_soi_length(const unsigned char *d, size_t n) {
+    size_t p = 0;
+    while (p < n && d[p] == 0xFF) p++;
+    return p > 0 && p < n && d[p] == 0xD8 ? p + 1 : 0;
+}
+
+static file_format format_of(const unsigned char *d, size_t n) {
+    if (n >= 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8)) return FORMAT_PNG;
+    if (n >= 2 && d[0] == 'B' && d[1] == 'M') return FORMAT_BMP;
+    return jpeg_soi_length(d, n) ? FORMAT_JPEG : FORMAT_OTHER;
+}
+
 /* stb_image 2.27 (Debian 12's libstb) writes past its Huffman tables when a
  * JPEG DHT table declares more than 256 codes and reads out of bounds when a
  * scan uses a table that was never defined (invalid JPEG; stb 2.28 checks
  * both). Returns a reason when a JPEG holds either, to refuse it before stb
  * parses it, else NULL. Marker segments are followed by their lengths up to
  * the first unusual marker or SOS; from there on (entropy-coded data, where
- * stb resynchronises its own way) every FF C4 and FF DA is checked. */
+ * stb resynchronises its own way) every FF C4 and FF DA is checked. d is a
+ * JPEG (format_of). */
 static const char *jpeg_bad_huffman(const unsigned char *d, size_t n) {
     unsigned char defined[2][4] = {{0}};
-    int progressive = 0;
-    size_t p = 0;
-    while (p < n && d[p] == 0xFF) p++; /* stb takes FF (FF)* D8 as the start of a JPEG */
-    if (p == 0 || p >= n || d[p] != 0xD8) return NULL;
-    int scanning = 0;
-    for (p++; p + 1 < n;) {
+    int progressive = 0, scanning = 0;
+    for (size_t p = jpeg_soi_length(d, n); p + 1 < n;) {
         if (d[p] != 0xFF || d[p + 1] == 0xFF) { /* data, garbage or fill byte */
             p++;
             continue;
@@ -198,9 +213,8 @@ static const char *jpeg_bad_huffman(const unsigned char *d, size_t n) {
 
 /* 1 when a PNG chunk (before IEND) claims more data than the file has left:
  * stb_image 2.27 grows its IDAT buffer to the claimed size (up to 4 GB) before
- * it notices the file is short. Call after is_png_jpeg_bmp. */
+ * it notices the file is short. d is a PNG (format_of). */
 static int png_chunk_too_long(const unsigned char *d, size_t n) {
-    if (d[0] != 0x89) return 0;
     for (size_t p = 8; p + 8 <= n;) {
         size_t len = ((size_t)d[p] << 24) | ((size_t)d[p + 1] << 16) | ((size_t)d[p + 2] << 8) | d[p + 3];
         if (len > n - p - 8) return 1;
@@ -210,25 +224,12 @@ static int png_chunk_too_long(const unsigned char *d, size_t n) {
     return 0;
 }
 
-/* 1 for the formats uflow reads, by their signatures (as stb_image tests
- * them). stb_image 2.27's other decoders (GIF, PSD, PIC, PNM, HDR, TGA) have
- * known memory and integer-overflow bugs and are never reached. */
-static int is_png_jpeg_bmp(const unsigned char *d, size_t n) {
-    if (n >= 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8)) return 1;
-    if (n >= 2 && d[0] == 'B' && d[1] == 'M') return 1;
-    size_t p = 0;
-    while (p < n && d[p] == 0xFF) p++; /* FF (FF)* D8 */
-    return p > 0 && p < n && d[p] == 0xD8;
-}
-
 /* Most pixels one byte of a valid file can hold, with a margin of 2 or more:
  * a 1-bit PNG at zlib's best ratio (1032:1) holds 8256; a JPEG needs at least
  * one bit per 8x8 block and component (512); stb reads BMP without RLE, at
- * least one bit per pixel (8). Call after is_png_jpeg_bmp. */
-static size_t max_pixels_per_byte(const unsigned char *d) {
-    if (d[0] == 0x89) return 16384; /* PNG */
-    if (d[0] == 'B') return 16;     /* BMP */
-    return 2048;                    /* JPEG */
+ * least one bit per pixel (8). */
+static size_t max_pixels_per_byte(file_format f) {
+    return f == FORMAT_PNG ? 16384 : f == FORMAT_BMP ? 16 : 2048;
 }
 
 /* stb_image's failure reason, printable: its "XXXX PNG chunk not known"
@@ -252,14 +253,16 @@ static inline uint8_t pil_luma(const uint8_t *rgb) {
                       (uint32_t)rgb[2] * 7471u + 0x8000u) >> 16);
 }
 
-/* The size a PNG's IHDR chunk claims; 0 when data is not a PNG. stb's info
- * call refuses a huge PNG but then tries the other formats, so its own reason
- * ("too large") is lost: this lets the message say what is wrong. */
-static int png_header_size(const unsigned char *d, size_t n, long *w, long *h) {
-    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    if (n < 24 || memcmp(d, sig, 8) != 0 || memcmp(d + 12, "IHDR", 4) != 0) return 0;
-    *w = (long)d[16] << 24 | (long)d[17] << 16 | (long)d[18] << 8 | d[19];
-    *h = (long)d[20] << 24 | (long)d[21] << 16 | (long)d[22] << 8 | d[23];
+/* The size the IHDR chunk of PNG d claims (sides clamped to INT_MAX); 0 when
+ * it has none. stb's info call refuses a huge PNG but then tries the other
+ * formats, so its own reason ("too large") is lost: this lets the message say
+ * what is wrong. */
+static int png_header_size(const unsigned char *d, size_t n, int *w, int *h) {
+    if (n < 24 || memcmp(d + 12, "IHDR", 4) != 0) return 0;
+    uint32_t pw = (uint32_t)d[16] << 24 | (uint32_t)d[17] << 16 | (uint32_t)d[18] << 8 | d[19];
+    uint32_t ph = (uint32_t)d[20] << 24 | (uint32_t)d[21] << 16 | (uint32_t)d[22] << 8 | d[23];
+    *w = pw > INT_MAX ? INT_MAX : (int)pw;
+    *h = ph > INT_MAX ? INT_MAX : (int)ph;
     return 1;
 }
 
@@ -275,17 +278,18 @@ uf_image *uf_image_load(const char *path, int want_channels) {
     unsigned char *data;
     size_t len;
     if (read_file(path, &data, &len) != UF_OK) return NULL;
-    if (!is_png_jpeg_bmp(data, len)) {
+    const file_format format = format_of(data, len);
+    if (format == FORMAT_OTHER) {
         uf_error("image '%s': not a PNG, JPEG or BMP file", path);
         free(data);
         return NULL;
     }
-    if (png_chunk_too_long(data, len)) {
+    if (format == FORMAT_PNG && png_chunk_too_long(data, len)) {
         uf_error("image '%s': truncated PNG (a chunk is longer than the rest of the file)", path);
         free(data);
         return NULL;
     }
-    const char *bad_jpeg = jpeg_bad_huffman(data, len);
+    const char *bad_jpeg = format == FORMAT_JPEG ? jpeg_bad_huffman(data, len) : NULL;
     if (bad_jpeg) {
         uf_error("image '%s': corrupt JPEG (%s)", path, bad_jpeg);
         free(data);
@@ -295,11 +299,9 @@ uf_image *uf_image_load(const char *path, int want_channels) {
     int w = 0, h = 0, n = 0;
     if (!stbi_info_from_memory(data, (int)len, &w, &h, &n)) {
         char why[128];
-        long pw, ph;
-        if (png_header_size(data, len, &pw, &ph) && check_dims((int)(pw < INT_MAX ? pw : INT_MAX),
-                                                               (int)(ph < INT_MAX ? ph : INT_MAX)) != UF_OK)
-            uf_error("image '%s': image size %ldx%ld too large (limits: side %d, %ld pixels)", path, pw, ph,
-                     UF_IMAGE_MAX_SIDE, (long)UF_IMAGE_MAX_PIXELS);
+        int pw, ph;
+        if (format == FORMAT_PNG && png_header_size(data, len, &pw, &ph) && check_dims(pw, ph) != UF_OK)
+            uf_error_prefix("image '%s'", path);
         else
             uf_error("image '%s': not a readable image (%s)", path, stb_reason(why, sizeof why));
         free(data);
@@ -321,7 +323,7 @@ uf_image *uf_image_load(const char *path, int want_channels) {
     }
     /* stb decodes truncated data as zeros: without this a 54-byte BMP gives 16
      * million pixels and a 3 KB JPEG 46 million (seconds of decoding). */
-    if ((size_t)w * (size_t)h > ((size_t)1 << 20) + len * max_pixels_per_byte(data)) {
+    if ((size_t)w * (size_t)h > ((size_t)1 << 20) + len * max_pixels_per_byte(format)) {
         uf_error("image '%s': %dx%d pixels cannot come from a %zu-byte file (truncated or corrupt)", path, w,
                  h, len);
         free(data);
