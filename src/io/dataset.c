@@ -134,6 +134,9 @@ typedef struct skipped {
     char exts[48]; /* the first few distinct extensions of other_ext, e.g. ".tif .webp" */
 } skipped;
 
+/* Entries left out that a user should hear about: all but the hidden ones. */
+static int skipped_reportable(const skipped *k) { return k->other_ext + k->dirs + k->bad_links + k->other; }
+
 static void note_ext(skipped *k, const char *name) {
     k->other_ext++;
     const char *dot = strrchr(name, '.');
@@ -151,10 +154,11 @@ static void note_ext(skipped *k, const char *name) {
         snprintf(k->exts + used, sizeof k->exts - used, "%s%s", used ? " " : "", ext);
 }
 
-/* One warning line saying what a scan of dir ignored; nothing when it ignored nothing. */
+/* One warning line saying what a scan of dir ignored (hidden files included);
+ * nothing when all it ignored was hidden files. */
 static void warn_skipped(const char *dir, const skipped *k) {
-    int total = k->hidden + k->other_ext + k->dirs + k->bad_links + k->other;
-    if (!total) return;
+    if (!skipped_reportable(k)) return;
+    int total = k->hidden + skipped_reportable(k);
     char why[256] = "";
     size_t u = 0;
 #define WHY(count, ...)                                                                       \
@@ -192,15 +196,15 @@ static int list_dir(const char *dir, int what, strlist *out, int *n_entries, ski
         char *full = path_join(dir, e->d_name);
         if (!full) { rc = UF_ERR; break; }
         int kind = path_kind(full);
-        struct stat lst;
-        int is_link = lstat(full, &lst) == 0 && S_ISLNK(lst.st_mode);
+        struct stat lst; /* what a path that stat cannot follow is: a dangling or looping link? */
+        int bad_link = kind == KIND_MISSING && lstat(full, &lst) == 0 && S_ISLNK(lst.st_mode);
         uf_free(full);
         if (what == LIST_DIRS) {
             if (kind == KIND_DIR && (rc = strlist_push(out, e->d_name)) != UF_OK) break;
             continue;
         }
         if (kind == KIND_DIR) k.dirs++;
-        else if (kind == KIND_MISSING) is_link ? k.bad_links++ : k.other++;
+        else if (bad_link) k.bad_links++;
         else if (kind != KIND_FILE) k.other++;
         else if (!has_image_ext(e->d_name)) note_ext(&k, e->d_name);
         else if ((rc = strlist_push(out, e->d_name)) != UF_OK) break;
@@ -292,8 +296,8 @@ static int add_folder(builder *b, const char *img_dir, const char *defect, const
                       : list_dir(img_dir, LIST_IMAGES, &names, NULL, &left_out);
     if (rc == UF_OK) {
         /* Hidden files (.DS_Store, ._x.png) are everyday noise: counted, not reported alone. */
-        b->ds->n_ignored += left_out.hidden + left_out.other_ext + left_out.dirs + left_out.bad_links + left_out.other;
-        if (left_out.other_ext + left_out.dirs + left_out.bad_links + left_out.other) warn_skipped(img_dir, &left_out);
+        b->ds->n_ignored += left_out.hidden + skipped_reportable(&left_out);
+        warn_skipped(img_dir, &left_out);
     }
     int anomalous = strcmp(defect, "good") != 0;
     for (int i = 0; rc == UF_OK && i < names.n; i++) {
