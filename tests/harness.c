@@ -140,3 +140,30 @@ int uf_test_count_temp_files(const char *dir) {
     closedir(d);
     return n;
 }
+
+void uf_test_write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL, "cannot create %s", path);
+    if (!f) return;
+    if (n) CHECK(fwrite(data, 1, n, f) == n, "short write %s", path);
+    CHECK(fclose(f) == 0, "cannot write %s", path);
+}
+
+int uf_test_files_equal(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int eq = fa && fb;
+    while (eq) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb) eq = 0;
+        if (ca == EOF || cb == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return eq;
+}
+
+int uf_test_count_lines(const char *text) {
+    int n = 0;
+    for (const char *c = text; c && *c; c++) n += *c == '\n';
+    return n;
+}

@@ -47,6 +47,12 @@ int uf_test_run_uflow_opts(const char *const *args, const char *out_path, const 
 int uf_test_count_temp_files(const char *dir);
 /* Reads a whole file into a NUL-terminated malloc'd string (NULL if missing). */
 char *uf_test_read_text(const char *path);
+/* Writes n bytes to path (a failed check when it cannot). */
+void uf_test_write_file(const char *path, const void *data, size_t n);
+/* 1 when both files exist and hold the same bytes. */
+int uf_test_files_equal(const char *a, const char *b);
+/* Number of '\n' in text (0 for NULL). */
+int uf_test_count_lines(const char *text);
 
 #define UF_TEST(fn) uf_test_run(#fn, fn)
 

@@ -68,31 +68,9 @@ static const char *tmp_path(char *buf, size_t cap, const char *name) {
     return buf;
 }
 
-static void write_bytes(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    CHECK(f && fwrite(data, 1, n, f) == n, "cannot write %s", path);
-    if (f) fclose(f);
-}
-
 static long file_size(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 ? (long)st.st_size : -1;
-}
-
-static int files_equal(const char *a, const char *b) {
-    char *ta = NULL, *tb = NULL;
-    long na = file_size(a), nb = file_size(b);
-    int eq = na >= 0 && na == nb;
-    if (eq) {
-        FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-        ta = malloc((size_t)na + 1), tb = malloc((size_t)nb + 1);
-        eq = fa && fb && ta && tb && fread(ta, 1, (size_t)na, fa) == (size_t)na &&
-             fread(tb, 1, (size_t)nb, fb) == (size_t)nb && !memcmp(ta, tb, (size_t)na);
-        if (fa) fclose(fa);
-        if (fb) fclose(fb);
-    }
-    free(ta), free(tb);
-    return eq;
 }
 
 static void copy_file(const char *src, const char *dst) {
@@ -102,7 +80,7 @@ static void copy_file(const char *src, const char *dst) {
     int ok = buf && f && fread(buf, 1, (size_t)n, f) == (size_t)n;
     if (f) fclose(f);
     CHECK(ok, "cannot read %s", src);
-    if (ok) write_bytes(dst, buf, (size_t)n);
+    if (ok) uf_test_write_file(dst, buf, (size_t)n);
     free(buf);
 }
 
@@ -137,7 +115,7 @@ static void write_png_bomb(const char *path, uint32_t width, uint32_t height) {
     put_be32(b + 20, height);
     b[24] = 8, b[25] = 2; /* 8-bit RGB; compression, filter, interlace 0 */
     put_be32(b + 29, crc32_of(b + 12, 17));
-    write_bytes(path, b, sizeof b);
+    uf_test_write_file(path, b, sizeof b);
 }
 
 /* The first half of a real PNG. */
@@ -147,7 +125,7 @@ static void write_truncated_copy(const char *src, const char *dst) {
     FILE *f = fopen(src, "rb");
     CHECK(buf && f && fread(buf, 1, (size_t)n, f) == (size_t)n, "read %s", src);
     if (f) fclose(f);
-    write_bytes(dst, buf, (size_t)n / 2);
+    uf_test_write_file(dst, buf, (size_t)n / 2);
     free(buf);
 }
 
@@ -165,9 +143,9 @@ static void write_bad_image(int kind, const char *dir, const char *good_png) {
     char p[800];
     snprintf(p, sizeof p, "%s/%s", dir, bad_kinds[kind][0]);
     switch (kind) {
-    case BAD_EMPTY: write_bytes(p, "", 0); break;
+    case BAD_EMPTY: uf_test_write_file(p, "", 0); break;
     case BAD_TRUNCATED: write_truncated_copy(good_png, p); break;
-    case BAD_TEXT: write_bytes(p, "this is not an image\n", 21); break;
+    case BAD_TEXT: uf_test_write_file(p, "this is not an image\n", 21); break;
     case BAD_BOMB: write_png_bomb(p, 100000, 100000); break;
     }
 }
@@ -211,7 +189,7 @@ static void test_train_stops_on_a_bad_image_and_writes_nothing(void) {
     char bad[800];
     for (int k = 0; k < N_BAD_KINDS; k++) {
         /* One bad file at a time among good ones, over an existing model file. */
-        write_bytes(model, "previous model", 14);
+        uf_test_write_file(model, "previous model", 14);
         write_bad_image(k, good, first);
         snprintf(bad, sizeof bad, "%s/%s", good, bad_kinds[k][0]);
         CHECK(train(good, model, NULL, NULL) == 1 && error_line(bad_kinds[k][0]) && error_line(bad_kinds[k][1]) &&
@@ -261,9 +239,9 @@ static void test_train_empty_and_odd_folders(void) {
     snprintf(p, sizeof p, "%s/ring.png", good);
     CHECK(symlink("..", p) == 0, "symlink");
     snprintf(p, sizeof p, "%s/scan.tif", good);
-    write_bytes(p, "II*\0", 4);
+    uf_test_write_file(p, "II*\0", 4);
     snprintf(p, sizeof p, "%s/scan.webp", good);
-    write_bytes(p, "RIFF", 4);
+    uf_test_write_file(p, "RIFF", 4);
     CHECK(train(good, model, NULL, NULL) == 0, "training beside links and other files");
     CHECK(stderr_has("ignored 4 entries: 2 not a .png/.jpg/.jpeg/.bmp file (") && stderr_has(".tif") &&
               stderr_has(".webp") && stderr_has("), 1 sub-folder (not scanned), 1 dangling or looping symbolic link"),
@@ -280,7 +258,7 @@ static void test_train_empty_and_odd_folders(void) {
     CHECK(train(empty, model, NULL, NULL) == 1 && error_line("is empty") && error_line("train/good"),
           "empty training set");
     snprintf(p, sizeof p, "%s/train/good/a.tif", empty);
-    write_bytes(p, "II*\0", 4);
+    uf_test_write_file(p, "II*\0", 4);
     CHECK(train(empty, model, NULL, NULL) == 1 && error_line("no images (.png, .jpg, .jpeg, .bmp)"),
           "training set of .tif files only");
     CHECK(meta_int(model, "uflow.train_images") == 3, "a failed run changed the model file");
@@ -368,25 +346,19 @@ static void test_bad_model_files(void) {
         CHECK(at != NULL, "metadata %s not found", edits[e][0]);
         if (!at) continue;
         memcpy(at, edits[e][1], strlen(edits[e][1])); /* same length: the header stays valid */
-        write_bytes(bad, buf, (size_t)n);
+        uf_test_write_file(bad, buf, (size_t)n);
         memcpy(at, edits[e][0], strlen(edits[e][0]));
         CHECK(run(pa) == 1 && error_line(bad) && error_line(edits[e][2]), "metadata %s", edits[e][1]);
     }
     /* Truncated, and empty. */
-    write_bytes(bad, buf, (size_t)n - 100);
+    uf_test_write_file(bad, buf, (size_t)n - 100);
     CHECK(run(pa) == 1 && error_line(bad), "truncated model");
-    write_bytes(bad, "", 0);
+    uf_test_write_file(bad, "", 0);
     CHECK(run(pa) == 1 && error_line(bad), "empty model");
     free(buf);
 }
 
 /* ---- prediction ---- */
-
-static int count_lines(const char *text) {
-    int n = 0;
-    for (const char *c = text; c && *c; c++) n += *c == '\n';
-    return n;
-}
 
 static void test_predict_goes_on_past_bad_images(void) {
     char root[600], train_dir[700], model[600], in[600], pred[600], p[800], first[800];
@@ -433,9 +405,9 @@ static void test_predict_goes_on_past_bad_images(void) {
     snprintf(p, sizeof p, "%s/loop.png", in);
     CHECK(symlink("loop.png", p) == 0, "symlink");
     snprintf(p, sizeof p, "%s/camera.tif", in);
-    write_bytes(p, "II*\0", 4);
+    uf_test_write_file(p, "II*\0", 4);
     snprintf(p, sizeof p, "%s/camera.webp", in);
-    write_bytes(p, "RIFF", 4);
+    uf_test_write_file(p, "RIFF", 4);
 
     const char *pa[] = {"predict", "--model", model, "-o", pred, "--batch", "3", in, NULL};
     uf_test_run_opts o = {.unprivileged = 1, .program = prog_copy, .cwd = uf_test_tmpdir()};
@@ -451,7 +423,7 @@ static void test_predict_goes_on_past_bad_images(void) {
 
     snprintf(p, sizeof p, "%s/results.csv", pred);
     char *csv = uf_test_read_text(p);
-    CHECK(count_lines(csv) == 9, "results.csv has %d lines, want 1 + 8", count_lines(csv));
+    CHECK(uf_test_count_lines(csv) == 9, "results.csv has %d lines, want 1 + 8", uf_test_count_lines(csv));
     CHECK(csv && strstr(csv, ",outputs,error\n"), "csv header: %.120s", csv);
     snprintf(p, sizeof p, "%s/results.jsonl", pred);
     char *jl = uf_test_read_text(p);
@@ -508,7 +480,7 @@ static void test_bad_masks(void) {
     uf_image_free(rgb);
     CHECK(run(ta) == 0, "RGB mask");
     /* A mask that is not an image. */
-    write_bytes(mask, "GIF8", 4);
+    uf_test_write_file(mask, "GIF8", 4);
     CHECK(run(ta) == 1 && error_line("000_mask.png"), "corrupt mask");
 }
 
@@ -535,7 +507,7 @@ static void test_resume_checks_the_data(void) {
           "resume with another --max-images");
     const char *resume[] = {"--resume", "--epochs", "2", NULL};
     CHECK(train(db, model, resume, NULL) == 1 && error_line("other training images"), "resume with other data");
-    CHECK(files_equal(model, saved), "a refused resume changed the checkpoint");
+    CHECK(uf_test_files_equal(model, saved), "a refused resume changed the checkpoint");
     /* The same images under another path: accepted, and the stored --max-images applies. */
     CHECK(train(dcopy, model, resume, NULL) == 0, "resume with the same images elsewhere");
     CHECK(meta_int(model, "uflow.epochs_done") == 2 && meta_int(model, "uflow.train_images") == 4, "resumed model");
@@ -558,7 +530,7 @@ static void test_killed_while_checkpointing_then_resumed(void) {
           meta_int(killed, "uflow.epochs_done"));
     const char *resume[] = {"--resume", "--epochs", "3", "--checkpoint-every", "1", "--threads", "1", NULL};
     CHECK(train(data, killed, resume, NULL) == 0, "resume after the kill");
-    CHECK(files_equal(whole, killed), "killed + resumed differs from the uninterrupted run");
+    CHECK(uf_test_files_equal(whole, killed), "killed + resumed differs from the uninterrupted run");
 }
 
 static void test_disk_full_keeps_the_previous_file(void) {
@@ -574,7 +546,7 @@ static void test_disk_full_keeps_the_previous_file(void) {
     uf_test_run_opts o = {.fsize_limit = file_size(model) / 2};
     CHECK(train(data, model, resume, &o) == 1 && error_line(model) && error_line("File too large"),
           "saving on a full disk");
-    CHECK(files_equal(model, saved), "the previous model file was damaged");
+    CHECK(uf_test_files_equal(model, saved), "the previous model file was damaged");
     CHECK(uf_test_count_temp_files(uf_test_tmpdir()) == temps, "temporary file left behind");
     /* The same with predict's outputs: an error, not a crash. */
     char pred[600];

@@ -34,12 +34,6 @@ static int one_error_line(const char *needle) {
     return ok;
 }
 
-static int count_lines(const char *text) {
-    int n = 0;
-    for (const char *c = text; c && *c; c++) n += *c == '\n';
-    return n;
-}
-
 static void test_usage_errors_exit_2(void) {
     const char *a1[] = {"bogus", NULL};
     CHECK(run(a1) == 2, "unknown command");
@@ -148,7 +142,7 @@ static void test_train_test_predict(void) {
     char csv_path[700];
     snprintf(csv_path, sizeof csv_path, "%s/results.csv", pred);
     char *csv = uf_test_read_text(csv_path);
-    CHECK(count_lines(csv) == 3, "results.csv has %d lines", count_lines(csv));
+    CHECK(uf_test_count_lines(csv) == 3, "results.csv has %d lines", uf_test_count_lines(csv));
 
     /* A corrupt image among good ones: the good ones get their results, the bad one
      * an error row and an error line, and the exit status is 1. */
@@ -166,7 +160,8 @@ static void test_train_test_predict(void) {
     char *csv2 = uf_test_read_text(csv_path);
     CHECK(csv && csv2 && !strncmp(csv, csv2, strlen(csv)), "the good images' rows must be as before:\n%s\n%s",
           csv ? csv : "", csv2 ? csv2 : "");
-    CHECK(csv2 && strstr(csv2, "broken.png\",,,,,,\"image '") && count_lines(csv2) == 4, "results.csv: %s", csv2);
+    CHECK(csv2 && strstr(csv2, "broken.png\",,,,,,\"image '") && uf_test_count_lines(csv2) == 4, "results.csv: %s",
+          csv2);
     free(csv), free(csv2);
 }
 

@@ -34,14 +34,6 @@ static unsigned char *slurp(const char *path, size_t expect, size_t *len) {
     return buf;
 }
 
-static void write_bytes(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    CHECK(f != NULL, "cannot create %s", path);
-    if (!f) return;
-    if (n) CHECK(fwrite(data, 1, n, f) == n, "short write %s", path);
-    fclose(f);
-}
-
 /* The procedural images of make_image_refs.py (pattern(), hash3()). */
 static uint32_t pattern_hash(uint32_t x, uint32_t y, uint32_t c) {
     uint32_t h = x * 0x9E3779B1u + y * 0x85EBCA77u + c * 0xC2B2AE3Du + 0x27D4EB2Fu;
@@ -157,7 +149,7 @@ static void test_load_errors(void) {
     expect_load_fails(uf_test_tmpdir(), "directory");
 
     const char *empty = uf_test_path("empty.png");
-    write_bytes(empty, "", 0);
+    uf_test_write_file(empty, "", 0);
     expect_load_fails(empty, "empty");
 
     size_t n = 0;
@@ -165,38 +157,38 @@ static void test_load_errors(void) {
     CHECK(png != NULL && n > 200, "rgb.png");
     if (png) {
         const char *trunc = uf_test_path("truncated.png");
-        write_bytes(trunc, png, n / 2);
+        uf_test_write_file(trunc, png, n / 2);
         expect_load_fails(trunc, NULL);
-        write_bytes(trunc, png, 40); /* header only, no image data */
+        uf_test_write_file(trunc, png, 40); /* header only, no image data */
         expect_load_fails(trunc, NULL);
         /* PNG headers announcing 70000 x 10 and 17000 x 17000 (> 2^28) pixels */
         const char *huge = uf_test_path("huge.png");
         unsigned char hdr[64];
         memcpy(hdr, png, 33); /* signature + IHDR chunk */
         put_be32(hdr + 16, 70000), put_be32(hdr + 20, 10);
-        write_bytes(huge, hdr, 33);
+        uf_test_write_file(huge, hdr, 33);
         expect_load_fails(huge, "too large");
         put_be32(hdr + 16, 17000), put_be32(hdr + 20, 17000);
-        write_bytes(huge, hdr, 33);
+        uf_test_write_file(huge, hdr, 33);
         expect_load_fails(huge, "too large");
         /* 16384 x 16384 RGBA with 16-bit samples: 2^31 bytes overflowed stb_image's int sizes
          * (a 2^64 - 2^31 byte malloc; found by analysis while fuzzing) */
         put_be32(hdr + 16, 16384), put_be32(hdr + 20, 16384);
         hdr[24] = 16, hdr[25] = 6;
-        write_bytes(huge, hdr, 33);
+        uf_test_write_file(huge, hdr, 33);
         expect_load_fails(huge, "too large to decode");
         /* found by fuzz/fuzz_image.c: stb's "XXXX PNG chunk not known" quoted the chunk type's bytes,
          * so a type with a newline broke the one-line message */
         memcpy(hdr + 33, "\0\0\0\0\x01\n\r\x02\0\0\0\0", 12);
         hdr[24] = 8, hdr[25] = 2;
         put_be32(hdr + 16, 4), put_be32(hdr + 20, 4);
-        write_bytes(huge, hdr, 45);
+        uf_test_write_file(huge, hdr, 45);
         expect_load_fails(huge, "\\x0a\\x0d\\x02 PNG chunk not known");
         CHECK(!strchr(uf_last_error(), '\n') && !strchr(uf_last_error(), '\r'), "one line: %s", uf_last_error());
         /* corrupt compressed data in the middle */
         for (size_t i = n / 3; i < n / 3 + 64; i++) png[i] ^= 0x5a;
         const char *corrupt = uf_test_path("corrupt.png");
-        write_bytes(corrupt, png, n);
+        uf_test_write_file(corrupt, png, n);
         expect_load_fails(corrupt, NULL);
         free(png);
     }
@@ -204,10 +196,10 @@ static void test_load_errors(void) {
     uint32_t s = 12345;
     for (size_t i = 0; i < sizeof rnd; i++) rnd[i] = (unsigned char)((s = s * 1664525u + 1013904223u) >> 24);
     const char *rp = uf_test_path("random.png");
-    write_bytes(rp, rnd, sizeof rnd);
+    uf_test_write_file(rp, rnd, sizeof rnd);
     expect_load_fails(rp, NULL);
     const char *txt = uf_test_path("text.jpg");
-    write_bytes(txt, "hello, not an image\n", 20);
+    uf_test_write_file(txt, "hello, not an image\n", 20);
     expect_load_fails(txt, NULL);
 
     /* found by fuzz/fuzz_image.c: a DHT table of more than 256 codes made stb_image 2.27 write
@@ -220,7 +212,7 @@ static void test_load_errors(void) {
     dht[6] = 0x10; /* AC table 0 */
     for (int i = 0; i < 16; i++) dht[7 + i] = 17; /* 272 codes */
     const char *bad_jpeg = uf_test_path("dht.jpg");
-    write_bytes(bad_jpeg, dht, sizeof dht);
+    uf_test_write_file(bad_jpeg, dht, sizeof dht);
     expect_load_fails(bad_jpeg, "Huffman table");
     /* found by fuzz/fuzz_image.c: a scan using a Huffman table no DHT defined made stb_image 2.27
      * index its (uninitialised) table out of bounds */
@@ -233,12 +225,12 @@ static void test_load_errors(void) {
     unsigned char bmp[54] = {'B', 'M', 54, 0, 0, 0, 0, 0, 0, 0, 54, 0, 0, 0, 40, 0, 0, 0,
                              0xa0, 0x0f, 0, 0, 0xa0, 0x0f, 0, 0, 1, 0, 24, 0};
     const char *short_bmp = uf_test_path("short.bmp");
-    write_bytes(short_bmp, bmp, sizeof bmp);
+    uf_test_write_file(short_bmp, bmp, sizeof bmp);
     expect_load_fails(short_bmp, "truncated or corrupt");
     /* found by fuzz/fuzz_image.c: stb_image 2.27's PNM header parser overflows an int (UB); PNM,
      * like TGA, GIF, PSD, PIC and HDR, is no longer handed to stb at all */
     const char *pgm = uf_test_path("big.pgm");
-    write_bytes(pgm, "P5\n2155555555 1\n255\n", 21);
+    uf_test_write_file(pgm, "P5\n2155555555 1\n255\n", 21);
     expect_load_fails(pgm, "not a PNG, JPEG or BMP");
     /* found by fuzz/fuzz_image.c (out of memory): a 90-byte PNG whose IDAT length reads 1.2 GB made
      * stb_image grow its buffer to 2 GB before it noticed the file is short */

@@ -46,20 +46,6 @@ static uf_train_options tiny_options(const char *out) {
     return o;
 }
 
-/* Whole-file byte comparison. */
-static int files_equal(const char *a, const char *b) {
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    int eq = fa && fb;
-    while (eq) {
-        int ca = fgetc(fa), cb = fgetc(fb);
-        if (ca != cb) eq = 0;
-        if (ca == EOF || cb == EOF) break;
-    }
-    if (fa) fclose(fa);
-    if (fb) fclose(fb);
-    return eq;
-}
-
 static void test_training_reproducible_and_resumable(void) {
     char a[600], b[600], c[600];
     snprintf(a, sizeof a, "%s/a.safetensors", uf_test_tmpdir());
@@ -73,19 +59,19 @@ static void test_training_reproducible_and_resumable(void) {
 
     o = tiny_options(c);
     CHECK(uf_train(&o, &rc) == UF_OK, "%s", uf_last_error());
-    CHECK(files_equal(a, c), "two runs with the same seed must write identical files");
+    CHECK(uf_test_files_equal(a, c), "two runs with the same seed must write identical files");
 
     /* Interrupted after 2 epochs, then resumed to 4. */
     o = tiny_options(b);
     o.stop_after = 2;
     CHECK(uf_train(&o, &rb) == UF_OK, "%s", uf_last_error());
     CHECK(rb.epochs_done == 2, "stopped after %d epochs", rb.epochs_done);
-    CHECK(!files_equal(a, b), "a 2-epoch checkpoint must differ from the 4-epoch model");
+    CHECK(!uf_test_files_equal(a, b), "a 2-epoch checkpoint must differ from the 4-epoch model");
     o = tiny_options(b);
     o.resume = 1;
     CHECK(uf_train(&o, &rb) == UF_OK, "%s", uf_last_error());
     CHECK(rb.epochs_done == 4, "resumed to %d epochs", rb.epochs_done);
-    CHECK(files_equal(a, b), "resumed training must equal the uninterrupted one bit for bit");
+    CHECK(uf_test_files_equal(a, b), "resumed training must equal the uninterrupted one bit for bit");
 
     o = tiny_options(b);
     o.resume = 1;
@@ -95,7 +81,7 @@ static void test_training_reproducible_and_resumable(void) {
     o = tiny_options(c);
     o.seed = 12;
     CHECK(uf_train(&o, &rc) == UF_OK, "%s", uf_last_error());
-    CHECK(!files_equal(a, c), "a different seed must give a different model");
+    CHECK(!uf_test_files_equal(a, c), "a different seed must give a different model");
 }
 
 static void test_model_file_roundtrip(void) {
@@ -114,7 +100,7 @@ static void test_model_file_roundtrip(void) {
           m->cfg.epochs_done);
     CHECK(m->cfg.flow.ln_mode == UF_LN_LOGDET && m->cfg.train.seed == 11 && m->cfg.train.batch == 4, "config");
     CHECK(uf_model_save(m, a2, &opt) == UF_OK, "%s", uf_last_error());
-    CHECK(files_equal(a, a2), "load + save must reproduce the file");
+    CHECK(uf_test_files_equal(a, a2), "load + save must reproduce the file");
     uf_adam_free(&opt);
 
     /* Latents of one image are finite and have the right count. */
