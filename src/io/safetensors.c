@@ -494,6 +494,28 @@ int uf_st_read_f32_into(const uf_safetensors *st, const char *name, int ndim, co
     return UF_OK;
 }
 
+const float *uf_st_view_f32(const uf_safetensors *st, const char *name, int ndim, const int64_t *expect_shape,
+                           float **owned) {
+    *owned = NULL;
+    const uf_st_tensor *t = find_checked(st, name, ndim, expect_shape);
+    if (!t) return NULL;
+    if (t->dtype == UF_DT_F32 && (uintptr_t)t->data % _Alignof(float) == 0) {
+        const float *v = t->data;
+        for (int64_t i = 0; i < t->numel; i++)
+            if (!isfinite(v[i])) {
+                st_fail(st->path, name, "non-finite value %g at element %" PRId64, (double)v[i], i);
+                return NULL;
+            }
+        return v;
+    }
+    uf_tensor *c = uf_st_read_f32(st, name, -1, NULL);
+    if (!c) return NULL;
+    *owned = c->data;
+    c->data = NULL;
+    uf_tensor_free(c);
+    return *owned;
+}
+
 uf_tensor *uf_st_read_f32(const uf_safetensors *st, const char *name, int ndim, const int64_t *expect_shape) {
     const uf_st_tensor *t = find_checked(st, name, ndim, expect_shape);
     if (!t) return NULL;

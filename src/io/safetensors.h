@@ -104,6 +104,12 @@ uf_tensor *uf_st_read_f32(const uf_safetensors *st, const char *name, int ndim, 
  * equal the tensor's element count): for parameters living in one block. */
 int uf_st_read_f32_into(const uf_safetensors *st, const char *name, int ndim, const int64_t *expect_shape,
                         float *out, int64_t count);
+/* The values of float tensor `name` (same checks as uf_st_read_f32) without
+ * a copy where possible: a pointer into the mapping when the tensor is F32
+ * and aligned for float (valid until uf_st_close; *owned = NULL), else a
+ * float32 conversion that the caller frees with uf_free(*owned). */
+const float *uf_st_view_f32(const uf_safetensors *st, const char *name, int ndim, const int64_t *expect_shape,
+                           float **owned);
 /* Reads an integer tensor (I64/I32/I16/I8/U8/BOOL) into out[0..numel); numel
  * must equal `count`. Float dtypes are an error. */
 int uf_st_read_i64(const uf_safetensors *st, const char *name, int64_t *out, int64_t count);

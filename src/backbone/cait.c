@@ -1,0 +1,491 @@
+#include "backbone/cait.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/blas.h"
+#include "core/error.h"
+#include "core/tensor.h"
+#include "core/timer.h"
+#include "io/safetensors.h"
+
+#define LN_EPS 1e-6
+#define MAX_DEPTH 1024
+/* Query rows per attention work item: the item's scores (H x rows x N) stay
+ * in cache through the head mixing, the softmax and the product with V. */
+#define ROW_CHUNK 32
+
+typedef struct {
+    const float *norm1_w, *norm1_b;
+    const float *qkv_w, *qkv_b;       /* (3D, D), (3D) */
+    const float *mix_l_w, *mix_l_b;   /* proj_l: (H, H), (H), before the softmax */
+    const float *mix_w_w, *mix_w_b;   /* proj_w: after the softmax */
+    const float *proj_w, *proj_b;     /* (D, D), (D) */
+    const float *gamma1, *gamma2;     /* (D) */
+    const float *norm2_w, *norm2_b;
+    const float *fc1_w, *fc1_b;       /* (F, D), (F) */
+    const float *fc2_w, *fc2_b;       /* (D, F), (D) */
+} cait_block;
+
+struct uf_cait {
+    int dim, heads, depth, n_run, grid, patch, hidden;
+    char arch[48], path[1024];
+    const float *patch_w, *patch_b; /* (D, 3, P, P), (D) */
+    const float *pos;               /* (N, D) */
+    const float *norm_w, *norm_b;   /* final LayerNorm */
+    cait_block *blocks;             /* (n_run) */
+    uf_safetensors *st;             /* kept mapped: F32 tensors point into it */
+    float **owned;                  /* converted (or random) tensors, freed with the model */
+    int n_owned, cap_owned;
+    uf_arena arena;                 /* forward scratch, grown on demand */
+    uf_cait_timing timing;
+};
+
+/* ---------------------------------------------------------------- loading */
+
+static int keep_owned(uf_cait *m, float *p) {
+    if (m->n_owned == m->cap_owned) {
+        int cap = m->cap_owned ? 2 * m->cap_owned : 64;
+        float **o = realloc(m->owned, sizeof *o * (size_t)cap);
+        if (!o) return uf_error("out of memory");
+        m->owned = o, m->cap_owned = cap;
+    }
+    m->owned[m->n_owned++] = p;
+    return UF_OK;
+}
+
+/* The values of a used tensor with exactly this shape (in place or converted). */
+static const float *tensor(uf_cait *m, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    const int64_t shape[4] = {d0, d1, d2, d3};
+    float *owned = NULL;
+    const float *v = uf_st_view_f32(m->st, name, ndim, shape, &owned);
+    if (owned && keep_owned(m, owned) != UF_OK) {
+        uf_free(owned);
+        return NULL;
+    }
+    return v;
+}
+
+static const float *block_tensor(uf_cait *m, int i, const char *field, int ndim, int64_t d0, int64_t d1) {
+    char name[128];
+    snprintf(name, sizeof name, "blocks.%d.%s", i, field);
+    return tensor(m, name, ndim, d0, d1, 0, 0);
+}
+
+static int load_block(uf_cait *m, int i) {
+    const int64_t D = m->dim, H = m->heads, F = m->hidden;
+    cait_block *b = &m->blocks[i];
+    return (b->norm1_w = block_tensor(m, i, "norm1.weight", 1, D, 0)) &&
+                   (b->norm1_b = block_tensor(m, i, "norm1.bias", 1, D, 0)) &&
+                   (b->qkv_w = block_tensor(m, i, "attn.qkv.weight", 2, 3 * D, D)) &&
+                   (b->qkv_b = block_tensor(m, i, "attn.qkv.bias", 1, 3 * D, 0)) &&
+                   (b->mix_l_w = block_tensor(m, i, "attn.proj_l.weight", 2, H, H)) &&
+                   (b->mix_l_b = block_tensor(m, i, "attn.proj_l.bias", 1, H, 0)) &&
+                   (b->mix_w_w = block_tensor(m, i, "attn.proj_w.weight", 2, H, H)) &&
+                   (b->mix_w_b = block_tensor(m, i, "attn.proj_w.bias", 1, H, 0)) &&
+                   (b->proj_w = block_tensor(m, i, "attn.proj.weight", 2, D, D)) &&
+                   (b->proj_b = block_tensor(m, i, "attn.proj.bias", 1, D, 0)) &&
+                   (b->gamma1 = block_tensor(m, i, "gamma_1", 1, D, 0)) &&
+                   (b->gamma2 = block_tensor(m, i, "gamma_2", 1, D, 0)) &&
+                   (b->norm2_w = block_tensor(m, i, "norm2.weight", 1, D, 0)) &&
+                   (b->norm2_b = block_tensor(m, i, "norm2.bias", 1, D, 0)) &&
+                   (b->fc1_w = block_tensor(m, i, "mlp.fc1.weight", 2, F, D)) &&
+                   (b->fc1_b = block_tensor(m, i, "mlp.fc1.bias", 1, F, 0)) &&
+                   (b->fc2_w = block_tensor(m, i, "mlp.fc2.weight", 2, D, F)) &&
+                   (b->fc2_b = block_tensor(m, i, "mlp.fc2.bias", 1, D, 0))
+               ? UF_OK
+               : UF_ERR;
+}
+
+/* timm's CaiT variants, to name a file by its shapes. */
+static const struct {
+    const char *name;
+    int dim, heads, depth, grid;
+} known_archs[] = {
+    {"cait_xxs24_224", 192, 4, 24, 14}, {"cait_xxs24_384", 192, 4, 24, 24}, {"cait_xxs36_224", 192, 4, 36, 14},
+    {"cait_xxs36_384", 192, 4, 36, 24}, {"cait_xs24_384", 288, 6, 24, 24},  {"cait_s24_224", 384, 8, 24, 14},
+    {"cait_s24_384", 384, 8, 24, 24},   {"cait_s36_384", 384, 8, 36, 24},   {"cait_m36_384", 768, 16, 36, 24},
+    {"cait_m48_448", 768, 16, 48, 28},
+};
+
+static void name_arch(uf_cait *m) {
+    for (size_t i = 0; i < sizeof known_archs / sizeof *known_archs; i++)
+        if (known_archs[i].dim == m->dim && known_archs[i].heads == m->heads && known_archs[i].depth == m->depth &&
+            known_archs[i].grid == m->grid && m->patch == 16 && m->hidden == 4 * m->dim) {
+            snprintf(m->arch, sizeof m->arch, "%s", known_archs[i].name);
+            return;
+        }
+    snprintf(m->arch, sizeof m->arch, "cait-d%d-h%d-b%d-%d", m->dim, m->heads, m->depth, m->grid * m->patch);
+}
+
+/* Reads the architecture from the tensors' shapes. */
+static int read_shapes(uf_cait *m, int last_block) {
+    const uf_safetensors *st = m->st;
+    const char *path = uf_st_path(st);
+    const uf_st_tensor *pe = uf_st_find(st, "patch_embed.proj.weight");
+    if (!pe) {
+        if (uf_st_find(st, "conv1.weight") || uf_st_find(st, "layer1.0.conv1.weight"))
+            return uf_error("%s: tensor 'patch_embed.proj.weight' not found: this is a ResNet, not a CaiT", path);
+        return uf_error("%s: tensor 'patch_embed.proj.weight' not found: not a CaiT with timm's key names", path);
+    }
+    if (pe->ndim != 4 || pe->shape[1] != 3 || pe->shape[2] != pe->shape[3] || pe->shape[0] < 1 ||
+        pe->shape[0] > 65536 || pe->shape[2] < 1 || pe->shape[2] > 1024)
+        return uf_error("%s: tensor 'patch_embed.proj.weight' has shape %s, expected [D, 3, P, P]", path,
+                        uf_shape_str(pe->ndim, pe->shape, (char[200]){0}, 200));
+    m->dim = (int)pe->shape[0];
+    m->patch = (int)pe->shape[2];
+    const uf_st_tensor *pos = uf_st_find(st, "pos_embed");
+    if (!pos) return uf_error("%s: tensor 'pos_embed' not found: not a CaiT with timm's key names", path);
+    int64_t n_tok = pos->ndim == 3 ? pos->shape[1] : 0;
+    int g = (int)floor(sqrt((double)n_tok) + 0.5);
+    if (pos->ndim != 3 || pos->shape[0] != 1 || pos->shape[2] != m->dim || n_tok < 1 || n_tok > 1 << 20 ||
+        (int64_t)g * g != n_tok)
+        return uf_error("%s: tensor 'pos_embed' has shape %s, expected [1, G*G, %d] (a square grid, no class token)",
+                        path, uf_shape_str(pos->ndim, pos->shape, (char[200]){0}, 200), m->dim);
+    m->grid = g;
+    for (int i = 0; i < uf_st_count(st); i++) {
+        int j = -1, len = 0;
+        if (sscanf(uf_st_at(st, i)->name, "blocks.%d.%n", &j, &len) == 1 && len > 0 && j >= 0 && j < MAX_DEPTH &&
+            j + 1 > m->depth)
+            m->depth = j + 1;
+    }
+    if (m->depth == 0) return uf_error("%s: tensor 'blocks.0.norm1.weight' not found: a CaiT without blocks", path);
+    const uf_st_tensor *pl = uf_st_find(st, "blocks.0.attn.proj_l.weight");
+    if (!pl)
+        return uf_error("%s: tensor 'blocks.0.attn.proj_l.weight' not found: not a CaiT (no talking-heads "
+                        "attention; a ViT or DeiT?)", path);
+    if (pl->ndim != 2 || pl->shape[0] != pl->shape[1] || pl->shape[0] < 1 || m->dim % pl->shape[0] != 0)
+        return uf_error("%s: tensor 'blocks.0.attn.proj_l.weight' has shape %s, expected [H, H] with H dividing %d",
+                        path, uf_shape_str(pl->ndim, pl->shape, (char[200]){0}, 200), m->dim);
+    m->heads = (int)pl->shape[0];
+    const uf_st_tensor *fc1 = uf_st_find(st, "blocks.0.mlp.fc1.weight");
+    if (!fc1) return uf_error("%s: tensor 'blocks.0.mlp.fc1.weight' not found", path);
+    if (fc1->ndim != 2 || fc1->shape[1] != m->dim || fc1->shape[0] < 1 || fc1->shape[0] > 1 << 20)
+        return uf_error("%s: tensor 'blocks.0.mlp.fc1.weight' has shape %s, expected [F, %d]", path,
+                        uf_shape_str(fc1->ndim, fc1->shape, (char[200]){0}, 200), m->dim);
+    m->hidden = (int)fc1->shape[0];
+    m->n_run = last_block + 1 < m->depth ? last_block + 1 : m->depth;
+    name_arch(m);
+    return UF_OK;
+}
+
+uf_cait *uf_cait_load(const char *path, int last_block) {
+    UF_ASSERT(last_block >= 0);
+    uf_cait *m = uf_calloc(1, sizeof *m);
+    if (!m) return NULL;
+    snprintf(m->path, sizeof m->path, "%s", path);
+    if (!(m->st = uf_st_open(path)) || read_shapes(m, last_block) != UF_OK) goto fail;
+    const int64_t D = m->dim, P = m->patch, N = (int64_t)m->grid * m->grid;
+    if (!(m->patch_w = tensor(m, "patch_embed.proj.weight", 4, D, 3, P, P)) ||
+        !(m->patch_b = tensor(m, "patch_embed.proj.bias", 1, D, 0, 0, 0)) ||
+        !(m->pos = tensor(m, "pos_embed", 3, 1, N, D, 0)) || !(m->norm_w = tensor(m, "norm.weight", 1, D, 0, 0, 0)) ||
+        !(m->norm_b = tensor(m, "norm.bias", 1, D, 0, 0, 0)))
+        goto fail;
+    if (!(m->blocks = uf_calloc((size_t)m->n_run, sizeof *m->blocks))) goto fail;
+    for (int i = 0; i < m->n_run; i++)
+        if (load_block(m, i) != UF_OK) goto fail;
+    return m;
+fail:
+    uf_cait_free(m);
+    return NULL;
+}
+
+void uf_cait_free(uf_cait *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_owned; i++) uf_free(m->owned[i]);
+    free(m->owned);
+    uf_free(m->blocks);
+    uf_st_close(m->st);
+    uf_arena_free(&m->arena);
+    uf_free(m);
+}
+
+/* ---------------------------------------------------------------- random models */
+
+/* n floats ~ mean + U(-1,1) * scale * sqrt(3) (std = scale), kept by the model. */
+static const float *random_tensor(uf_cait *m, size_t n, float mean, float scale, uint64_t *s) {
+    float *v = uf_alloc(n * sizeof(float));
+    if (!v || keep_owned(m, v) != UF_OK) {
+        uf_free(v);
+        return NULL;
+    }
+    const float a = scale * 1.7320508f / 2147483648.0f;
+    for (size_t i = 0; i < n; i++) {
+        *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+        v[i] = mean + a * (float)((int64_t)(*s >> 32) - 2147483648LL);
+    }
+    return v;
+}
+
+uf_cait *uf_cait_random(const char *arch, int last_block, unsigned seed) {
+    size_t k = 0;
+    while (k < sizeof known_archs / sizeof *known_archs && strcmp(known_archs[k].name, arch)) k++;
+    if (k == sizeof known_archs / sizeof *known_archs) {
+        uf_error("unknown CaiT architecture '%s'", arch);
+        return NULL;
+    }
+    uf_cait *m = uf_calloc(1, sizeof *m);
+    if (!m) return NULL;
+    snprintf(m->path, sizeof m->path, "random");
+    m->dim = known_archs[k].dim, m->heads = known_archs[k].heads, m->depth = known_archs[k].depth;
+    m->grid = known_archs[k].grid, m->patch = 16, m->hidden = 4 * m->dim;
+    m->n_run = last_block + 1 < m->depth ? last_block + 1 : m->depth;
+    name_arch(m);
+    const size_t D = (size_t)m->dim, H = (size_t)m->heads, F = (size_t)m->hidden, N = (size_t)m->grid * m->grid;
+    const float wd = 1.0f / sqrtf((float)D), wf = 1.0f / sqrtf((float)F);
+    uint64_t s = 0x9E3779B97F4A7C15ULL ^ seed;
+    int ok = (m->patch_w = random_tensor(m, D * 3 * 256, 0, 1.0f / 16 / sqrtf(3), &s)) &&
+             (m->patch_b = random_tensor(m, D, 0, 0.1f, &s)) && (m->pos = random_tensor(m, N * D, 0, 0.5f, &s)) &&
+             (m->norm_w = random_tensor(m, D, 1, 0.1f, &s)) && (m->norm_b = random_tensor(m, D, 0, 0.1f, &s)) &&
+             (m->blocks = uf_calloc((size_t)m->n_run, sizeof *m->blocks));
+    for (int i = 0; ok && i < m->n_run; i++) {
+        cait_block *b = &m->blocks[i];
+        ok = (b->norm1_w = random_tensor(m, D, 1, 0.1f, &s)) && (b->norm1_b = random_tensor(m, D, 0, 0.1f, &s)) &&
+             (b->qkv_w = random_tensor(m, 3 * D * D, 0, wd, &s)) && (b->qkv_b = random_tensor(m, 3 * D, 0, 0.1f, &s)) &&
+             (b->mix_l_w = random_tensor(m, H * H, 0, 0.5f, &s)) && (b->mix_l_b = random_tensor(m, H, 0, 0.1f, &s)) &&
+             (b->mix_w_w = random_tensor(m, H * H, 0, 0.5f, &s)) && (b->mix_w_b = random_tensor(m, H, 0, 0.1f, &s)) &&
+             (b->proj_w = random_tensor(m, D * D, 0, wd, &s)) && (b->proj_b = random_tensor(m, D, 0, 0.1f, &s)) &&
+             (b->gamma1 = random_tensor(m, D, 0.1f, 0.02f, &s)) && (b->gamma2 = random_tensor(m, D, 0.1f, 0.02f, &s)) &&
+             (b->norm2_w = random_tensor(m, D, 1, 0.1f, &s)) && (b->norm2_b = random_tensor(m, D, 0, 0.1f, &s)) &&
+             (b->fc1_w = random_tensor(m, F * D, 0, wd, &s)) && (b->fc1_b = random_tensor(m, F, 0, 0.1f, &s)) &&
+             (b->fc2_w = random_tensor(m, D * F, 0, wf, &s)) && (b->fc2_b = random_tensor(m, D, 0, 0.1f, &s));
+    }
+    if (!ok) {
+        uf_cait_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* ---------------------------------------------------------------- queries */
+
+int uf_cait_dim(const uf_cait *m) { return m->dim; }
+int uf_cait_heads(const uf_cait *m) { return m->heads; }
+int uf_cait_depth(const uf_cait *m) { return m->depth; }
+int uf_cait_blocks_run(const uf_cait *m) { return m->n_run; }
+int uf_cait_grid(const uf_cait *m) { return m->grid; }
+int uf_cait_input_size(const uf_cait *m) { return m->grid * m->patch; }
+const char *uf_cait_arch(const uf_cait *m) { return m->arch; }
+const char *uf_cait_path(const uf_cait *m) { return m->path; }
+uf_cait_timing uf_cait_last_timing(const uf_cait *m) { return m->timing; }
+
+size_t uf_cait_used_params(const uf_cait *m) {
+    const size_t D = (size_t)m->dim, H = (size_t)m->heads, F = (size_t)m->hidden, N = (size_t)m->grid * m->grid;
+    size_t per_block = 4 * D                  /* norm1, norm2 */
+                       + 3 * D * D + 3 * D    /* qkv */
+                       + 2 * (H * H + H)      /* proj_l, proj_w */
+                       + D * D + D            /* proj */
+                       + 2 * D                /* gamma_1, gamma_2 */
+                       + F * D + F + D * F + D; /* fc1, fc2 */
+    return D * 3 * m->patch * m->patch + D + N * D + (size_t)m->n_run * per_block + 2 * D;
+}
+
+double uf_cait_flops(const uf_cait *m) {
+    const double D = m->dim, H = m->heads, F = m->hidden, N = (double)m->grid * m->grid;
+    const double per_block = 2 * N * D * 3 * D   /* qkv */
+                             + 2 * 2 * N * N * D /* Q K^T and P V over all heads */
+                             + 2 * 2 * H * H * N * N /* the two head mixings */
+                             + 2 * N * D * D     /* proj */
+                             + 2 * 2 * N * D * F; /* fc1, fc2 */
+    return 2 * N * D * 3 * m->patch * m->patch + m->n_run * per_block;
+}
+
+/* ---------------------------------------------------------------- forward */
+
+/* y[n, :] = LayerNorm(x[n, :]) * w + b over D channels (biased variance), n < rows. */
+static void layer_norm(const float *x, int rows, int D, const float *w, const float *b, float *y) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < rows; n++) {
+        const float *xr = x + (size_t)n * D;
+        float *yr = y + (size_t)n * D;
+        double s = 0.0, q = 0.0;
+        for (int c = 0; c < D; c++) s += xr[c];
+        const double mean = s / D;
+        for (int c = 0; c < D; c++) q += (xr[c] - mean) * (xr[c] - mean);
+        const float mu = (float)mean, inv = (float)(1.0 / sqrt(q / D + LN_EPS));
+        for (int c = 0; c < D; c++) yr[c] = (xr[c] - mu) * inv * w[c] + b[c];
+    }
+}
+
+/* e^x for x <= 0 (a softmax's shifted scores), a few ulp: x = n ln2 + r with
+ * |r| <= ln2/2, e^r by its degree-7 Taylor polynomial, 2^n through the
+ * exponent bits. Branch-free so that loops over it vectorise; inputs below
+ * -87 are clamped (their e^x is below float's normal range: ~0 next to a
+ * softmax's largest term, 1). */
+static inline float exp_nonpos(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    const float shift = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    float n = (x * 1.44269504088896341f + shift) - shift;
+    float r = x - n * 0.693145751953125f; /* ln2 split hi + lo (Cody-Waite) */
+    r = r - n * 1.428606765330187e-06f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union {
+        uint32_t u;
+        float f;
+    } e;
+    e.u = (uint32_t)((int32_t)n + 127) << 23;
+    return p * e.f;
+}
+
+/* Each of the rows rows of v (length len) replaced by its softmax. */
+static void softmax_rows(float *v, int rows, int len) {
+    for (int r = 0; r < rows; r++) {
+        float *row = v + (size_t)r * len, mx = row[0];
+        for (int j = 1; j < len; j++) mx = row[j] > mx ? row[j] : mx;
+        float sum = 0.0f;
+        for (int j = 0; j < len; j++) {
+            row[j] = exp_nonpos(row[j] - mx);
+            sum += row[j];
+        }
+        const float inv = 1.0f / sum;
+        for (int j = 0; j < len; j++) row[j] *= inv;
+    }
+}
+
+/* y (rows, out) = x (rows, in) W^T + b, W (out, in). */
+static void linear(const float *x, int rows, int in, const float *w, const float *b, int out, float *y) {
+    uf_sgemm(false, true, rows, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < rows; n++)
+        for (int o = 0; o < out; o++) y[(size_t)n * out + o] += b[o];
+}
+
+/* Talking-heads self-attention of one image (spec 3.1.2): qkv (N, 3D) ->
+ * o (N, D). scratch: per thread 2 x H x ROW_CHUNK x N floats. */
+static void attention(const uf_cait *m, const cait_block *b, const float *qkv, float *o, float *scratch) {
+    const int N = m->grid * m->grid, D = m->dim, H = m->heads, dh = D / H, ld = 3 * D;
+    const int n_chunks = (N + ROW_CHUNK - 1) / ROW_CHUNK;
+    const size_t per_thread = (size_t)2 * H * ROW_CHUNK * N;
+#pragma omp parallel for schedule(dynamic)
+    for (int c = 0; c < n_chunks; c++) {
+        const int i0 = c * ROW_CHUNK, r = N - i0 < ROW_CHUNK ? N - i0 : ROW_CHUNK;
+        const size_t rn = (size_t)r * N;
+        float *s = scratch + (size_t)omp_get_thread_num() * per_thread, *t = s + (size_t)H * ROW_CHUNK * N;
+        /* s[h] (r, N) = Q_h K_h^T (q already scaled) */
+        for (int h = 0; h < H; h++)
+            uf_sgemm(false, true, r, N, dh, 1.0f, qkv + (size_t)i0 * ld + h * dh, ld, qkv + D + h * dh, ld, 0.0f,
+                     s + h * rn, N);
+        /* t (H, r N) = proj_l(s) over the head axis, softmax over keys, s = proj_w(t) */
+        uf_sgemm(false, false, H, (int)rn, H, 1.0f, b->mix_l_w, H, s, (int)rn, 0.0f, t, (int)rn);
+        for (int h = 0; h < H; h++) {
+            float *th = t + h * rn;
+            const float bias = b->mix_l_b[h];
+            for (size_t j = 0; j < rn; j++) th[j] += bias;
+        }
+        softmax_rows(t, H * r, N);
+        uf_sgemm(false, false, H, (int)rn, H, 1.0f, b->mix_w_w, H, t, (int)rn, 0.0f, s, (int)rn);
+        /* o[i0 .. i0+r, h dh .. (h+1) dh] = (s[h] + bias) V_h */
+        for (int h = 0; h < H; h++) {
+            float *sh = s + h * rn;
+            const float bias = b->mix_w_b[h];
+            for (size_t j = 0; j < rn; j++) sh[j] += bias;
+            uf_sgemm(false, false, r, dh, N, 1.0f, sh, N, qkv + 2 * D + h * dh, ld, 0.0f, o + (size_t)i0 * D + h * dh,
+                     D);
+        }
+    }
+}
+
+static void gelu_erf(float *v, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) v[i] = 0.5f * v[i] * (1.0f + erff(v[i] * 0.70710678118654752f));
+}
+
+/* x (N, D) += gamma * y */
+static void add_scaled(float *x, const float *y, const float *gamma, int rows, int D) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < rows; n++)
+        for (int c = 0; c < D; c++) x[(size_t)n * D + c] += gamma[c] * y[(size_t)n * D + c];
+}
+
+typedef struct {
+    float *x, *y, *qkv, *o, *hid, *patches, *scratch;
+} cait_work;
+
+static size_t work_floats(const uf_cait *m, int threads) {
+    const size_t N = (size_t)m->grid * m->grid, D = (size_t)m->dim;
+    return 4 * N * D + 3 * N * D + N * (size_t)m->hidden + N * 3 * m->patch * m->patch +
+           (size_t)threads * 2 * m->heads * ROW_CHUNK * N + 7 * UF_ALIGN;
+}
+
+static void embed(const uf_cait *m, const float *x, cait_work *w) {
+    const int g = m->grid, P = m->patch, S = g * P, D = m->dim, K = 3 * P * P, N = g * g;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const int gy = n / g, gx = n % g;
+        float *p = w->patches + (size_t)n * K;
+        for (int c = 0; c < 3; c++)
+            for (int ky = 0; ky < P; ky++)
+                memcpy(p + (c * P + ky) * P, x + ((size_t)c * S + gy * P + ky) * S + gx * P, sizeof(float) * P);
+    }
+    linear(w->patches, N, K, m->patch_w, m->patch_b, D, w->x);
+    for (size_t i = 0; i < (size_t)N * D; i++) w->x[i] += m->pos[i];
+}
+
+static void run_block(const uf_cait *m, const cait_block *b, cait_work *w) {
+    const int N = m->grid * m->grid, D = m->dim, F = m->hidden;
+    const float q_scale = 1.0f / sqrtf((float)(D / m->heads));
+    layer_norm(w->x, N, D, b->norm1_w, b->norm1_b, w->y);
+    linear(w->y, N, D, b->qkv_w, b->qkv_b, 3 * D, w->qkv);
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < D; c++) w->qkv[(size_t)n * 3 * D + c] *= q_scale;
+    attention(m, b, w->qkv, w->o, w->scratch);
+    linear(w->o, N, D, b->proj_w, b->proj_b, D, w->y);
+    add_scaled(w->x, w->y, b->gamma1, N, D);
+    layer_norm(w->x, N, D, b->norm2_w, b->norm2_b, w->y);
+    linear(w->y, N, D, b->fc1_w, b->fc1_b, F, w->hid);
+    gelu_erf(w->hid, (size_t)N * F);
+    linear(w->hid, N, F, b->fc2_w, b->fc2_b, D, w->y);
+    add_scaled(w->x, w->y, b->gamma2, N, D);
+}
+
+int uf_cait_forward(uf_cait *m, const float *x, int n, float *out, float *const *trace) {
+    const int threads = omp_get_max_threads();
+    const size_t need = work_floats(m, threads) * sizeof(float);
+    if (m->arena.cap < need) {
+        uf_arena_free(&m->arena);
+        if (uf_arena_init(&m->arena, need) != UF_OK) return uf_error_prefix("CaiT %s forward", m->arch);
+    }
+    const size_t N = (size_t)m->grid * m->grid, D = (size_t)m->dim;
+    const size_t S = (size_t)uf_cait_input_size(m);
+    uf_arena_reset(&m->arena);
+    cait_work w;
+    w.x = uf_arena_floats(&m->arena, N * D);
+    w.y = uf_arena_floats(&m->arena, N * D);
+    w.qkv = uf_arena_floats(&m->arena, 3 * N * D);
+    w.o = uf_arena_floats(&m->arena, N * D);
+    w.hid = uf_arena_floats(&m->arena, N * (size_t)m->hidden);
+    w.patches = uf_arena_floats(&m->arena, N * 3 * m->patch * m->patch);
+    w.scratch = uf_arena_floats(&m->arena, (size_t)threads * 2 * m->heads * ROW_CHUNK * N);
+    UF_ASSERT(w.scratch != NULL);
+    double t0 = uf_now(), gemm0 = uf_gemm_seconds();
+    for (int i = 0; i < n; i++) {
+        embed(m, x + (size_t)i * 3 * S * S, &w);
+        if (trace) memcpy(trace[0] + i * N * D, w.x, sizeof(float) * N * D);
+        for (int k = 0; k < m->n_run; k++) {
+            run_block(m, &m->blocks[k], &w);
+            if (trace) memcpy(trace[1 + k] + i * N * D, w.x, sizeof(float) * N * D);
+        }
+        layer_norm(w.x, (int)N, (int)D, m->norm_w, m->norm_b, w.y);
+        float *o = out + (size_t)i * D * N;
+#pragma omp parallel for schedule(static)
+        for (size_t c = 0; c < D; c++)
+            for (size_t t = 0; t < N; t++) o[c * N + t] = w.y[t * D + c];
+    }
+    /* The attention's GEMMs run on several threads at once: their summed time
+     * is not wall time. Report the share by FLOPs of wall time instead. */
+    double wall = uf_now() - t0, gemm = uf_gemm_seconds() - gemm0;
+    m->timing.gemm_s = gemm < wall ? gemm : wall;
+    m->timing.other_s = wall - m->timing.gemm_s;
+    return UF_OK;
+}
