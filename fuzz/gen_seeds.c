@@ -45,7 +45,7 @@ static void write_bytes(const char *sub, const char *name, const void *data, siz
 }
 
 static void model_seed(const char *name, int size, int steps, uf_ln_mode ln, int with_opt) {
-    uf_model *m = uf_model_create(BACKBONE, size, steps, ln, 7);
+    uf_model *m = uf_model_create(UF_BACKBONE_RESNET, BACKBONE, size, steps, ln, 7);
     if (!m) die(name);
     m->cfg.train = (uf_train_settings){2, 4, 1e-3, 1e-5, 7, 0};
     m->cfg.epochs_done = 1;

@@ -50,7 +50,9 @@ static void test_usage_errors_exit_2(void) {
     const char *a7[] = {"train", "--help", NULL};
     CHECK(run(a7) == 0, "--help");
     char *help = uf_test_read_text(g_out);
-    CHECK(help && strstr(help, "--ln-affine") && strstr(help, "default 256"), "help text: %.200s", help);
+    CHECK(help && strstr(help, "--ln-affine") && strstr(help, "(default 100)") && strstr(help, "mvtec/bottle") &&
+              strstr(help, "--preset"),
+          "help text: %.200s", help);
     free(help);
 }
 

@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "core/blas.h"
 #include "core/error.h"
+#include "model/presets.h"
 #include "model/train.h"
 
 /* The bad-input policy, for --help (also in the README). */
@@ -15,50 +16,89 @@
     "--skip-bad-images, which leaves such images out and counts them. --resume checks that the training\n"  \
     "images are the ones the checkpoint was trained on."
 
+/* The --help paragraph listing the presets (spec 5.3). */
+static const char *preset_help(void) {
+    static char buf[4096];
+    size_t used = (size_t)snprintf(buf, sizeof buf,
+                                   "\n\nPresets (--preset NAME): the paper's settings per MVTec-AD category, backbone mcait at "
+                                   "448\n(needs --weights M48,S24); options given explicitly override them.\n");
+    for (int i = 0; i < uf_preset_count() && used < sizeof buf; i++) {
+        const uf_preset *p = uf_preset_at(i);
+        used += (size_t)snprintf(buf + used, sizeof buf - used, "  %-17s %3d epochs, batch %2d, lr %.4g%s", p->name,
+                                 p->epochs, p->batch, p->lr, i + 1 < uf_preset_count() ? "\n" : "");
+    }
+    return buf;
+}
+
 int cmd_train(int argc, char **argv) {
     uf_train_options o = uf_train_default_options();
-    const char *backbone = "resnet18", *ln = "logdet", *loss = "official";
+    const char *backbone = NULL, *ln = NULL, *loss = "official", *preset = NULL;
     const char *data = NULL, *out = NULL, *weights = NULL;
     int threads = 0, resume = 0;
     double seed = 0;
     const cli_opt opts[] = {
         {"data", OPT_STRING, &data, 0, 0, "MVTec-AD category (train/good) or a folder of normal images"},
         {"output", OPT_STRING, &out, 0, 0, "model file to write (-o); also the checkpoint"},
-        {"backbone", OPT_STRING, &backbone, 0, 0, "resnet18 or wide_resnet50_2 (must match --weights)"},
-        {"weights", OPT_STRING, &weights, 0, 0, "backbone .safetensors (default: the shipped ResNet-18)"},
-        {"size", OPT_INT, &o.input_size, 32, 2048, "input size (multiple of 32)"},
+        {"preset", OPT_STRING, &preset, 0, 0, "the paper's settings for a category, e.g. mvtec/bottle (see below)"},
+        {"backbone", OPT_STRING, &backbone, 0, 0, "resnet18 | wide_resnet50_2 | mcait (default resnet18)"},
+        {"weights", OPT_STRING, &weights, 0, 0,
+         "backbone .safetensors (default: the shipped ResNet-18); mcait: M48,S24 (timm's two files)"},
+        {"size", OPT_INT, &o.input_size, 0, 2048, "input size (multiple of 32; 0: 256, or 448 for mcait)"},
         {"epochs", OPT_INT, &o.epochs, 1, 1000000, "epochs"},
         {"batch", OPT_INT, &o.batch, 1, 4096, "batch size"},
         {"lr", OPT_DOUBLE, &o.lr, 1e-12, 10, "Adam learning rate"},
         {"weight-decay", OPT_DOUBLE, &o.weight_decay, 0, 1, "L2 weight decay added to the gradient"},
         {"seed", OPT_DOUBLE, &seed, 0, 9007199254740992.0, "seed of the initialisation and shuffling"},
         {"steps", OPT_INT, &o.n_steps, 1, 64, "flow steps per scale"},
-        {"ln-affine", OPT_STRING, &ln, 0, 0, "LayerNorm affine: logdet | reference | frozen"},
+        {"ln-affine", OPT_STRING, &ln, 0, 0, "ResNet LayerNorm affine: logdet | reference | frozen (default logdet)"},
         {"loss", OPT_STRING, &loss, 0, 0, "official | anomalib (batch-summed z term)"},
         {"checkpoint-every", OPT_INT, &o.checkpoint_every, 0, 1000000, "epochs between checkpoints (0: end only)"},
         {"max-images", OPT_INT, &o.max_images, -1, 1 << 30,
          "use the first N training images (0 or -1: all; on --resume -1 means the checkpoint's)"},
         {"skip-bad-images", OPT_FLAG, &o.skip_bad_images, 0, 0, "leave unreadable images out instead of stopping"},
+        {"feature-cache", OPT_STRING, &o.feature_cache, 0, 0,
+         "DIR | auto (MODEL.features for mcait) | off: backbone features kept on disk for reruns and --resume"},
         {"resume", OPT_FLAG, &resume, 0, 0, "continue the training saved in the output file"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
     };
+    const int n_opts = (int)(sizeof opts / sizeof *opts);
+    char synopsis[6144];
+    snprintf(synopsis, sizeof synopsis, "--data DIR -o MODEL.safetensors [options]\n\n%s%s", TRAIN_POLICY,
+             preset_help());
     char *pos[1];
     int npos;
-    int r = cli_parse(argc, argv, "--data DIR -o MODEL.safetensors [options]\n\n" TRAIN_POLICY, opts,
-                      (int)(sizeof opts / sizeof *opts), pos, &npos, 0);
+    int r = cli_parse(argc, argv, synopsis, opts, n_opts, pos, &npos, 0);
     if (r != CLI_PARSED) return r == CLI_HELP ? 0 : 2;
+    if (preset) {
+        /* The preset replaces the defaults; parsing again lets explicit options win. */
+        const uf_preset *p = uf_preset_find(preset);
+        if (!p) return cli_fail("train", "unknown --preset (see 'uflow train --help' for the list)");
+        o = uf_train_default_options();
+        backbone = p->backbone, o.input_size = p->input_size, o.epochs = p->epochs, o.batch = p->batch;
+        o.lr = p->lr, o.weight_decay = p->weight_decay, o.n_steps = p->flow_steps;
+        ln = NULL, loss = "official", data = out = weights = NULL, threads = resume = 0, seed = 0;
+        cli_parse(argc, argv, synopsis, opts, n_opts, pos, &npos, 0);
+    }
     if (!data || !out) {
         fprintf(stderr, "uflow train: error: --data and -o are required (see 'uflow train --help')\n");
         return 2;
     }
-    if (strcmp(backbone, "resnet18") && strcmp(backbone, "wide_resnet50_2"))
-        return cli_fail("train", "--backbone must be resnet18 or wide_resnet50_2");
+    if (!backbone) backbone = "resnet18";
+    if (uf_backbone_kind_of(backbone, &o.backbone) != UF_OK || (strcmp(backbone, "resnet18") &&
+                                                               strcmp(backbone, "wide_resnet50_2") &&
+                                                               strcmp(backbone, "mcait")))
+        return cli_fail("train", "--backbone must be resnet18, wide_resnet50_2 or mcait");
     if (!weights) {
+        if (!strcmp(backbone, "mcait"))
+            return cli_fail("train", "mcait needs --weights M48.safetensors,S24.safetensors (timm's "
+                                     "cait_m48_448.fb_dist_in1k and cait_s24_224.fb_dist_in1k files)");
         if (strcmp(backbone, "resnet18"))
             return cli_fail("train", "no weights are shipped for wide_resnet50_2: pass --weights FILE");
         weights = cli_default_weights();
     }
-    if (uf_ln_mode_parse(ln, &o.ln_mode) != UF_OK || o.ln_mode == UF_LN_NONE)
+    if (o.backbone == UF_BACKBONE_MCAIT && ln)
+        return cli_fail("train", "--ln-affine does not apply to mcait (no LayerNorm in front of the flow)");
+    if (uf_ln_mode_parse(ln ? ln : "logdet", &o.ln_mode) != UF_OK || o.ln_mode == UF_LN_NONE)
         return cli_fail("train", "--ln-affine must be logdet, reference or frozen");
     if (strcmp(loss, "official") && strcmp(loss, "anomalib")) return cli_fail("train", "--loss must be official or anomalib");
     o.anomalib_loss = !strcmp(loss, "anomalib");
@@ -72,9 +112,10 @@ int cmd_train(int argc, char **argv) {
     uf_train_report rep;
     if (uf_train(&o, &rep) != UF_OK) return cli_fail("train", NULL);
     if (rep.n_skipped) fprintf(stderr, "uflow train: warning: %d unreadable images were left out\n", rep.n_skipped);
-    printf("trained %d images, %d epochs done: loss %.2f -> %.2f; features %.1f s, training %.1f s (%.1f img/s, "
-           "%.0f%% in GEMM); model written to %s\n",
-           rep.n_images, rep.epochs_done, rep.first_loss, rep.last_loss, rep.feature_seconds, rep.train_seconds,
-           rep.images_per_second, rep.train_seconds > 0 ? 100.0 * rep.gemm_seconds / rep.train_seconds : 0.0, out);
+    printf("trained %d images, %d epochs done: loss %.2f -> %.2f; features %.1f s (%d from the cache), training "
+           "%.1f s (%.1f img/s, %.0f%% in GEMM); model written to %s\n",
+           rep.n_images, rep.epochs_done, rep.first_loss, rep.last_loss, rep.feature_seconds,
+           rep.features_from_cache, rep.train_seconds, rep.images_per_second,
+           rep.train_seconds > 0 ? 100.0 * rep.gemm_seconds / rep.train_seconds : 0.0, out);
     return 0;
 }

@@ -16,35 +16,49 @@
 /* Images per backbone+flow group in uf_model_latents (bounds activation memory). */
 #define LATENT_GROUP 8
 
-static int flow_config_for(uf_resnet *bb, int input_size, int n_steps, uf_ln_mode ln_mode, uf_flow_config *fc) {
+static int flow_config_for(const uf_backbone *bb, int input_size, int n_steps, uf_ln_mode ln_mode,
+                           uf_flow_config *fc) {
     *fc = uf_flow_default_config();
-    fc->n_scales = UF_RESNET_LEVELS;
+    fc->n_scales = uf_backbone_levels(bb);
     fc->n_steps = n_steps;
-    fc->ln_mode = ln_mode;
-    for (int l = 0; l < UF_RESNET_LEVELS; l++)
-        uf_resnet_feature_shape(bb, l, input_size, input_size, &fc->channels[l], &fc->height[l], &fc->width[l]);
-    for (int l = 0; l + 1 < UF_RESNET_LEVELS; l++)
+    fc->ln_mode = uf_backbone_needs_layernorm(bb) ? ln_mode : UF_LN_NONE;
+    for (int l = 0; l < fc->n_scales; l++)
+        uf_backbone_feature_shape(bb, l, input_size, &fc->channels[l], &fc->height[l], &fc->width[l]);
+    for (int l = 0; l + 1 < fc->n_scales; l++)
         if (fc->height[l] != 2 * fc->height[l + 1] || fc->width[l] != 2 * fc->width[l + 1])
             return uf_error("input size %d gives feature maps that do not halve from scale to scale "
                             "(use a multiple of 32)", input_size);
     return UF_OK;
 }
 
-uf_model *uf_model_create(const char *backbone_weights, int input_size, int n_steps, uf_ln_mode ln_mode,
-                          uint64_t seed) {
-    if (input_size < 32 || input_size % 32 != 0) {
-        uf_error("input size %d: must be a positive multiple of 32", input_size);
-        return NULL;
+/* sha256 of each weights file, comma-separated, into out (132 bytes). */
+static int hash_weights(uf_backbone_kind kind, const char *weights, char *out, size_t cap) {
+    char files[UF_BACKBONE_MAX_FILES][1024], sha[65];
+    int n = uf_backbone_weight_files(kind, weights, files);
+    if (n < 0) return UF_ERR;
+    out[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        if (uf_sha256_file(files[i], sha) != UF_OK) return UF_ERR;
+        size_t used = strlen(out);
+        snprintf(out + used, cap - used, "%s%s", i ? "," : "", sha);
     }
+    return UF_OK;
+}
+
+uf_model *uf_model_create(uf_backbone_kind kind, const char *backbone_weights, int input_size, int n_steps,
+                          uf_ln_mode ln_mode, uint64_t seed) {
     uf_model *m = calloc(1, sizeof *m);
     if (!m) {
         uf_error("out of memory");
         return NULL;
     }
-    m->backbone = uf_resnet_load(backbone_weights);
+    m->backbone = uf_backbone_load(kind, backbone_weights);
     if (!m->backbone) goto fail;
-    if (uf_sha256_file(backbone_weights, m->cfg.backbone_sha256) != UF_OK) goto fail;
-    snprintf(m->cfg.backbone, sizeof m->cfg.backbone, "%s", uf_resnet_arch(m->backbone));
+    if (input_size == 0) input_size = uf_backbone_fixed_size(m->backbone) ? uf_backbone_fixed_size(m->backbone) : 256;
+    if (uf_backbone_check_size(m->backbone, input_size) != UF_OK) goto fail;
+    if (hash_weights(kind, backbone_weights, m->cfg.backbone_sha256, sizeof m->cfg.backbone_sha256) != UF_OK)
+        goto fail;
+    snprintf(m->cfg.backbone, sizeof m->cfg.backbone, "%s", uf_backbone_arch(m->backbone));
     snprintf(m->cfg.backbone_file, sizeof m->cfg.backbone_file, "%s", backbone_weights);
     m->cfg.input_size = input_size;
     if (flow_config_for(m->backbone, input_size, n_steps, ln_mode, &m->cfg.flow) != UF_OK) goto fail;
@@ -58,7 +72,7 @@ fail:
 
 void uf_model_free(uf_model *m) {
     if (!m) return;
-    uf_resnet_free(m->backbone);
+    uf_backbone_free(m->backbone);
     uf_flow_free(m->flow);
     free(m);
 }
@@ -73,7 +87,7 @@ void uf_model_latent_shape(const uf_model *m, int l, int *c, int *h, int *w) {
 
 static int meta_set(uf_st_writer *w, const char *key, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int meta_set(uf_st_writer *w, const char *key, const char *fmt, ...) {
-    char value[1200];
+    char value[2300];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(value, sizeof value, fmt, ap);
@@ -260,29 +274,45 @@ static int read_config(const uf_safetensors *st, uf_model_config *c) {
     return UF_OK;
 }
 
-/* Finds the backbone weights: the explicit path, else the recorded one as
- * given, else the recorded file name beside the model file. */
-static int resolve_backbone(const char *model_path, const uf_model_config *c, const char *explicit_path,
-                            char *out, size_t cap) {
-    if (explicit_path) {
-        snprintf(out, cap, "%s", explicit_path);
-        return UF_OK;
-    }
-    FILE *f = fopen(c->backbone_file, "rb");
+/* Finds one weights file: as recorded if it exists, else the recorded file
+ * name beside the model file. */
+static int resolve_file(const char *model_path, const char *recorded, char *out, size_t cap) {
+    FILE *f = fopen(recorded, "rb");
     if (f) {
         fclose(f);
-        snprintf(out, cap, "%s", c->backbone_file);
+        if (snprintf(out, cap, "%s", recorded) >= (int)cap) return uf_error("path too long: '%.60s...'", recorded);
         return UF_OK;
     }
-    const char *slash = strrchr(model_path, '/'), *base = strrchr(c->backbone_file, '/');
-    base = base ? base + 1 : c->backbone_file;
-    snprintf(out, cap, "%.*s%s", slash ? (int)(slash - model_path + 1) : 0, model_path, base);
+    const char *slash = strrchr(model_path, '/'), *base = strrchr(recorded, '/');
+    base = base ? base + 1 : recorded;
+    if (snprintf(out, cap, "%.*s%s", slash ? (int)(slash - model_path + 1) : 0, model_path, base) >= (int)cap)
+        return uf_error("path too long: '%.60s...'", model_path);
     f = fopen(out, "rb");
     if (f) {
         fclose(f);
         return UF_OK;
     }
-    return uf_error("%s: backbone weights '%s' not found (pass them with --weights)", model_path, c->backbone_file);
+    return uf_error("%s: backbone weights '%s' not found (pass them with --weights)", model_path, recorded);
+}
+
+/* The backbone weights: the explicit argument, else each recorded file (see resolve_file). */
+static int resolve_backbone(const char *model_path, uf_backbone_kind kind, const uf_model_config *c,
+                            const char *explicit_weights, char *out, size_t cap) {
+    if (explicit_weights) {
+        snprintf(out, cap, "%s", explicit_weights);
+        return UF_OK;
+    }
+    char files[UF_BACKBONE_MAX_FILES][1024], found[1100];
+    int n = uf_backbone_weight_files(kind, c->backbone_file, files);
+    if (n < 0) return uf_error_prefix("%s: metadata 'uflow.backbone_file'", model_path);
+    out[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        if (resolve_file(model_path, files[i], found, sizeof found) != UF_OK) return UF_ERR;
+        size_t used = strlen(out);
+        if (snprintf(out + used, cap - used, "%s%s", i ? "," : "", found) >= (int)(cap - used))
+            return uf_error("path too long: '%.60s...'", found);
+    }
+    return UF_OK;
 }
 
 uf_model *uf_model_load(const char *path, const char *backbone_weights, uf_adam *opt, int *has_opt) {
@@ -296,15 +326,20 @@ uf_model *uf_model_load(const char *path, const char *backbone_weights, uf_adam 
         goto fail;
     }
     if (read_config(st, &m->cfg) != UF_OK) goto fail;
-    char weights[2048], sha[65];
-    if (resolve_backbone(path, &m->cfg, backbone_weights, weights, sizeof weights) != UF_OK) goto fail;
-    if (uf_sha256_file(weights, sha) != UF_OK) goto fail;
+    uf_backbone_kind kind;
+    char weights[2200], sha[132];
+    if (uf_backbone_kind_of(m->cfg.backbone, &kind) != UF_OK) {
+        uf_error_prefix("%s: metadata 'uflow.backbone'", path);
+        goto fail;
+    }
+    if (resolve_backbone(path, kind, &m->cfg, backbone_weights, weights, sizeof weights) != UF_OK) goto fail;
+    if (hash_weights(kind, weights, sha, sizeof sha) != UF_OK) goto fail;
     if (strcmp(sha, m->cfg.backbone_sha256) != 0) {
         uf_error("%s: backbone weights '%s' differ from the ones the model was trained with (sha256 %.12s..., "
                  "expected %.12s...)", path, weights, sha, m->cfg.backbone_sha256);
         goto fail;
     }
-    m->backbone = uf_resnet_load(weights);
+    m->backbone = uf_backbone_load(kind, weights);
     if (!m->backbone) goto fail;
     uf_flow_config expect;
     if (flow_config_for(m->backbone, m->cfg.input_size, m->cfg.flow.n_steps, m->cfg.flow.ln_mode, &expect) != UF_OK)
@@ -384,7 +419,7 @@ int uf_model_latents(uf_model *m, const float *x, int n, float *const *z) {
     }
     for (int i0 = 0; i0 < n && rc == UF_OK; i0 += LATENT_GROUP) {
         int g = n - i0 < LATENT_GROUP ? n - i0 : LATENT_GROUP;
-        rc = uf_resnet_forward(m->backbone, x + (size_t)i0 * 3 * S * S, g, S, S, feats);
+        rc = uf_backbone_forward(m->backbone, x + (size_t)i0 * 3 * S * S, g, S, feats);
         for (int l = 0; l < L; l++) zg[l] = z[l] + (size_t)i0 * z_n[l];
         if (rc == UF_OK) rc = uf_flow_forward(m->flow, g, (const float *const *)feats, zg, logdet, 0);
     }

@@ -7,7 +7,7 @@
  * the Adam state when saved as a training checkpoint (optimizer.exp_avg and
  * optimizer.exp_avg_sq over the trainable parameters), and in __metadata__ the
  * configuration as "uflow.*" string entries (backbone name, weights file and
- * its sha256, input size, scales, channels, flow steps, clamp, LayerNorm mode,
+ * their sha256, input size, scales, channels, flow steps, clamp, LayerNorm mode,
  * training settings, epochs done, optimizer step).
  */
 #ifndef UF_MODEL_MODEL_H
@@ -15,7 +15,7 @@
 
 #include <stdint.h>
 
-#include "backbone/resnet.h"
+#include "backbone/backbone.h"
 #include "flow/adam.h"
 #include "flow/graph.h"
 
@@ -27,9 +27,9 @@ typedef struct uf_train_settings {
 } uf_train_settings;
 
 typedef struct uf_model_config {
-    char backbone[48];           /* architecture, e.g. "resnet18" */
-    char backbone_file[1024];    /* weights path as given when training */
-    char backbone_sha256[65];
+    char backbone[112];          /* architecture, e.g. "resnet18" or "mcait" */
+    char backbone_file[2100];    /* weights as given when training ("FINE,COARSE" for mcait) */
+    char backbone_sha256[132];   /* sha256 of each weights file, comma-separated */
     int input_size;              /* images are resized to input_size x input_size */
     uf_flow_config flow;         /* scales (0 = finest), channels, sizes, steps, LayerNorm mode */
     uf_train_settings train;
@@ -42,14 +42,17 @@ typedef struct uf_model_config {
 
 typedef struct uf_model {
     uf_model_config cfg;
-    uf_resnet *backbone;
+    uf_backbone *backbone;
     uf_flow *flow;
 } uf_model;
 
-/* A new untrained model: loads the backbone weights, derives the feature
- * shapes for input_size, builds the flow (seeded init). NULL + error. */
-uf_model *uf_model_create(const char *backbone_weights, int input_size, int n_steps, uf_ln_mode ln_mode,
-                          uint64_t seed);
+/* A new untrained model: loads the backbone weights (see
+ * uf_backbone_weight_files), derives the feature shapes for input_size (0:
+ * the backbone's fixed size, else 256), builds the flow (seeded init).
+ * ln_mode applies to backbones whose features get a LayerNorm (ResNet); it
+ * is UF_LN_NONE for the others. NULL + error. */
+uf_model *uf_model_create(uf_backbone_kind kind, const char *backbone_weights, int input_size, int n_steps,
+                          uf_ln_mode ln_mode, uint64_t seed);
 
 /* Loads a model file. The backbone weights are taken from `backbone_weights`
  * when not NULL, else from the path recorded in the file (as given, then beside

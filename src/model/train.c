@@ -16,6 +16,7 @@
 #include "io/dataset.h"
 #include "io/file_hash.h"
 #include "model/detect.h"
+#include "model/feature_store.h"
 #include "model/model.h"
 
 #define FEATURE_GROUP 8 /* images per backbone call while caching features */
@@ -24,7 +25,7 @@ uf_train_options uf_train_default_options(void) {
     uf_train_options o;
     memset(&o, 0, sizeof o);
     o.weights = "models/resnet18-in1k-l3-bnfolded.safetensors";
-    o.input_size = 256;
+    o.input_size = 0;
     o.n_steps = 4;
     o.epochs = 100;
     o.batch = 16;
@@ -34,6 +35,7 @@ uf_train_options uf_train_default_options(void) {
     o.ln_mode = UF_LN_LOGDET;
     o.checkpoint_every = 10;
     o.max_images = -1;
+    o.feature_cache = "auto";
     o.verbose = 1;
     return o;
 }
@@ -55,11 +57,26 @@ static void cache_free(feature_cache *c) {
     }
 }
 
-/* Features of the first n_try samples of ds. Bad-image policy: an image that
- * cannot be read stops the build with its error, unless skip_bad, which
- * leaves it out with a warning. Non-finite features always stop it (they come
- * from the weights, not from one file). */
-static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_bad, int verbose, feature_cache *c) {
+/* One progress line (verbose) every PROGRESS_SECONDS while features are extracted. */
+#define PROGRESS_SECONDS 10.0
+
+static void format_duration(double s, char *buf, size_t cap);
+
+static void report_progress(int done, int total, int computed, double t_start) {
+    const double dt = uf_now() - t_start;
+    char eta[32];
+    format_duration(dt / done * (total - done), eta, sizeof eta);
+    fprintf(stderr, "features %d/%d images (%d computed, %d from the cache), %.2f s/image, ETA %s\n", done, total,
+            computed, done - computed, dt / done, eta);
+}
+
+/* Features of the first n_try samples of ds, from the disk store where it
+ * has them (store may be NULL). Bad-image policy: an image that cannot be
+ * read stops the build with its error, unless skip_bad, which leaves it out
+ * with a warning. Non-finite features always stop it (they come from the
+ * weights, not from one file). */
+static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_bad, uf_feature_store *store,
+                       int verbose, feature_cache *c) {
     const int S = m->cfg.input_size, L = m->cfg.flow.n_scales;
     const size_t per_x = (size_t)3 * S * S;
     memset(c, 0, sizeof *c);
@@ -74,42 +91,88 @@ static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_ba
         }
         bytes += (double)n_try * c->per_image[l] * sizeof(float);
     }
-    if (verbose) fprintf(stderr, "caching %s features of %d images (%.0f MB)\n", m->cfg.backbone, n_try, bytes / 1e6);
+    if (verbose)
+        fprintf(stderr, "caching %s features of %d images (%.0f MB)%s%s\n", m->cfg.backbone, n_try, bytes / 1e6,
+                store ? ", stored in " : "", store ? store->dir : "");
     float *x = uf_alloc((size_t)FEATURE_GROUP * per_x * sizeof(float));
     char (*errors)[UF_DETECT_ERROR_LEN] = malloc(sizeof *errors * FEATURE_GROUP);
     const char *paths[FEATURE_GROUP];
+    char input_sha[FEATURE_GROUP][65], key[FEATURE_GROUP][65];
+    int slot[FEATURE_GROUP]; /* cache index of each image to compute */
     uf_sha256_ctx sha;
     uf_sha256_init(&sha);
     int rc = x && errors ? UF_OK : uf_error("out of memory for the feature cache");
+    int computed = 0;
+    double t_start = uf_now(), t_report = t_start;
     for (int i0 = 0; i0 < n_try && rc == UF_OK; i0 += FEATURE_GROUP) {
-        int g = n_try - i0 < FEATURE_GROUP ? n_try - i0 : FEATURE_GROUP, ok = 0;
+        int g = n_try - i0 < FEATURE_GROUP ? n_try - i0 : FEATURE_GROUP, todo = 0;
         for (int i = 0; i < g; i++) paths[i] = ds->samples[i0 + i].image_path;
         uf_load_backbone_inputs_each(paths, g, S, x, NULL, NULL, NULL, errors);
         for (int i = 0; i < g && rc == UF_OK; i++) {
-            if (!errors[i][0]) {
-                if (ok != i) memcpy(x + (size_t)ok * per_x, x + (size_t)i * per_x, per_x * sizeof(float));
-                uf_sha256_update(&sha, x + (size_t)ok * per_x, per_x * sizeof(float));
-                ok++;
-            } else if (skip_bad) {
+            if (errors[i][0]) {
+                if (!skip_bad) {
+                    rc = uf_error("%s (--skip-bad-images leaves such files out)", errors[i]);
+                    break;
+                }
                 fprintf(stderr, "uflow: warning: skipped %s\n", errors[i]);
                 c->n_skipped++;
-            } else {
-                rc = uf_error("%s (--skip-bad-images leaves such files out)", errors[i]);
+                continue;
             }
+            const float *xi = x + (size_t)i * per_x;
+            uf_sha256_update(&sha, xi, per_x * sizeof(float));
+            uf_sha256_ctx one;
+            uf_sha256_init(&one);
+            uf_sha256_update(&one, xi, per_x * sizeof(float));
+            uf_sha256_hex(&one, input_sha[todo]);
+            float *dst[UF_FLOW_MAX_SCALES];
+            for (int l = 0; l < L; l++) dst[l] = c->feat[l] + (size_t)c->n * c->per_image[l];
+            if (store) uf_feature_store_key(store, input_sha[todo], key[todo]);
+            if (!store || !uf_feature_store_get(store, key[todo], input_sha[todo], dst)) {
+                /* to compute: move its input to the front of x */
+                if (todo != i) memcpy(x + (size_t)todo * per_x, xi, per_x * sizeof(float));
+                paths[todo] = paths[i];
+                slot[todo++] = c->n;
+            }
+            c->n++;
         }
-        if (rc != UF_OK || ok == 0) continue;
-        float *out[UF_RESNET_LEVELS];
-        for (int l = 0; l < L; l++) out[l] = c->feat[l] + (size_t)c->n * c->per_image[l];
-        rc = uf_resnet_forward(m->backbone, x, ok, S, S, out);
+        if (rc != UF_OK || todo == 0) continue;
+        /* The computed images' features go to their slots; they are consecutive
+         * only when nothing in the group was a hit, so compute into a staging area. */
+        float *out[UF_FLOW_MAX_SCALES];
+        for (int l = 0; l < L; l++) out[l] = c->feat[l] + (size_t)slot[0] * c->per_image[l];
+        int contiguous = slot[todo - 1] - slot[0] == todo - 1;
+        float *stage[UF_FLOW_MAX_SCALES] = {0};
+        if (!contiguous)
+            for (int l = 0; l < L && rc == UF_OK; l++)
+                if (!(out[l] = stage[l] = uf_alloc((size_t)todo * c->per_image[l] * sizeof(float)))) rc = UF_ERR;
+        if (rc == UF_OK) rc = uf_backbone_forward(m->backbone, x, todo, S, out);
         for (int l = 0; l < L && rc == UF_OK; l++)
-            if (!uf_all_finite(out[l], (size_t)ok * c->per_image[l]))
+            if (!uf_all_finite(out[l], (size_t)todo * c->per_image[l]))
                 rc = uf_error("backbone features of the images from '%s' on are not finite (NaN or Inf): check the "
                               "backbone weights '%s'",
                               paths[0], m->cfg.backbone_file);
-        c->n += ok;
+        for (int t = 0; t < todo && rc == UF_OK; t++) {
+            const float *f[UF_FLOW_MAX_SCALES];
+            for (int l = 0; l < L; l++) {
+                float *dst = c->feat[l] + (size_t)slot[t] * c->per_image[l];
+                if (!contiguous) memcpy(dst, out[l] + (size_t)t * c->per_image[l], c->per_image[l] * sizeof(float));
+                f[l] = dst;
+            }
+            if (store) uf_feature_store_put(store, key[t], input_sha[t], paths[t], f);
+        }
+        for (int l = 0; l < L; l++) uf_free(stage[l]);
+        computed += todo;
+        int done = i0 + g;
+        if (verbose && done < n_try && uf_now() - t_report >= PROGRESS_SECONDS) {
+            report_progress(done, n_try, computed, t_start);
+            t_report = uf_now();
+        }
     }
     uf_free(x);
     free(errors);
+    if (verbose && rc == UF_OK && store)
+        fprintf(stderr, "features: %d computed, %d from the cache (%.1f s)\n", computed, c->n - computed,
+                uf_now() - t_start);
     if (rc == UF_OK && c->n == 0)
         rc = uf_error("no readable training images in '%s' (%d skipped)", ds->root, c->n_skipped);
     if (rc == UF_OK) uf_sha256_hex(&sha, c->inputs_sha256);
@@ -195,7 +258,7 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
             goto done;
         }
     } else {
-        m = uf_model_create(o->weights, o->input_size, o->n_steps, o->ln_mode, o->seed);
+        m = uf_model_create(o->backbone, o->weights, o->input_size, o->n_steps, o->ln_mode, o->seed);
         if (!m) goto done;
         m->cfg.train = (uf_train_settings){o->epochs, o->batch, o->lr, o->weight_decay, o->seed, o->anomalib_loss};
         snprintf(m->cfg.train_data, sizeof m->cfg.train_data, "%s", o->data_dir);
@@ -210,7 +273,20 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     if (max_images > 0 && max_images < n) n = max_images;
 
     double t0 = uf_now();
-    if (cache_build(m, ds, n, o->skip_bad_images, o->verbose, &cache) != UF_OK) goto done;
+    uf_feature_store store, *fs = NULL;
+    char store_dir[4200];
+    if (o->feature_cache && strcmp(o->feature_cache, "off")) {
+        if (!strcmp(o->feature_cache, "auto"))
+            snprintf(store_dir, sizeof store_dir, "%s.features", o->out_path);
+        else
+            snprintf(store_dir, sizeof store_dir, "%s", o->feature_cache);
+        if (strcmp(o->feature_cache, "auto") || m->backbone->kind == UF_BACKBONE_MCAIT) {
+            if (uf_feature_store_open(&store, store_dir, m) != UF_OK) goto done;
+            fs = &store;
+        }
+    }
+    if (cache_build(m, ds, n, o->skip_bad_images, fs, o->verbose, &cache) != UF_OK) goto done;
+    rep.features_from_cache = fs ? fs->n_hits : 0;
     rep.feature_seconds = uf_now() - t0;
     if (o->resume && check_resume_data(m, &cache, o->out_path) != UF_OK) goto done;
     n = cache.n;

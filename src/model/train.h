@@ -13,13 +13,15 @@
 
 #include <stdint.h>
 
+#include "backbone/backbone.h"
 #include "flow/layernorm.h"
 
 typedef struct uf_train_options {
     const char *data_dir;  /* MVTec-AD category, MVTec 3D-AD category or plain folder of normal images */
-    const char *weights;   /* backbone weights (.safetensors) */
+    uf_backbone_kind backbone; /* resnet (default) or mcait */
+    const char *weights;   /* backbone weights (.safetensors; "FINE,COARSE" for mcait) */
     const char *out_path;  /* model file, also the checkpoint */
-    int input_size;        /* 256 */
+    int input_size;        /* 0 (the default): the backbone's fixed size (mcait: 448), else 256 */
     int n_steps;           /* flow steps per scale, 4 */
     int epochs, batch;     /* 100, 16 */
     double lr, weight_decay;
@@ -32,6 +34,8 @@ typedef struct uf_train_options {
                               1: it is left out with a warning and counted */
     int resume;            /* continue from out_path */
     int stop_after;        /* >0: stop (with a checkpoint) after this many epochs in this run (tests) */
+    const char *feature_cache; /* folder of stored features (see model/feature_store.h); "auto" (the default):
+                                  "<out_path>.features" for mcait, none for resnet; "off" or NULL: none */
     int verbose;           /* progress lines on stderr */
 } uf_train_options;
 
@@ -40,6 +44,7 @@ uf_train_options uf_train_default_options(void);
 typedef struct uf_train_report {
     int n_images, epochs_done;
     int n_skipped;                /* unreadable images left out (skip_bad_images) */
+    int features_from_cache;      /* images whose features came from the disk store */
     double first_loss, last_loss; /* mean loss per image of the first and last epoch run */
     double feature_seconds, train_seconds, images_per_second;
     double gemm_seconds;          /* time inside SGEMM during training epochs */

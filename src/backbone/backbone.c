@@ -1,0 +1,125 @@
+#include "backbone/backbone.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+int uf_backbone_kind_of(const char *name, uf_backbone_kind *kind) {
+    if (!strcmp(name, "mcait") || !strncmp(name, "mcait(", 6)) {
+        *kind = UF_BACKBONE_MCAIT;
+        return UF_OK;
+    }
+    if (!strncmp(name, "resnet", 6) || !strncmp(name, "wide_resnet", 11)) {
+        *kind = UF_BACKBONE_RESNET;
+        return UF_OK;
+    }
+    return uf_error("unknown backbone '%s' (resnet18, wide_resnet50_2 or mcait)", name);
+}
+
+int uf_backbone_weight_files(uf_backbone_kind kind, const char *weights, char files[UF_BACKBONE_MAX_FILES][1024]) {
+    if (kind == UF_BACKBONE_RESNET) {
+        if (strlen(weights) >= 1024) return uf_error("weights path too long: '%.60s...'", weights);
+        snprintf(files[0], 1024, "%s", weights);
+        return 1;
+    }
+    const char *comma = strchr(weights, ',');
+    if (!comma || strchr(comma + 1, ',') || comma == weights || !comma[1])
+        return uf_error("--weights '%s': mcait needs two files, FINE,COARSE (cait_m48_448 then cait_s24_224 "
+                        ".safetensors, separated by one comma)", weights);
+    size_t n0 = (size_t)(comma - weights);
+    if (n0 >= 1024 || strlen(comma + 1) >= 1024) return uf_error("weights path too long: '%.60s...'", weights);
+    snprintf(files[0], 1024, "%.*s", (int)n0, weights);
+    snprintf(files[1], 1024, "%s", comma + 1);
+    return 2;
+}
+
+uf_backbone *uf_backbone_load(uf_backbone_kind kind, const char *weights) {
+    char files[UF_BACKBONE_MAX_FILES][1024];
+    if (uf_backbone_weight_files(kind, weights, files) < 0) return NULL;
+    uf_backbone *b = uf_calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->kind = kind;
+    if (kind == UF_BACKBONE_RESNET)
+        b->resnet = uf_resnet_load(files[0]);
+    else
+        b->mcait = uf_mcait_load(files[0], files[1]);
+    if (!b->resnet && !b->mcait) {
+        uf_free(b);
+        return NULL;
+    }
+    return b;
+}
+
+uf_backbone *uf_backbone_random(const char *arch, unsigned seed) {
+    uf_backbone *b = uf_calloc(1, sizeof *b);
+    if (!b) return NULL;
+    if (!strcmp(arch, "mcait")) {
+        b->kind = UF_BACKBONE_MCAIT;
+        b->mcait = uf_mcait_random(seed);
+    } else {
+        b->kind = UF_BACKBONE_RESNET;
+        b->resnet = uf_resnet_random(arch, seed);
+    }
+    if (!b->resnet && !b->mcait) {
+        uf_free(b);
+        return NULL;
+    }
+    return b;
+}
+
+void uf_backbone_free(uf_backbone *b) {
+    if (!b) return;
+    uf_resnet_free(b->resnet);
+    uf_mcait_free(b->mcait);
+    uf_free(b);
+}
+
+int uf_backbone_levels(const uf_backbone *b) {
+    return b->kind == UF_BACKBONE_MCAIT ? UF_MCAIT_LEVELS : UF_RESNET_LEVELS;
+}
+
+const char *uf_backbone_arch(const uf_backbone *b) {
+    return b->kind == UF_BACKBONE_MCAIT ? uf_mcait_arch(b->mcait) : uf_resnet_arch(b->resnet);
+}
+
+const char *uf_backbone_level_name(const uf_backbone *b, int l) {
+    static const char *const resnet[] = {"layer1", "layer2", "layer3"}, *const mcait[] = {"extractor1", "extractor2"};
+    UF_ASSERT(l >= 0 && l < uf_backbone_levels(b));
+    return b->kind == UF_BACKBONE_MCAIT ? mcait[l] : resnet[l];
+}
+
+int uf_backbone_needs_layernorm(const uf_backbone *b) { return b->kind == UF_BACKBONE_RESNET; }
+
+int uf_backbone_fixed_size(const uf_backbone *b) {
+    return b->kind == UF_BACKBONE_MCAIT ? uf_mcait_input_size(b->mcait) : 0;
+}
+
+int uf_backbone_check_size(const uf_backbone *b, int size) {
+    const int fixed = uf_backbone_fixed_size(b);
+    if (fixed && size != fixed)
+        return uf_error("input size %d: the %s backbone takes %dx%d images only (its position embeddings are "
+                        "learnt for that size)", size, uf_backbone_arch(b), fixed, fixed);
+    if (!fixed && (size < 32 || size % 32 != 0))
+        return uf_error("input size %d: must be a positive multiple of 32", size);
+    return UF_OK;
+}
+
+void uf_backbone_feature_shape(const uf_backbone *b, int level, int size, int *c, int *h, int *w) {
+    if (b->kind == UF_BACKBONE_MCAIT)
+        uf_mcait_feature_shape(b->mcait, level, c, h, w);
+    else
+        uf_resnet_feature_shape(b->resnet, level, size, size, c, h, w);
+}
+
+double uf_backbone_flops(const uf_backbone *b, int size) {
+    return b->kind == UF_BACKBONE_MCAIT ? uf_mcait_flops(b->mcait) : uf_resnet_conv_flops(b->resnet, size, size);
+}
+
+int uf_backbone_forward(uf_backbone *b, const float *x, int n, int size, float *const *out) {
+    if (uf_backbone_fixed_size(b) && uf_backbone_check_size(b, size) != UF_OK) return UF_ERR;
+    if (b->kind == UF_BACKBONE_MCAIT) return uf_mcait_forward(b->mcait, x, n, out);
+    float *o[UF_RESNET_LEVELS] = {out[0], out[1], out[2]};
+    return uf_resnet_forward(b->resnet, x, n, size, size, o);
+}

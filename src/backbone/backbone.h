@@ -1,0 +1,72 @@
+/* backbone.h - the frozen feature extractor of a model, whichever kind:
+ *   resnet: one weights file (ResNet-18, Wide-ResNet-50-2, ...), 3 scales
+ *           (layer1..3), any input size that is a multiple of 32; the flow
+ *           puts a trainable LayerNorm in front of each scale (spec 3.3).
+ *   mcait:  two weights files "FINE,COARSE" (cait_m48_448, cait_s24_224),
+ *           2 scales, the one input size the fine model's pos_embed allows
+ *           (448); no LayerNorm in front of the flow (the CaiTs' own final
+ *           norm is frozen).
+ * The rest of uflow sees only this interface.
+ *
+ * Usage:
+ *     uf_backbone *b = uf_backbone_load(UF_BACKBONE_MCAIT, "m48.safetensors,s24.safetensors");
+ *     int S = uf_backbone_default_size(b);
+ *     uf_backbone_feature_shape(b, l, S, &c, &h, &w);
+ *     uf_backbone_forward(b, x, n, S, out);      // out[l] (n, C_l, H_l, W_l)
+ */
+#ifndef UF_BACKBONE_BACKBONE_H
+#define UF_BACKBONE_BACKBONE_H
+
+#include "backbone/mcait.h"
+#include "backbone/resnet.h"
+
+#define UF_BACKBONE_MAX_LEVELS 3
+#define UF_BACKBONE_MAX_FILES 2
+
+typedef enum { UF_BACKBONE_RESNET, UF_BACKBONE_MCAIT } uf_backbone_kind;
+
+typedef struct uf_backbone {
+    uf_backbone_kind kind;
+    uf_resnet *resnet; /* kind resnet */
+    uf_mcait *mcait;   /* kind mcait */
+} uf_backbone;
+
+/* The kind of a --backbone / model-file name: "mcait" (or "mcait(...)")
+ * is mcait, "resnet18", "wide_resnet50_2" and other "resnet..." names are
+ * resnet. UF_ERR + message for anything else. */
+int uf_backbone_kind_of(const char *name, uf_backbone_kind *kind);
+
+/* Splits a weights argument into its files: one for resnet, exactly two
+ * separated by a comma for mcait ("FINE,COARSE"). Returns the count, or
+ * UF_ERR with a message saying what is expected. */
+int uf_backbone_weight_files(uf_backbone_kind kind, const char *weights, char files[UF_BACKBONE_MAX_FILES][1024]);
+
+/* Loads the weights (see uf_backbone_weight_files). NULL + one line naming
+ * the file and the tensor. */
+uf_backbone *uf_backbone_load(uf_backbone_kind kind, const char *weights);
+/* Random weights of a standard architecture ("resnet18", "wide_resnet50_2",
+ * "mcait"), for benchmarks. */
+uf_backbone *uf_backbone_random(const char *arch, unsigned seed);
+void uf_backbone_free(uf_backbone *b);
+
+int uf_backbone_levels(const uf_backbone *b);
+/* "resnet18", "wide_resnet50_2", ..., "mcait" (see uf_mcait_arch). */
+const char *uf_backbone_arch(const uf_backbone *b);
+/* Name of level l in feature files: "layer1".."layer3", or "extractor1", "extractor2". */
+const char *uf_backbone_level_name(const uf_backbone *b, int l);
+/* 1 when the flow normalises the features with a trainable LayerNorm (resnet). */
+int uf_backbone_needs_layernorm(const uf_backbone *b);
+/* The input size the weights require, or 0 when any multiple of 32 works. */
+int uf_backbone_fixed_size(const uf_backbone *b);
+/* UF_OK when a model can use size x size inputs (the fixed size, or a
+ * multiple of 32 so that the scales halve), else UF_ERR saying why. */
+int uf_backbone_check_size(const uf_backbone *b, int size);
+void uf_backbone_feature_shape(const uf_backbone *b, int level, int size, int *c, int *h, int *w);
+/* FLOPs of one size x size image's forward (convolutions / matrix products). */
+double uf_backbone_flops(const uf_backbone *b, int size);
+
+/* x (n, 3, size, size) ImageNet-normalised -> out[l] (n, C_l, H_l, W_l).
+ * One backbone must not run two forwards at once. UF_OK or UF_ERR. */
+int uf_backbone_forward(uf_backbone *b, const float *x, int n, int size, float *const *out);
+
+#endif
