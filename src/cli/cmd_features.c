@@ -1,10 +1,11 @@
-/* cmd_features.c - `uflow features`: ResNet layer1..3 feature maps of images,
- * written to one .safetensors file (for inspection and comparison with PyTorch). */
+/* cmd_features.c - `uflow features`: the backbone's feature maps of images
+ * (ResNet layer1..3, or the two MS-CaiT maps), written to one .safetensors
+ * file (for inspection and comparison with PyTorch). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "backbone/resnet.h"
+#include "backbone/backbone.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/blas.h"
@@ -18,20 +19,23 @@
 
 int cmd_features(int argc, char **argv) {
     const char *backbone = "resnet18", *weights = NULL, *output = NULL;
-    int size = 256, threads = 0;
+    int size = 0, threads = 0;
     const cli_opt opts[] = {
-        {"backbone", OPT_STRING, &backbone, 0, 0, "resnet18 | wide_resnet50_2 (must match the weights)"},
-        {"weights", OPT_STRING, &weights, 0, 0, "backbone .safetensors (default for resnet18: the shipped one)"},
-        {"size", OPT_INT, &size, 32, 4096, "input size"},
+        {"backbone", OPT_STRING, &backbone, 0, 0, "resnet18 | wide_resnet50_2 | mcait (must match the weights)"},
+        {"weights", OPT_STRING, &weights, 0, 0,
+         "backbone .safetensors (default for resnet18: the shipped one); mcait: M48,S24"},
+        {"size", OPT_INT, &size, 0, 4096, "input size (0: 256, or the backbone's fixed size, 448 for mcait)"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
         {"output", OPT_STRING, &output, 0, 0, "the output file (-o)"},
     };
     const char *synopsis =
         "[options] IMAGE... -o OUT.safetensors\n"
         "  Runs each image through the reference pipeline (load as RGB, Pillow bilinear resize to\n"
-        "  SIZE x SIZE, ImageNet normalisation) and the ResNet up to layer3, and writes per image i\n"
-        "  the tensors '<i>.input' (3,S,S), '<i>.layer1', '<i>.layer2', '<i>.layer3' (C,H,W), float32,\n"
-        "  with metadata 'backbone', 'size', 'weights', 'count' and 'image.<i>' (the paths).";
+        "  SIZE x SIZE, ImageNet normalisation) and the backbone, and writes per image i the tensors\n"
+        "  '<i>.input' (3,S,S) and, float32 (C,H,W): '<i>.layer1', '<i>.layer2', '<i>.layer3' (ResNet)\n"
+        "  or '<i>.extractor1' (CaiT-M48, blocks 0..40 + norm), '<i>.extractor2' (CaiT-S24 on the\n"
+        "  bicubic 224 resize, blocks 0..20 + norm) for mcait; metadata 'backbone', 'size', 'weights',\n"
+        "  'count' and 'image.<i>' (the paths).";
     char **images = calloc((size_t)argc, sizeof *images);
     int n_images = 0;
     if (!images) return cli_fail("features", "out of memory");
@@ -46,33 +50,41 @@ int cmd_features(int argc, char **argv) {
         free(images);
         return 2;
     }
-    if (strcmp(backbone, "resnet18") && strcmp(backbone, "wide_resnet50_2"))
-        return free(images), cli_fail("features", "--backbone must be resnet18 or wide_resnet50_2");
+    uf_backbone_kind kind;
+    if ((strcmp(backbone, "resnet18") && strcmp(backbone, "wide_resnet50_2") && strcmp(backbone, "mcait")) ||
+        uf_backbone_kind_of(backbone, &kind) != UF_OK)
+        return free(images), cli_fail("features", "--backbone must be resnet18, wide_resnet50_2 or mcait");
     if (!weights) {
         if (strcmp(backbone, "resnet18")) {
             free(images);
-            return cli_fail("features", "no weights are shipped for wide_resnet50_2: give --weights FILE");
+            return cli_fail("features", kind == UF_BACKBONE_MCAIT ? "mcait needs --weights M48.safetensors,S24.safetensors"
+                                                                  : "no weights are shipped for wide_resnet50_2: give --weights FILE");
         }
         weights = cli_default_weights();
     }
 
     int rc = 1;
-    uf_resnet *m = NULL;
+    uf_backbone *m = NULL;
     uf_st_writer *w = NULL;
-    float *x = NULL, *out[UF_RESNET_LEVELS] = {0};
-    size_t feat[UF_RESNET_LEVELS];
-    int64_t shapes[UF_RESNET_LEVELS][3];
-    const size_t img_floats = (size_t)3 * size * size;
+    float *x = NULL, *out[UF_BACKBONE_MAX_LEVELS] = {0};
+    size_t feat[UF_BACKBONE_MAX_LEVELS];
+    int64_t shapes[UF_BACKBONE_MAX_LEVELS][3];
+    int L = 0;
+    size_t img_floats = 0;
     if (uf_blas_init() != UF_OK) goto done;
     if (threads) uf_set_num_threads(threads);
-    if (!(m = uf_resnet_load(weights))) goto done;
-    if (strcmp(uf_resnet_arch(m), backbone)) {
-        uf_error("%s holds a %s, not a %s (see --backbone)", weights, uf_resnet_arch(m), backbone);
+    if (!(m = uf_backbone_load(kind, weights))) goto done;
+    if (kind == UF_BACKBONE_RESNET && strcmp(uf_backbone_arch(m), backbone)) {
+        uf_error("%s holds a %s, not a %s (see --backbone)", weights, uf_backbone_arch(m), backbone);
         goto done;
     }
-    for (int l = 0; l < UF_RESNET_LEVELS; l++) {
+    if (size == 0) size = uf_backbone_fixed_size(m) ? uf_backbone_fixed_size(m) : 256;
+    if (uf_backbone_fixed_size(m) && uf_backbone_check_size(m, size) != UF_OK) goto done;
+    img_floats = (size_t)3 * size * size;
+    L = uf_backbone_levels(m);
+    for (int l = 0; l < L; l++) {
         int c, fh, fw;
-        uf_resnet_feature_shape(m, l, size, size, &c, &fh, &fw);
+        uf_backbone_feature_shape(m, l, size, &c, &fh, &fw);
         shapes[l][0] = c, shapes[l][1] = fh, shapes[l][2] = fw;
         feat[l] = (size_t)c * fh * fw;
         if (!(out[l] = uf_alloc(sizeof(float) * GROUP * feat[l]))) goto done;
@@ -86,15 +98,15 @@ int cmd_features(int argc, char **argv) {
         for (int i = 0; i < g; i++)
             if (uf_image_load_for_backbone(images[i0 + i], size, x + (size_t)i * img_floats) != UF_OK) goto done;
         double t1 = uf_now();
-        if (uf_resnet_forward(m, x, g, size, size, out) != UF_OK) goto done;
+        if (uf_backbone_forward(m, x, g, size, out) != UF_OK) goto done;
         t_load += t1 - t0, t_fwd += uf_now() - t1;
         for (int i = 0; i < g; i++) {
             const int64_t in_shape[3] = {3, size, size};
             snprintf(key, sizeof key, "%d.input", i0 + i);
             if (uf_st_writer_add_f32(w, key, UF_DT_F32, 3, in_shape, x + (size_t)i * img_floats) != UF_OK)
                 goto done;
-            for (int l = 0; l < UF_RESNET_LEVELS; l++) {
-                snprintf(key, sizeof key, "%d.layer%d", i0 + i, l + 1);
+            for (int l = 0; l < L; l++) {
+                snprintf(key, sizeof key, "%d.%s", i0 + i, uf_backbone_level_name(m, l));
                 if (uf_st_writer_add_f32(w, key, UF_DT_F32, 3, shapes[l], out[l] + (size_t)i * feat[l]) != UF_OK)
                     goto done;
             }
@@ -103,22 +115,22 @@ int cmd_features(int argc, char **argv) {
         }
     }
     snprintf(val, sizeof val, "%d", size);
-    if (uf_st_writer_set_metadata(w, "backbone", uf_resnet_arch(m)) != UF_OK ||
+    if (uf_st_writer_set_metadata(w, "backbone", uf_backbone_arch(m)) != UF_OK ||
         uf_st_writer_set_metadata(w, "weights", weights) != UF_OK ||
         uf_st_writer_set_metadata(w, "size", val) != UF_OK)
         goto done;
     snprintf(val, sizeof val, "%d", n_images);
     if (uf_st_writer_set_metadata(w, "count", val) != UF_OK || uf_st_writer_save(w, output) != UF_OK) goto done;
     printf("%d image%s -> %s (%s, %dx%d): load+resize %.1f ms/image, backbone %.1f ms/image\n", n_images,
-           n_images == 1 ? "" : "s", output, uf_resnet_arch(m), size, size, 1e3 * t_load / n_images,
+           n_images == 1 ? "" : "s", output, uf_backbone_arch(m), size, size, 1e3 * t_load / n_images,
            1e3 * t_fwd / n_images);
     rc = 0;
 done:
     if (rc) cli_fail("features", NULL);
-    for (int l = 0; l < UF_RESNET_LEVELS; l++) uf_free(out[l]);
+    for (int l = 0; l < UF_BACKBONE_MAX_LEVELS; l++) uf_free(out[l]);
     uf_free(x);
     uf_st_writer_free(w);
-    uf_resnet_free(m);
+    uf_backbone_free(m);
     free(images);
     return rc;
 }
