@@ -8,9 +8,11 @@ double bench_gemm(int verbose);
 /* Trains the flow at resnet18@256 shapes with this batch; prints images/s and conv GFLOP/s
  * against SGEMM; returns the training step's conv rate as a fraction of SGEMM's (0 on error). */
 double bench_flow(int verbose, int batch);
-/* ResNet-18 and Wide-ResNet-50-2 (up to layer3) images/s at 256x256, batch 8,
- * 2 threads, and their convolutions' GFLOP/s next to SGEMM's. UF_OK / UF_ERR. */
-int bench_backbone(int verbose);
+/* backbone NULL or "resnet": ResNet-18 and Wide-ResNet-50-2 (up to layer3)
+ * images/s at 256x256, batch 8, and their convolutions' GFLOP/s next to
+ * SGEMM's. "mcait": MS-CaiT seconds per image, GFLOP/s next to SGEMM, peak
+ * memory; weights "M48,S24" or NULL (random weights). UF_OK / UF_ERR. */
+int bench_backbone(int verbose, const char *backbone, const char *weights);
 
 /* The real training pipeline at resnet18@256 on generated images: images/s and
  * the share of time in SGEMM. weights NULL: the shipped ResNet-18. UF_OK / UF_ERR. */

@@ -3,6 +3,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <sys/resource.h>
+
+#include "backbone/mcait.h"
 #include "backbone/resnet.h"
 #include "bench.h"
 #include "cli/commands.h"
@@ -69,11 +72,82 @@ static double bench_model(uf_resnet *m, const char *label, int n, int size, benc
     return rate;
 }
 
-int bench_backbone(int verbose) {
+static double peak_rss_mib(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0;
+}
+
+/* MS-CaiT (M48 at 448 + S24 at 224): seconds per image, GFLOP/s of the whole
+ * forward next to SGEMM measured in between, and the process's peak memory. */
+static int bench_mcait(const char *weights) {
+    char files[2][1024];
+    uf_mcait *m = NULL;
+    int rc = UF_ERR;
+    if (weights) {
+        const char *comma = strchr(weights, ',');
+        if (!comma || strchr(comma + 1, ',')) return uf_error("--weights: give M48.safetensors,S24.safetensors");
+        snprintf(files[0], sizeof files[0], "%.*s", (int)(comma - weights), weights);
+        snprintf(files[1], sizeof files[1], "%s", comma + 1);
+    }
+    double t0 = uf_now();
+    m = weights ? uf_mcait_load(files[0], files[1]) : uf_mcait_random(1);
+    if (!m) return UF_ERR;
+    const double t_load = uf_now() - t0;
+    const int S = uf_mcait_input_size(m);
+    printf("MS-CaiT %s (%s kernels, %d threads), %s weights (%s in %.1f s)\n", uf_mcait_arch(m), uf_blas_corename(),
+           uf_get_num_threads(), weights ? "real" : "random", weights ? "mapped" : "generated", t_load);
+    bench_square sq;
+    if (bench_square_init(&sq, 1024) != UF_OK) goto done;
+    float *x = uf_alloc(sizeof(float) * 3 * S * S), *out[2] = {0};
+    int ok = x != NULL;
+    for (int l = 0; l < 2 && ok; l++) {
+        int c, h, w;
+        uf_mcait_feature_shape(m, l, &c, &h, &w);
+        ok = (out[l] = uf_alloc(sizeof(float) * (size_t)c * h * w)) != NULL;
+    }
+    uint32_t s = 12345;
+    for (int i = 0; ok && i < 3 * S * S; i++) {
+        s ^= s << 13, s ^= s >> 17, s ^= s << 5;
+        x[i] = (float)(s >> 8) / 16777216.0f * 4.0f - 2.0f;
+    }
+    ok = ok && uf_mcait_forward(m, x, 1, out) == UF_OK; /* warm-up: page faults, scratch */
+    double best = 1e30, best_gemm = 1e30;
+    for (int rep = 0; ok && rep < 3; rep++) {
+        double a = uf_now();
+        for (int k = 0; k < 5; k++) bench_square_run(&sq);
+        double b = uf_now();
+        ok = uf_mcait_forward(m, x, 1, out) == UF_OK;
+        double c = uf_now();
+        if ((b - a) / 5 < best_gemm) best_gemm = (b - a) / 5;
+        if (c - b < best) best = c - b;
+    }
+    if (ok) {
+        const double flops = uf_mcait_flops(m), sgemm = bench_square_gflops(&sq, best_gemm), rate = flops / best * 1e-9;
+        printf("  %dx%d, 1 image per forward: %.2f s/image, %.1f GFLOP/image (matrix products)\n", S, S, best,
+               flops * 1e-9);
+        printf("  forward %.1f GFLOP/s = %.0f%% of SGEMM 1024^3 measured alongside (%.1f GFLOP/s)\n", rate,
+               100.0 * rate / sgemm, sgemm);
+        printf("  peak memory (RSS) %.0f MiB, of which used weights %.0f MiB (%zu + %zu parameters)\n", peak_rss_mib(),
+               4.0 * (uf_mcait_used_params(m, 0) + uf_mcait_used_params(m, 1)) / 1048576.0, uf_mcait_used_params(m, 0),
+               uf_mcait_used_params(m, 1));
+        rc = UF_OK;
+    }
+    uf_free(x), uf_free(out[0]), uf_free(out[1]);
+    bench_square_free(&sq);
+done:
+    uf_mcait_free(m);
+    return rc;
+}
+
+int bench_backbone(int verbose, const char *backbone, const char *weights) {
     (void)verbose;
     if (uf_blas_init() != UF_OK) return UF_ERR;
-    const int threads = 2, batch = 8, size = 256;
-    uf_set_num_threads(threads);
+    if (backbone && !strcmp(backbone, "mcait")) return bench_mcait(weights);
+    if (backbone && strcmp(backbone, "resnet"))
+        return uf_error("bench backbone: --backbone must be resnet (ResNet-18 and Wide-ResNet-50-2) or mcait");
+    if (uf_blas_init() != UF_OK) return UF_ERR;
+    const int batch = 8, size = 256;
     bench_square sq;
     uf_resnet *r18 = NULL, *wrn = NULL;
     int rc = UF_ERR;

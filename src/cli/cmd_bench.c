@@ -2,6 +2,9 @@
 #include <string.h>
 
 #include "bench.h"
+#include "cli/args.h"
+#include "core/blas.h"
+#include "core/error.h"
 #include "cli/commands.h"
 
 static void usage(FILE *f) {
@@ -10,8 +13,12 @@ static void usage(FILE *f) {
             "  gemm      SGEMM GFLOP/s, 1024^3 and U-Flow-shaped problems\n"
             "  flow      flow training step at resnet18@256 shapes, batch 16: images/s, conv GFLOP/s vs SGEMM\n"
             "  train     the training pipeline at resnet18@256: images/s, share of time in SGEMM\n"
-            "  backbone  ResNet-18 / Wide-ResNet-50-2 images/s at 256x256 (batch 8, 2 threads) and\n"
-            "            the GFLOP/s of their convolutions next to SGEMM's\n");
+            "  backbone  ResNet-18 / Wide-ResNet-50-2 images/s at 256x256 (batch 8) and the GFLOP/s of\n"
+            "            their convolutions next to SGEMM's\n"
+            "  backbone --backbone mcait [--weights M48,S24]\n"
+            "            MS-CaiT s/image at 448, GFLOP/s next to SGEMM's, peak memory (random\n"
+            "            weights without --weights)\n"
+            "options: --threads N (default: all cores)\n");
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -22,7 +29,24 @@ int cmd_bench(int argc, char **argv) {
     if (!strcmp(argv[1], "gemm")) return bench_gemm(1) > 0.0 ? 0 : cli_fail("bench", NULL);
     if (!strcmp(argv[1], "flow")) return bench_flow(1, 16) > 0.0 ? 0 : cli_fail("bench", NULL);
     if (!strcmp(argv[1], "train")) return bench_train(1, argc > 2 ? argv[2] : NULL) == 0 ? 0 : cli_fail("bench", NULL);
-    if (!strcmp(argv[1], "backbone")) return bench_backbone(1) == 0 ? 0 : cli_fail("bench", NULL);
+    if (!strcmp(argv[1], "backbone")) {
+        const char *backbone = NULL, *weights = NULL;
+        int threads = 0;
+        const cli_opt opts[] = {
+            {"backbone", OPT_STRING, &backbone, 0, 0, "resnet | mcait"},
+            {"weights", OPT_STRING, &weights, 0, 0, "mcait: M48.safetensors,S24.safetensors (default: random)"},
+            {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
+        };
+        char *pos[1];
+        int npos;
+        argv[1] = (char *)"bench backbone"; /* the name usage messages show */
+        int r = cli_parse(argc - 1, argv + 1, "[--backbone resnet|mcait] [--weights M48,S24] [--threads N]", opts,
+                          (int)(sizeof opts / sizeof *opts), pos, &npos, 0);
+        if (r != CLI_PARSED) return r == CLI_HELP ? 0 : 2;
+        if (uf_blas_init() != UF_OK) return cli_fail("bench", NULL);
+        uf_set_num_threads(threads);
+        return bench_backbone(1, backbone, weights) == 0 ? 0 : cli_fail("bench", NULL);
+    }
     fprintf(stderr, "uflow bench: error: unknown benchmark '%s'\n", argv[1]);
     usage(stderr);
     return 2;
