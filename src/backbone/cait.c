@@ -283,6 +283,11 @@ size_t uf_cait_used_params(const uf_cait *m) {
     return D * 3 * m->patch * m->patch + D + N * D + (size_t)m->n_run * per_block + 2 * D;
 }
 
+static double attention_flops(const uf_cait *m) {
+    const double D = m->dim, H = m->heads, N = (double)m->grid * m->grid;
+    return m->n_run * (2 * 2 * N * N * D + 2 * 2 * H * H * N * N);
+}
+
 double uf_cait_flops(const uf_cait *m) {
     const double D = m->dim, H = m->heads, F = m->hidden, N = (double)m->grid * m->grid;
     const double per_block = 2 * N * D * 3 * D   /* qkv */
@@ -504,22 +509,36 @@ static void embed(const uf_cait *m, const float *x, cait_work *w) {
     for (size_t i = 0; i < (size_t)N * D; i++) w->x[i] += m->pos[i];
 }
 
-static void run_block(const uf_cait *m, const cait_block *b, cait_work *w) {
+static void run_block(uf_cait *m, const cait_block *b, cait_work *w) {
     const int N = m->grid * m->grid, D = m->dim, F = m->hidden;
+    uf_cait_timing *tm = &m->timing;
+    double t0 = uf_now(), t1;
     const float q_scale = 1.0f / sqrtf((float)(D / m->heads));
+#define LAP(field) (t1 = uf_now(), tm->field += t1 - t0, t0 = t1)
     layer_norm(w->x, N, D, b->norm1_w, b->norm1_b, w->y);
+    LAP(other_s);
     linear(w->y, N, D, b->qkv_w, b->qkv_b, 3 * D, w->qkv);
+    LAP(dense_s);
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++)
         for (int c = 0; c < D; c++) w->qkv[(size_t)n * 3 * D + c] *= q_scale;
+    LAP(other_s);
     attention(m, b, w->qkv, w->o, w->vsum, w->scratch);
+    LAP(attention_s);
     linear(w->o, N, D, b->proj_w, b->proj_b, D, w->y);
+    LAP(dense_s);
     add_scaled(w->x, w->y, b->gamma1, N, D);
     layer_norm(w->x, N, D, b->norm2_w, b->norm2_b, w->y);
+    LAP(other_s);
     linear(w->y, N, D, b->fc1_w, b->fc1_b, F, w->hid);
+    LAP(dense_s);
     gelu_erf(w->hid, (size_t)N * F);
+    LAP(other_s);
     linear(w->hid, N, F, b->fc2_w, b->fc2_b, D, w->y);
+    LAP(dense_s);
     add_scaled(w->x, w->y, b->gamma2, N, D);
+    LAP(other_s);
+#undef LAP
 }
 
 int uf_cait_forward(uf_cait *m, const float *x, int n, float *out, float *const *trace) {
@@ -542,24 +561,26 @@ int uf_cait_forward(uf_cait *m, const float *x, int n, float *out, float *const 
     w.patches = uf_arena_floats(&m->arena, N * 3 * m->patch * m->patch);
     w.scratch = uf_arena_floats(&m->arena, (size_t)threads * (2 * N + 1) * m->heads * ROW_CHUNK);
     UF_ASSERT(w.scratch != NULL);
-    double t0 = uf_now(), gemm0 = uf_gemm_seconds();
+    memset(&m->timing, 0, sizeof m->timing);
     for (int i = 0; i < n; i++) {
+        double t0 = uf_now();
         embed(m, x + (size_t)i * 3 * S * S, &w);
+        m->timing.dense_s += uf_now() - t0;
         if (trace) memcpy(trace[0] + i * N * D, w.x, sizeof(float) * N * D);
         for (int k = 0; k < m->n_run; k++) {
             run_block(m, &m->blocks[k], &w);
             if (trace) memcpy(trace[1 + k] + i * N * D, w.x, sizeof(float) * N * D);
         }
+        t0 = uf_now();
         layer_norm(w.x, (int)N, (int)D, m->norm_w, m->norm_b, w.y);
         float *o = out + (size_t)i * D * N;
 #pragma omp parallel for schedule(static)
         for (size_t c = 0; c < D; c++)
             for (size_t t = 0; t < N; t++) o[c * N + t] = w.y[t * D + c];
+        m->timing.other_s += uf_now() - t0;
     }
-    /* The attention's GEMMs run on several threads at once: their summed time
-     * is not wall time. Report the share by FLOPs of wall time instead. */
-    double wall = uf_now() - t0, gemm = uf_gemm_seconds() - gemm0;
-    m->timing.gemm_s = gemm < wall ? gemm : wall;
-    m->timing.other_s = wall - m->timing.gemm_s;
+    const double att = attention_flops(m);
+    m->timing.attention_flops = (double)n * att;
+    m->timing.dense_flops = (double)n * (uf_cait_flops(m) - att);
     return UF_OK;
 }

@@ -63,9 +63,13 @@ double uf_cait_flops(const uf_cait *m);
  * run two forwards at once. UF_OK, or UF_ERR (out of memory). */
 int uf_cait_forward(uf_cait *m, const float *x, int n, float *out, float *const *trace);
 
-/* Seconds of the last forward inside matrix products and elsewhere. */
+/* Wall-clock split of the last forward: the dense layers (patch embedding,
+ * qkv, proj, fc1, fc2: large GEMMs), the attention (Q K^T, the talking-heads
+ * mixings, softmax, P V), and the rest (LayerNorms, GELU, residuals). FLOPs
+ * are those of uf_cait_flops split the same way (dense + attention). */
 typedef struct uf_cait_timing {
-    double gemm_s, other_s;
+    double dense_s, attention_s, other_s;
+    double dense_flops, attention_flops;
 } uf_cait_timing;
 uf_cait_timing uf_cait_last_timing(const uf_cait *m);
 
