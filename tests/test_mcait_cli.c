@@ -76,6 +76,36 @@ static void test_train_cache_predict_test(void) {
     /* A model file records neither its own name nor the cache: equal training, equal bytes. */
     CHECK(uf_test_files_equal(m1, m2), "the model trained from cached features differs");
 
+    /* A resume takes the features from the cache too, and continues bit for bit. */
+    char m3[512];
+    snprintf(m3, sizeof m3, "%s", uf_test_path("c.safetensors"));
+    const char *part1[] = {"train", "--backbone", "mcait", "--weights", TINY, "--data", data, "-o", m3, "--epochs", "1",
+                           "--batch", "3", "--threads", "1", "--feature-cache", cache, NULL};
+    const char *part2[] = {"train", "--resume", "-o", m3, "--data", data, "--epochs", "2", "--threads", "1",
+                           "--feature-cache", cache, NULL};
+    CHECK(run(part1) == 0, "train part 1: %s", err_text());
+    CHECK(run(part2) == 0, "resume (weights from the checkpoint): %s", err_text());
+    o = uf_test_read_text(out_txt);
+    CHECK(o && strstr(o, "(6 from the cache)"), "resume: %s", o ? o : "");
+    free(o);
+    CHECK(uf_test_files_equal(m1, m3), "1 + 1 resumed epochs differ from 2 epochs");
+
+    /* A damaged cache file is a miss (warned about), recomputed and replaced: same model. */
+    snprintf(probe, sizeof probe, "f=$(ls %s/*.safetensors | head -1); head -c 100 \"$f\" > \"$f.x\" && mv \"$f.x\" \"$f\"",
+             cache);
+    CHECK(system(probe) == 0, "truncate a cache file");
+    CHECK(run(train2) == 0, "train with a damaged cache file: %s", err_text());
+    o = uf_test_read_text(out_txt);
+    char *e = err_text();
+    CHECK(o && strstr(o, "(5 from the cache)") && e && strstr(e, "unusable"), "damaged cache: %s / %s", o ? o : "",
+          e ? e : "");
+    free(o), free(e);
+    CHECK(uf_test_files_equal(m1, m2), "the model trained after a cache repair differs");
+    CHECK(run(train2) == 0, "train after the repair: %s", err_text());
+    o = uf_test_read_text(out_txt);
+    CHECK(o && strstr(o, "(6 from the cache)"), "after the repair: %s", o ? o : "");
+    free(o);
+
     char test_good[600];
     snprintf(test_good, sizeof test_good, "%s/test/good", data);
     const char *predict[] = {"predict", "--model", m1, "-o", pred, test_good, "--threads", "1", NULL};

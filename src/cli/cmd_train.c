@@ -42,7 +42,7 @@ int cmd_train(int argc, char **argv) {
         {"preset", OPT_STRING, &preset, 0, 0, "the paper's settings for a category, e.g. mvtec/bottle (see below)"},
         {"backbone", OPT_STRING, &backbone, 0, 0, "resnet18 | wide_resnet50_2 | mcait (default resnet18)"},
         {"weights", OPT_STRING, &weights, 0, 0,
-         "backbone .safetensors (default: the shipped ResNet-18); mcait: M48,S24 (timm's two files)"},
+         "backbone .safetensors (default: the shipped ResNet-18; on --resume the checkpoint's); mcait: M48,S24"},
         {"size", OPT_INT, &o.input_size, 0, 2048, "input size (multiple of 32; 0: 256, or 448 for mcait)"},
         {"epochs", OPT_INT, &o.epochs, 1, 1000000, "epochs"},
         {"batch", OPT_INT, &o.batch, 1, 4096, "batch size"},
@@ -88,7 +88,7 @@ int cmd_train(int argc, char **argv) {
                                                                strcmp(backbone, "wide_resnet50_2") &&
                                                                strcmp(backbone, "mcait")))
         return cli_fail("train", "--backbone must be resnet18, wide_resnet50_2 or mcait");
-    if (!weights) {
+    if (!weights && !resume) {
         if (!strcmp(backbone, "mcait"))
             return cli_fail("train", "mcait needs --weights M48.safetensors,S24.safetensors (timm's "
                                      "cait_m48_448.fb_dist_in1k and cait_s24_224.fb_dist_in1k files)");

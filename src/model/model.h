@@ -42,7 +42,7 @@ typedef struct uf_model_config {
 
 typedef struct uf_model {
     uf_model_config cfg;
-    uf_backbone *backbone;
+    uf_backbone *backbone;      /* frozen extractor (uf_train releases it once the features are cached) */
     uf_flow *flow;
 } uf_model;
 

@@ -287,6 +287,9 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     }
     if (cache_build(m, ds, n, o->skip_bad_images, fs, o->verbose, &cache) != UF_OK) goto done;
     rep.features_from_cache = fs ? fs->n_hits : 0;
+    /* Training needs only the features: the backbone (1.3 GB for MS-CaiT) goes. */
+    uf_backbone_free(m->backbone);
+    m->backbone = NULL;
     rep.feature_seconds = uf_now() - t0;
     if (o->resume && check_resume_data(m, &cache, o->out_path) != UF_OK) goto done;
     n = cache.n;

@@ -19,7 +19,8 @@
 typedef struct uf_train_options {
     const char *data_dir;  /* MVTec-AD category, MVTec 3D-AD category or plain folder of normal images */
     uf_backbone_kind backbone; /* resnet (default) or mcait */
-    const char *weights;   /* backbone weights (.safetensors; "FINE,COARSE" for mcait) */
+    const char *weights;   /* backbone weights (.safetensors; "FINE,COARSE" for mcait); on resume NULL
+                              means the ones recorded in the checkpoint */
     const char *out_path;  /* model file, also the checkpoint */
     int input_size;        /* 0 (the default): the backbone's fixed size (mcait: 448), else 256 */
     int n_steps;           /* flow steps per scale, 4 */
