@@ -114,7 +114,10 @@ static void test_train_cache_predict_test(void) {
     char *csv = uf_test_read_text(probe);
     CHECK(csv && uf_test_count_lines(csv) == 3, "results.csv: %s", csv ? csv : "(missing)");
     free(csv);
-    const char *test[] = {"test", "--model", m1, "--data", data, "--threads", "1", NULL};
+    const char *wrong[] = {"test", "--model", m1, "--data", data, "--backbone", "resnet18", NULL};
+    CHECK(run(wrong) == 1, "test --backbone resnet18 on an mcait model accepted");
+    const char *test[] = {"test", "--model", m1, "--data", data, "--backbone", "mcait", "--weights", TINY,
+                          "--threads", "1", NULL};
     CHECK(run(test) == 0, "test: %s", err_text());
     o = uf_test_read_text(out_txt);
     CHECK(o && strstr(o, "pixel AUROC"), "test output: %s", o ? o : "");

@@ -1,7 +1,8 @@
 #!/bin/sh
 # valgrind memcheck on a short `uflow train` + `uflow predict` (one bad image
 # among the inputs, so the error path runs too): no invalid access, no use of
-# uninitialised values, no definite or indirect leak. "Still reachable" blocks
+# uninitialised values, no definite or indirect leak; then an MS-CaiT `uflow train`
+# on the tiny CaiT pair of tests/data/cait (feature cache included). "Still reachable" blocks
 # (OpenBLAS's and libgomp's thread pools) are allowed.
 # Usage: tests/valgrind.sh [UFLOW]   (default build/valgrind/uflow, made by `make valgrind`:
 # no -march=native, as valgrind 3.19 cannot run AVX-512 code; OpenBLAS runs its Haswell kernels.)
@@ -22,7 +23,7 @@ status=0
 $VG "$UFLOW" train --data "$T/train" -o "$T/m.safetensors" --size 64 --epochs 2 --batch 2 --steps 1 \
     --threads 1 >"$T/train.out" 2>"$T/train.err" || status=$?
 if [ "$status" -ne 0 ]; then
-    cat "$T/train.err"; echo "FAIL valgrind train (status $status)"; echo "0 passed, 1 failed"; exit 1
+    cat "$T/train.err"; echo "FAIL valgrind train (status $status)"; echo "0 passed, 3 failed"; exit 1
 fi
 echo "PASS valgrind train"
 status=0
@@ -31,7 +32,15 @@ $VG "$UFLOW" predict --model "$T/m.safetensors" -o "$T/pred" --threads 1 "$T/in"
 # predict exits 1 for the bad image; 99 would be valgrind's own verdict.
 if [ "$status" -ne 1 ] || grep -q '^==' "$T/pred.err" ||
    ! grep -q '1 of 3 images could not be processed' "$T/pred.err" || [ ! -s "$T/pred/la_map.png" ]; then
-    cat "$T/pred.err"; echo "FAIL valgrind predict (status $status)"; echo "1 passed, 1 failed"; exit 1
+    cat "$T/pred.err"; echo "FAIL valgrind predict (status $status)"; echo "1 passed, 2 failed"; exit 1
 fi
 echo "PASS valgrind predict"
-echo "2 passed, 0 failed"
+status=0
+$VG "$UFLOW" train --backbone mcait --weights tests/data/cait/tiny_m.safetensors,tests/data/cait/tiny_s.safetensors \
+    --data "$T/train" -o "$T/c.safetensors" --epochs 1 --batch 2 --steps 1 --threads 1 >"$T/cait.out" \
+    2>"$T/cait.err" || status=$?
+if [ "$status" -ne 0 ] || [ "$(ls "$T/c.safetensors.features" | wc -l)" -ne 4 ]; then
+    cat "$T/cait.err"; echo "FAIL valgrind train mcait (status $status)"; echo "2 passed, 1 failed"; exit 1
+fi
+echo "PASS valgrind train mcait"
+echo "3 passed, 0 failed"

@@ -17,12 +17,14 @@
 
 int cmd_predict(int argc, char **argv) {
     uf_predict_options o = {.batch = 8, .verbose = 1};
-    const char *model = NULL, *weights = NULL, *format = "png16";
+    const char *model = NULL, *weights = NULL, *backbone = NULL, *format = "png16";
     int threads = 0;
     const cli_opt opts[] = {
         {"model", OPT_STRING, &model, 0, 0, "model file written by 'uflow train'"},
         {"output", OPT_STRING, &o.out_dir, 0, 0, "output folder (-o), created if missing"},
-        {"weights", OPT_STRING, &weights, 0, 0, "backbone weights (default: the path recorded in the model)"},
+        {"weights", OPT_STRING, &weights, 0, 0,
+         "backbone weights (default: the paths recorded in the model); mcait: M48,S24"},
+        {"backbone", OPT_STRING, &backbone, 0, 0, "the model's backbone (resnet18 | wide_resnet50_2 | mcait), checked"},
         {"map-format", OPT_STRING, &format, 0, 0, "png16 | safetensors"},
         {"batch", OPT_INT, &o.batch, 1, 256, "images per batch"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
@@ -54,11 +56,8 @@ int cmd_predict(int argc, char **argv) {
         goto done;
     }
     uf_set_num_threads(threads);
-    uf_model *m = uf_model_load(model, weights, NULL, NULL);
-    if (!m) {
-        cli_fail("predict", NULL);
-        goto done;
-    }
+    uf_model *m = cli_load_model("predict", model, weights, backbone);
+    if (!m) goto done;
     uf_predict_report rep;
     if (uf_predict(m, (const char *const *)inputs, n_inputs, &o, &rep) == UF_OK) {
         printf("%d images, %d with a detection (NFA < 1); %.1f ms/image; results in %s/results.csv\n",

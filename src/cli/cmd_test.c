@@ -28,13 +28,15 @@ void cli_print_metrics(const uf_model *m, const uf_evaluate_report *rep) {
 
 int cmd_test(int argc, char **argv) {
     uf_evaluate_options o = {.eval_size = 256, .batch = 8, .verbose = 1};
-    const char *model = NULL, *weights = NULL, *out = NULL, *nfa = "tree";
+    const char *model = NULL, *weights = NULL, *backbone = NULL, *out = NULL, *nfa = "tree";
     int threads = 0;
     const cli_opt opts[] = {
         {"model", OPT_STRING, &model, 0, 0, "model file written by 'uflow train'"},
         {"data", OPT_STRING, &o.data_dir, 0, 0, "MVTec-AD / MVTec 3D-AD category folder (uses test/ and ground_truth/)"},
         {"output", OPT_STRING, &out, 0, 0, "folder for metrics.json (-o)"},
-        {"weights", OPT_STRING, &weights, 0, 0, "backbone weights (default: the path recorded in the model)"},
+        {"weights", OPT_STRING, &weights, 0, 0,
+         "backbone weights (default: the paths recorded in the model); mcait: M48,S24"},
+        {"backbone", OPT_STRING, &backbone, 0, 0, "the model's backbone (resnet18 | wide_resnet50_2 | mcait), checked"},
         {"eval-size", OPT_INT, &o.eval_size, 8, 4096, "size of the maps and masks the metrics use"},
         {"batch", OPT_INT, &o.batch, 1, 256, "images per batch"},
         {"nfa", OPT_STRING, &nfa, 0, 0, "tree (current official) | block (older binomial NFA)"},
@@ -54,8 +56,8 @@ int cmd_test(int argc, char **argv) {
     if (out && cli_make_dir("test", out)) return 1;
     if (uf_blas_init() != UF_OK) return cli_fail("test", NULL);
     uf_set_num_threads(threads);
-    uf_model *m = uf_model_load(model, weights, NULL, NULL);
-    if (!m) return cli_fail("test", NULL);
+    uf_model *m = cli_load_model("test", model, weights, backbone);
+    if (!m) return 1;
     uf_evaluate_report rep;
     int rc = uf_evaluate(m, &o, &rep);
     if (rc == UF_OK) {

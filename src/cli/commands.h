@@ -25,6 +25,10 @@ const char *cli_default_weights(void);
 int cli_make_dir(const char *cmd, const char *dir);
 
 struct uf_model;
+/* Loads a model file (weights NULL: the ones it records; see uf_model_load). When
+ * backbone is not NULL the model's backbone must be that one. NULL after printing
+ * the one-line error. */
+struct uf_model *cli_load_model(const char *cmd, const char *path, const char *weights, const char *backbone);
 struct uf_evaluate_report;
 /* Prints the metrics table of `uflow test` / `uflow demo`. */
 void cli_print_metrics(const struct uf_model *m, const struct uf_evaluate_report *rep);

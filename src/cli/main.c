@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "model/model.h"
 #include "core/error.h"
 
 typedef struct {
@@ -59,6 +60,30 @@ const char *cli_default_weights(void) {
     }
     snprintf(path, sizeof path, "models/%s", SHIPPED_WEIGHTS); /* reported as missing by the loader */
     return path;
+}
+
+uf_model *cli_load_model(const char *cmd, const char *path, const char *weights, const char *backbone) {
+    uf_model *m = uf_model_load(path, weights, NULL, NULL);
+    if (!m) {
+        cli_fail(cmd, NULL);
+        return NULL;
+    }
+    uf_backbone_kind want, have;
+    if (backbone && uf_backbone_kind_of(backbone, &want) != UF_OK) {
+        cli_fail(cmd, NULL);
+        uf_model_free(m);
+        return NULL;
+    }
+    if (backbone && (uf_backbone_kind_of(m->cfg.backbone, &have) != UF_OK || have != want ||
+                     (want == UF_BACKBONE_RESNET && strcmp(backbone, m->cfg.backbone)))) {
+        char msg[1400];
+        snprintf(msg, sizeof msg, "%s: the model was trained with backbone '%s', not '%s' (--backbone)", path,
+                 m->cfg.backbone, backbone);
+        cli_fail(cmd, msg);
+        uf_model_free(m);
+        return NULL;
+    }
+    return m;
 }
 
 int cli_make_dir(const char *cmd, const char *dir) {
