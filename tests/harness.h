@@ -81,6 +81,15 @@ int uf_test_count_lines(const char *text);
  * with mean zero: holds with probability >= 1 - 2 exp(-32) per value; Higham & Mary, SIAM J. Sci.
  * Comput. 41, 2019), plus 3u for the alpha/beta scaling and the final roundings of the result
  * and of a double-accumulating reference. Returns c. */
+/* max |a - ref| / max |ref| over n values: an error relative to the tensor's scale. */
+static inline double uf_test_scaled_max_err(const float *a, const float *ref, size_t n) {
+    double scale = 1e-30, err = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        scale = fmax(scale, fabs(ref[i]));
+        err = fmax(err, fabs((double)a[i] - ref[i]));
+    }
+    return err / scale;
+}
 static inline double uf_test_dot_tol(double k) { return (fmin(k, 8.0 * sqrt(k)) + 3.0) * 0x1p-24; }
 
 #endif

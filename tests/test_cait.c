@@ -22,15 +22,6 @@
  * the BLAS kernel. LayerNorms renormalise after every block, so errors do not compound much. */
 #define REL_TOL 1e-5
 
-static double scaled_max_err(const float *a, const float *ref, size_t n) {
-    double scale = 1e-30, err = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        scale = fmax(scale, fabs(ref[i]));
-        err = fmax(err, fabs((double)a[i] - ref[i]));
-    }
-    return err / scale;
-}
-
 static uf_tensor *ref_tensor(uf_safetensors *io, const char *name) {
     uf_tensor *t = uf_st_read_f32(io, name, -1, NULL);
     CHECK(t != NULL, "%s: %s", name, uf_last_error());
@@ -61,7 +52,7 @@ static void check_model(const char *weights, int last_block, uf_safetensors *io,
         uf_tensor *r = ref_tensor(io, name);
         if (r) {
             CHECK(uf_tensor_numel(r) == (int64_t)n * N * D, "%s: %lld values", name, (long long)uf_tensor_numel(r));
-            double e = scaled_max_err(trace[k], r->data, (size_t)n * N * D);
+            double e = uf_test_scaled_max_err(trace[k], r->data, (size_t)n * N * D);
             CHECK(e <= REL_TOL, "%s %s: max err %.3g of the scale", weights, name, e);
             printf("  %-34s %-10s max err %.2g of the scale\n", weights, name, e);
         }
@@ -71,7 +62,7 @@ static void check_model(const char *weights, int last_block, uf_safetensors *io,
     uf_tensor *r = ref_tensor(io, name);
     if (r) {
         CHECK(r->ndim == 4 && r->shape[1] == D && r->shape[2] == g && r->shape[3] == g, "%s shape", name);
-        double e = scaled_max_err(out, r->data, (size_t)n * N * D);
+        double e = uf_test_scaled_max_err(out, r->data, (size_t)n * N * D);
         CHECK(e <= REL_TOL, "%s %s: max err %.3g of the scale", weights, name, e);
         printf("  %-34s %-10s max err %.2g of the scale (%d of %d blocks)\n", weights, name, e, B,
                uf_cait_depth(m));
@@ -79,7 +70,7 @@ static void check_model(const char *weights, int last_block, uf_safetensors *io,
         snprintf(name, sizeof name, "%s.feature_all", prefix);
         if (uf_st_find(io, name)) {
             uf_tensor *all = ref_tensor(io, name);
-            double d = all ? scaled_max_err(out, all->data, (size_t)n * N * D) : 0;
+            double d = all ? uf_test_scaled_max_err(out, all->data, (size_t)n * N * D) : 0;
             CHECK(d > 0.1, "%s: the cut-off made no difference (%.3g)", name, d);
             uf_tensor_free(all);
         }
@@ -133,8 +124,8 @@ static void test_mcait_pair(void) {
             CHECK(c == r->shape[1] && h == r->shape[2] && w == r->shape[3], "level %d shape %dx%dx%d", l, c, h, w);
         }
         CHECK(uf_mcait_forward(m, x->data, (int)x->shape[0], out) == UF_OK, "forward: %s", uf_last_error());
-        double e0 = scaled_max_err(out[0], f0->data, (size_t)uf_tensor_numel(f0));
-        double e1 = scaled_max_err(out[1], f1->data, (size_t)uf_tensor_numel(f1));
+        double e0 = uf_test_scaled_max_err(out[0], f0->data, (size_t)uf_tensor_numel(f0));
+        double e1 = uf_test_scaled_max_err(out[1], f1->data, (size_t)uf_tensor_numel(f1));
         CHECK(e0 <= REL_TOL && e1 <= REL_TOL, "mcait maps: max err %.3g, %.3g of the scale", e0, e1);
         printf("  mcait pair: max err %.2g / %.2g of the scale\n", e0, e1);
         uf_free(out[0]), uf_free(out[1]);
@@ -160,7 +151,7 @@ static void test_bicubic_align_corners(void) {
                                  (int)out->shape[2], (int)out->shape[3]);
             /* 16 taps with weights up to 1.1 on values of the inputs' scale, combined in
              * another order than torch's: a few ulp of that scale (seen: 3.2e-6). */
-            double e = scaled_max_err(y, out->data, (size_t)uf_tensor_numel(out));
+            double e = uf_test_scaled_max_err(y, out->data, (size_t)uf_tensor_numel(out));
             CHECK(e <= REL_TOL, "%s: max err %.3g of the scale", b, e);
             uf_free(y);
         }
@@ -222,7 +213,7 @@ static void test_load_errors(void) {
               *yb = uf_alloc(sizeof(float) * n);
         for (int i = 0; i < 3 * 64 * 64; i++) x[i] = sinf(0.1f * (float)i);
         CHECK(uf_cait_forward(a, x, 1, ya, NULL) == UF_OK && uf_cait_forward(b, x, 1, yb, NULL) == UF_OK, "fwd");
-        double e = scaled_max_err(yb, ya, (size_t)n);
+        double e = uf_test_scaled_max_err(yb, ya, (size_t)n);
         CHECK(e > 0 && e < 2e-2, "F16 copy: max err %.3g of the scale", e);
         uf_free(x), uf_free(ya), uf_free(yb);
     }

@@ -46,66 +46,65 @@ static void add(key_list *l, const char *name, float mean, float spread, int ndi
     k->mean = mean, k->spread = spread;
 }
 
+#define W_SPREAD 0.03f /* ~ timm's trunc_normal(std 0.02) */
+
+/* prefix + field with the given shape: a weight (mean 0) or a bias-like tensor. */
+static void add_field(key_list *l, const char *prefix, const char *field, float mean, float spread, int ndim,
+                      int64_t a, int64_t b) {
+    char n[96];
+    snprintf(n, sizeof n, "%s%s", prefix, field);
+    add(l, n, mean, spread, ndim, a, b, 0, 0);
+}
+
+/* What LayerScaleBlock and the class-attention blocks share: gammas, norms, MLP. */
+static void add_block_common(key_list *l, const char *prefix, int64_t D) {
+    add_field(l, prefix, "gamma_1", 0.1f, 0.05f, 1, D, 0);
+    add_field(l, prefix, "gamma_2", 0.1f, 0.05f, 1, D, 0);
+    add_field(l, prefix, "norm1.weight", 1, 0.1f, 1, D, 0);
+    add_field(l, prefix, "norm1.bias", 0, 0.1f, 1, D, 0);
+    add_field(l, prefix, "norm2.weight", 1, 0.1f, 1, D, 0);
+    add_field(l, prefix, "norm2.bias", 0, 0.1f, 1, D, 0);
+    add_field(l, prefix, "mlp.fc1.weight", 0, W_SPREAD, 2, 4 * D, D);
+    add_field(l, prefix, "mlp.fc1.bias", 0, 0.01f, 1, 4 * D, 0);
+    add_field(l, prefix, "mlp.fc2.weight", 0, W_SPREAD, 2, D, 4 * D);
+    add_field(l, prefix, "mlp.fc2.bias", 0, 0.01f, 1, D, 0);
+}
+
 /* timm's Cait state_dict: embed D, depth, heads H, N tokens, 1000 classes (spec 3.1.3). */
 static key_list timm_keys(int64_t D, int depth, int64_t H, int64_t N) {
     key_list l = {0};
-    char n[96];
-    const float w = 0.03f; /* ~ timm's trunc_normal(std 0.02) */
-    add(&l, "cls_token", 0, w, 3, 1, 1, D, 0);
-    add(&l, "pos_embed", 0, w, 3, 1, N, D, 0);
-    add(&l, "patch_embed.proj.weight", 0, w, 4, D, 3, 16, 16);
+    char prefix[64];
+    add(&l, "cls_token", 0, W_SPREAD, 3, 1, 1, D, 0);
+    add(&l, "pos_embed", 0, W_SPREAD, 3, 1, N, D, 0);
+    add(&l, "patch_embed.proj.weight", 0, W_SPREAD, 4, D, 3, 16, 16);
     add(&l, "patch_embed.proj.bias", 0, 0.01f, 1, D, 0, 0, 0);
     for (int i = 0; i < depth; i++) {
-#define K(field, mean, spread, ...)                                   \
-    snprintf(n, sizeof n, "blocks.%d.%s", i, field);                 \
-    add(&l, n, mean, spread, __VA_ARGS__)
-        K("gamma_1", 0.1f, 0.05f, 1, D, 0, 0, 0);
-        K("gamma_2", 0.1f, 0.05f, 1, D, 0, 0, 0);
-        K("norm1.weight", 1, 0.1f, 1, D, 0, 0, 0);
-        K("norm1.bias", 0, 0.1f, 1, D, 0, 0, 0);
-        K("attn.qkv.weight", 0, w, 2, 3 * D, D, 0, 0);
-        K("attn.qkv.bias", 0, 0.01f, 1, 3 * D, 0, 0, 0);
-        K("attn.proj.weight", 0, w, 2, D, D, 0, 0);
-        K("attn.proj.bias", 0, 0.01f, 1, D, 0, 0, 0);
-        K("attn.proj_l.weight", 0, 0.3f, 2, H, H, 0, 0);
-        K("attn.proj_l.bias", 0, 0.1f, 1, H, 0, 0, 0);
-        K("attn.proj_w.weight", 0, 0.3f, 2, H, H, 0, 0);
-        K("attn.proj_w.bias", 0, 0.1f, 1, H, 0, 0, 0);
-        K("norm2.weight", 1, 0.1f, 1, D, 0, 0, 0);
-        K("norm2.bias", 0, 0.1f, 1, D, 0, 0, 0);
-        K("mlp.fc1.weight", 0, w, 2, 4 * D, D, 0, 0);
-        K("mlp.fc1.bias", 0, 0.01f, 1, 4 * D, 0, 0, 0);
-        K("mlp.fc2.weight", 0, w, 2, D, 4 * D, 0, 0);
-        K("mlp.fc2.bias", 0, 0.01f, 1, D, 0, 0, 0);
-#undef K
+        snprintf(prefix, sizeof prefix, "blocks.%d.", i);
+        add_block_common(&l, prefix, D);
+        add_field(&l, prefix, "attn.qkv.weight", 0, W_SPREAD, 2, 3 * D, D);
+        add_field(&l, prefix, "attn.qkv.bias", 0, 0.01f, 1, 3 * D, 0);
+        add_field(&l, prefix, "attn.proj.weight", 0, W_SPREAD, 2, D, D);
+        add_field(&l, prefix, "attn.proj.bias", 0, 0.01f, 1, D, 0);
+        add_field(&l, prefix, "attn.proj_l.weight", 0, 0.3f, 2, H, H);
+        add_field(&l, prefix, "attn.proj_l.bias", 0, 0.1f, 1, H, 0);
+        add_field(&l, prefix, "attn.proj_w.weight", 0, 0.3f, 2, H, H);
+        add_field(&l, prefix, "attn.proj_w.bias", 0, 0.1f, 1, H, 0);
     }
     for (int i = 0; i < 2; i++) {
         static const char *const lin[] = {"q", "k", "v", "proj"};
-#define T(field, mean, spread, ...)                                             \
-    snprintf(n, sizeof n, "blocks_token_only.%d.%s", i, field);                \
-    add(&l, n, mean, spread, __VA_ARGS__)
-        T("gamma_1", 0.1f, 0.05f, 1, D, 0, 0, 0);
-        T("gamma_2", 0.1f, 0.05f, 1, D, 0, 0, 0);
-        T("norm1.weight", 1, 0.1f, 1, D, 0, 0, 0);
-        T("norm1.bias", 0, 0.1f, 1, D, 0, 0, 0);
+        snprintf(prefix, sizeof prefix, "blocks_token_only.%d.", i);
+        add_block_common(&l, prefix, D);
         for (int j = 0; j < 4; j++) {
             char f[32];
             snprintf(f, sizeof f, "attn.%s.weight", lin[j]);
-            T(f, 0, w, 2, D, D, 0, 0);
+            add_field(&l, prefix, f, 0, W_SPREAD, 2, D, D);
             snprintf(f, sizeof f, "attn.%s.bias", lin[j]);
-            T(f, 0, 0.01f, 1, D, 0, 0, 0);
+            add_field(&l, prefix, f, 0, 0.01f, 1, D, 0);
         }
-        T("norm2.weight", 1, 0.1f, 1, D, 0, 0, 0);
-        T("norm2.bias", 0, 0.1f, 1, D, 0, 0, 0);
-        T("mlp.fc1.weight", 0, w, 2, 4 * D, D, 0, 0);
-        T("mlp.fc1.bias", 0, 0.01f, 1, 4 * D, 0, 0, 0);
-        T("mlp.fc2.weight", 0, w, 2, D, 4 * D, 0, 0);
-        T("mlp.fc2.bias", 0, 0.01f, 1, D, 0, 0, 0);
-#undef T
     }
     add(&l, "norm.weight", 1, 0.1f, 1, D, 0, 0, 0);
     add(&l, "norm.bias", 0, 0.1f, 1, D, 0, 0, 0);
-    add(&l, "head.weight", 0, w, 2, 1000, D, 0, 0);
+    add(&l, "head.weight", 0, W_SPREAD, 2, 1000, D, 0, 0);
     add(&l, "head.bias", 0, 0.01f, 1, 1000, 0, 0, 0);
     return l;
 }

@@ -19,16 +19,6 @@
 
 static const char *const LAYER[3] = {"layer1", "layer2", "layer3"};
 
-/* max |a - ref| / max |ref| */
-static double scaled_max_err(const float *a, const float *ref, size_t n) {
-    double scale = 1e-30, err = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        scale = fmax(scale, fabs(ref[i]));
-        err = fmax(err, fabs((double)a[i] - ref[i]));
-    }
-    return err / scale;
-}
-
 /* Runs model `weights` on io's x and compares with io's layer1..3 (max err <= 1e-4 of the scale).
  * Tolerances: every conv is a GEMM whose summation order depends on the BLAS kernel (and on
  * the batch: one image alone is chunked differently), so the errors are relative to the
@@ -63,7 +53,7 @@ static void check_against_io(const char *weights, const char *io_path, const cha
     if (ref[0] && ref[1] && ref[2]) {
         CHECK(uf_resnet_forward(m, x->data, n, h, w, out) == UF_OK, "forward: %s", uf_last_error());
         for (int l = 0; l < 3; l++) {
-            double e = scaled_max_err(out[l], ref[l]->data, (size_t)uf_tensor_numel(ref[l]));
+            double e = uf_test_scaled_max_err(out[l], ref[l]->data, (size_t)uf_tensor_numel(ref[l]));
             CHECK(e <= 1e-4, "%s %s: max err %.3g of the scale", weights, LAYER[l], e);
             printf("  %-44s %s: max err %.2g of the scale\n", weights, LAYER[l], e);
         }
@@ -78,7 +68,7 @@ static void check_against_io(const char *weights, const char *io_path, const cha
             }
             CHECK(uf_resnet_forward(m, x->data + (size_t)i * 3 * h * w, 1, h, w, one) == UF_OK, "forward 1");
             for (int l = 0; l < 3; l++) {
-                double e = scaled_max_err(one[l], out[l] + i * sz[l], sz[l]);
+                double e = uf_test_scaled_max_err(one[l], out[l] + i * sz[l], sz[l]);
                 CHECK(e <= 1e-5, "%s image %d alone vs in batch: %s differs by %.3g", weights, i, LAYER[l], e);
                 worst_alone = fmax(worst_alone, e);
                 uf_free(one[l]);
@@ -112,7 +102,7 @@ static void test_shipped_real_image_64(void) {
     uf_tensor *x = io ? uf_st_read_f32(io, "x", -1, NULL) : NULL;
     float *mine = uf_calloc(3 * 64 * 64, sizeof(float));
     CHECK(x && uf_image_load_for_backbone(DATA "crop0.png", 64, mine) == UF_OK, "%s", uf_last_error());
-    if (x) CHECK(scaled_max_err(mine, x->data, 3 * 64 * 64) <= 1e-6, "pipeline input differs");
+    if (x) CHECK(uf_test_scaled_max_err(mine, x->data, 3 * 64 * 64) <= 1e-6, "pipeline input differs");
     uf_free(mine), uf_tensor_free(x), uf_st_close(io);
 }
 

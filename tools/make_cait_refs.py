@@ -37,32 +37,18 @@ transcription of the spec's formulas.
 """
 import json
 import os
-import struct
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from st_write import write_safetensors
+from st_write import read_safetensors, write_safetensors
 
 OUT = "tests/data/cait"
 EPS = 1e-6
 PATCH = 16
 
 
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = info["data_offsets"]
-        assert info["dtype"] == "F32"
-        out[name] = np.frombuffer(data[a:b], dtype="<f4").reshape(info["shape"]).copy()
-    return out, header.get("__metadata__", {})
 
 
 class Mlp(nn.Module):

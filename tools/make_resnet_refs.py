@@ -29,9 +29,7 @@ modules; the script first checks that the same assembly at full width has exactl
 torchvision resnet18's / wide_resnet50_2's key names and shapes and reproduces their
 layer1..3 outputs, so the small models are faithful stand-ins.
 """
-import json
 import os
-import struct
 
 import numpy as np
 import torch
@@ -39,7 +37,7 @@ import torch.nn as nn
 import torchvision
 from PIL import Image
 from torchvision.models.resnet import BasicBlock, Bottleneck
-from st_write import write_safetensors
+from st_write import read_safetensors, write_safetensors
 
 OUT = "tests/data/resnet"
 MTD = "/work/shared/data/mtd"
@@ -49,19 +47,6 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = info["data_offsets"]
-        assert info["dtype"] == "F32"
-        out[name] = np.frombuffer(data[a:b], dtype="<f4").reshape(info["shape"]).copy()
-    return out
 
 
 class Net(nn.Module):
@@ -167,7 +152,7 @@ def np32(t):
 
 def shipped_resnet18():
     """torchvision resnet18 with the shipped folded weights and identity BatchNorm."""
-    w = read_safetensors("models/resnet18-in1k-l3-bnfolded.safetensors")
+    w, _ = read_safetensors("models/resnet18-in1k-l3-bnfolded.safetensors")
     model = torchvision.models.resnet18()
     sd = model.state_dict()
     with torch.no_grad():

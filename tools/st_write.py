@@ -1,10 +1,13 @@
-"""Minimal safetensors writer shared by the reference generators in tools/.
+"""Minimal safetensors writer (and float32 reader) shared by the reference generators in tools/.
 
 write_safetensors(path, tensors, metadata=None): tensors maps name -> numpy
 array (float32, float64, int32, int64 or uint8), written in insertion order as
 an 8-byte little-endian header length, the compact JSON header padded with
 spaces to a multiple of 8, then the raw little-endian data. Written to a
 temporary file and renamed into place.
+
+read_safetensors(path) -> (tensors, metadata): every tensor of an all-F32 file
+as a numpy array, and the __metadata__ dict ({} when absent).
 """
 import json
 import os
@@ -36,3 +39,18 @@ def write_safetensors(path, tensors, metadata=None):
             f.write(b)
     os.replace(tmp, path)
     return 8 + len(h) + off
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = info["data_offsets"]
+        assert info["dtype"] == "F32", (path, name, info["dtype"])
+        out[name] = np.frombuffer(data[a:b], dtype="<f4").reshape(info["shape"]).copy()
+    return out, header.get("__metadata__", {})
