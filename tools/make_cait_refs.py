@@ -286,6 +286,14 @@ def rebuild(path):
     return model.eval()
 
 
+
+def write_pair(name, fine, coarse, io, meta_io, what):
+    """<name>_m / <name>_s weight files (with their config) and <name>_io."""
+    for suffix, model in (("_m", fine), ("_s", coarse)):
+        write_safetensors(os.path.join(OUT, name + suffix + ".safetensors"), state_np(model),
+                          {"config": json.dumps(model.cfg, sort_keys=True)})
+    write_safetensors(os.path.join(OUT, name + "_io.safetensors"), io, dict(meta_io, what=what))
+
 def main():
     torch.set_num_threads(1)
     torch.manual_seed(20240612)
@@ -312,12 +320,8 @@ def main():
             for i, o in enumerate(outs):
                 io["%s.block%d" % (tag, i)] = np32(o)
             io[tag + ".feature"] = np32(f)
-    for name, model in (("tiny_m", tm), ("tiny_s", ts)):
-        write_safetensors(os.path.join(OUT, name + ".safetensors"), state_np(model),
-                          {"config": json.dumps(model.cfg, sort_keys=True)})
-    write_safetensors(os.path.join(OUT, "tiny_io.safetensors"), io,
-                      dict(meta_io, what="tiny MS-CaiT pair: input, bicubic half-size input, per-stage "
-                                         "outputs of tiny_m (m.) and tiny_s (s.)"))
+    write_pair("tiny", tm, ts, io, meta_io, "tiny MS-CaiT pair: input, bicubic half-size input, per-stage "
+                                           "outputs of tiny_m (m.) and tiny_s (s.)")
 
     # ---- deep pair (cut-off after block 40 / block 20) ----
     print("deep pair")
@@ -341,12 +345,8 @@ def main():
             assert rel > 0.1
             io[tag + ".feature"] = np32(f)
             io[tag + ".feature_all"] = np32(f_all)
-    for name, model in (("deep_m", dm), ("deep_s", ds)):
-        write_safetensors(os.path.join(OUT, name + ".safetensors"), state_np(model),
-                          {"config": json.dumps(model.cfg, sort_keys=True)})
-    write_safetensors(os.path.join(OUT, "deep_io.safetensors"), io,
-                      dict(meta_io, what="deep MS-CaiT pair: feature = blocks 0..40 (m) / 0..20 (s), "
-                                         "feature_all = all blocks"))
+    write_pair("deep", dm, ds, io, meta_io, "deep MS-CaiT pair: feature = blocks 0..40 (m) / 0..20 (s), "
+                                           "feature_all = all blocks")
 
     # ---- standalone bicubic checks ----
     print("bicubic")
