@@ -1,7 +1,7 @@
 /* CaiT and MS-CaiT extractors against PyTorch references made by
  * tools/make_cait_refs.py (timm's Cait written out in torch 1.13): tiny
  * random models with timm's key names (every block's output and the final
- * maps), a deep pair for the block cut-off at 40 / 20, the bicubic resize of
+ * maps; 4, 12 and 16 heads), a deep pair for the block cut-off at 40 / 20, the bicubic resize of
  * the coarse branch, and the load errors (missing, swapped, wrong model). */
 #include <math.h>
 #include <stdlib.h>
@@ -102,6 +102,17 @@ static void test_deep_models_cut_off(void) {
     uf_cait_free(m);
     check_model(DATA "deep_m.safetensors", UF_MCAIT_LAST_BLOCK_FINE, io, "x", "m", 16, 2);
     check_model(DATA "deep_s.safetensors", UF_MCAIT_LAST_BLOCK_COARSE, io, "x2", "s", 16, 1);
+    uf_st_close(io);
+}
+
+/* 16 and 12 heads: the talking-heads kernel's 8-head vector groups, its remainder heads, and a
+ * token count (25) that is not a multiple of its 16-column tiles. */
+static void test_more_heads(void) {
+    uf_safetensors *io = uf_st_open(DATA "heads_io.safetensors");
+    CHECK(io != NULL, "%s", uf_last_error());
+    if (!io) return;
+    check_model(DATA "heads16.safetensors", UF_MCAIT_LAST_BLOCK_FINE, io, "h16.x", "h16", 64, 5);
+    check_model(DATA "heads12.safetensors", UF_MCAIT_LAST_BLOCK_FINE, io, "h12.x", "h12", 48, 4);
     uf_st_close(io);
 }
 
@@ -223,6 +234,7 @@ static void test_load_errors(void) {
 int main(void) {
     UF_TEST(test_tiny_models);
     UF_TEST(test_deep_models_cut_off);
+    UF_TEST(test_more_heads);
     UF_TEST(test_mcait_pair);
     UF_TEST(test_bicubic_align_corners);
     UF_TEST(test_load_errors);

@@ -29,6 +29,11 @@ Outputs (all float32 little-endian safetensors, written by tools/st_write.py):
   bicubic_io.safetensors  in<i> / out<i> = F.interpolate(in<i>, size, mode='bicubic',
                           align_corners=True): (1,2,20,20)->(1,2,10,10), (1,1,7,9)->(1,1,13,4),
                           (1,1,5,5)->(1,1,1,1), (1,1,64,64)->(1,1,32,32)
+  heads16.safetensors     D=64, H=16 (head dim 4), depth 2, img 80 (5x5 = 25 tokens)
+  heads12.safetensors     D=48, H=12, depth 2, img 64 (16 tokens)
+  heads_io.safetensors    per model (tag h16 / h12): <tag>.x (1,3,S,S), <tag>.embed, <tag>.block{0,1}
+                          (1,N,D), <tag>.feature (1,D,g,g): more heads than the tiny models, for the
+                          8-head groups of the talking-heads kernel and their remainder
 
 Each model file carries its configuration as metadata. The script re-reads every written file,
 rebuilds the models from the weight files and checks that the io tensors reproduce bit for bit,
@@ -362,6 +367,27 @@ def main():
                   (b.item(), a[0, 0, 0, 0].item(), a[0, 0, shape[2] // 2, shape[3] // 2].item()))
     write_safetensors(os.path.join(OUT, "bicubic_io.safetensors"), bio,
                       dict(meta_io, what="F.interpolate(in<i>, size, mode='bicubic', align_corners=True)"))
+
+    # ---- more heads: 16 and 12 (the talking-heads kernel's 8-head groups and its remainder), token
+    # counts 25 (a 16-column tile and a tail) and 16 ----
+    print("heads")
+    hio = {}
+    with torch.no_grad():
+        for tag, D, H, img in (("h16", 64, 16, 80), ("h12", 48, 12, 64)):
+            model = randomize(Cait(D, H, 2, img), gen)
+            check_keys(model)
+            x = torch.randn(1, 3, img, img, generator=gen)
+            embed, outs, f = model.extract(x, last_block(model.cfg["depth"], 40))
+            mx = report(tag, model, embed, outs)
+            assert rel_change_min(embed, outs) >= 0.1 and mx < 15.0
+            hio[tag + ".x"], hio[tag + ".embed"], hio[tag + ".feature"] = np32(x), np32(embed), np32(f)
+            for i, o in enumerate(outs):
+                hio["%s.block%d" % (tag, i)] = np32(o)
+            write_safetensors(os.path.join(OUT, "heads%d.safetensors" % H), state_np(model),
+                              {"config": json.dumps(model.cfg, sort_keys=True)})
+    write_safetensors(os.path.join(OUT, "heads_io.safetensors"), hio,
+                      dict(meta_io, what="CaiTs with 16 heads (25 tokens) and 12 heads (16 tokens): "
+                                         "<tag>.x, .embed, .block<i>, .feature"))
 
     # ---- self-check: rebuild from the written files, reproduce bit for bit ----
     torch.manual_seed(0)
