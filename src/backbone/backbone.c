@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "io/safetensors.h"
 
 int uf_backbone_kind_of(const char *name, uf_backbone_kind *kind) {
     if (!strcmp(name, "mcait") || !strncmp(name, "mcait(", 6)) {
@@ -45,6 +46,36 @@ uf_backbone *uf_backbone_load(uf_backbone_kind kind, const char *weights) {
         b->resnet = uf_resnet_load(files[0]);
     else
         b->mcait = uf_mcait_load(files[0], files[1]);
+    if (!b->resnet && !b->mcait) {
+        uf_free(b);
+        return NULL;
+    }
+    return b;
+}
+
+const char *uf_backbone_embed_prefix(uf_backbone_kind kind, int i) {
+    if (kind == UF_BACKBONE_RESNET) return i == 0 ? "feature_extractor.extractor." : NULL;
+    return i == 0 ? "feature_extractor.extractor1." : i == 1 ? "feature_extractor.extractor2." : NULL;
+}
+
+uf_backbone *uf_backbone_load_embedded(uf_backbone_kind kind, uf_safetensors *model_file) {
+    uf_backbone *b = uf_calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->kind = kind;
+    uf_safetensors *v[UF_BACKBONE_MAX_FILES] = {0};
+    const int n = kind == UF_BACKBONE_RESNET ? 1 : 2;
+    for (int i = 0; i < n; i++)
+        if (!(v[i] = uf_st_view(model_file, uf_backbone_embed_prefix(kind, i)))) {
+            uf_st_close(v[0]);
+            uf_free(b);
+            return NULL;
+        }
+    if (kind == UF_BACKBONE_RESNET) {
+        b->resnet = uf_resnet_from_safetensors(v[0], uf_st_path(v[0])); /* copies what it needs */
+        uf_st_close(v[0]);
+    } else {
+        b->mcait = uf_mcait_from_safetensors(v[0], v[1]); /* keeps the views */
+    }
     if (!b->resnet && !b->mcait) {
         uf_free(b);
         return NULL;

@@ -20,6 +20,8 @@
 #include "backbone/mcait.h"
 #include "backbone/resnet.h"
 
+struct uf_safetensors;
+
 #define UF_BACKBONE_MAX_LEVELS 3
 #define UF_BACKBONE_MAX_FILES 2
 
@@ -44,6 +46,14 @@ int uf_backbone_weight_files(uf_backbone_kind kind, const char *weights, char fi
 /* Loads the weights (see uf_backbone_weight_files). NULL + one line naming
  * the file and the tensor. */
 uf_backbone *uf_backbone_load(uf_backbone_kind kind, const char *weights);
+/* A model file can carry its backbone, under the official U-Flow state_dict
+ * names: file i of the weights (see uf_backbone_weight_files) becomes the
+ * tensors "<prefix i><its name>". */
+const char *uf_backbone_embed_prefix(uf_backbone_kind kind, int i);
+/* Loads the backbone embedded in an open model file (which stays usable and
+ * must be closed by the caller; the backbone keeps what it needs). */
+uf_backbone *uf_backbone_load_embedded(uf_backbone_kind kind, struct uf_safetensors *model_file);
+
 /* Random weights of a standard architecture ("resnet18", "wide_resnet50_2",
  * "mcait"), for benchmarks. */
 uf_backbone *uf_backbone_random(const char *arch, unsigned seed);

@@ -172,12 +172,16 @@ static int read_shapes(uf_cait *m, int last_block) {
     return UF_OK;
 }
 
-uf_cait *uf_cait_load(const char *path, int last_block) {
+uf_cait *uf_cait_from_safetensors(uf_safetensors *st, int last_block) {
     UF_ASSERT(last_block >= 0);
     uf_cait *m = uf_calloc(1, sizeof *m);
-    if (!m) return NULL;
-    snprintf(m->path, sizeof m->path, "%s", path);
-    if (!(m->st = uf_st_open(path)) || read_shapes(m, last_block) != UF_OK) goto fail;
+    if (!m) {
+        uf_st_close(st);
+        return NULL;
+    }
+    m->st = st;
+    snprintf(m->path, sizeof m->path, "%s", uf_st_path(st));
+    if (read_shapes(m, last_block) != UF_OK) goto fail;
     const int64_t D = m->dim, P = m->patch, N = (int64_t)m->grid * m->grid;
     if (!(m->patch_w = tensor(m, "patch_embed.proj.weight", 4, D, 3, P, P)) ||
         !(m->patch_b = tensor(m, "patch_embed.proj.bias", 1, D, 0, 0, 0)) ||
@@ -191,6 +195,11 @@ uf_cait *uf_cait_load(const char *path, int last_block) {
 fail:
     uf_cait_free(m);
     return NULL;
+}
+
+uf_cait *uf_cait_load(const char *path, int last_block) {
+    uf_safetensors *st = uf_st_open(path);
+    return st ? uf_cait_from_safetensors(st, last_block) : NULL;
 }
 
 void uf_cait_free(uf_cait *m) {

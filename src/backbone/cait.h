@@ -27,11 +27,16 @@
 #include <stddef.h>
 
 typedef struct uf_cait uf_cait;
+struct uf_safetensors;
 
 /* Loads the model of file `path`, to run blocks 0..last_block (all of them
  * when the file has fewer). NULL + one line naming the file and the tensor
  * (missing, wrong shape, non-finite, not a CaiT) on failure. */
 uf_cait *uf_cait_load(const char *path, int last_block);
+/* The same from an open file or view (see uf_st_view), which the model takes
+ * over: it stays open while the model lives and is closed with it (or at once
+ * on failure). */
+uf_cait *uf_cait_from_safetensors(struct uf_safetensors *st, int last_block);
 
 /* A model with timm's shapes for `arch` ("cait_m48_448" or "cait_s24_224")
  * and random weights of realistic scale, running blocks 0..last_block: for

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/interp.h"
 #include "core/tensor.h"
+#include "io/safetensors.h"
 
 /* The coarse model's grid must be half the fine one's (the flow upsamples by 2). */
 static int check_pair(const uf_mcait *m) {
@@ -39,6 +40,19 @@ uf_mcait *uf_mcait_load(const char *fine_path, const char *coarse_path) {
     if (!m) return NULL;
     if ((m->model[0] = uf_cait_load(fine_path, UF_MCAIT_LAST_BLOCK_FINE)))
         m->model[1] = uf_cait_load(coarse_path, UF_MCAIT_LAST_BLOCK_COARSE);
+    return finish(m);
+}
+
+uf_mcait *uf_mcait_from_safetensors(struct uf_safetensors *fine, struct uf_safetensors *coarse) {
+    uf_mcait *m = uf_calloc(1, sizeof *m);
+    if (!m) {
+        uf_st_close(fine), uf_st_close(coarse);
+        return NULL;
+    }
+    if ((m->model[0] = uf_cait_from_safetensors(fine, UF_MCAIT_LAST_BLOCK_FINE)))
+        m->model[1] = uf_cait_from_safetensors(coarse, UF_MCAIT_LAST_BLOCK_COARSE);
+    else
+        uf_st_close(coarse);
     return finish(m);
 }
 

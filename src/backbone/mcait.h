@@ -32,6 +32,8 @@ typedef struct uf_mcait {
 /* Loads the two weight files. Errors name the file and the tensor; files given
  * the wrong way round are reported as swapped. NULL on failure. */
 uf_mcait *uf_mcait_load(const char *fine_path, const char *coarse_path);
+/* The same from two open files or views, which the model takes over. */
+uf_mcait *uf_mcait_from_safetensors(struct uf_safetensors *fine, struct uf_safetensors *coarse);
 /* cait_m48_448 + cait_s24_224 shapes with random weights (benchmarks). */
 uf_mcait *uf_mcait_random(unsigned seed);
 void uf_mcait_free(uf_mcait *m);

@@ -12,6 +12,7 @@ int cmd_predict(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_features(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 /* Prints "uflow <cmd>: error: <msg>" (the library's last error when msg is NULL); returns 1. */
 int cli_fail(const char *cmd, const char *msg);

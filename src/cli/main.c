@@ -20,10 +20,11 @@ static const command COMMANDS[] = {
     {"demo", cmd_demo, "the whole method on a built-in synthetic data set (no input needed)"},
     {"version", cmd_version, "print the version, the BLAS library and its kernel family"},
     {"inspect", cmd_inspect, "tensors, dtypes, shapes and metadata of a .safetensors file"},
-    {"features", cmd_features, "ResNet layer1..3 feature maps of images into a .safetensors file"},
+    {"features", cmd_features, "the backbone's feature maps of images into a .safetensors file"},
     {"train", cmd_train, "train a model on normal images: uflow train --data DIR -o MODEL"},
     {"test", cmd_test, "evaluate a model on a test split: uflow test --model M --data DIR"},
     {"predict", cmd_predict, "maps, scores and NFA masks: uflow predict --model M -o OUT IMAGE|DIR..."},
+    {"export", cmd_export, "rewrite a model: backbone inside, no optimizer state, PyTorch names"},
     {"bench", cmd_bench, "measure speed: uflow bench gemm | backbone"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof *COMMANDS)

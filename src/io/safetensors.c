@@ -131,6 +131,8 @@ struct uf_safetensors {
     int *by_name;          /* (n) indices into tensors, sorted by name */
     int n_meta;
     const char **meta_key, **meta_val; /* (n_meta) header order */
+    uf_safetensors *parent; /* a view (uf_st_view): the file whose mapping and strings it shares */
+    int refs;               /* a file: 1 + its live views */
 };
 
 /* Copies s into buf with control characters and quotes escaped, so that a
@@ -360,6 +362,7 @@ uf_safetensors *uf_st_open(const char *path) {
         uf_error("out of memory");
         return NULL;
     }
+    st->refs = 1;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         st_fail(path, NULL, "cannot open: %s", strerror(errno));
@@ -394,8 +397,47 @@ fail:
     return NULL;
 }
 
+uf_safetensors *uf_st_view(uf_safetensors *st, const char *prefix) {
+    if (st->parent) st = st->parent; /* a view of a view: of the file, with the full prefix given */
+    const size_t plen = strlen(prefix);
+    uf_safetensors *v = calloc(1, sizeof *v);
+    if (v) v->tensors = calloc((size_t)st->n + 1, sizeof *v->tensors);
+    if (v) v->by_name = calloc((size_t)st->n + 1, sizeof *v->by_name);
+    if (v && v->tensors && v->by_name) {
+        size_t cap = strlen(st->path) + plen + 16;
+        if ((v->path = malloc(cap))) snprintf(v->path, cap, "%s (%s*)", st->path, prefix);
+    }
+    if (!v || !v->tensors || !v->by_name || !v->path) {
+        if (v) free(v->tensors), free(v->by_name), free(v->path), free(v);
+        uf_error("out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < st->n; i++)
+        if (!strncmp(st->tensors[i].name, prefix, plen) && st->tensors[i].name[plen]) {
+            v->tensors[v->n] = st->tensors[i];
+            v->tensors[v->n].name += plen; /* into the file's strings */
+            v->n++;
+        }
+    for (int i = 0; i < v->n; i++) v->by_name[i] = i;
+    tl_sort_tensors = v->tensors;
+    qsort(v->by_name, (size_t)v->n, sizeof *v->by_name, cmp_name);
+    tl_sort_tensors = NULL;
+    v->data = st->data;
+    v->data_size = st->data_size;
+    v->parent = st;
+    st->refs++;
+    return v;
+}
+
 void uf_st_close(uf_safetensors *st) {
     if (!st) return;
+    if (st->parent) { /* a view: its own tables, then its reference to the file */
+        uf_safetensors *file = st->parent;
+        free(st->tensors), free(st->by_name), free(st->path), free(st);
+        uf_st_close(file);
+        return;
+    }
+    if (--st->refs > 0) return; /* views still use the mapping */
     if (st->map) munmap(st->map, st->map_size);
     cJSON_Delete(st->root);
     free(st->tensors);

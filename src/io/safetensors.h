@@ -82,6 +82,13 @@ typedef struct uf_safetensors uf_safetensors;
 uf_safetensors *uf_st_open(const char *path);
 void uf_st_close(uf_safetensors *st);
 
+/* A view of the tensors of st whose names start with prefix, under their
+ * names without it (e.g. a backbone embedded in a model file), sharing st's
+ * mapping; it has no metadata. Views and the file may be closed in any order:
+ * the mapping goes with the last of them. Its path reads "FILE (PREFIX*)".
+ * NULL + error (out of memory). */
+uf_safetensors *uf_st_view(uf_safetensors *st, const char *prefix);
+
 int uf_st_count(const uf_safetensors *st);
 const uf_st_tensor *uf_st_at(const uf_safetensors *st, int i); /* in file order of offsets */
 const uf_st_tensor *uf_st_find(const uf_safetensors *st, const char *name); /* NULL if absent (no error set) */

@@ -60,6 +60,7 @@ uf_model *uf_model_create(uf_backbone_kind kind, const char *backbone_weights, i
         goto fail;
     snprintf(m->cfg.backbone, sizeof m->cfg.backbone, "%s", uf_backbone_arch(m->backbone));
     snprintf(m->cfg.backbone_file, sizeof m->cfg.backbone_file, "%s", backbone_weights);
+    snprintf(m->backbone_source, sizeof m->backbone_source, "%s", backbone_weights);
     m->cfg.input_size = input_size;
     if (flow_config_for(m->backbone, input_size, n_steps, ln_mode, &m->cfg.flow) != UF_OK) goto fail;
     m->flow = uf_flow_new(&m->cfg.flow, seed);
@@ -101,7 +102,7 @@ static void join_ints(char *buf, size_t cap, const int *v, int n) {
     for (int i = 0; i < n && used < cap; i++) used += (size_t)snprintf(buf + used, cap - used, "%s%d", i ? "," : "", v[i]);
 }
 
-static int write_metadata(uf_st_writer *w, const uf_model *m, const uf_adam *opt) {
+static int write_metadata(uf_st_writer *w, const uf_model *m, const uf_adam *opt, int with_backbone) {
     const uf_model_config *c = &m->cfg;
     char ch[128], hh[128], ww[128];
     join_ints(ch, sizeof ch, c->flow.channels, c->flow.n_scales);
@@ -133,15 +134,73 @@ static int write_metadata(uf_st_writer *w, const uf_model *m, const uf_adam *opt
     rc |= meta_set(w, "uflow.train_images", "%d", c->train_images);
     rc |= meta_set(w, "uflow.train_inputs_sha256", "%s", c->train_inputs_sha256);
     if (opt) rc |= meta_set(w, "uflow.optimizer_step", "%ld", opt->step);
+    if (with_backbone) rc |= meta_set(w, "uflow.backbone_embedded", "1");
     return rc ? UF_ERR : UF_OK;
 }
 
-int uf_model_save(const uf_model *m, const char *path, const uf_adam *opt) {
+/* Adds every tensor of `src` to w as "<prefix><name>", float dtypes kept
+ * (F64 as F32), integer ones as I64. */
+static int add_all_tensors(uf_st_writer *w, const uf_safetensors *src, const char *prefix) {
+    char name[512];
+    for (int i = 0; i < uf_st_count(src); i++) {
+        const uf_st_tensor *t = uf_st_at(src, i);
+        if (snprintf(name, sizeof name, "%s%s", prefix, t->name) >= (int)sizeof name)
+            return uf_error("%s: tensor name too long: '%.60s...'", uf_st_path(src), t->name);
+        int rc;
+        if (t->dtype == UF_DT_F32 || t->dtype == UF_DT_F16 || t->dtype == UF_DT_BF16 || t->dtype == UF_DT_F64) {
+            uf_tensor *v = uf_st_read_f32(src, t->name, -1, NULL);
+            if (!v) return UF_ERR;
+            rc = uf_st_writer_add_f32(w, name, t->dtype == UF_DT_F64 ? UF_DT_F32 : t->dtype, t->ndim, t->shape,
+                                      v->data);
+            uf_tensor_free(v);
+        } else {
+            int64_t *v = malloc(sizeof(int64_t) * (size_t)(t->numel ? t->numel : 1));
+            if (!v) return uf_error("out of memory");
+            rc = uf_st_read_i64(src, t->name, v, t->numel);
+            if (rc == UF_OK) rc = uf_st_writer_add_i64(w, name, t->ndim, t->shape, v);
+            free(v);
+        }
+        if (rc != UF_OK) return UF_ERR;
+    }
+    return UF_OK;
+}
+
+/* The backbone's tensors, from its weights files or from the model file that embeds them. */
+static int add_backbone(uf_st_writer *w, const uf_model *m) {
+    uf_backbone_kind kind;
+    if (uf_backbone_kind_of(m->cfg.backbone, &kind) != UF_OK) return UF_ERR;
+    if (m->backbone_embedded) {
+        uf_safetensors *st = uf_st_open(m->backbone_source);
+        if (!st) return UF_ERR;
+        int rc = UF_OK;
+        for (int i = 0; rc == UF_OK && uf_backbone_embed_prefix(kind, i); i++) {
+            const char *prefix = uf_backbone_embed_prefix(kind, i);
+            uf_safetensors *v = uf_st_view(st, prefix);
+            rc = v ? add_all_tensors(w, v, prefix) : UF_ERR;
+            uf_st_close(v);
+        }
+        uf_st_close(st);
+        return rc;
+    }
+    char files[UF_BACKBONE_MAX_FILES][1024];
+    int n = uf_backbone_weight_files(kind, m->backbone_source, files);
+    if (n < 0) return UF_ERR;
+    for (int i = 0; i < n; i++) {
+        uf_safetensors *st = uf_st_open(files[i]);
+        if (!st) return UF_ERR;
+        int rc = add_all_tensors(w, st, uf_backbone_embed_prefix(kind, i));
+        uf_st_close(st);
+        if (rc != UF_OK) return UF_ERR;
+    }
+    return UF_OK;
+}
+
+int uf_model_save_as(const uf_model *m, const char *path, const uf_adam *opt, int with_backbone) {
     uf_st_writer *w = uf_st_writer_new();
     if (!w) return UF_ERR;
     float *buf = NULL;
     size_t buf_cap = 0;
-    int rc = write_metadata(w, m, opt);
+    int rc = write_metadata(w, m, opt, with_backbone);
     int n = uf_flow_param_count(m->flow);
     for (int i = 0; i < n && rc == UF_OK; i++) {
         uf_flow_param p;
@@ -163,10 +222,15 @@ int uf_model_save(const uf_model *m, const char *path, const uf_adam *opt) {
         rc = uf_st_writer_add_f32(w, "optimizer.exp_avg", UF_DT_F32, 1, shape, opt->m);
         if (rc == UF_OK) rc = uf_st_writer_add_f32(w, "optimizer.exp_avg_sq", UF_DT_F32, 1, shape, opt->v);
     }
+    if (rc == UF_OK && with_backbone) rc = add_backbone(w, m);
     if (rc == UF_OK) rc = uf_st_writer_save(w, path);
     uf_free(buf);
     uf_st_writer_free(w);
     return rc;
+}
+
+int uf_model_save(const uf_model *m, const char *path, const uf_adam *opt) {
+    return uf_model_save_as(m, path, opt, m->backbone_embedded);
 }
 
 /* ---- loading ---- */
@@ -332,14 +396,30 @@ uf_model *uf_model_load(const char *path, const char *backbone_weights, uf_adam 
         uf_error_prefix("%s: metadata 'uflow.backbone'", path);
         goto fail;
     }
-    if (resolve_backbone(path, kind, &m->cfg, backbone_weights, weights, sizeof weights) != UF_OK) goto fail;
-    if (hash_weights(kind, weights, sha, sizeof sha) != UF_OK) goto fail;
-    if (strcmp(sha, m->cfg.backbone_sha256) != 0) {
-        uf_error("%s: backbone weights '%s' differ from the ones the model was trained with (sha256 %.12s..., "
-                 "expected %.12s...)", path, weights, sha, m->cfg.backbone_sha256);
+    const char *embedded = uf_st_metadata_get(st, "uflow.backbone_embedded");
+    if (embedded && strcmp(embedded, "1")) {
+        uf_error("%s: metadata 'uflow.backbone_embedded' = '%.20s' (expected 1)", path, embedded);
         goto fail;
     }
-    m->backbone = uf_backbone_load(kind, weights);
+    if (embedded) {
+        if (backbone_weights) {
+            uf_error("%s: the model carries its own backbone weights; --weights does not apply", path);
+            goto fail;
+        }
+        m->backbone_embedded = 1;
+        snprintf(m->backbone_source, sizeof m->backbone_source, "%s", path);
+        m->backbone = uf_backbone_load_embedded(kind, st);
+    } else {
+        if (resolve_backbone(path, kind, &m->cfg, backbone_weights, weights, sizeof weights) != UF_OK) goto fail;
+        if (hash_weights(kind, weights, sha, sizeof sha) != UF_OK) goto fail;
+        if (strcmp(sha, m->cfg.backbone_sha256) != 0) {
+            uf_error("%s: backbone weights '%s' differ from the ones the model was trained with (sha256 %.12s..., "
+                     "expected %.12s...)", path, weights, sha, m->cfg.backbone_sha256);
+            goto fail;
+        }
+        snprintf(m->backbone_source, sizeof m->backbone_source, "%s", weights);
+        m->backbone = uf_backbone_load(kind, weights);
+    }
     if (!m->backbone) goto fail;
     uf_flow_config expect;
     if (flow_config_for(m->backbone, m->cfg.input_size, m->cfg.flow.n_steps, m->cfg.flow.ln_mode, &expect) != UF_OK)

@@ -4,6 +4,8 @@
  *
  * Model file: the flow tensors under the official/FrEIA state_dict names
  * (flow.module_list.{i}.*, feature_extractor.feature_normalizations.{l}.*),
+ * optionally the backbone's weights (feature_extractor.extractor[1|2].*,
+ * metadata uflow.backbone_embedded = 1),
  * the Adam state when saved as a training checkpoint (optimizer.exp_avg and
  * optimizer.exp_avg_sq over the trainable parameters), and in __metadata__ the
  * configuration as "uflow.*" string entries (backbone name, weights file and
@@ -42,6 +44,9 @@ typedef struct uf_model_config {
 
 typedef struct uf_model {
     uf_model_config cfg;
+    int backbone_embedded;       /* 1: the backbone's weights are inside the model file */
+    char backbone_source[4200];  /* where they were read: the weights files ("A" or "A,B"), or the model
+                                    file when embedded (uf_model_save copies them from there) */
     uf_backbone *backbone;      /* frozen extractor (uf_train releases it once the features are cached) */
     uf_flow *flow;
 } uf_model;
@@ -61,8 +66,15 @@ uf_model *uf_model_create(uf_backbone_kind kind, const char *backbone_weights, i
  * must be uninitialised). NULL + error naming the file and tensor. */
 uf_model *uf_model_load(const char *path, const char *backbone_weights, uf_adam *opt, int *has_opt);
 
-/* Writes the model (and the optimizer state when opt is not NULL) atomically. */
+/* Writes the model (and the optimizer state when opt is not NULL) atomically;
+ * a model that embeds its backbone keeps it. */
 int uf_model_save(const uf_model *m, const char *path, const uf_adam *opt);
+/* The same, choosing whether the backbone's weights go inside the file: every
+ * tensor of its weights file(s), dtype kept, under the official names of
+ * uf_backbone_embed_prefix (feature_extractor.extractor[1|2].*). Such a file
+ * needs nothing else to run, and with opt NULL holds exactly the official
+ * U-Flow state_dict (plus "uflow.*" metadata). */
+int uf_model_save_as(const uf_model *m, const char *path, const uf_adam *opt, int with_backbone);
 
 void uf_model_free(uf_model *m);
 
