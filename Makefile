@@ -71,6 +71,7 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(HARNESS) $(LIB)
 # The README's two commands: both install missing Debian packages first.
 # Tests run from the repository root (they read tests/data/).
 test: deps
+	@sh tools/install_deps.sh test
 	@$(MAKE) --no-print-directory run-tests
 	@$(MAKE) --no-print-directory valgrind
 

@@ -2,11 +2,12 @@
 # Installs the Debian packages uflow needs to build and run, when missing.
 # Needs root (or sudo). Safe to run again: installs nothing already present.
 #   sh tools/install_deps.sh          build and run
-#   sh tools/install_deps.sh test     also valgrind (make valgrind)
+#   sh tools/install_deps.sh test     also what the tests need: valgrind (make valgrind), and Debian's
+#                                     PyTorch and numpy (tests/test_convert runs tools/convert_checkpoint.py)
 #   sh tools/install_deps.sh fuzz     also clang, libFuzzer and libomp (make fuzz)
 set -e
 PKGS="gcc make libc6-dev libopenblas0-openmp libstb-dev libcjson-dev libpng-dev nettle-dev"
-[ "${1:-}" = test ] && PKGS="$PKGS valgrind"
+[ "${1:-}" = test ] && PKGS="$PKGS valgrind python3 python3-numpy python3-torch"
 [ "${1:-}" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev libomp-dev"
 missing=""
 for p in $PKGS; do
