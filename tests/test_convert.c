@@ -164,6 +164,36 @@ static void test_round_trip_through_pytorch(void) {
     }
 }
 
+/* Models trained by uflow itself, with a timm/torchvision-layout ResNet (BatchNorm, layer4, fc) and
+ * with the tiny CaiT pair, exported with --pytorch, load into the official modules with strict=True. */
+static void test_uflow_trained_to_pytorch(void) {
+    char cmd[8192], log[4096], prog[1024], data[600];
+    CHECK(uf_test_uflow_path(prog, sizeof prog) == 0, "uflow not built");
+    snprintf(data, sizeof data, "%s", uf_test_path("train"));
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp tests/data/image/resize_down_rgb.png tests/data/image/gray.png "
+             "tests/data/image/pal.png '%s/'", data, data);
+    CHECK(sh(cmd, log, sizeof log) == 0, "%s", log);
+    static const struct {
+        const char *name, *args;
+    } runs[] = {
+        {"official_resnet", "--weights tests/data/resnet/r18_small.safetensors --ln-affine logdet"},
+        {"official_mcait", "--backbone mcait --weights tests/data/cait/tiny_m.safetensors,"
+                           "tests/data/cait/tiny_s.safetensors --feature-cache off"},
+    };
+    for (size_t k = 0; k < sizeof runs / sizeof *runs; k++) {
+        char model[600], exp[600], pt[600];
+        snprintf(model, sizeof model, "%s.trained.safetensors", uf_test_path(runs[k].name));
+        snprintf(exp, sizeof exp, "%s.trained.pt.safetensors", uf_test_path(runs[k].name));
+        snprintf(pt, sizeof pt, "%s.trained.pt", uf_test_path(runs[k].name));
+        snprintf(cmd, sizeof cmd,
+                 "'%s' train --data '%s' -o '%s' --size 64 --steps 2 --epochs 1 --batch 2 --threads 1 %s && "
+                 "'%s' export --pytorch '%s' '%s' && " PY " tools/convert_checkpoint.py --to-pytorch '%s' '%s' && " PY
+                 " tools/make_convert_refs.py --check-load '%s' %s",
+                 prog, data, model, runs[k].args, prog, model, exp, exp, pt, pt, runs[k].name);
+        CHECK(sh(cmd, log, sizeof log) == 0 && strstr(log, "strict=True"), "%s: %s", runs[k].name, log);
+    }
+}
+
 static void expect_refused(const char *ckpt, const char *needle) {
     char cmd[1024], log[4096];
     snprintf(cmd, sizeof cmd, PY " tools/convert_checkpoint.py " DATA "%s '%s'", ckpt, uf_test_path("bad.safetensors"));
@@ -182,6 +212,7 @@ static void test_bad_checkpoints(void) {
 int main(void) {
     UF_TEST(test_convert_and_match_pytorch);
     UF_TEST(test_round_trip_through_pytorch);
+    UF_TEST(test_uflow_trained_to_pytorch);
     UF_TEST(test_bad_checkpoints);
     return uf_test_summary();
 }

@@ -138,12 +138,19 @@ static int write_metadata(uf_st_writer *w, const uf_model *m, const uf_adam *opt
     return rc ? UF_ERR : UF_OK;
 }
 
+/* 1 for the tensors of a whole-network ResNet file that a features_only
+ * extractor (conv1 .. layer3: the official state_dict) does not have. */
+static int beyond_layer3(const char *name) {
+    return !strncmp(name, "layer4.", 7) || !strncmp(name, "fc.", 3) || !strncmp(name, "global_pool.", 12);
+}
+
 /* Adds every tensor of `src` to w as "<prefix><name>", float dtypes kept
- * (F64 as F32), integer ones as I64. */
-static int add_all_tensors(uf_st_writer *w, const uf_safetensors *src, const char *prefix) {
+ * (F64 as F32), integer ones as I64; a ResNet's layer4 / fc are left out. */
+static int add_all_tensors(uf_st_writer *w, const uf_safetensors *src, const char *prefix, int resnet) {
     char name[512];
     for (int i = 0; i < uf_st_count(src); i++) {
         const uf_st_tensor *t = uf_st_at(src, i);
+        if (resnet && beyond_layer3(t->name)) continue;
         if (snprintf(name, sizeof name, "%s%s", prefix, t->name) >= (int)sizeof name)
             return uf_error("%s: tensor name too long: '%.60s...'", uf_st_path(src), t->name);
         int rc;
@@ -176,7 +183,7 @@ static int add_backbone(uf_st_writer *w, const uf_model *m) {
         for (int i = 0; rc == UF_OK && uf_backbone_embed_prefix(kind, i); i++) {
             const char *prefix = uf_backbone_embed_prefix(kind, i);
             uf_safetensors *v = uf_st_view(st, prefix);
-            rc = v ? add_all_tensors(w, v, prefix) : UF_ERR;
+            rc = v ? add_all_tensors(w, v, prefix, kind == UF_BACKBONE_RESNET) : UF_ERR;
             uf_st_close(v);
         }
         uf_st_close(st);
@@ -188,7 +195,7 @@ static int add_backbone(uf_st_writer *w, const uf_model *m) {
     for (int i = 0; i < n; i++) {
         uf_safetensors *st = uf_st_open(files[i]);
         if (!st) return UF_ERR;
-        int rc = add_all_tensors(w, st, uf_backbone_embed_prefix(kind, i));
+        int rc = add_all_tensors(w, st, uf_backbone_embed_prefix(kind, i), kind == UF_BACKBONE_RESNET);
         uf_st_close(st);
         if (rc != UF_OK) return UF_ERR;
     }

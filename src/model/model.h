@@ -70,7 +70,8 @@ uf_model *uf_model_load(const char *path, const char *backbone_weights, uf_adam 
  * a model that embeds its backbone keeps it. */
 int uf_model_save(const uf_model *m, const char *path, const uf_adam *opt);
 /* The same, choosing whether the backbone's weights go inside the file: every
- * tensor of its weights file(s), dtype kept, under the official names of
+ * tensor of its weights file(s) (for a ResNet up to layer3, as timm's
+ * features_only extractor holds them), dtype kept, under the official names of
  * uf_backbone_embed_prefix (feature_extractor.extractor[1|2].*). Such a file
  * needs nothing else to run, and with opt NULL holds exactly the official
  * U-Flow state_dict (plus "uflow.*" metadata). */
