@@ -27,9 +27,9 @@ static const char *const CASES[] = {"official_resnet", "anomalib_resnet", "offic
 
 /* Runs a shell command with stdout+stderr to a file; returns its exit status (-1: did not run). */
 static int sh(const char *cmd, char *log_text, size_t cap) {
-    char full[4096], log_path[600];
+    char full[9000], log_path[600];
     snprintf(log_path, sizeof log_path, "%s", uf_test_path("cmd.log"));
-    snprintf(full, sizeof full, "(%s) > '%s' 2>&1", cmd, log_path);
+    if (snprintf(full, sizeof full, "(%s) > '%s' 2>&1", cmd, log_path) >= (int)sizeof full) return -1;
     int st = system(full);
     char *t = uf_test_read_text(log_path);
     snprintf(log_text, cap, "%s", t ? t : "");
