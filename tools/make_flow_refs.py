@@ -15,13 +15,13 @@ Metadata: the configuration (scales, channels, sizes, steps, LayerNorm mode, lr,
 
 Run: /usr/bin/python3 tools/make_flow_refs.py   (torch 1.13, numpy)
 """
-import math
 import os
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import uflow_torch
 from st_write import write_safetensors
 
 torch.set_default_dtype(torch.float64)
@@ -33,47 +33,8 @@ def f32(t):
     return t.detach().float().double()
 
 
-class Block(nn.Module):
-    """AllInOneBlock as U-Flow configures it (spec 4.4)."""
-
-    def __init__(self, c, k, perm):
-        super().__init__()
-        self.c1, self.c2 = c - c // 2, c // 2
-        self.subnet = nn.Sequential(nn.Conv2d(self.c1, self.c1, k, padding=k // 2), nn.ReLU(),
-                                    nn.Conv2d(self.c1, 2 * self.c2, k, padding=k // 2))
-        self.global_scale = nn.Parameter(torch.full((1, c, 1, 1), 2.0 * math.log(math.exp(5.0) - 1.0)))
-        self.global_offset = nn.Parameter(torch.zeros(1, c, 1, 1))
-        w = torch.zeros(c, c, 1, 1)
-        for i in range(c):
-            w[i, perm[i], 0, 0] = 1.0
-        self.w_perm = nn.Parameter(w, requires_grad=False)
-        self.w_perm_inv = nn.Parameter(w.transpose(0, 1).contiguous(), requires_grad=False)
-
-    def forward(self, x):
-        x1, x2 = x[:, :self.c1], x[:, self.c1:]
-        a = 0.1 * self.subnet(x1)
-        s = 2.0 * torch.tanh(a[:, :self.c2])
-        t = a[:, self.c2:]
-        u = torch.cat([x1, x2 * torch.exp(s) + t], 1)
-        g = 0.1 * F.softplus(self.global_scale, beta=0.5, threshold=20.0)
-        y = F.conv2d(u * g + self.global_offset, self.w_perm)
-        hw = x.shape[2] * x.shape[3]
-        return y, s.sum(dim=(1, 2, 3)) + hw * torch.log(g).sum()
-
-
-class Upsample(nn.Module):
-    """IRevNet upsampling as a transposed convolution with a fixed 0/1 kernel (spec 4.1)."""
-
-    def __init__(self, n0):
-        super().__init__()
-        k = torch.zeros(n0, 1, 2, 2)
-        for m in range(n0):
-            k[m, 0, (m % 4) // 2, m % 2] = 1.0
-        self.downsample_kernel = nn.Parameter(k, requires_grad=False)
-        self.groups = n0 // 4
-
-    def forward(self, x):
-        return F.conv_transpose2d(x, self.downsample_kernel, stride=2, groups=self.groups)
+Block = uflow_torch.AllInOneBlock  # AllInOneBlock as U-Flow configures it (spec 4.4)
+Upsample = uflow_torch.IRevNetUpsampling  # IRevNet upsampling, a transposed conv with a fixed 0/1 kernel
 
 
 class UFlow(nn.Module):
