@@ -20,7 +20,6 @@ import os
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import uflow_torch
 from st_write import write_safetensors
 
