@@ -49,7 +49,7 @@ HARNESS  := $(BUILD)/obj/tests/harness.o
 LIB      := $(BUILD)/libuflow.a
 PROG     := $(BUILD)/uflow
 
-.PHONY: all test run-tests valgrind demo deps clean fuzz fuzz-build fuzz-seeds
+.PHONY: all test run-tests valgrind demo deps clean fuzz fuzz-build fuzz-seeds bench-compare
 all: $(PROG) $(LIB)
 .SECONDARY:
 
@@ -87,6 +87,12 @@ run-tests: $(TEST_BIN) $(PROG)
 demo: deps
 	@$(MAKE) --no-print-directory all
 	$(PROG) demo
+
+# uflow against a PyTorch baseline on this CPU (bench/compare/README.md); about 5-10 minutes on 2 cores.
+bench-compare: deps
+	@sh tools/install_deps.sh bench
+	@$(MAKE) --no-print-directory all
+	/usr/bin/python3 bench/compare/run.py
 
 deps:
 	@sh tools/install_deps.sh

@@ -18,6 +18,11 @@ int bench_backbone(int verbose, const char *backbone, const char *weights);
  * the share of time in SGEMM. weights NULL: the shipped ResNet-18. UF_OK / UF_ERR. */
 int bench_train(int verbose, const char *weights);
 
+/* The uflow side of make bench-compare (bench/compare/README.md): prints "<row>\t<value>\t<unit>"
+ * lines, medians of `reps` repeats. images: a folder of images for the loading row (NULL: no
+ * row); weights: the ResNet-18 file; with_mcait: also MS-CaiT at 448 (slow). UF_OK / UF_ERR. */
+int bench_rows(const char *images, const char *weights, int reps, int with_mcait);
+
 /* A square n x n x n SGEMM, the reference rate other benchmarks compare with. */
 typedef struct bench_square {
     float *a, *b, *c;
