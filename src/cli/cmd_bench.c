@@ -18,6 +18,8 @@ static void usage(FILE *f) {
             "  backbone --backbone mcait [--weights M48,S24]\n"
             "            MS-CaiT s/image at 448, GFLOP/s next to SGEMM's, peak memory (random\n"
             "            weights without --weights)\n"
+            "  rows      the uflow side of make bench-compare: one \"row<TAB>value<TAB>unit\" line per\n"
+            "            measurement (uflow bench rows --help)\n"
             "options: --threads N (default: all cores)\n");
 }
 
@@ -46,6 +48,28 @@ int cmd_bench(int argc, char **argv) {
         if (uf_blas_init() != UF_OK) return cli_fail("bench", NULL);
         uf_set_num_threads(threads);
         return bench_backbone(1, backbone, weights) == 0 ? 0 : cli_fail("bench", NULL);
+    }
+    if (!strcmp(argv[1], "rows")) {
+        const char *images = NULL, *weights = NULL;
+        int threads = 0, reps = 5, mcait = 0;
+        const cli_opt opts[] = {
+            {"images", OPT_STRING, &images, 0, 0, "folder of images for the loading row"},
+            {"weights", OPT_STRING, &weights, 0, 0, "ResNet-18 weights (default: the shipped file)"},
+            {"reps", OPT_INT, &reps, 1, 15, "repeats per row (medians)"},
+            {"mcait", OPT_FLAG, &mcait, 0, 0, "also MS-CaiT at 448 (about 3 s per image)"},
+            {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
+        };
+        char *pos[1];
+        int npos;
+        argv[1] = (char *)"bench rows";
+        int r = cli_parse(argc - 1, argv + 1, "[options]   (the uflow side of make bench-compare)", opts,
+                          (int)(sizeof opts / sizeof *opts), pos, &npos, 0);
+        if (r != CLI_PARSED) return r == CLI_HELP ? 0 : 2;
+        if (uf_blas_init() != UF_OK) return cli_fail("bench", NULL);
+        uf_set_num_threads(threads);
+        return bench_rows(images, weights ? weights : cli_default_weights(), reps, mcait) == UF_OK
+                   ? 0
+                   : cli_fail("bench", NULL);
     }
     fprintf(stderr, "uflow bench: error: unknown benchmark '%s'\n", argv[1]);
     usage(stderr);
