@@ -38,14 +38,34 @@ static lin_tap lin_tap_at(int in, int out, int d) {
 
 void uf_interp_bilinear(const float *in, int channels, int in_h, int in_w, float *out, int out_h, int out_w) {
     UF_ASSERT(in_h > 0 && in_w > 0 && out_h > 0 && out_w > 0 && channels >= 0);
-    /* Column taps are tabulated; if that small table cannot be had, they are
-     * recomputed per pixel (same values, slower) so the function cannot fail. */
+    /* Column taps are tabulated, and each source row is interpolated along x
+     * once (rx[i][x] = l0 r_i[i0] + l1 r_i[i1]); an output row is then
+     * h0 rx[i0y] + h1 rx[i1y], the very operations of ATen's kernel, so the
+     * results are bit-identical to the per-pixel form. If those tables cannot
+     * be had, taps are recomputed per pixel (same values, slower): the
+     * function cannot fail. */
     lin_tap *tw = malloc(sizeof(lin_tap) * (size_t)out_w);
+    float *rx = tw ? malloc(sizeof(float) * (size_t)in_h * out_w) : NULL;
     if (tw)
         for (int x = 0; x < out_w; x++) tw[x] = lin_tap_at(in_w, out_w, x);
     for (int c = 0; c < channels; c++) {
         const float *src = in + (size_t)c * in_h * in_w;
         float *dst = out + (size_t)c * out_h * out_w;
+        if (rx) {
+            for (int i = 0; i < in_h; i++) {
+                const float *r = src + (size_t)i * in_w;
+                float *o = rx + (size_t)i * out_w;
+                for (int x = 0; x < out_w; x++) o[x] = tw[x].l0 * r[tw[x].i0] + tw[x].l1 * r[tw[x].i1];
+            }
+            for (int y = 0; y < out_h; y++) {
+                const lin_tap ty = lin_tap_at(in_h, out_h, y);
+                const float *a = rx + (size_t)ty.i0 * out_w, *b = rx + (size_t)ty.i1 * out_w;
+                const float h0 = ty.l0, h1 = ty.l1;
+                float *o = dst + (size_t)y * out_w;
+                for (int x = 0; x < out_w; x++) o[x] = h0 * a[x] + h1 * b[x];
+            }
+            continue;
+        }
         for (int y = 0; y < out_h; y++) {
             const lin_tap ty = lin_tap_at(in_h, out_h, y);
             const float *r0 = src + (size_t)ty.i0 * in_w;
@@ -58,6 +78,7 @@ void uf_interp_bilinear(const float *in, int channels, int in_h, int in_w, float
             }
         }
     }
+    free(rx);
     free(tw);
 }
 

@@ -68,10 +68,38 @@ typedef struct {
     int idx;
 } keyed;
 
-static int cmp_desc(const void *a, const void *b) {
-    const keyed *x = a, *y = b;
-    if (x->key != y->key) return x->key > y->key ? -1 : 1;
-    return (x->idx > y->idx) - (x->idx < y->idx);
+/* Sorts a[0..n) by decreasing key, ties by increasing idx (the input's
+ * order, which is by idx). Keys are >= 0, so their IEEE bits order like the
+ * values: an LSD radix sort (stable) of the complemented bits, 11 bits a
+ * pass, skipping passes where every key has the same digit. tmp: n entries.
+ * It replaced qsort, which took a third of the tree NFA's time. */
+static void sort_desc(keyed *a, keyed *tmp, int n) {
+    enum { BITS = 11, BUCKETS = 1 << BITS };
+    static _Thread_local int count[BUCKETS];
+    for (int shift = 0; shift < 64; shift += BITS) {
+        for (int b = 0; b < BUCKETS; b++) count[b] = 0;
+        for (int i = 0; i < n; i++) {
+            uint64_t bits;
+            double k = a[i].key == 0.0 ? 0.0 : a[i].key; /* -0 sorts as +0 */
+            memcpy(&bits, &k, sizeof bits);
+            count[(~bits >> shift) & (BUCKETS - 1)]++;
+        }
+        int same = 0;
+        for (int b = 0; b < BUCKETS; b++) same |= count[b] == n;
+        if (same) continue;
+        for (int b = 0, sum = 0; b < BUCKETS; b++) {
+            int c = count[b];
+            count[b] = sum;
+            sum += c;
+        }
+        for (int i = 0; i < n; i++) {
+            uint64_t bits;
+            double k = a[i].key == 0.0 ? 0.0 : a[i].key;
+            memcpy(&bits, &k, sizeof bits);
+            tmp[count[(~bits >> shift) & (BUCKETS - 1)]++] = a[i];
+        }
+        memcpy(a, tmp, sizeof *a * (size_t)n);
+    }
 }
 
 static int uf_find(int *zpar, int p) {
@@ -85,6 +113,7 @@ static int uf_find(int *zpar, int p) {
 /* Workspace for one scale; every array has n entries (cells or nodes). */
 typedef struct {
     keyed *order;    /* cells by decreasing q */
+    keyed *sort_tmp; /* radix sort buffer */
     int *par;        /* pixel parent (max-tree, then canonical) */
     int *zpar;       /* union-find */
     int *pix_node;   /* node of each cell */
@@ -186,13 +215,14 @@ int uf_nfa_tree_log10p_q(const double *q, int c, int h, int w_, float *lp_out, u
     for (int p = 0; p < n; p++)
         if (!(q[p] >= 0) || !isfinite(q[p])) return uf_error("tree NFA: non-finite or negative energy at cell %d", p);
 
-    size_t per = (sizeof(keyed) + 12 * sizeof(int) + 2 * sizeof(double) + 3) + 64;
+    size_t per = (2 * sizeof(keyed) + 12 * sizeof(int) + 2 * sizeof(double) + 3) + 64;
     size_t bytes;
     if (uf_mul_size((size_t)n, per, &bytes) != UF_OK) return uf_error_prefix("tree NFA");
-    unsigned char *block = uf_alloc(bytes + 20 * 64), *cur = block;
+    unsigned char *block = uf_alloc(bytes + 21 * 64), *cur = block;
     if (!block) return uf_error_prefix("tree NFA");
     tree_ws w;
     w.order = ws_take(&cur, sizeof(keyed) * n);
+    w.sort_tmp = ws_take(&cur, sizeof(keyed) * n);
     w.par = ws_take(&cur, sizeof(int) * n);
     w.zpar = ws_take(&cur, sizeof(int) * n);
     w.pix_node = ws_take(&cur, sizeof(int) * n);
@@ -216,7 +246,7 @@ int uf_nfa_tree_log10p_q(const double *q, int c, int h, int w_, float *lp_out, u
         w.order[p].idx = p;
         w.zpar[p] = -1;
     }
-    qsort(w.order, (size_t)n, sizeof(keyed), cmp_desc);
+    sort_desc(w.order, w.sort_tmp, n);
     for (int i = 0; i < n; i++) {
         int p = w.order[i].idx, y = p / w_, x = p % w_;
         w.par[p] = p;
@@ -365,7 +395,7 @@ int uf_nfa_tree_score(const uf_latent_view *scales, int n_scales, int out_h, int
             if (isnan(lp[p])) lp[p] = 0.f;
         uf_interp_bilinear(lp, 1, s->h, s->w, l == 0 ? score : up, out_h, out_w);
         if (l > 0)
-            for (size_t i = 0; i < n_out; i++) score[i] = fminf(score[i], up[i]);
+            for (size_t i = 0; i < n_out; i++) score[i] = up[i] < score[i] ? up[i] : score[i]; /* no NaN here */
     }
     for (size_t i = 0; i < n_out; i++) score[i] = -(log_nt + score[i]);
     uf_free(lp), uf_free(up);
