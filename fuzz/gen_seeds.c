@@ -44,7 +44,7 @@ static void write_bytes(const char *sub, const char *name, const void *data, siz
     }
 }
 
-static void model_seed(const char *name, int size, int steps, uf_ln_mode ln, int with_opt) {
+static void model_seed(const char *name, int size, int steps, uf_ln_mode ln, int with_opt, int with_backbone) {
     uf_model *m = uf_model_create(UF_BACKBONE_RESNET, BACKBONE, size, steps, ln, 7);
     if (!m) die(name);
     m->cfg.train = (uf_train_settings){2, 4, 1e-3, 1e-5, 7, 0};
@@ -56,7 +56,7 @@ static void model_seed(const char *name, int size, int steps, uf_ln_mode ln, int
         opt.step = 3;
         for (size_t i = 0; i < opt.n; i++) opt.m[i] = 1e-3f * (float)(i % 7), opt.v[i] = 1e-6f * (float)(i % 5);
     }
-    if (uf_model_save(m, out_path("model", name), with_opt ? &opt : NULL) != UF_OK) die(name);
+    if (uf_model_save_as(m, out_path("model", name), with_opt ? &opt : NULL, with_backbone) != UF_OK) die(name);
     if (with_opt) uf_adam_free(&opt);
     uf_model_free(m);
 }
@@ -199,8 +199,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     g_out = argv[1];
-    model_seed("r18s_32_logdet.safetensors", 32, 1, UF_LN_LOGDET, 0);
-    model_seed("r18s_32_frozen_opt_f16.safetensors", 32, 1, UF_LN_FROZEN, 1);
+    model_seed("r18s_32_logdet.safetensors", 32, 1, UF_LN_LOGDET, 0, 0);
+    model_seed("r18s_32_frozen_opt_f16.safetensors", 32, 1, UF_LN_FROZEN, 1, 0);
+    model_seed("r18s_32_embedded.safetensors", 32, 1, UF_LN_REFERENCE, 0, 1); /* backbone inside */
     to_f16("model", "r18s_32_frozen_opt_f16.safetensors");
     safetensors_seeds();
     image_seeds();
