@@ -118,9 +118,14 @@ $(FUZZ_DIR)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -c -o $@ $<
 
+# stb_image 2.27 shifts past the word width in stbi__grow_buffer_unsafe once a marker ends a
+# JPEG's entropy-coded data early and a Huffman code is then not found (code_bits goes
+# negative). The value shifted is then always 0 (no more bytes are read), so the result is 0
+# on every target: benign, fixed in stb 2.28. Only that check is off for stb, so the fuzzers
+# keep finding everything else in it.
 $(FUZZ_DIR)/obj/fuzz/stb_image_impl.o: fuzz/stb_image_impl.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -fno-sanitize-coverage=trace-cmp -w -c -o $@ $<
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -fno-sanitize=shift-exponent -fno-sanitize-coverage=trace-cmp -w -c -o $@ $<
 
 $(FUZZ_DIR)/libuflow.a: $(FUZZ_LIB_OBJ)
 	$(AR) rcs $@ $^
