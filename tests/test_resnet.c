@@ -3,6 +3,7 @@
  * Wide-ResNet-50-2 with non-trivial BatchNorm statistics (shipped and folded
  * layouts), the shipped real weights on a real image at 64x64 (full tensors) and
  * at 256x256 (strided subsets + full-tensor statistics), and strict loading. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -276,6 +277,44 @@ static void test_maxpool(void) {
         }
 }
 
+/* The oneDNN engine (default) against the im2col + OpenBLAS reference, on every test model and
+ * the shipped weights, batch 2 and alone: within 1e-5 of the scale (two summation orders, as in
+ * check_against_io). */
+static void test_dnnl_matches_im2col(void) {
+    static const char *const files[] = {DATA "r18_small.safetensors", DATA "r18_small_folded.safetensors",
+                                        DATA "wrn_small.safetensors", SHIPPED};
+    for (size_t f = 0; f < sizeof files / sizeof *files; f++) {
+        uf_resnet *m = uf_resnet_load(files[f]);
+        CHECK(m != NULL && uf_resnet_get_engine(m) == UF_RESNET_DNNL, "%s: %s", files[f], uf_last_error());
+        if (!m) continue;
+        for (int n = 1; n <= 2; n++) {
+            const int h = 64, w = 96;
+            float *x = uf_alloc(sizeof(float) * (size_t)n * 3 * h * w), *a[3], *b[3];
+            size_t sz[3];
+            for (size_t i = 0; i < (size_t)n * 3 * h * w; i++) x[i] = sinf(0.37f * (float)i) * 2.0f;
+            for (int l = 0; l < 3; l++) {
+                int c, fh, fw;
+                uf_resnet_feature_shape(m, l, h, w, &c, &fh, &fw);
+                sz[l] = (size_t)n * c * fh * fw;
+                a[l] = uf_alloc(sizeof(float) * sz[l]), b[l] = uf_alloc(sizeof(float) * sz[l]);
+            }
+            uf_resnet_set_engine(m, UF_RESNET_DNNL);
+            CHECK(uf_resnet_forward(m, x, n, h, w, a) == UF_OK, "dnnl: %s", uf_last_error());
+            CHECK(uf_resnet_get_engine(m) == UF_RESNET_DNNL, "%s: oneDNN could not build the network", files[f]);
+            uf_resnet_set_engine(m, UF_RESNET_IM2COL);
+            CHECK(uf_resnet_forward(m, x, n, h, w, b) == UF_OK, "im2col: %s", uf_last_error());
+            for (int l = 0; l < 3; l++) {
+                double e = uf_test_scaled_max_err(a[l], b[l], sz[l]);
+                CHECK(e <= 1e-5, "%s batch %d %s: oneDNN vs im2col max err %.3g of the scale", files[f], n, LAYER[l],
+                      e);
+                uf_free(a[l]), uf_free(b[l]);
+            }
+            uf_free(x);
+        }
+        uf_resnet_free(m);
+    }
+}
+
 static void test_bad_forward_input(void) {
     uf_resnet *m = uf_resnet_load(DATA "r18_small_folded.safetensors");
     CHECK(m != NULL, "%s", uf_last_error());
@@ -297,6 +336,7 @@ int main(void) {
     UF_TEST(test_shipped_real_images_256);
     UF_TEST(test_load_errors);
     UF_TEST(test_maxpool);
+    UF_TEST(test_dnnl_matches_im2col);
     UF_TEST(test_bad_forward_input);
     return uf_test_summary();
 }

@@ -1,5 +1,7 @@
 #include "backbone/resnet.h"
 
+#include <oneapi/dnnl/dnnl.h>
+
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,6 +28,8 @@ typedef struct {
     rn_conv down;    /* downsample (w == NULL when the shortcut is the identity) */
 } rn_block;
 
+typedef struct dn_plan dn_plan; /* oneDNN primitives for one input shape (below) */
+
 struct uf_resnet {
     int bottleneck;  /* 0: BasicBlock (2 convs), 1: Bottleneck (3 convs) */
     int had_bn;
@@ -35,6 +39,8 @@ struct uf_resnet {
     rn_block *blocks[UF_RESNET_LEVELS];
     uf_arena arena; /* activation scratch, grown on demand */
     uf_resnet_timing timing;
+    uf_resnet_engine engine;
+    dn_plan *plan[2]; /* oneDNN plans for the last two (n, h, w): a full group and a remainder */
 };
 
 /* ---------------------------------------------------------------- loading */
@@ -228,8 +234,11 @@ uf_resnet *uf_resnet_load(const char *path) {
     return m;
 }
 
+static void dn_plan_free(dn_plan *p);
+
 void uf_resnet_free(uf_resnet *m) {
     if (!m) return;
+    dn_plan_free(m->plan[0]), dn_plan_free(m->plan[1]);
     free_conv(&m->stem);
     for (int l = 0; l < UF_RESNET_LEVELS; l++) {
         for (int j = 0; m->blocks[l] && j < m->n_blocks[l]; j++) {
@@ -446,10 +455,311 @@ static int forward_group(uf_resnet *m, const float *x, int g, int h, int w, floa
     return UF_OK;
 }
 
+/* ---------------------------------------------------------------- oneDNN engine
+ * The same network as forward_group, as oneDNN primitives: every activation
+ * stays in the layout oneDNN picks for it (blocked, e.g. nChw16c) from the
+ * stem to layer3, BatchNorm-folded biases and ReLUs are fused into the
+ * convolutions, and each block's shortcut is added by a sum post-op into the
+ * shortcut's own memory. Only the input (nchw, the caller's array) and the
+ * three outputs (reordered to nchw into the caller's arrays) change layout.
+ * Measured at resnet18@256 on 2 cores (AVX-512): the convolutions twice as
+ * fast as im2col + OpenBLAS. A plan is built for one (n, h, w) and kept. */
+
+#define DN_MAX_OPS 256
+
+typedef struct {
+    dnnl_primitive_t prim;
+    int kind;                 /* 0: conv, 1: pool, 2: reorder to an output */
+    dnnl_memory_t src, dst, wei, bia;
+} dn_op;
+
+struct dn_plan {
+    int n, h, w;
+    dnnl_engine_t eng;
+    dnnl_stream_t st;
+    dnnl_memory_t x_user, out_user[UF_RESNET_LEVELS];
+    dnnl_memory_t owned[DN_MAX_OPS * 2];
+    int n_owned;
+    dn_op ops[DN_MAX_OPS];
+    int n_ops;
+};
+
+static int dn_fail(const char *what, dnnl_status_t s) {
+    return uf_error("oneDNN: %s failed (status %d)", what, (int)s);
+}
+#define DN(call)                                              \
+    do {                                                      \
+        dnnl_status_t s_ = (call);                            \
+        if (s_ != dnnl_success) return dn_fail(#call, s_);    \
+    } while (0)
+
+static void dn_plan_free(dn_plan *p) {
+    if (!p) return;
+    for (int i = 0; i < p->n_ops; i++) {
+        if (p->ops[i].prim) dnnl_primitive_destroy(p->ops[i].prim);
+        if (p->ops[i].wei) dnnl_memory_destroy(p->ops[i].wei);
+        if (p->ops[i].bia) dnnl_memory_destroy(p->ops[i].bia);
+    }
+    for (int i = 0; i < p->n_owned; i++) dnnl_memory_destroy(p->owned[i]);
+    if (p->x_user) dnnl_memory_destroy(p->x_user);
+    for (int l = 0; l < UF_RESNET_LEVELS; l++)
+        if (p->out_user[l]) dnnl_memory_destroy(p->out_user[l]);
+    if (p->st) dnnl_stream_destroy(p->st);
+    if (p->eng) dnnl_engine_destroy(p->eng);
+    free(p);
+}
+
+static int dn_new_memory(dn_plan *p, const dnnl_memory_desc_t *md, dnnl_memory_t *out) {
+    if (p->n_owned >= DN_MAX_OPS * 2) return uf_error("oneDNN: too many buffers");
+    DN(dnnl_memory_create(out, md, p->eng, DNNL_MEMORY_ALLOCATE));
+    p->owned[p->n_owned++] = *out;
+    return UF_OK;
+}
+
+/* A convolution reading src; writes a new buffer, or adds onto sum_into (same
+ * layout) when not NULL; relu after. Its weights are reordered once into the
+ * layout the primitive wants. *dst receives the output memory. */
+static int dn_conv(dn_plan *p, const rn_conv *cv, dnnl_memory_t src, dnnl_memory_t sum_into, int relu,
+                   dnnl_memory_t *dst) {
+    if (p->n_ops >= DN_MAX_OPS) return uf_error("oneDNN: too many layers");
+    const dnnl_memory_desc_t *smd;
+    DN(dnnl_memory_get_memory_desc(src, &smd));
+    const int64_t n = smd->dims[0], h = smd->dims[2], w = smd->dims[3];
+    const int64_t oh = (h + 2 * cv->pad - cv->k) / cv->stride + 1, ow = (w + 2 * cv->pad - cv->k) / cv->stride + 1;
+    dnnl_memory_desc_t wmd, wuser, bmd, dmd;
+    const dnnl_dims_t wd = {cv->c_out, cv->c_in, cv->k, cv->k}, bd = {cv->c_out}, dd = {n, cv->c_out, oh, ow};
+    DN(dnnl_memory_desc_init_by_tag(&wmd, 4, wd, dnnl_f32, dnnl_format_tag_any));
+    DN(dnnl_memory_desc_init_by_tag(&wuser, 4, wd, dnnl_f32, dnnl_oihw));
+    DN(dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_x));
+    if (sum_into) {
+        const dnnl_memory_desc_t *m;
+        DN(dnnl_memory_get_memory_desc(sum_into, &m));
+        dmd = *m;
+    } else {
+        DN(dnnl_memory_desc_init_by_tag(&dmd, 4, dd, dnnl_f32, dnnl_format_tag_any));
+    }
+    dnnl_convolution_desc_t cd;
+    const dnnl_dims_t strides = {cv->stride, cv->stride}, pad = {cv->pad, cv->pad};
+    DN(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, smd, &wmd, &bmd,
+                                          &dmd, strides, pad, pad));
+    dnnl_primitive_attr_t attr;
+    dnnl_post_ops_t po;
+    DN(dnnl_primitive_attr_create(&attr));
+    DN(dnnl_post_ops_create(&po));
+    if (sum_into) DN(dnnl_post_ops_append_sum(po, 1.0f));
+    if (relu) DN(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
+    DN(dnnl_primitive_attr_set_post_ops(attr, po));
+    dnnl_primitive_desc_t pd;
+    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &cd, attr, p->eng, NULL);
+    dnnl_post_ops_destroy(po);
+    dnnl_primitive_attr_destroy(attr);
+    if (st != dnnl_success) return dn_fail("convolution descriptor", st);
+    dn_op *op = &p->ops[p->n_ops++];
+    memset(op, 0, sizeof *op);
+    op->src = src;
+    const dnnl_memory_desc_t *qw = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    const dnnl_memory_desc_t *qd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    st = dnnl_primitive_create(&op->prim, pd);
+    if (st == dnnl_success) st = dnnl_memory_create(&op->wei, qw, p->eng, DNNL_MEMORY_ALLOCATE);
+    if (st == dnnl_success) st = dnnl_memory_create(&op->bia, &bmd, p->eng, cv->b);
+    /* weights: oihw (ours) -> the primitive's layout, once */
+    dnnl_memory_t wsrc = NULL;
+    dnnl_primitive_desc_t rpd = NULL;
+    dnnl_primitive_t rp = NULL;
+    if (st == dnnl_success) st = dnnl_memory_create(&wsrc, &wuser, p->eng, cv->w);
+    if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&rpd, &wuser, p->eng, qw, p->eng, NULL);
+    if (st == dnnl_success) st = dnnl_primitive_create(&rp, rpd);
+    if (st == dnnl_success) {
+        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, wsrc}, {DNNL_ARG_TO, op->wei}};
+        st = dnnl_primitive_execute(rp, p->st, 2, a);
+        if (st == dnnl_success) st = dnnl_stream_wait(p->st);
+    }
+    if (rp) dnnl_primitive_destroy(rp);
+    if (rpd) dnnl_primitive_desc_destroy(rpd);
+    if (wsrc) dnnl_memory_destroy(wsrc);
+    if (st == dnnl_success && !sum_into && dn_new_memory(p, qd, &op->dst) != UF_OK) st = dnnl_out_of_memory;
+    if (sum_into) op->dst = sum_into;
+    dnnl_primitive_desc_destroy(pd);
+    if (st != dnnl_success) return dn_fail("convolution", st);
+    *dst = op->dst;
+    return UF_OK;
+}
+
+static int dn_pool(dn_plan *p, dnnl_memory_t src, dnnl_memory_t *dst) {
+    const dnnl_memory_desc_t *smd;
+    DN(dnnl_memory_get_memory_desc(src, &smd));
+    const dnnl_dims_t dd = {smd->dims[0], smd->dims[1], (smd->dims[2] - 1) / 2 + 1, (smd->dims[3] - 1) / 2 + 1};
+    dnnl_memory_desc_t dmd;
+    DN(dnnl_memory_desc_init_by_tag(&dmd, 4, dd, dnnl_f32, dnnl_format_tag_any));
+    dnnl_pooling_v2_desc_t pld;
+    const dnnl_dims_t k3 = {3, 3}, s2 = {2, 2}, p1 = {1, 1}, dil = {0, 0};
+    DN(dnnl_pooling_v2_forward_desc_init(&pld, dnnl_forward_inference, dnnl_pooling_max, smd, &dmd, s2, k3, dil, p1,
+                                         p1));
+    dnnl_primitive_desc_t pd;
+    DN(dnnl_primitive_desc_create(&pd, &pld, NULL, p->eng, NULL));
+    dn_op *op = &p->ops[p->n_ops++];
+    memset(op, 0, sizeof *op);
+    op->kind = 1;
+    op->src = src;
+    dnnl_status_t st = dnnl_primitive_create(&op->prim, pd);
+    int rc = st == dnnl_success ? dn_new_memory(p, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), &op->dst)
+                                : dn_fail("pooling", st);
+    dnnl_primitive_desc_destroy(pd);
+    *dst = op->dst;
+    return rc;
+}
+
+static int dn_reorder_out(dn_plan *p, dnnl_memory_t src, int level) {
+    const dnnl_memory_desc_t *smd;
+    DN(dnnl_memory_get_memory_desc(src, &smd));
+    dnnl_memory_desc_t umd;
+    DN(dnnl_memory_desc_init_by_tag(&umd, 4, smd->dims, dnnl_f32, dnnl_nchw));
+    DN(dnnl_memory_create(&p->out_user[level], &umd, p->eng, DNNL_MEMORY_NONE));
+    dnnl_primitive_desc_t rpd;
+    DN(dnnl_reorder_primitive_desc_create(&rpd, smd, p->eng, &umd, p->eng, NULL));
+    dn_op *op = &p->ops[p->n_ops++];
+    memset(op, 0, sizeof *op);
+    op->kind = 2;
+    op->src = src, op->dst = p->out_user[level];
+    dnnl_status_t st = dnnl_primitive_create(&op->prim, rpd);
+    dnnl_primitive_desc_destroy(rpd);
+    return st == dnnl_success ? UF_OK : dn_fail("reorder", st);
+}
+
+static int dn_build(uf_resnet *m, dn_plan *p) {
+    DN(dnnl_engine_create(&p->eng, dnnl_cpu, 0));
+    DN(dnnl_stream_create(&p->st, p->eng, dnnl_stream_default_flags));
+    dnnl_memory_desc_t xmd;
+    const dnnl_dims_t xd = {p->n, 3, p->h, p->w};
+    DN(dnnl_memory_desc_init_by_tag(&xmd, 4, xd, dnnl_f32, dnnl_nchw));
+    DN(dnnl_memory_create(&p->x_user, &xmd, p->eng, DNNL_MEMORY_NONE));
+    dnnl_memory_t cur = NULL, t = NULL;
+    if (dn_conv(p, &m->stem, p->x_user, NULL, 1, &t) != UF_OK || dn_pool(p, t, &cur) != UF_OK) return UF_ERR;
+    const int nc = m->bottleneck ? 3 : 2;
+    for (int l = 0; l < UF_RESNET_LEVELS; l++) {
+        for (int j = 0; j < m->n_blocks[l]; j++) {
+            const rn_block *bk = &m->blocks[l][j];
+            dnnl_memory_t shortcut = cur, y = cur;
+            if (bk->down.w && dn_conv(p, &bk->down, cur, NULL, 0, &shortcut) != UF_OK) return UF_ERR;
+            for (int i = 0; i < nc; i++) /* the last adds onto the shortcut, in place */
+                if (dn_conv(p, &bk->conv[i], y, i == nc - 1 ? shortcut : NULL, 1, &y) != UF_OK) return UF_ERR;
+            cur = y;
+        }
+        if (dn_reorder_out(p, cur, l) != UF_OK) return UF_ERR;
+    }
+    return UF_OK;
+}
+
+/* NULL (no error) when oneDNN cannot run this network here: the caller then
+ * uses im2col + OpenBLAS. Keeps the two most recent plans. */
+static dn_plan *dn_plan_get(uf_resnet *m, int n, int h, int w) {
+    for (int i = 0; i < 2; i++)
+        if (m->plan[i] && m->plan[i]->n == n && m->plan[i]->h == h && m->plan[i]->w == w) {
+            if (i == 1) { /* most recent first */
+                dn_plan *t = m->plan[0];
+                m->plan[0] = m->plan[1], m->plan[1] = t;
+            }
+            return m->plan[0];
+        }
+    dn_plan_free(m->plan[1]);
+    m->plan[1] = m->plan[0];
+    dn_plan *p = m->plan[0] = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->n = n, p->h = h, p->w = w;
+    if (dn_build(m, p) != UF_OK) {
+        dn_plan_free(p);
+        m->plan[0] = NULL;
+        m->engine = UF_RESNET_IM2COL; /* do not try again */
+        uf_error_clear();
+        return NULL;
+    }
+    return p;
+}
+
+/* Floats of all activations oneDNN keeps for one h x w image (every layer's output). */
+static size_t dn_floats_per_image(const uf_resnet *m, int h, int w) {
+    size_t f = 0;
+    h = conv_out(&m->stem, h), w = conv_out(&m->stem, w);
+    f += (size_t)m->stem.c_out * h * w;
+    h = pool_out(h), w = pool_out(w);
+    f += (size_t)m->stem.c_out * h * w;
+    for (int l = 0; l < UF_RESNET_LEVELS; l++)
+        for (int j = 0; j < m->n_blocks[l]; j++) {
+            const rn_block *bk = &m->blocks[l][j];
+            for (int i = 0; i < (m->bottleneck ? 3 : 2); i++) {
+                h = conv_out(&bk->conv[i], h), w = conv_out(&bk->conv[i], w);
+                f += (size_t)bk->conv[i].c_out * h * w;
+            }
+            if (bk->down.w) f += (size_t)bk->down.c_out * h * w;
+        }
+    return f;
+}
+
+static int dn_forward(uf_resnet *m, dn_plan *p, const float *x, float *out[UF_RESNET_LEVELS]) {
+    DN(dnnl_memory_set_data_handle(p->x_user, (void *)x));
+    for (int l = 0; l < UF_RESNET_LEVELS; l++) DN(dnnl_memory_set_data_handle(p->out_user[l], out[l]));
+    double t0 = uf_now();
+    for (int i = 0; i < p->n_ops; i++) {
+        const dn_op *op = &p->ops[i];
+        dnnl_exec_arg_t a[4];
+        int na = 0;
+        if (op->kind == 2) {
+            a[na++] = (dnnl_exec_arg_t){DNNL_ARG_FROM, op->src};
+            a[na++] = (dnnl_exec_arg_t){DNNL_ARG_TO, op->dst};
+        } else {
+            a[na++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, op->src};
+            a[na++] = (dnnl_exec_arg_t){DNNL_ARG_DST, op->dst};
+            if (op->kind == 0) {
+                a[na++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, op->wei};
+                a[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, op->bia};
+            }
+        }
+        DN(dnnl_primitive_execute(op->prim, p->st, na, a));
+    }
+    DN(dnnl_stream_wait(p->st));
+    m->timing.conv_s += uf_now() - t0;
+    return UF_OK;
+}
+
+void uf_resnet_set_engine(uf_resnet *m, uf_resnet_engine e) {
+    m->engine = e;
+    dn_plan_free(m->plan[0]), dn_plan_free(m->plan[1]);
+    m->plan[0] = m->plan[1] = NULL;
+}
+
+uf_resnet_engine uf_resnet_get_engine(const uf_resnet *m) { return m->engine; }
+
 int uf_resnet_forward(uf_resnet *m, const float *x, int n, int h, int w, float *out[UF_RESNET_LEVELS]) {
     m->timing = (uf_resnet_timing){0, 0};
     if (n < 1 || h < 1 || w < 1 || h > 16384 || w > 16384)
         return uf_error("resnet forward: bad input size %d x 3 x %d x %d", n, h, w);
+    if (m->engine == UF_RESNET_DNNL) {
+        /* groups whose activations fit the budget, like the im2col path */
+        int g = (int)(ACT_BUDGET_BYTES / (sizeof(float) * dn_floats_per_image(m, h, w) + 1));
+        g = g < 1 ? 1 : g > n ? n : g;
+        size_t out_img[UF_RESNET_LEVELS];
+        for (int l = 0; l < UF_RESNET_LEVELS; l++) {
+            int c, fh, fw;
+            uf_resnet_feature_shape(m, l, h, w, &c, &fh, &fw);
+            out_img[l] = (size_t)c * fh * fw;
+        }
+        int done = 0;
+        for (int n0 = 0; n0 < n && m->engine == UF_RESNET_DNNL; n0 += g) {
+            const int gn = n - n0 < g ? n - n0 : g;
+            dn_plan *p = dn_plan_get(m, gn, h, w);
+            if (!p) break; /* oneDNN cannot: the rest (all of it, the first time) runs im2col */
+            float *o[UF_RESNET_LEVELS];
+            for (int l = 0; l < UF_RESNET_LEVELS; l++) o[l] = out[l] + (size_t)n0 * out_img[l];
+            if (dn_forward(m, p, x + (size_t)n0 * 3 * h * w, o) != UF_OK) return UF_ERR;
+            done = n0 + gn;
+        }
+        if (done == n) return UF_OK;
+        if (done > 0) { /* the remainder's plan could not be built: im2col for the rest */
+            float *o[UF_RESNET_LEVELS];
+            for (int l = 0; l < UF_RESNET_LEVELS; l++) o[l] = out[l] + (size_t)done * out_img[l];
+            return uf_resnet_forward(m, x + (size_t)done * 3 * h * w, n - done, h, w, o);
+        }
+    }
     act_sizes one = plan_sizes(m, 1, h, w);
     int g = (int)(ACT_BUDGET_BYTES / plan_bytes(&one));
     if (g > n) g = n;
