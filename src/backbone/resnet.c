@@ -721,6 +721,25 @@ static int dn_forward(uf_resnet *m, dn_plan *p, const float *x, float *out[UF_RE
     return UF_OK;
 }
 
+const char *uf_resnet_dnnl_info(void) {
+    static char buf[96];
+    const dnnl_version_t *v = dnnl_version();
+    const char *isa = "?";
+    switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_sse41: isa = "sse41"; break;
+    case dnnl_cpu_isa_avx: isa = "avx"; break;
+    case dnnl_cpu_isa_avx2: isa = "avx2"; break;
+    case dnnl_cpu_isa_avx2_vnni: isa = "avx2_vnni"; break;
+    case dnnl_cpu_isa_avx512_core: isa = "avx512_core"; break;
+    case dnnl_cpu_isa_avx512_core_vnni: isa = "avx512_core_vnni"; break;
+    case dnnl_cpu_isa_avx512_core_bf16: isa = "avx512_core_bf16"; break;
+    case dnnl_cpu_isa_avx512_core_amx: isa = "avx512_core_amx"; break;
+    default: break;
+    }
+    snprintf(buf, sizeof buf, "oneDNN %d.%d.%d, ISA %s", v->major, v->minor, v->patch, isa);
+    return buf;
+}
+
 void uf_resnet_set_engine(uf_resnet *m, uf_resnet_engine e) {
     m->engine = e;
     dn_plan_free(m->plan[0]), dn_plan_free(m->plan[1]);

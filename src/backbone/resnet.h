@@ -74,6 +74,8 @@ int uf_resnet_forward(uf_resnet *m, const float *x, int n, int h, int w, float *
 typedef enum { UF_RESNET_DNNL = 0, UF_RESNET_IM2COL = 1 } uf_resnet_engine;
 void uf_resnet_set_engine(uf_resnet *m, uf_resnet_engine e);
 uf_resnet_engine uf_resnet_get_engine(const uf_resnet *m);
+/* e.g. "oneDNN 2.6.3, ISA avx512_core_amx": the library and the instruction set it runs here. */
+const char *uf_resnet_dnnl_info(void);
 
 /* Per-stage timing of the last forward (seconds of conv GEMM+im2col and of the
  * rest), for `uflow bench backbone`. */

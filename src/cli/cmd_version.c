@@ -1,5 +1,6 @@
 #include <stdio.h>
 
+#include "backbone/resnet.h"
 #include "cli/commands.h"
 #include "core/blas.h"
 #include "core/error.h"
@@ -13,6 +14,7 @@ int cmd_version(int argc, char **argv) {
     printf("blas: %s\n", uf_blas_library());
     printf("blas kernels: %s (%s)\n", uf_blas_corename(),
            chosen[0] ? "OPENBLAS_CORETYPE chosen by uflow for this CPU" : "OPENBLAS_CORETYPE from the environment");
+    printf("convolutions of the ResNet backbones: %s\n", uf_resnet_dnnl_info());
     printf("threads: %d\n", uf_get_num_threads());
     return 0;
 }
