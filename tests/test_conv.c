@@ -128,10 +128,24 @@ static void test_conv_forward_epilogue(void) {
         for (int flags = 0; flags < 4; flags++) check_epilogue(geoms[i], flags);
 }
 
+/* The same checks with oneDNN switched off: the im2col + SGEMM forward (the reference, and
+ * the fallback where oneDNN has no kernel). */
+static void without_dnnl(void (*fn)(void)) {
+    uf_conv_set_dnnl(0);
+    fn();
+    uf_conv_set_dnnl(1);
+}
+static void test_conv_geometries_im2col(void) { without_dnnl(test_conv_geometries); }
+static void test_conv_single_image_path_im2col(void) { without_dnnl(test_conv_single_image_path); }
+static void test_conv_forward_epilogue_im2col(void) { without_dnnl(test_conv_forward_epilogue); }
+
 int main(void) {
     UF_TEST(test_conv_geometries);
     UF_TEST(test_conv_single_image_path);
     UF_TEST(test_conv_forward_epilogue);
+    UF_TEST(test_conv_geometries_im2col);
+    UF_TEST(test_conv_single_image_path_im2col);
+    UF_TEST(test_conv_forward_epilogue_im2col);
     printf("  worst conv error: %.3f of its rounding bound\n", g_worst);
     return uf_test_summary();
 }

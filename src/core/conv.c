@@ -210,6 +210,7 @@ static void forward_tiled(const uf_conv_geom *g, const conv_plan *p, const float
 
 void uf_conv2d_forward_ex(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y,
                           int flags, float *work) {
+    if (uf_conv2d_forward_dnnl(g, x, w, b, y, flags)) return;
     conv_plan p = plan_of(g);
     if (p.tiled) {
         forward_tiled(g, &p, x, w, b, y, flags, work);

@@ -18,6 +18,16 @@ typedef struct uf_conv_geom {
 
 int uf_conv_out_size(int in, int k, int stride, int pad);
 
+/* The forward convolutions run on oneDNN (src/core/conv_dnnl.c) when it has
+ * a kernel for the geometry, else (and when switched off) as im2col + SGEMM:
+ * 1 (the default) or 0. The backward passes are im2col + SGEMM; their input
+ * gradient is a forward convolution, so it follows the switch. */
+void uf_conv_set_dnnl(int on);
+/* The oneDNN forward: 1 when it computed y, 0 when it could not (no kernel,
+ * switched off): the caller then computes it itself. */
+int uf_conv2d_forward_dnnl(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y,
+                           int flags);
+
 /* Floats of scratch needed by forward and backward for this geometry. */
 size_t uf_conv2d_workspace(const uf_conv_geom *g);
 /* Floats of scratch needed by the forward functions only (<= uf_conv2d_workspace). */
