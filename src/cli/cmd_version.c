@@ -14,7 +14,7 @@ int cmd_version(int argc, char **argv) {
     printf("blas: %s\n", uf_blas_library());
     printf("blas kernels: %s (%s)\n", uf_blas_corename(),
            chosen[0] ? "OPENBLAS_CORETYPE chosen by uflow for this CPU" : "OPENBLAS_CORETYPE from the environment");
-    printf("convolutions of the ResNet backbones: %s\n", uf_resnet_dnnl_info());
+    printf("convolutions: %s\n", uf_resnet_dnnl_info());
     printf("threads: %d\n", uf_get_num_threads());
     return 0;
 }
