@@ -60,7 +60,13 @@ static void cache_free(feature_cache *c) {
 /* One progress line (verbose) every PROGRESS_SECONDS while features are extracted. */
 #define PROGRESS_SECONDS 10.0
 
-static void format_duration(double s, char *buf, size_t cap);
+static void format_duration(double s, char *buf, size_t cap) {
+    int t = (int)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, cap, "%dh%02dm", t / 3600, t / 60 % 60);
+    else
+        snprintf(buf, cap, "%dm%02ds", t / 60, t % 60);
+}
 
 static void report_progress(int done, int total, int computed, double t_start) {
     const double dt = uf_now() - t_start;
@@ -120,14 +126,18 @@ static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_ba
             }
             const float *xi = x + (size_t)i * per_x;
             uf_sha256_update(&sha, xi, per_x * sizeof(float));
-            uf_sha256_ctx one;
-            uf_sha256_init(&one);
-            uf_sha256_update(&one, xi, per_x * sizeof(float));
-            uf_sha256_hex(&one, input_sha[todo]);
-            float *dst[UF_FLOW_MAX_SCALES];
-            for (int l = 0; l < L; l++) dst[l] = c->feat[l] + (size_t)c->n * c->per_image[l];
-            if (store) uf_feature_store_key(store, input_sha[todo], key[todo]);
-            if (!store || !uf_feature_store_get(store, key[todo], input_sha[todo], dst)) {
+            int hit = 0;
+            if (store) { /* the image's own hash keys the store */
+                uf_sha256_ctx one;
+                uf_sha256_init(&one);
+                uf_sha256_update(&one, xi, per_x * sizeof(float));
+                uf_sha256_hex(&one, input_sha[todo]);
+                uf_feature_store_key(store, input_sha[todo], key[todo]);
+                float *dst[UF_FLOW_MAX_SCALES];
+                for (int l = 0; l < L; l++) dst[l] = c->feat[l] + (size_t)c->n * c->per_image[l];
+                hit = uf_feature_store_get(store, key[todo], input_sha[todo], dst);
+            }
+            if (!hit) {
                 /* to compute: move its input to the front of x */
                 if (todo != i) memcpy(x + (size_t)todo * per_x, xi, per_x * sizeof(float));
                 paths[todo] = paths[i];
@@ -210,13 +220,6 @@ static void epoch_order(uint64_t seed, int epoch, int n, int *order) {
     }
 }
 
-static void format_duration(double s, char *buf, size_t cap) {
-    int t = (int)(s + 0.5);
-    if (t >= 3600)
-        snprintf(buf, cap, "%dh%02dm", t / 3600, t / 60 % 60);
-    else
-        snprintf(buf, cap, "%dm%02ds", t / 60, t % 60);
-}
 
 int uf_train(const uf_train_options *o, uf_train_report *report) {
     uf_train_report rep;
