@@ -70,13 +70,11 @@ int cmd_train(int argc, char **argv) {
     int r = cli_parse(argc, argv, synopsis, opts, n_opts, pos, &npos, 0);
     if (r != CLI_PARSED) return r == CLI_HELP ? 0 : 2;
     if (preset) {
-        /* The preset replaces the defaults; parsing again lets explicit options win. */
+        /* The preset overwrites its settings; parsing again restores the ones given explicitly. */
         const uf_preset *p = uf_preset_find(preset);
         if (!p) return cli_fail("train", "unknown --preset (see 'uflow train --help' for the list)");
-        o = uf_train_default_options();
         backbone = p->backbone, o.input_size = p->input_size, o.epochs = p->epochs, o.batch = p->batch;
         o.lr = p->lr, o.weight_decay = p->weight_decay, o.n_steps = p->flow_steps;
-        ln = NULL, loss = "official", data = out = weights = NULL, threads = resume = 0, seed = 0;
         cli_parse(argc, argv, synopsis, opts, n_opts, pos, &npos, 0);
     }
     if (!data || !out) {
