@@ -5,7 +5,7 @@
 
 #include <sys/resource.h>
 
-#include "backbone/mcait.h"
+#include "backbone/backbone.h"
 #include "backbone/resnet.h"
 #include "bench.h"
 #include "cli/commands.h"
@@ -81,15 +81,10 @@ static double peak_rss_mib(void) {
 /* MS-CaiT (M48 at 448 + S24 at 224): seconds per image, GFLOP/s of the whole
  * forward next to SGEMM measured in between, and the process's peak memory. */
 static int bench_mcait(const char *weights) {
-    char files[2][1024];
+    char files[UF_BACKBONE_MAX_FILES][1024];
     uf_mcait *m = NULL;
     int rc = UF_ERR;
-    if (weights) {
-        const char *comma = strchr(weights, ',');
-        if (!comma || strchr(comma + 1, ',')) return uf_error("--weights: give M48.safetensors,S24.safetensors");
-        snprintf(files[0], sizeof files[0], "%.*s", (int)(comma - weights), weights);
-        snprintf(files[1], sizeof files[1], "%s", comma + 1);
-    }
+    if (weights && uf_backbone_weight_files(UF_BACKBONE_MCAIT, weights, files) < 0) return UF_ERR;
     double t0 = uf_now();
     m = weights ? uf_mcait_load(files[0], files[1]) : uf_mcait_random(1);
     if (!m) return UF_ERR;
