@@ -39,7 +39,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from st_write import write_safetensors  # noqa: E402
+from st_write import read_safetensors, write_safetensors  # noqa: E402
 
 BLOCK_FIELDS = ("global_scale", "global_offset", "w_perm", "w_perm_inv", "subnet.0.weight", "subnet.0.bias",
                 "subnet.2.weight", "subnet.2.bias")
@@ -239,32 +239,12 @@ def to_uflow(ckpt, out, trust):
         if left_out else ""))
 
 
-def read_uflow(path):
-    import json
-    import struct
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    dt = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I64": "<i8", "I32": "<i4", "U8": "u1"}
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] == "BF16":
-            raw = np.frombuffer(data[info["data_offsets"][0]:info["data_offsets"][1]], dtype="<u2")
-            arr = (raw.astype(np.uint32) << 16).view(np.float32)
-        elif info["dtype"] in dt:
-            arr = np.frombuffer(data[info["data_offsets"][0]:info["data_offsets"][1]], dtype=dt[info["dtype"]])
-        else:
-            raise ConvertError("%s: tensor '%s' has dtype %s" % (path, name, info["dtype"]))
-        tensors[name] = arr.reshape(info["shape"]).copy()
-    return tensors, header.get("__metadata__", {})
-
-
 def to_pytorch(model, out, naming, lightning):
     import torch
-    tensors, meta = read_uflow(model)
+    try:
+        tensors, meta = read_safetensors(model)
+    except ValueError as e:  # a dtype it cannot read; the message names the file and tensor
+        raise ConvertError(str(e))
     if "uflow.format" not in meta:
         raise ConvertError("%s: not a uflow model file (metadata 'uflow.format' missing)" % model)
     if meta.get("uflow.backbone_embedded") != "1":

@@ -44,7 +44,7 @@ import torch.nn as nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import uflow_torch as U  # noqa: E402
 from make_cait_refs import Cait, randomize  # noqa: E402
-from st_write import write_safetensors  # noqa: E402
+from st_write import read_safetensors, write_safetensors  # noqa: E402
 
 OUT = "tests/data/convert"
 SIZE = 64
@@ -126,27 +126,11 @@ def check(pt, name, load_only=False):
         print("%s loads into the %s module with strict=True (logdet of a zero image %.4g)" % (pt, name,
                                                                                           float(logdet[0])))
         return 0
-    want = read_f64(os.path.join(OUT, name + "_io.safetensors"))
+    want, _ = read_safetensors(os.path.join(OUT, name + "_io.safetensors"))
     io = references(model.eval(), torch.from_numpy(want["x"].copy()))
     worst = max(float(np.max(np.abs(io[k] - want[k])) / max(1e-30, float(np.max(np.abs(want[k]))))) for k in want)
     print("%s loads into the %s module with strict=True; references reproduced to %.3g" % (pt, name, worst))
     return 0 if worst <= 1e-6 else 1
-
-
-def read_f64(path):
-    import json
-    import struct
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for k, info in header.items():
-        if k == "__metadata__":
-            continue
-        a, b = info["data_offsets"]
-        out[k] = np.frombuffer(data[a:b], dtype={"F32": "<f4", "F64": "<f8"}[info["dtype"]]).reshape(info["shape"])
-    return out
 
 
 def main():

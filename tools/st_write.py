@@ -1,4 +1,4 @@
-"""Minimal safetensors writer (and float32 reader) shared by the reference generators in tools/.
+"""Minimal safetensors writer (and reader) shared by the reference generators in tools/.
 
 write_safetensors(path, tensors, metadata=None): tensors maps name -> numpy
 array (float32, float64, int32, int64 or uint8), written in insertion order as
@@ -6,8 +6,8 @@ an 8-byte little-endian header length, the compact JSON header padded with
 spaces to a multiple of 8, then the raw little-endian data. Written to a
 temporary file and renamed into place.
 
-read_safetensors(path) -> (tensors, metadata): every tensor of an all-F32 file
-as a numpy array, and the __metadata__ dict ({} when absent).
+read_safetensors(path) -> (tensors, metadata): every tensor as a numpy array
+of its dtype, and the __metadata__ dict ({} when absent).
 """
 import json
 import os
@@ -41,7 +41,13 @@ def write_safetensors(path, tensors, metadata=None):
     return 8 + len(h) + off
 
 
+_READ = {"F32": "<f4", "F64": "<f8", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+         "U8": "u1", "BOOL": "?"}
+
+
 def read_safetensors(path):
+    """(tensors, metadata) of a safetensors file: every tensor as a numpy array of its dtype
+    (BF16, which numpy lacks, widened to float32); ValueError for another dtype."""
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
@@ -51,6 +57,11 @@ def read_safetensors(path):
         if name == "__metadata__":
             continue
         a, b = info["data_offsets"]
-        assert info["dtype"] == "F32", (path, name, info["dtype"])
-        out[name] = np.frombuffer(data[a:b], dtype="<f4").reshape(info["shape"]).copy()
+        if info["dtype"] == "BF16":
+            arr = (np.frombuffer(data[a:b], dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+        elif info["dtype"] in _READ:
+            arr = np.frombuffer(data[a:b], dtype=_READ[info["dtype"]])
+        else:
+            raise ValueError("%s: tensor '%s' has dtype %s" % (path, name, info["dtype"]))
+        out[name] = arr.reshape(info["shape"]).copy()
     return out, header.get("__metadata__", {})
