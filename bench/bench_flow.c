@@ -8,6 +8,7 @@
 #include "bench.h"
 #include "core/blas.h"
 #include "core/conv.h"
+#include "core/conv_blocked.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "core/timer.h"
@@ -110,24 +111,33 @@ double bench_flow(int verbose, int batch) {
     run_convs(&cc);
     double t_conv = bench_best_time(run_convs, &cc, 1.0, 2);
 
-    c.train = 0;
-    run_step(&c);
-    double t_inf = bench_best_time(run_step, &c, 1.0, 2);
-    c.train = 1;
-    run_step(&c);
-    double t_train = bench_best_time(run_step, &c, 1.0, 2);
+    /* the flow as it runs (channel-blocked subnets where oneDNN has them), then the plain layout */
+    double t_inf = 0, t_train = 0, t_inf_plain = 0, t_train_plain = 0;
+    for (int plain = 0; plain < 2; plain++) {
+        uf_cblk_set_enabled(!plain);
+        c.train = 0;
+        run_step(&c);
+        *(plain ? &t_inf_plain : &t_inf) = bench_best_time(run_step, &c, 1.0, 2);
+        c.train = 1;
+        run_step(&c);
+        *(plain ? &t_train_plain : &t_train) = bench_best_time(run_step, &c, 1.0, 2);
+    }
+    uf_cblk_set_enabled(1);
     double conv_rate = 3 * conv_flops / t_conv * 1e-9, train_rate = 3 * conv_flops / t_train * 1e-9;
     if (verbose) {
         printf("U-Flow flow, resnet18@256 shapes (stages 84x64x64, 160x32x32, 256x16x16; 4 blocks each), batch %d, "
                "%d threads, %s kernels\n",
                batch, uf_get_num_threads(), uf_blas_corename());
         printf("  SGEMM 1024^3                           %8.1f GFLOP/s\n", gemm);
-        printf("  flow convolutions alone (fwd+bwd)      %8.1f GFLOP/s  (%.0f%% of SGEMM), %.1f GFLOP per batch\n",
+        printf("  flow convolutions alone, plain layout  %8.1f GFLOP/s  (%.0f%% of SGEMM), %.1f GFLOP per batch\n",
                conv_rate, 100 * conv_rate / gemm, 3 * conv_flops * 1e-9);
         printf("  training step (fwd+loss+bwd+Adam)      %8.3f s/batch  %6.1f images/s  conv-equivalent %.1f GFLOP/s "
                "(%.0f%% of SGEMM)\n",
                t_train, batch / t_train, train_rate, 100 * train_rate / gemm);
         printf("  inference forward                      %8.3f s/batch  %6.1f images/s\n", t_inf, batch / t_inf);
+        printf("  the same on the plain layout (blocked subnets off): training %.1f images/s, inference %.1f images/s\n"
+               "  channel-blocked subnets: %s (lanes %d)\n",
+               batch / t_train_plain, batch / t_inf_plain, uf_cblk_lanes() ? "on" : "not available", uf_cblk_lanes());
         printf("  training activations %.0f MB, parameters %zu\n",
                uf_flow_activation_floats(c.m, batch, 1) * 4.0 / (1 << 20), c.m->n_params);
     }

@@ -1,8 +1,10 @@
 /* Convolution (im2col + GEMM) against the naive double-accumulating reference,
  * forward and backward, for the geometries uflow uses (batched and not). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/conv.h"
+#include "core/conv_blocked.h"
 #include "core/tensor.h"
 #include "harness.h"
 
@@ -139,6 +141,80 @@ static void test_conv_geometries_im2col(void) { without_dnnl(test_conv_geometrie
 static void test_conv_single_image_path_im2col(void) { without_dnnl(test_conv_single_image_path); }
 static void test_conv_forward_epilogue_im2col(void) { without_dnnl(test_conv_forward_epilogue); }
 
+/* The channel-blocked kernels (conv_blocked.h) against the double reference, through
+ * uf_cblk_from_nchw / uf_cblk_to_nchw: forward (+ ReLU), backward-data and the
+ * accumulating backward-weights, on channel counts that do and do not fill the lanes. */
+static void check_blocked(uf_conv_geom g) {
+    CHECK(uf_cblk_supported(&g, 1), "cin=%d cout=%d k=%d: blocked kernels refused", g.c_in, g.c_out, g.k);
+    const size_t hw = (size_t)g.h * g.w; /* stride 1, same padding: the output is H x W too */
+    size_t nx = (size_t)g.n * g.c_in * hw, nw = (size_t)g.c_out * g.c_in * g.k * g.k, ny = (size_t)g.n * g.c_out * hw;
+    float *x = uf_calloc(nx, 4), *w = uf_calloc(nw, 4), *b = uf_calloc(g.c_out, 4), *dy = uf_calloc(ny, 4);
+    float *xb = uf_calloc(uf_cblk_floats(g.n, g.c_in, hw), 4), *yb = uf_calloc(uf_cblk_floats(g.n, g.c_out, hw), 4);
+    float *dyb = uf_calloc(uf_cblk_floats(g.n, g.c_out, hw), 4), *dxb = uf_calloc(uf_cblk_floats(g.n, g.c_in, hw), 4);
+    float *y = uf_calloc(ny, 4), *y_ref = uf_calloc(ny, 4), *dx = uf_calloc(nx, 4), *dx_ref = uf_calloc(nx, 4);
+    float *dw = uf_calloc(nw, 4), *dw_ref = uf_calloc(nw, 4), *db = uf_calloc(g.c_out, 4), *db_ref = uf_calloc(g.c_out, 4);
+    for (size_t i = 0; i < nx; i++) x[i] = frand();
+    for (size_t i = 0; i < nw; i++) w[i] = frand(), dw[i] = dw_ref[i] = -0.25f;
+    for (int i = 0; i < g.c_out; i++) b[i] = frand();
+    for (size_t i = 0; i < ny; i++) dy[i] = frand();
+    uf_cblk_from_nchw(g.n, g.c_in, hw, x, g.c_in, xb);
+    uf_cblk_from_nchw(g.n, g.c_out, hw, dy, g.c_out, dyb);
+    uf_cblk_to_nchw(g.n, g.c_in, hw, xb, dx, g.c_in, 0);
+    CHECK(memcmp(dx, x, 4 * nx) == 0, "blocked layout round trip changed the values");
+    uf_conv2d_forward_ref(&g, x, w, b, y_ref);
+    uf_conv2d_backward_ref(&g, x, w, dy, dx_ref, dw_ref, db_ref);
+    float *ax = abs_copy(x, nx), *aw = abs_copy(w, nw), *abias = abs_copy(b, g.c_out), *ady = abs_copy(dy, ny);
+    float *my = uf_calloc(ny, 4), *mdx = uf_calloc(nx, 4), *mdw = uf_calloc(nw, 4), *mdb = uf_calloc(g.c_out, 4);
+    for (size_t i = 0; i < nw; i++) mdw[i] = 0.25f;
+    uf_conv2d_forward_ref(&g, ax, aw, abias, my);
+    uf_conv2d_backward_ref(&g, ax, aw, ady, mdx, mdw, mdb);
+    double ky = g.c_in * g.k * g.k + 1, kx = g.c_out * g.k * g.k, kw = (double)g.n * hw + 1;
+    for (int relu = 0; relu < 2; relu++) {
+        CHECK(uf_cblk_conv_forward(&g, xb, w, b, yb, relu ? UF_CONV_RELU : 0), "blocked forward did not run");
+        uf_cblk_to_nchw(g.n, g.c_out, hw, yb, y, g.c_out, 0);
+        float *want = uf_calloc(ny, 4);
+        for (size_t i = 0; i < ny; i++) want[i] = relu && y_ref[i] < 0.0f ? 0.0f : y_ref[i];
+        double e = dot_err(y, want, my, ny, ky);
+        CHECK(e <= 1, "cin=%d cout=%d k=%d relu %d: forward error %.2g of the bound", g.c_in, g.c_out, g.k, relu, e);
+        g_worst = fmax(g_worst, e);
+        uf_free(want);
+    }
+    /* the padding lanes of an output are zero (the next layer reads them) */
+    const int L = uf_cblk_lanes(), nb = (g.c_out + L - 1) / L;
+    int pad_ok = 1;
+    for (int n = 0; n < g.n; n++)
+        for (size_t i = 0; i < hw; i++)
+            for (int l = g.c_out - (nb - 1) * L; l < L; l++) pad_ok &= yb[(((size_t)n * nb + nb - 1) * hw + i) * L + l] == 0.0f;
+    CHECK(pad_ok, "cout=%d: padding lanes of the output are not zero", g.c_out);
+    CHECK(uf_cblk_conv_backward_data(&g, dyb, w, dxb), "blocked backward-data did not run");
+    memset(dx, 0, 4 * nx);
+    uf_cblk_to_nchw(g.n, g.c_in, hw, dxb, dx, g.c_in, 1);
+    CHECK(uf_cblk_conv_backward_weights(&g, xb, dyb, dw, db), "blocked backward-weights did not run");
+    double ex = dot_err(dx, dx_ref, mdx, nx, kx), ew = dot_err(dw, dw_ref, mdw, nw, kw), eb = dot_err(db, db_ref, mdb, g.c_out, kw);
+    CHECK(ex <= 1 && ew <= 1 && eb <= 1, "cin=%d cout=%d k=%d: error of the bound: dx %.2g dw %.2g db %.2g", g.c_in,
+          g.c_out, g.k, ex, ew, eb);
+    g_worst = fmax(g_worst, fmax(ex, fmax(ew, eb)));
+    uf_free(ax), uf_free(aw), uf_free(abias), uf_free(ady), uf_free(my), uf_free(mdx), uf_free(mdw), uf_free(mdb);
+    uf_free(x), uf_free(w), uf_free(b), uf_free(dy), uf_free(xb), uf_free(yb), uf_free(dyb), uf_free(dxb);
+    uf_free(y), uf_free(y_ref), uf_free(dx), uf_free(dx_ref), uf_free(dw), uf_free(dw_ref), uf_free(db), uf_free(db_ref);
+}
+
+static void test_conv_blocked(void) {
+    if (!uf_cblk_lanes()) {
+        printf("  SKIP: oneDNN has no blocked kernels on this CPU (needs AVX2); the plain path is tested above\n");
+        return;
+    }
+    srand(14);
+    /* oneDNN has no blocked 3x3 kernel for fewer than 8 input channels: refused, not wrong */
+    CHECK(!uf_cblk_supported(&(uf_conv_geom){.n = 2, .c_in = 5, .h = 9, .w = 7, .c_out = 10, .k = 3, .stride = 1, .pad = 1}, 1),
+          "a 3x3 kernel on 5 channels is expected to be refused");
+    check_blocked((uf_conv_geom){.n = 2, .c_in = 9, .h = 9, .w = 7, .c_out = 10, .k = 3, .stride = 1, .pad = 1});
+    check_blocked((uf_conv_geom){.n = 3, .c_in = 21, .h = 12, .w = 12, .c_out = 42, .k = 3, .stride = 1, .pad = 1});
+    check_blocked((uf_conv_geom){.n = 2, .c_in = 16, .h = 8, .w = 6, .c_out = 32, .k = 1, .stride = 1, .pad = 0});
+    check_blocked((uf_conv_geom){.n = 2, .c_in = 7, .h = 5, .w = 11, .c_out = 3, .k = 1, .stride = 1, .pad = 0});
+    check_blocked((uf_conv_geom){.n = 1, .c_in = 42, .h = 64, .w = 64, .c_out = 84, .k = 3, .stride = 1, .pad = 1});
+}
+
 int main(void) {
     UF_TEST(test_conv_geometries);
     UF_TEST(test_conv_single_image_path);
@@ -146,6 +222,7 @@ int main(void) {
     UF_TEST(test_conv_geometries_im2col);
     UF_TEST(test_conv_single_image_path_im2col);
     UF_TEST(test_conv_forward_epilogue_im2col);
+    UF_TEST(test_conv_blocked);
     printf("  worst conv error: %.3f of its rounding bound\n", g_worst);
     return uf_test_summary();
 }

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "core/conv_blocked.h"
 #include "flow/adam.h"
 #include "flow/flow_ref.h"
 #include "flow/graph.h"
@@ -336,10 +337,10 @@ static void check_block_inverse(const uf_flow_block *blk, int B, const double *p
  *     each with the forward's float error (|s| <= 2, ~1e-7): sqrt(N)-style growth gives
  *     ~1e-5, so 1e-4 (block) / 1e-3 (graph) absolute + 1e-6 relative. Seen: 1.2e-6 and
  *     6.3e-6 absolute (|logdet| ~ 100-400). */
-static void test_block_float_vs_ref(void) {
+static void block_float_vs_ref(int channels) {
     CHECK(uf_blas_init() == UF_OK, "%s", uf_last_error());
     srand(3);
-    int ch[1] = {7};
+    int ch[1] = {channels};
     uf_flow *m = tiny_model(1, ch, 5, 6, 2, UF_LN_NONE, 9);
     if (!m || uf_flow_alloc_grads(m) != UF_OK) return;
     randomize(m);
@@ -351,7 +352,7 @@ static void test_block_float_vs_ref(void) {
         size_t n = (size_t)B * blk->c * blk->h * blk->w, np = uf_block_param_floats(blk->c, blk->k);
         size_t hw = (size_t)blk->h * blk->w;
         float *x = uf_alloc(4 * n), *y = uf_alloc(4 * n), *xi = uf_alloc(4 * n), *dy = uf_alloc(4 * n);
-        float *dx = uf_calloc(n, 4), *r = uf_alloc(4 * B * uf_block_c1(blk->c) * hw);
+        float *dx = uf_calloc(n, 4), *r = uf_alloc(4 * uf_block_r_floats(&g));
         float *st = uf_alloc(4 * B * 2 * uf_block_c2(blk->c) * hw), *work = uf_alloc(4 * uf_block_workspace(&g));
         double *xd = malloc(8 * n), *yd = malloc(8 * n), *dyd = malloc(8 * n), *dxd = calloc(n, 8);
         double *gpd = calloc(np, 8), ld[3] = {0}, ldd[3] = {0}, gld[3] = {0.5, -1.0, 2.0};
@@ -389,6 +390,16 @@ static void test_block_float_vs_ref(void) {
     }
     free(dp);
     uf_flow_free(m);
+}
+
+/* 7 channels: the subnets' 3x3 convolutions have 4 inputs (plain path); 21 channels:
+ * 11 inputs, which run on the channel-blocked kernels where the CPU has them. */
+static void test_block_float_vs_ref(void) { block_float_vs_ref(7); }
+static void test_block_float_vs_ref_blocked(void) {
+    uf_conv_geom g = {3, 11, 5, 6, 20, 3, 1, 1};
+    if (!uf_cblk_lanes() || !uf_cblk_supported(&g, 1))
+        printf("  note: no channel-blocked kernels here; this runs the plain path again\n");
+    block_float_vs_ref(21);
 }
 
 /* ---------- whole U graph ---------- */
@@ -792,13 +803,29 @@ static void test_adam_closed_form(void) {
     uf_adam_free(&a);
 }
 
+/* The same block and graph checks with the channel-blocked subnets off (the plain
+ * layout, which runs where oneDNN has no blocked kernels). */
+static void test_block_float_vs_ref_plain(void) {
+    uf_cblk_set_enabled(0);
+    block_float_vs_ref(21);
+    uf_cblk_set_enabled(1);
+}
+static void test_graph_float_vs_ref_plain(void) {
+    uf_cblk_set_enabled(0);
+    test_graph_float_vs_ref();
+    uf_cblk_set_enabled(1);
+}
+
 int main(void) {
     UF_TEST(test_block_ref_gradients);
     UF_TEST(test_block_logdet_jacobian);
     UF_TEST(test_block_float_vs_ref);
+    UF_TEST(test_block_float_vs_ref_blocked);
     UF_TEST(test_graph_ref_gradients);
     UF_TEST(test_graph_logdet_jacobian);
     UF_TEST(test_graph_float_vs_ref);
+    UF_TEST(test_block_float_vs_ref_plain);
+    UF_TEST(test_graph_float_vs_ref_plain);
     UF_TEST(test_irevnet_permutation);
     UF_TEST(test_param_layout);
     UF_TEST(test_loss_closed_form);

@@ -1,14 +1,21 @@
-/* conv_dnnl.c - the forward convolution of conv.h on oneDNN, with plain
- * nchw / oihw arrays (the caller's layouts; oneDNN picks its gemm-based
- * kernel for them). Measured on the flow's shapes (2 cores, AVX-512): 1.2-2x
- * the im2col + OpenBLAS path. Primitives are cached per geometry and
- * epilogue; calls are serialised by a mutex (uflow runs one convolution at a
- * time; the primitive itself uses all threads). */
+/* conv_dnnl.c - oneDNN convolutions:
+ * - the forward convolution of conv.h, with plain nchw / oihw arrays (the
+ *   caller's layouts; oneDNN picks its gemm-based kernel for them). Measured on
+ *   the flow's shapes (2 cores, AVX-512): 1.2-2x the im2col + OpenBLAS path;
+ * - the channel-blocked forward, backward-data and backward-weights of
+ *   conv_blocked.h (oneDNN's direct jit kernels).
+ * Primitives are cached per geometry, pass and epilogue; calls are serialised
+ * by a mutex (uflow runs one convolution at a time; the primitive itself uses
+ * all threads). */
 #include "core/conv.h"
+#include "core/conv_blocked.h"
 
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "core/tensor.h"
 
 #define CACHE 48
 
@@ -85,18 +92,22 @@ void uf_conv_set_dnnl(int on) {
     pthread_mutex_unlock(&lock);
 }
 
-int uf_conv2d_forward_dnnl(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y,
-                           int flags) {
-    pthread_mutex_lock(&lock);
-    int done = 0;
-    if (!enabled || state < 0) goto out;
-    if (state == 0) {
+/* With the lock held: 1 when the engine is ready and oneDNN is switched on. */
+static int ready_locked(void) {
+    if (!enabled || state < 0) return 0;
+    if (state == 0)
         state = dnnl_engine_create(&eng, dnnl_cpu, 0) == dnnl_success &&
                         dnnl_stream_create(&stream, eng, dnnl_stream_default_flags) == dnnl_success
                     ? 1
                     : -1;
-        if (state < 0) goto out;
-    }
+    return state > 0;
+}
+
+int uf_conv2d_forward_dnnl(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y,
+                           int flags) {
+    pthread_mutex_lock(&lock);
+    int done = 0;
+    if (!ready_locked()) goto out;
     entry *e = NULL;
     for (int i = 0; i < n_cache && !e; i++)
         if (same_geom(&cache[i].g, g) && cache[i].flags == flags && cache[i].has_bias == (b != NULL)) e = &cache[i];
@@ -121,6 +132,285 @@ int uf_conv2d_forward_dnnl(const uf_conv_geom *g, const float *x, const float *w
     done = dnnl_primitive_execute(e->prim, stream, na, args) == dnnl_success &&
            dnnl_stream_wait(stream) == dnnl_success;
 out:
+    pthread_mutex_unlock(&lock);
+    return done;
+}
+
+/* ---- channel-blocked convolutions (conv_blocked.h) ---- */
+
+enum { PASS_FWD, PASS_BWD_DATA, PASS_BWD_WEIGHTS };
+
+typedef struct {
+    uf_conv_geom g;
+    int pass, flags, has_bias;
+    dnnl_primitive_t prim;
+    /* data: fwd (src, dst), bwd-data (diff_dst, diff_src), bwd-weights (src, diff_dst) */
+    dnnl_memory_t in, out, bia;
+    dnnl_memory_t wei;      /* weights / diff_weights in the primitive's format (owned buffer) */
+    dnnl_memory_t wei_user; /* the same in oihw: the caller's array, or wtmp for bwd-weights */
+    dnnl_primitive_t wreorder; /* between wei_user and wei; NULL when the formats agree */
+    float *wtmp, *btmp;     /* bwd-weights results before they are added to the caller's */
+} bentry;
+
+#define BCACHE 192 /* 3 passes x 12 flow geometries x a few batch sizes */
+static bentry bcache[BCACHE];
+static int n_bcache, next_bevict;
+
+static void bentry_free(bentry *e) {
+    if (e->prim) dnnl_primitive_destroy(e->prim);
+    if (e->wreorder) dnnl_primitive_destroy(e->wreorder);
+    dnnl_memory_t *ms[] = {&e->in, &e->out, &e->bia, &e->wei, &e->wei_user};
+    for (size_t i = 0; i < sizeof ms / sizeof *ms; i++)
+        if (*ms[i]) dnnl_memory_destroy(*ms[i]);
+    uf_free(e->wtmp), uf_free(e->btmp);
+    memset(e, 0, sizeof *e);
+}
+
+static int blocked_enabled = 1;
+
+void uf_cblk_set_enabled(int on) {
+    pthread_mutex_lock(&lock);
+    blocked_enabled = on;
+    pthread_mutex_unlock(&lock);
+}
+
+static int lanes_locked(void) {
+    if (!blocked_enabled || !ready_locked()) return 0;
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    if ((isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core) return 16;
+    if ((isa & dnnl_cpu_isa_avx2) == dnnl_cpu_isa_avx2) return 8;
+    return 0; /* older CPUs: the plain path */
+}
+
+int uf_cblk_lanes(void) {
+    pthread_mutex_lock(&lock);
+    int l = lanes_locked();
+    pthread_mutex_unlock(&lock);
+    return l;
+}
+
+size_t uf_cblk_floats(int n, int c, size_t hw) {
+    /* padded to 16 whatever the lanes are, so a size taken while oneDNN is off stays valid */
+    return (size_t)n * (size_t)((c + 15) / 16) * 16 * hw;
+}
+
+
+void uf_cblk_from_nchw(int n, int c, size_t hw, const float *src, int src_c, float *dst) {
+    const int L = uf_cblk_lanes(), nb = (c + L - 1) / L;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < n; b++)
+        for (int cb = 0; cb < nb; cb++) {
+            float *d = dst + ((size_t)b * nb + cb) * hw * L;
+            const int c0 = cb * L, nl = c - c0 < L ? c - c0 : L;
+            const float *s = src + ((size_t)b * src_c + c0) * hw;
+            for (size_t i = 0; i < hw; i++) {
+                int l = 0;
+                for (; l < nl; l++) d[i * L + l] = s[(size_t)l * hw + i];
+                for (; l < L; l++) d[i * L + l] = 0.0f;
+            }
+        }
+}
+
+void uf_cblk_to_nchw(int n, int c, size_t hw, const float *src, float *dst, int dst_c, int accumulate) {
+    const int L = uf_cblk_lanes(), nb = (c + L - 1) / L;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < n; b++)
+        for (int cb = 0; cb < nb; cb++) {
+            const float *s = src + ((size_t)b * nb + cb) * hw * L;
+            const int c0 = cb * L, nl = c - c0 < L ? c - c0 : L;
+            float *d = dst + ((size_t)b * dst_c + c0) * hw;
+            for (int l = 0; l < nl; l++) {
+                float *dl = d + (size_t)l * hw;
+                if (accumulate)
+                    for (size_t i = 0; i < hw; i++) dl[i] += s[i * L + l];
+                else
+                    for (size_t i = 0; i < hw; i++) dl[i] = s[i * L + l];
+            }
+        }
+}
+
+static dnnl_format_tag_t blocked_tag(int lanes) { return lanes == 16 ? dnnl_nChw16c : dnnl_nChw8c; }
+
+/* 0 and *e ready, or -1. With the lock held. */
+static int bbuild(bentry *e, const uf_conv_geom *g, int pass, int flags, int has_bias, int lanes) {
+    memset(e, 0, sizeof *e);
+    e->g = *g, e->pass = pass, e->flags = flags, e->has_bias = has_bias;
+    const int ho = uf_conv_out_size(g->h, g->k, g->stride, g->pad), wo = uf_conv_out_size(g->w, g->k, g->stride, g->pad);
+    const dnnl_dims_t sd = {g->n, g->c_in, g->h, g->w}, wd = {g->c_out, g->c_in, g->k, g->k}, bd = {g->c_out},
+                      dd = {g->n, g->c_out, ho, wo}, strides = {g->stride, g->stride}, pad = {g->pad, g->pad};
+    const dnnl_format_tag_t tag = blocked_tag(lanes);
+    dnnl_memory_desc_t smd, wany, wplain, bmd, dmd;
+    if (dnnl_memory_desc_init_by_tag(&smd, 4, sd, dnnl_f32, tag) ||
+        dnnl_memory_desc_init_by_tag(&wany, 4, wd, dnnl_f32, dnnl_format_tag_any) ||
+        dnnl_memory_desc_init_by_tag(&wplain, 4, wd, dnnl_f32, dnnl_oihw) ||
+        dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_x) ||
+        dnnl_memory_desc_init_by_tag(&dmd, 4, dd, dnnl_f32, tag))
+        return -1;
+    dnnl_convolution_desc_t fd, cd;
+    if (dnnl_convolution_forward_desc_init(&fd, pass == PASS_FWD ? dnnl_forward_inference : dnnl_forward_training,
+                                           dnnl_convolution_direct, &smd, &wany, has_bias ? &bmd : NULL, &dmd,
+                                           strides, pad, pad))
+        return -1;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t fpd = NULL, pd = NULL;
+    int ok = 1;
+    if (pass == PASS_FWD && (flags & UF_CONV_RELU)) {
+        ok = dnnl_primitive_attr_create(&attr) == dnnl_success && dnnl_post_ops_create(&po) == dnnl_success &&
+             dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f) == dnnl_success &&
+             dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+    }
+    if (ok) ok = dnnl_primitive_desc_create(&fpd, &fd, attr, eng, NULL) == dnnl_success;
+    if (ok && pass == PASS_FWD) {
+        pd = fpd, fpd = NULL;
+    } else if (ok && pass == PASS_BWD_DATA) {
+        ok = dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &smd, &wany, &dmd, strides, pad,
+                                                      pad) == dnnl_success &&
+             dnnl_primitive_desc_create(&pd, &cd, NULL, eng, fpd) == dnnl_success;
+    } else if (ok) {
+        ok = dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &smd, &wany,
+                                                         has_bias ? &bmd : NULL, &dmd, strides, pad,
+                                                         pad) == dnnl_success &&
+             dnnl_primitive_desc_create(&pd, &cd, NULL, eng, fpd) == dnnl_success;
+    }
+    /* only the direct kernels are worth the layout; anything else is refused */
+    const char *impl = NULL;
+    if (ok) ok = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl &&
+                 strncmp(impl, "jit", 3) == 0;
+    if (ok) ok = dnnl_primitive_create(&e->prim, pd) == dnnl_success;
+    const dnnl_memory_desc_t *wq =
+        ok ? dnnl_primitive_desc_query_md(pd, pass == PASS_BWD_WEIGHTS ? dnnl_query_diff_weights_md : dnnl_query_weights_md, 0)
+           : NULL;
+    ok = ok && wq;
+    if (ok) ok = dnnl_memory_create(&e->in, pass == PASS_BWD_DATA ? &dmd : &smd, eng, DNNL_MEMORY_NONE) == dnnl_success &&
+                 dnnl_memory_create(&e->out, pass == PASS_FWD ? &dmd : pass == PASS_BWD_DATA ? &smd : &dmd, eng,
+                                    DNNL_MEMORY_NONE) == dnnl_success &&
+                 dnnl_memory_create(&e->wei_user, &wplain, eng, DNNL_MEMORY_NONE) == dnnl_success;
+    if (ok && has_bias) ok = dnnl_memory_create(&e->bia, &bmd, eng, DNNL_MEMORY_NONE) == dnnl_success;
+    const size_t nw = (size_t)g->c_out * g->c_in * g->k * g->k;
+    if (ok && pass == PASS_BWD_WEIGHTS) {
+        ok = (e->wtmp = uf_alloc(sizeof(float) * nw)) != NULL && (e->btmp = uf_alloc(sizeof(float) * g->c_out)) != NULL;
+        if (ok) dnnl_memory_set_data_handle(e->wei_user, e->wtmp);
+        if (ok && has_bias) dnnl_memory_set_data_handle(e->bia, e->btmp);
+    }
+    if (ok && dnnl_memory_desc_equal(wq, &wplain)) {
+        /* the primitive reads / writes oihw itself: wei aliases wei_user's buffer per call */
+        ok = dnnl_memory_create(&e->wei, wq, eng, DNNL_MEMORY_NONE) == dnnl_success;
+    } else if (ok) {
+        dnnl_primitive_desc_t rpd = NULL;
+        ok = dnnl_memory_create(&e->wei, wq, eng, DNNL_MEMORY_ALLOCATE) == dnnl_success &&
+             (pass == PASS_BWD_WEIGHTS ? dnnl_reorder_primitive_desc_create(&rpd, wq, eng, &wplain, eng, NULL)
+                                       : dnnl_reorder_primitive_desc_create(&rpd, &wplain, eng, wq, eng, NULL)) ==
+                 dnnl_success &&
+             dnnl_primitive_create(&e->wreorder, rpd) == dnnl_success;
+        if (rpd) dnnl_primitive_desc_destroy(rpd);
+    }
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (fpd) dnnl_primitive_desc_destroy(fpd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (!ok) bentry_free(e);
+    return ok ? 0 : -1;
+}
+
+/* With the lock held: the cached entry, built when new; NULL when oneDNN cannot run it. */
+static bentry *bfind(const uf_conv_geom *g, int pass, int flags, int has_bias) {
+    const int lanes = lanes_locked();
+    if (!lanes) return NULL;
+    for (int i = 0; i < n_bcache; i++) {
+        bentry *e = &bcache[i];
+        if (same_geom(&e->g, g) && e->pass == pass && e->flags == flags && e->has_bias == has_bias) return e;
+    }
+    int slot = n_bcache < BCACHE ? n_bcache++ : (next_bevict++ % BCACHE);
+    bentry_free(&bcache[slot]);
+    if (bbuild(&bcache[slot], g, pass, flags, has_bias, lanes) != 0) {
+        if (slot == n_bcache - 1) n_bcache--;
+        return NULL;
+    }
+    return &bcache[slot];
+}
+
+int uf_cblk_supported(const uf_conv_geom *g, int with_bias) {
+    pthread_mutex_lock(&lock);
+    int ok = bfind(g, PASS_FWD, 0, with_bias) && bfind(g, PASS_FWD, UF_CONV_RELU, with_bias) &&
+             bfind(g, PASS_BWD_DATA, 0, 0) &&
+             bfind(g, PASS_BWD_WEIGHTS, 0, with_bias);
+    pthread_mutex_unlock(&lock);
+    return ok;
+}
+
+static int exec(dnnl_primitive_t p, int n, const dnnl_exec_arg_t *args) {
+    return dnnl_primitive_execute(p, stream, n, args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success;
+}
+
+/* Weights into the primitive's format (fwd, bwd-data); 1 on success. */
+static int load_weights(bentry *e, const float *w) {
+    dnnl_memory_set_data_handle(e->wei_user, (void *)w);
+    if (!e->wreorder) {
+        dnnl_memory_set_data_handle(e->wei, (void *)w);
+        return 1;
+    }
+    dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, e->wei_user}, {DNNL_ARG_TO, e->wei}};
+    return exec(e->wreorder, 2, a);
+}
+
+int uf_cblk_conv_forward(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y,
+                         int flags) {
+    pthread_mutex_lock(&lock);
+    bentry *e = bfind(g, PASS_FWD, flags & UF_CONV_RELU, b != NULL);
+    int done = e && load_weights(e, w);
+    if (done) {
+        dnnl_memory_set_data_handle(e->in, (void *)x);
+        dnnl_memory_set_data_handle(e->out, y);
+        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, e->in}, {DNNL_ARG_WEIGHTS, e->wei}, {DNNL_ARG_DST, e->out}};
+        int na = 3;
+        if (b) {
+            dnnl_memory_set_data_handle(e->bia, (void *)b);
+            a[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, e->bia};
+        }
+        done = exec(e->prim, na, a);
+    }
+    pthread_mutex_unlock(&lock);
+    return done;
+}
+
+int uf_cblk_conv_backward_data(const uf_conv_geom *g, const float *dy, const float *w, float *dx) {
+    pthread_mutex_lock(&lock);
+    bentry *e = bfind(g, PASS_BWD_DATA, 0, 0);
+    int done = e && load_weights(e, w);
+    if (done) {
+        dnnl_memory_set_data_handle(e->in, (void *)dy);
+        dnnl_memory_set_data_handle(e->out, dx);
+        dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, e->in}, {DNNL_ARG_WEIGHTS, e->wei}, {DNNL_ARG_DIFF_SRC, e->out}};
+        done = exec(e->prim, 3, a);
+    }
+    pthread_mutex_unlock(&lock);
+    return done;
+}
+
+int uf_cblk_conv_backward_weights(const uf_conv_geom *g, const float *x, const float *dy, float *dw, float *db) {
+    pthread_mutex_lock(&lock);
+    bentry *e = bfind(g, PASS_BWD_WEIGHTS, 0, db != NULL);
+    int done = e != NULL;
+    if (done) {
+        if (!e->wreorder) dnnl_memory_set_data_handle(e->wei, e->wtmp);
+        dnnl_memory_set_data_handle(e->in, (void *)x);
+        dnnl_memory_set_data_handle(e->out, (void *)dy);
+        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, e->in}, {DNNL_ARG_DIFF_DST, e->out}, {DNNL_ARG_DIFF_WEIGHTS, e->wei}};
+        int na = 3;
+        if (db) a[na++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_BIAS, e->bia};
+        done = exec(e->prim, na, a);
+        if (done && e->wreorder) {
+            dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, e->wei}, {DNNL_ARG_TO, e->wei_user}};
+            done = exec(e->wreorder, 2, r);
+        }
+    }
+    if (done) {
+        const size_t nw = (size_t)g->c_out * g->c_in * g->k * g->k;
+        for (size_t i = 0; i < nw; i++) dw[i] += e->wtmp[i];
+        if (db)
+            for (int i = 0; i < g->c_out; i++) db[i] += e->btmp[i];
+    }
     pthread_mutex_unlock(&lock);
     return done;
 }

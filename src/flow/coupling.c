@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/conv.h"
+#include "core/conv_blocked.h"
 #include "core/error.h"
 
 size_t uf_block_param_floats(int c, int k) {
@@ -70,11 +71,16 @@ static uf_conv_geom conv2_geom(const uf_block_geom *g) {
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 /* Scratch layout (each part rounded to 16 floats to keep 64-byte alignment). */
+/* Blocked path (conv_blocked.h): x1, gr, dx1b, and gab / ab are in the blocked
+ * layout, and so is the saved r; st, ga and dx1 stay (B, C, HW). Sizes are the
+ * blocked ones (the larger) whichever path runs. */
 typedef struct {
     float *x1;     /* (B, C1, HW) contiguous copy of x[:, 0:C1] */
     float *ga;     /* (B, 2*C2, HW) gradient of a (backward) / st scratch (inverse) */
+    float *gab;    /* blocked path: ga blocked (backward) / the conv2 output a (forward) */
     float *gr;     /* (B, C1, HW) gradient of r (backward) / r scratch (inverse) */
     float *dx1;    /* (B, C1, HW) gradient of x[:, 0:C1] */
+    float *dx1b;   /* blocked path: conv1's input gradient */
     float *gsc;    /* (C) global scales g */
     double *sums;  /* (2, B, C) per-sample channel sums for the offset and scale gradients */
     float *conv;   /* conv workspace */
@@ -83,12 +89,15 @@ typedef struct {
 static block_work carve(const uf_block_geom *g, float *work) {
     size_t hw = (size_t)g->h * g->w, b = (size_t)g->b;
     size_t c1 = (size_t)uf_block_c1(g->c), c2 = (size_t)uf_block_c2(g->c);
+    const size_t n1 = uf_cblk_floats(g->b, (int)c1, hw), n2 = uf_cblk_floats(g->b, 2 * (int)c2, hw);
     block_work w;
     float *p = work;
-    w.x1 = p, p += round16(b * c1 * hw);
+    w.x1 = p, p += n1;
     w.ga = p, p += round16(b * 2 * c2 * hw);
-    w.gr = p, p += round16(b * c1 * hw);
+    w.gab = p, p += n2;
+    w.gr = p, p += n1;
     w.dx1 = p, p += round16(b * c1 * hw);
+    w.dx1b = p, p += n1;
     w.gsc = p, p += round16((size_t)g->c);
     w.sums = (double *)p, p += round16(4 * b * (size_t)g->c);
     w.conv = p;
@@ -100,8 +109,21 @@ size_t uf_block_workspace(const uf_block_geom *g) {
     size_t c1 = (size_t)uf_block_c1(g->c), c2 = (size_t)uf_block_c2(g->c);
     uf_conv_geom g1 = conv1_geom(g), g2 = conv2_geom(g);
     size_t cw1 = uf_conv2d_workspace(&g1), cw2 = uf_conv2d_workspace(&g2);
-    return 3 * round16(b * c1 * hw) + round16(b * 2 * c2 * hw) + round16((size_t)g->c) +
+    const size_t n1 = uf_cblk_floats(g->b, (int)c1, hw), n2 = uf_cblk_floats(g->b, 2 * (int)c2, hw);
+    return 3 * n1 + n2 + round16(b * c1 * hw) + round16(b * 2 * c2 * hw) + round16((size_t)g->c) +
            round16(4 * b * (size_t)g->c) + (cw1 > cw2 ? cw1 : cw2);
+}
+
+size_t uf_block_r_floats(const uf_block_geom *g) {
+    return uf_cblk_floats(g->b, uf_block_c1(g->c), (size_t)g->h * g->w);
+}
+
+/* 1 when this block's subnet runs on the blocked kernels (decided per geometry,
+ * so a forward and its backward always agree). */
+static int blocked(const uf_block_geom *g) {
+    if (!uf_cblk_lanes()) return 0;
+    uf_conv_geom g1 = conv1_geom(g), g2 = conv2_geom(g);
+    return uf_cblk_supported(&g1, 1) && uf_cblk_supported(&g2, 1);
 }
 
 static void copy_passive(const uf_block_geom *g, const float *x, float *x1) {
@@ -114,17 +136,10 @@ static void global_scales(const uf_block_geom *g, const uf_block_params *p, floa
     for (int c = 0; c < g->c; c++) gsc[c] = (float)uf_block_global_scale(p->gamma[c]);
 }
 
-/* r = relu(conv1(x1)); st = [2 tanh(0.1 conv2(r)[0:C2]), 0.1 conv2(r)[C2:]] */
-static void subnet_forward(const uf_block_geom *g, const uf_block_params *p, const float *x1, float *r, float *st,
-                           float *convw) {
+/* st from the conv2 output a: [2 tanh(0.1 a[0:C2]), 0.1 a[C2:]] (in place when a = st). */
+static void st_from_a(const uf_block_geom *g, float *st) {
     size_t hw = (size_t)g->h * g->w;
-    int c1 = uf_block_c1(g->c), c2 = uf_block_c2(g->c);
-    uf_conv_geom g1 = conv1_geom(g), g2 = conv2_geom(g);
-    uf_conv2d_forward(&g1, x1, p->w1, p->b1, r, convw);
-    size_t nr = (size_t)g->b * c1 * hw;
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < nr; i++) r[i] = r[i] > 0.0f ? r[i] : 0.0f;
-    uf_conv2d_forward(&g2, r, p->w2, p->b2, st, convw);
+    int c2 = uf_block_c2(g->c);
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < g->b; b++)
         for (int j = 0; j < 2 * c2; j++) {
@@ -136,14 +151,47 @@ static void subnet_forward(const uf_block_geom *g, const uf_block_params *p, con
         }
 }
 
+/* The subnet on the blocked kernels: x (B, C, HW) -> r (blocked, saved), st (B, 2 C2, HW).
+ * x1b and ab: blocked scratch. */
+static void subnet_forward_blocked(const uf_block_geom *g, const uf_block_params *p, const float *x, float *x1b,
+                                   float *r, float *ab, float *st) {
+    const size_t hw = (size_t)g->h * g->w;
+    const int c1 = uf_block_c1(g->c), c2 = uf_block_c2(g->c);
+    uf_conv_geom g1 = conv1_geom(g), g2 = conv2_geom(g);
+    uf_cblk_from_nchw(g->b, c1, hw, x, g->c, x1b);
+    int ok = uf_cblk_conv_forward(&g1, x1b, p->w1, p->b1, r, UF_CONV_RELU) &&
+             uf_cblk_conv_forward(&g2, r, p->w2, p->b2, ab, 0);
+    UF_ASSERT(ok); /* the primitives were built by blocked(); running them cannot fail */
+    uf_cblk_to_nchw(g->b, 2 * c2, hw, ab, st, 2 * c2, 0);
+    st_from_a(g, st);
+}
+
+/* r = relu(conv1(x1)); st = [2 tanh(0.1 conv2(r)[0:C2]), 0.1 conv2(r)[C2:]] */
+static void subnet_forward(const uf_block_geom *g, const uf_block_params *p, const float *x1, float *r, float *st,
+                           float *convw) {
+    size_t hw = (size_t)g->h * g->w;
+    int c1 = uf_block_c1(g->c);
+    uf_conv_geom g1 = conv1_geom(g), g2 = conv2_geom(g);
+    uf_conv2d_forward(&g1, x1, p->w1, p->b1, r, convw);
+    size_t nr = (size_t)g->b * c1 * hw;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < nr; i++) r[i] = r[i] > 0.0f ? r[i] : 0.0f;
+    uf_conv2d_forward(&g2, r, p->w2, p->b2, st, convw);
+    st_from_a(g, st);
+}
+
 void uf_block_forward(const uf_block_geom *g, const uf_block_params *p, const float *x, float *y, float *r,
                       float *st, double *logdet, float *work) {
     UF_ASSERT(g->c >= 2 && (g->k == 1 || g->k == 3));
     block_work w = carve(g, work);
     const size_t hw = (size_t)g->h * g->w;
     const int C = g->c, c1 = uf_block_c1(C), c2 = uf_block_c2(C);
-    copy_passive(g, x, w.x1);
-    subnet_forward(g, p, w.x1, r, st, w.conv);
+    if (blocked(g)) {
+        subnet_forward_blocked(g, p, x, w.x1, r, w.gab, st);
+    } else {
+        copy_passive(g, x, w.x1);
+        subnet_forward(g, p, w.x1, r, st, w.conv);
+    }
     global_scales(g, p, w.gsc);
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < g->b; b++)
@@ -188,15 +236,32 @@ void uf_block_inverse(const uf_block_geom *g, const uf_block_params *p, const fl
             float *xp = x + ((size_t)b * C + src) * hw;
             for (size_t i = 0; i < hw; i++) xp[i] = (yp[i] - o) * inv;
         }
-    copy_passive(g, x, w.x1);
     float *r = w.gr, *st = w.ga;
-    subnet_forward(g, p, w.x1, r, st, w.conv);
+    if (blocked(g)) {
+        subnet_forward_blocked(g, p, x, w.x1, r, w.gab, st);
+    } else {
+        copy_passive(g, x, w.x1);
+        subnet_forward(g, p, w.x1, r, st, w.conv);
+    }
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < g->b; b++)
         for (int j = 0; j < c2; j++) {
             float *xp = x + ((size_t)b * C + c1 + j) * hw;
             const float *sp = st + ((size_t)b * 2 * c2 + j) * hw, *tp = sp + (size_t)c2 * hw;
             for (size_t i = 0; i < hw; i++) xp[i] = (xp[i] - tp[i]) * expf(-sp[i]);
+        }
+}
+
+/* dx[:, 0:C1] += dx1 (B, C1, HW) */
+static void add_passive_grad(const uf_block_geom *g, const float *dx1, float *dx) {
+    const size_t hw = (size_t)g->h * g->w;
+    const int c1 = uf_block_c1(g->c);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < g->b; b++)
+        for (int c = 0; c < c1; c++) {
+            float *d = dx + ((size_t)b * g->c + c) * hw;
+            const float *s = dx1 + ((size_t)b * c1 + c) * hw;
+            for (size_t i = 0; i < hw; i++) d[i] += s[i];
         }
 }
 
@@ -257,8 +322,26 @@ void uf_block_backward(const uf_block_geom *g, const uf_block_params *p, const f
             grad->gamma[c] += (float)(sg * uf_block_global_scale_grad(gam));
         }
     }
-    /* conv2 backward: G_r = conv2^T(G_a), then through the ReLU */
     uf_conv_geom g1 = conv1_geom(g), g2 = conv2_geom(g);
+    if (blocked(g)) {
+        /* the same steps as below, on the blocked kernels; r is blocked */
+        const size_t nrb = uf_cblk_floats(B, c1, hw);
+        uf_cblk_from_nchw(B, 2 * c2, hw, w.ga, 2 * c2, w.gab);
+        int ok = uf_cblk_conv_backward_data(&g2, w.gab, p->w2, w.gr);
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < nrb; i++)
+            if (!(r[i] > 0.0f)) w.gr[i] = 0.0f;
+        if (ok && grad->w2) ok = uf_cblk_conv_backward_weights(&g2, r, w.gab, grad->w2, grad->b2);
+        uf_cblk_from_nchw(B, c1, hw, x, C, w.x1);
+        if (ok && grad->w1) ok = uf_cblk_conv_backward_weights(&g1, w.x1, w.gr, grad->w1, grad->b1);
+        if (ok && dx) ok = uf_cblk_conv_backward_data(&g1, w.gr, p->w1, w.dx1b);
+        UF_ASSERT(ok); /* the primitives were built by blocked(); running them cannot fail */
+        if (!dx) return;
+        add_passive_grad(g, w.dx1, dx);
+        uf_cblk_to_nchw(B, c1, hw, w.dx1b, dx, C, 1);
+        return;
+    }
+    /* conv2 backward: G_r = conv2^T(G_a), then through the ReLU */
     size_t nr = (size_t)B * c1 * hw;
     memset(w.gr, 0, sizeof(float) * nr);
     uf_conv2d_backward(&g2, r, p->w2, w.ga, w.gr, grad->w2, grad->b2, w.conv);
@@ -268,11 +351,5 @@ void uf_block_backward(const uf_block_geom *g, const uf_block_params *p, const f
     copy_passive(g, x, w.x1);
     uf_conv2d_backward(&g1, w.x1, p->w1, w.gr, dx ? w.dx1 : NULL, grad->w1, grad->b1, w.conv);
     if (!dx) return;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++)
-        for (int c = 0; c < c1; c++) {
-            float *d = dx + ((size_t)b * C + c) * hw;
-            const float *s = w.dx1 + ((size_t)b * c1 + c) * hw;
-            for (size_t i = 0; i < hw; i++) d[i] += s[i];
-        }
+    add_passive_grad(g, w.dx1, dx);
 }

@@ -12,8 +12,10 @@
  * Same-padding convolutions (pad 1 for k = 3, 0 for k = 1), k = 3 on even
  * steps and 1 on odd ones. All tensors are (B, C, H, W) float32.
  *
- * Saved activations: the forward writes r (B, C1, H, W) and st (B, 2*C2, H, W)
- * (s = 2 tanh(.) then t) into caller buffers; backward needs them plus the
+ * Saved activations: the forward writes r (uf_block_r_floats; (B, C1, H, W), or
+ * channel-blocked when the subnet runs on core/conv_blocked.h, which is then only
+ * meaningful to uf_block_backward) and st (B, 2*C2, H, W) (s = 2 tanh(.) then t)
+ * into caller buffers; backward needs them plus the
  * block input x. So one block holds 2.5*C*H*W floats per sample (x, r, st).
  */
 #ifndef UF_FLOW_COUPLING_H
@@ -59,6 +61,9 @@ double uf_block_global_scale_grad(double gamma);
 
 /* Floats of scratch for forward, inverse and backward. */
 size_t uf_block_workspace(const uf_block_geom *g);
+/* Floats of the saved r buffer (at least B*C1*H*W: the subnet may keep r in the
+ * channel-blocked layout of core/conv_blocked.h, which pads C1). */
+size_t uf_block_r_floats(const uf_block_geom *g);
 
 /* y (B,C,H,W) from x (B,C,H,W); y must not alias x. Writes r (B,C1,H,W) and
  * st (B,2*C2,H,W) (saved for backward, or scratch). ADDS each sample's log-det

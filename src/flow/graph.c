@@ -194,7 +194,8 @@ static acts_plan plan_acts(const uf_flow *m, int batch, int training) {
     size_t max_r = 0, max_st = 0, max_v = 0;
     for (int l = 0; l < L; l++) {
         size_t hw = hw_of(m, l), v = (size_t)m->v[l];
-        size_t nr = r16(B * (size_t)uf_block_c1(m->v[l]) * hw), nst = r16(B * 2 * (size_t)uf_block_c2(m->v[l]) * hw);
+        uf_block_geom bg = {batch, m->v[l], m->cfg.height[l], m->cfg.width[l], 3};
+        size_t nr = r16(uf_block_r_floats(&bg)), nst = r16(B * 2 * (size_t)uf_block_c2(m->v[l]) * hw);
         p.act += (size_t)(T + 1) * r16(B * v * hw);
         if (training) {
             p.r += (size_t)T * nr, p.st += (size_t)T * nst;
@@ -253,8 +254,8 @@ int uf_flow_reserve(uf_flow *m, int batch, int training) {
     float *r0 = q, *st0 = q + (training ? 0 : p.r);
     if (training) {
         for (int l = 0; l < L; l++) {
-            size_t hw = hw_of(m, l);
-            for (int t = 0; t < T; t++) a->r[l * T + t] = q, q += r16(B * (size_t)uf_block_c1(m->v[l]) * hw);
+            uf_block_geom bg = {batch, m->v[l], m->cfg.height[l], m->cfg.width[l], 3};
+            for (int t = 0; t < T; t++) a->r[l * T + t] = q, q += r16(uf_block_r_floats(&bg));
         }
         for (int l = 0; l < L; l++) {
             size_t hw = hw_of(m, l);
