@@ -69,7 +69,8 @@ def main():
     if not os.path.exists(UFLOW):
         sys.exit("bench-compare: build/uflow not built (make)")
     env_line = subprocess.run([UFLOW, "version"], capture_output=True, text=True).stdout
-    kernels = [ln.strip() for ln in env_line.splitlines() if "blas" in ln.lower() or "onednn" in ln.lower()]
+    kernels = [ln.strip() for ln in env_line.splitlines() if "blas" in ln.lower() or "onednn" in ln.lower()
+               or ln.startswith("flow subnets")]
     torch_info = subprocess.run([sys.executable, os.path.join(HERE, "baseline.py"), "--info", "--threads",
                                  str(a.threads)], capture_output=True, text=True).stdout.strip()
     print("CPU: %s, %d cores; %d threads each side, %d rounds (order alternating), medians" %

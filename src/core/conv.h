@@ -21,7 +21,9 @@ int uf_conv_out_size(int in, int k, int stride, int pad);
 /* The forward convolutions run on oneDNN (src/core/conv_dnnl.c) when it has
  * a kernel for the geometry, else (and when switched off) as im2col + SGEMM:
  * 1 (the default) or 0. The backward passes are im2col + SGEMM; their input
- * gradient is a forward convolution, so it follows the switch. */
+ * gradient is a forward convolution, so it follows the switch. Switching off
+ * also switches off the channel-blocked kernels of conv_blocked.h (which the
+ * flow's subnets use where they can). */
 void uf_conv_set_dnnl(int on);
 /* The oneDNN forward: 1 when it computed y, 0 when it could not (no kernel,
  * switched off): the caller then computes it itself. */
