@@ -212,11 +212,13 @@ done:
 }
 
 static void test_torch_block(void) { check_file("tests/data/flow/block.safetensors"); }
+static void test_torch_block_wide(void) { check_file("tests/data/flow/block_wide.safetensors"); }
 static void test_torch_graph_reference(void) { check_file("tests/data/flow/graph_reference.safetensors"); }
 static void test_torch_graph_logdet(void) { check_file("tests/data/flow/graph_logdet.safetensors"); }
 
 int main(void) {
     UF_TEST(test_torch_block);
+    UF_TEST(test_torch_block_wide);
     UF_TEST(test_torch_graph_reference);
     UF_TEST(test_torch_graph_logdet);
     return uf_test_summary();
