@@ -121,7 +121,6 @@ size_t uf_block_r_floats(const uf_block_geom *g) {
 /* 1 when this block's subnet runs on the blocked kernels (decided per geometry,
  * so a forward and its backward always agree). */
 static int blocked(const uf_block_geom *g) {
-    if (!uf_cblk_lanes()) return 0;
     uf_conv_geom g1 = conv1_geom(g), g2 = conv2_geom(g);
     return uf_cblk_supported(&g1, 1) && uf_cblk_supported(&g2, 1);
 }
@@ -252,6 +251,14 @@ void uf_block_inverse(const uf_block_geom *g, const uf_block_params *p, const fl
         }
 }
 
+/* Through the subnet's ReLU: gr = 0 where r (its output) is not positive. n floats,
+ * in whichever layout r and gr share. */
+static void relu_backward(const float *r, float *gr, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        if (!(r[i] > 0.0f)) gr[i] = 0.0f;
+}
+
 /* dx[:, 0:C1] += dx1 (B, C1, HW) */
 static void add_passive_grad(const uf_block_geom *g, const float *dx1, float *dx) {
     const size_t hw = (size_t)g->h * g->w;
@@ -328,9 +335,7 @@ void uf_block_backward(const uf_block_geom *g, const uf_block_params *p, const f
         const size_t nrb = uf_cblk_floats(B, c1, hw);
         uf_cblk_from_nchw(B, 2 * c2, hw, w.ga, 2 * c2, w.gab);
         int ok = uf_cblk_conv_backward_data(&g2, w.gab, p->w2, w.gr);
-#pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < nrb; i++)
-            if (!(r[i] > 0.0f)) w.gr[i] = 0.0f;
+        relu_backward(r, w.gr, nrb);
         if (ok && grad->w2) ok = uf_cblk_conv_backward_weights(&g2, r, w.gab, grad->w2, grad->b2);
         uf_cblk_from_nchw(B, c1, hw, x, C, w.x1);
         if (ok && grad->w1) ok = uf_cblk_conv_backward_weights(&g1, w.x1, w.gr, grad->w1, grad->b1);
@@ -345,9 +350,7 @@ void uf_block_backward(const uf_block_geom *g, const uf_block_params *p, const f
     size_t nr = (size_t)B * c1 * hw;
     memset(w.gr, 0, sizeof(float) * nr);
     uf_conv2d_backward(&g2, r, p->w2, w.ga, w.gr, grad->w2, grad->b2, w.conv);
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < nr; i++)
-        if (!(r[i] > 0.0f)) w.gr[i] = 0.0f;
+    relu_backward(r, w.gr, nr);
     copy_passive(g, x, w.x1);
     uf_conv2d_backward(&g1, w.x1, p->w1, w.gr, dx ? w.dx1 : NULL, grad->w1, grad->b1, w.conv);
     if (!dx) return;
