@@ -34,8 +34,8 @@ void uf_cblk_set_enabled(int on);
 size_t uf_cblk_floats(int n, int c, size_t hw);
 /* 1 when forward (with and without ReLU), backward-data and backward-weights all
  * run blocked for g (the primitives are built and cached now), 0 otherwise
- * (e.g. a 3x3 kernel on fewer than 8 input channels: oneDNN's direct kernels
- * want those in nchw). */
+ * (e.g. a 3x3 kernel on fewer input channels than lanes, 8 with AVX2 and 16 with
+ * AVX-512: oneDNN's direct kernels want those in nchw). */
 int uf_cblk_supported(const uf_conv_geom *g, int with_bias);
 
 /* dst (blocked, n x c x hw) = channels [0, c) of src, n samples of src_c channels
