@@ -5,6 +5,8 @@
 #include "core/blas.h"
 #include "core/error.h"
 #include "core/tensor.h"
+#include "core/vmath.h"
+#include <math.h>
 #include "harness.h"
 
 static void test_tensor_alloc(void) {
@@ -63,9 +65,55 @@ static void test_sgemm_matches_reference(void) {
     CHECK(strcmp(uf_blas_corename(), "none") != 0, "corename %s", uf_blas_corename());
 }
 
+/* Distance in units in the last place of float between a float and the exact value
+ * (double), measured in the ulp of the exact value rounded to float. */
+static double ulp_err(float got, double want) {
+    float wf = (float)want;
+    double ulp = fabs((double)nextafterf(wf, INFINITY) - (double)wf);
+    if (ulp == 0.0 || isinf(ulp)) ulp = fabs((double)wf - (double)nextafterf(wf, 0.0f));
+    if (fabs(want) < 1.1754943508222875e-38) ulp = 1.4e-45; /* subnormal: absolute */
+    return fabs((double)got - want) / ulp;
+}
+
+/* uf_vexpf / uf_vtanhf (vmath.h) against double exp / tanh: every 61st float bit
+ * pattern of both signs (a few million values over the whole range), then the
+ * special values. Loops are written so the compiler vectorises them, as in the flow. */
+static void test_vmath(void) {
+    enum { N = 1 << 16 };
+    static float x[N], ye[N], yt[N];
+    double worst_e = 0, worst_t = 0;
+    float at_e = 0, at_t = 0;
+    for (uint64_t u0 = 0; u0 < 0x100000000ull; u0 += (uint64_t)61 * N) {
+        int n = 0;
+        for (uint64_t u = u0; n < N; u += 61, n++) {
+            uint32_t b = (uint32_t)u;
+            float f = uf_bits_to_float(b);
+            x[n] = isnan(f) ? 0.5f : f;
+        }
+        for (int i = 0; i < N; i++) ye[i] = uf_vexpf(x[i]);
+        for (int i = 0; i < N; i++) yt[i] = uf_vtanhf(x[i]);
+        for (int i = 0; i < N; i++) {
+            double we = exp((double)x[i]), wt = tanh((double)x[i]);
+            double ee = (we > 3.4028234663852886e38) ? (isinf(ye[i]) ? 0.0 : 1e9)
+                        : (we < 1.1754943508222875e-38 ? (fabs(ye[i] - we) <= 1e-38 ? 0.0 : 1e9) : ulp_err(ye[i], we));
+            double et = ulp_err(yt[i], wt);
+            if (ee > worst_e) worst_e = ee, at_e = x[i];
+            if (et > worst_t) worst_t = et, at_t = x[i];
+        }
+    }
+    printf("  uf_vexpf worst %.2f ulp (at %.9g), uf_vtanhf worst %.2f ulp (at %.9g)\n", worst_e, at_e, worst_t, at_t);
+    CHECK(worst_e <= 2.0, "uf_vexpf: %.2f ulp at %.9g", worst_e, at_e);
+    CHECK(worst_t <= 3.0, "uf_vtanhf: %.2f ulp at %.9g", worst_t, at_t);
+    CHECK(isnan(uf_vexpf(NAN)) && isnan(uf_vtanhf(NAN)), "NaN must propagate");
+    CHECK(isinf(uf_vexpf(INFINITY)) && uf_vexpf(-INFINITY) == 0.0f && uf_vexpf(89.0f) == INFINITY, "exp overflow");
+    CHECK(uf_vexpf(-200.0f) == 0.0f && uf_vexpf(0.0f) == 1.0f, "exp underflow / exp(0)");
+    CHECK(uf_vtanhf(INFINITY) == 1.0f && uf_vtanhf(-INFINITY) == -1.0f && uf_vtanhf(0.0f) == 0.0f, "tanh limits");
+}
+
 int main(void) {
     UF_TEST(test_tensor_alloc);
     UF_TEST(test_arena);
     UF_TEST(test_sgemm_matches_reference);
+    UF_TEST(test_vmath);
     return uf_test_summary();
 }

@@ -6,6 +6,7 @@
 #include "core/conv.h"
 #include "core/conv_blocked.h"
 #include "core/error.h"
+#include "core/vmath.h"
 
 size_t uf_block_param_floats(int c, int k) {
     size_t c1 = (size_t)uf_block_c1(c), c2 = (size_t)uf_block_c2(c), kk = (size_t)k * k;
@@ -144,7 +145,7 @@ static void st_from_a(const uf_block_geom *g, float *st) {
         for (int j = 0; j < 2 * c2; j++) {
             float *a = st + ((size_t)b * 2 * c2 + j) * hw;
             if (j < c2)
-                for (size_t i = 0; i < hw; i++) a[i] = UF_FLOW_CLAMP * tanhf(0.1f * a[i]);
+                for (size_t i = 0; i < hw; i++) a[i] = UF_FLOW_CLAMP * uf_vtanhf(0.1f * a[i]);
             else
                 for (size_t i = 0; i < hw; i++) a[i] *= 0.1f;
         }
@@ -203,7 +204,7 @@ void uf_block_forward(const uf_block_geom *g, const uf_block_params *p, const fl
                 for (size_t i = 0; i < hw; i++) yp[i] = xp[i] * gs + o;
             } else {
                 const float *sp = st + ((size_t)b * 2 * c2 + (src - c1)) * hw, *tp = sp + (size_t)c2 * hw;
-                for (size_t i = 0; i < hw; i++) yp[i] = (xp[i] * expf(sp[i]) + tp[i]) * gs + o;
+                for (size_t i = 0; i < hw; i++) yp[i] = (xp[i] * uf_vexpf(sp[i]) + tp[i]) * gs + o;
             }
         }
     if (!logdet) return;
@@ -247,7 +248,7 @@ void uf_block_inverse(const uf_block_geom *g, const uf_block_params *p, const fl
         for (int j = 0; j < c2; j++) {
             float *xp = x + ((size_t)b * C + c1 + j) * hw;
             const float *sp = st + ((size_t)b * 2 * c2 + j) * hw, *tp = sp + (size_t)c2 * hw;
-            for (size_t i = 0; i < hw; i++) xp[i] = (xp[i] - tp[i]) * expf(-sp[i]);
+            for (size_t i = 0; i < hw; i++) xp[i] = (xp[i] - tp[i]) * uf_vexpf(-sp[i]);
         }
 }
 
@@ -272,6 +273,28 @@ static void add_passive_grad(const uf_block_geom *g, const float *dx1, float *dx
         }
 }
 
+/* One active channel of the backward: the gradients of s and t (gas, gat) from dy's row,
+ * dx's row accumulated when has_dx, and the row's sums for the offset and global-scale
+ * gradients added to *so, *sg. Inlined with has_dx constant, so both versions vectorise. */
+static inline void active_grad_row(size_t hw, const float *dyp, const float *xp, const float *sp, const float *tp,
+                                   float gs, float gld, float *gas, float *gat, float *dxp, int has_dx, double *so,
+                                   double *sg) {
+    const float clamp = UF_FLOW_CLAMP;
+    double o = 0.0, g = 0.0;
+#pragma omp simd reduction(+ : o, g)
+    for (size_t i = 0; i < hw; i++) {
+        float e = uf_vexpf(sp[i]), xe = xp[i] * e;
+        o += dyp[i];
+        g += (double)dyp[i] * (xe + tp[i]);
+        float gy2 = dyp[i] * gs;
+        if (has_dx) dxp[i] += gy2 * e;
+        float gsv = gy2 * xe + gld;
+        gas[i] = 0.1f * gsv * (clamp - sp[i] * sp[i] / clamp);
+        gat[i] = 0.1f * gy2;
+    }
+    *so += o, *sg += g;
+}
+
 void uf_block_backward(const uf_block_geom *g, const uf_block_params *p, const float *x, const float *r,
                        const float *st, const float *dy, const double *g_ld, float *dx,
                        const uf_block_params *grad, float *work) {
@@ -279,7 +302,6 @@ void uf_block_backward(const uf_block_geom *g, const uf_block_params *p, const f
     block_work w = carve(g, work);
     const size_t hw = (size_t)g->h * g->w;
     const int B = g->b, C = g->c, c1 = uf_block_c1(C), c2 = uf_block_c2(C);
-    const float clamp = UF_FLOW_CLAMP;
     global_scales(g, p, w.gsc);
     double *sum_o = w.sums, *sum_g = w.sums + (size_t)B * C;
 #pragma omp parallel for collapse(2) schedule(static)
@@ -292,6 +314,7 @@ void uf_block_backward(const uf_block_geom *g, const uf_block_params *p, const f
             double so = 0.0, sg = 0.0;
             if (src < c1) {
                 float *d1 = w.dx1 + ((size_t)b * c1 + src) * hw;
+#pragma omp simd reduction(+ : so, sg)
                 for (size_t i = 0; i < hw; i++) {
                     so += dyp[i];
                     sg += (double)dyp[i] * xp[i];
@@ -301,18 +324,11 @@ void uf_block_backward(const uf_block_geom *g, const uf_block_params *p, const f
                 int j = src - c1;
                 const float *sp = st + ((size_t)b * 2 * c2 + j) * hw, *tp = sp + (size_t)c2 * hw;
                 float *gas = w.ga + ((size_t)b * 2 * c2 + j) * hw, *gat = gas + (size_t)c2 * hw;
-                float *dxp = dx ? dx + ((size_t)b * C + src) * hw : NULL;
-                float gld = (float)g_ld[b];
-                for (size_t i = 0; i < hw; i++) {
-                    float e = expf(sp[i]), xe = xp[i] * e;
-                    so += dyp[i];
-                    sg += (double)dyp[i] * (xe + tp[i]);
-                    float gy2 = dyp[i] * gs;
-                    if (dxp) dxp[i] += gy2 * e;
-                    float gsv = gy2 * xe + gld;
-                    gas[i] = 0.1f * gsv * (clamp - sp[i] * sp[i] / clamp);
-                    gat[i] = 0.1f * gy2;
-                }
+                const float gld = (float)g_ld[b];
+                if (dx)
+                    active_grad_row(hw, dyp, xp, sp, tp, gs, gld, gas, gat, dx + ((size_t)b * C + src) * hw, 1, &so, &sg);
+                else
+                    active_grad_row(hw, dyp, xp, sp, tp, gs, gld, gas, gat, NULL, 0, &so, &sg);
             }
             sum_o[(size_t)b * C + src] = so;
             sum_g[(size_t)b * C + src] = sg;
