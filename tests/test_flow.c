@@ -819,6 +819,13 @@ static void test_graph_float_vs_ref_plain(void) {
     test_graph_float_vs_ref();
     uf_cblk_set_enabled(1);
 }
+/* Blocked with Winograd off: the direct blocked kernels (the only ones with AVX2; with
+ * AVX-512 the 3x3 convolutions run as Winograd by default). */
+static void test_block_float_vs_ref_blocked_direct(void) {
+    uf_cblk_set_winograd(0);
+    test_block_float_vs_ref_blocked();
+    uf_cblk_set_winograd(1);
+}
 
 int main(void) {
     UF_TEST(test_block_ref_gradients);
@@ -830,6 +837,7 @@ int main(void) {
     UF_TEST(test_graph_float_vs_ref);
     UF_TEST(test_block_float_vs_ref_plain);
     UF_TEST(test_graph_float_vs_ref_plain);
+    UF_TEST(test_block_float_vs_ref_blocked_direct);
     UF_TEST(test_irevnet_permutation);
     UF_TEST(test_param_layout);
     UF_TEST(test_loss_closed_form);

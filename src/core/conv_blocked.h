@@ -30,6 +30,14 @@ int uf_cblk_lanes(void);
  * conv.h's plain oneDNN forward (for tests and A/B benchmarks). Switch only
  * between a forward and the next one, never between a forward and its backward. */
 void uf_cblk_set_enabled(int on);
+/* 3x3 stride-1 convolutions run as oneDNN's Winograd F(4x4, 3x3) (AVX-512 only: 2-2.7x
+ * faster than direct on the flow's shapes) where it has a kernel, else direct: 1 (the
+ * default) or 0. Winograd's rounding error is larger (the transforms amplify it; see
+ * tests/test_conv.c for the measured bound). Same switching rule as uf_cblk_set_enabled;
+ * switching empties the primitive cache. */
+void uf_cblk_set_winograd(int on);
+/* 1 when g's forward (with_bias as given) runs as Winograd. */
+int uf_cblk_winograd(const uf_conv_geom *g, int with_bias);
 /* Floats of an (n, c, hw) tensor in the blocked layout, padding included, for any lanes. */
 size_t uf_cblk_floats(int n, int c, size_t hw);
 /* 1 when forward (with and without ReLU), backward-data and backward-weights all

@@ -140,6 +140,8 @@ out:
 
 enum { PASS_FWD, PASS_BWD_DATA, PASS_BWD_WEIGHTS };
 
+#define WSLOTS 4 /* weight arrays per Winograd entry: the flow has 2 blocks per geometry */
+
 typedef struct {
     uf_conv_geom g;
     int pass, flags, has_bias;
@@ -150,6 +152,15 @@ typedef struct {
     dnnl_memory_t wei_user; /* the same in oihw: the caller's array, or wtmp for bwd-weights */
     dnnl_primitive_t wreorder; /* between wei_user and wei; NULL when the formats agree */
     float *wtmp, *btmp;     /* bwd-weights results before they are added to the caller's */
+    int winograd;           /* the primitive is oneDNN's Winograd F(4x4, 3x3), not direct */
+    /* Winograd fwd / bwd-data: the last few weight arrays transformed, by address, each with
+     * a copy of the oihw values it was made from (a hit needs both to match) */
+    struct wslot {
+        const float *src;
+        float *copy;
+        dnnl_memory_t wei;
+    } ws[WSLOTS];
+    int next_ws;
 } bentry;
 
 #define BCACHE 192 /* 3 passes x 12 flow geometries x a few batch sizes */
@@ -163,14 +174,27 @@ static void bentry_free(bentry *e) {
     for (size_t i = 0; i < sizeof ms / sizeof *ms; i++)
         if (*ms[i]) dnnl_memory_destroy(*ms[i]);
     uf_free(e->wtmp), uf_free(e->btmp);
+    for (int i = 0; i < WSLOTS; i++) {
+        if (e->ws[i].wei) dnnl_memory_destroy(e->ws[i].wei);
+        uf_free(e->ws[i].copy);
+    }
     memset(e, 0, sizeof *e);
 }
 
-static int blocked_enabled = 1;
+static int blocked_enabled = 1, winograd_enabled = 1;
 
 void uf_cblk_set_enabled(int on) {
     pthread_mutex_lock(&lock);
     blocked_enabled = on;
+    pthread_mutex_unlock(&lock);
+}
+
+void uf_cblk_set_winograd(int on) {
+    pthread_mutex_lock(&lock);
+    if (winograd_enabled != on)
+        for (int i = 0; i < n_bcache; i++) bentry_free(&bcache[i]);
+    if (winograd_enabled != on) n_bcache = next_bevict = 0;
+    winograd_enabled = on;
     pthread_mutex_unlock(&lock);
 }
 
@@ -231,10 +255,12 @@ void uf_cblk_to_nchw(int n, int c, size_t hw, const float *src, float *dst, int 
 
 static dnnl_format_tag_t blocked_tag(int lanes) { return lanes == 16 ? dnnl_nChw16c : dnnl_nChw8c; }
 
-/* 0 and *e ready, or -1. With the lock held. */
-static int bbuild(bentry *e, const uf_conv_geom *g, int pass, int flags, int has_bias, int lanes) {
+/* 0 and *e ready with algorithm alg (direct or Winograd), or -1. With the lock held. */
+static int bbuild_alg(bentry *e, const uf_conv_geom *g, int pass, int flags, int has_bias, int lanes,
+                      dnnl_alg_kind_t alg) {
     memset(e, 0, sizeof *e);
     e->g = *g, e->pass = pass, e->flags = flags, e->has_bias = has_bias;
+    e->winograd = alg == dnnl_convolution_winograd;
     const int ho = uf_conv_out_size(g->h, g->k, g->stride, g->pad), wo = uf_conv_out_size(g->w, g->k, g->stride, g->pad);
     const dnnl_dims_t sd = {g->n, g->c_in, g->h, g->w}, wd = {g->c_out, g->c_in, g->k, g->k}, bd = {g->c_out},
                       dd = {g->n, g->c_out, ho, wo}, strides = {g->stride, g->stride}, pad = {g->pad, g->pad};
@@ -248,7 +274,7 @@ static int bbuild(bentry *e, const uf_conv_geom *g, int pass, int flags, int has
         return -1;
     dnnl_convolution_desc_t fd, cd;
     if (dnnl_convolution_forward_desc_init(&fd, pass == PASS_FWD ? dnnl_forward_inference : dnnl_forward_training,
-                                           dnnl_convolution_direct, &smd, &wany, has_bias ? &bmd : NULL, &dmd,
+                                           alg, &smd, &wany, has_bias ? &bmd : NULL, &dmd,
                                            strides, pad, pad))
         return -1;
     dnnl_primitive_attr_t attr = NULL;
@@ -264,19 +290,19 @@ static int bbuild(bentry *e, const uf_conv_geom *g, int pass, int flags, int has
     if (ok && pass == PASS_FWD) {
         pd = fpd, fpd = NULL;
     } else if (ok && pass == PASS_BWD_DATA) {
-        ok = dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &smd, &wany, &dmd, strides, pad,
-                                                      pad) == dnnl_success &&
+        ok = dnnl_convolution_backward_data_desc_init(&cd, alg, &smd, &wany, &dmd, strides, pad, pad) == dnnl_success &&
              dnnl_primitive_desc_create(&pd, &cd, NULL, eng, fpd) == dnnl_success;
     } else if (ok) {
-        ok = dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &smd, &wany,
+        ok = dnnl_convolution_backward_weights_desc_init(&cd, alg, &smd, &wany,
                                                          has_bias ? &bmd : NULL, &dmd, strides, pad,
                                                          pad) == dnnl_success &&
              dnnl_primitive_desc_create(&pd, &cd, NULL, eng, fpd) == dnnl_success;
     }
-    /* only the direct kernels are worth the layout; anything else is refused */
+    /* only the jit kernels are worth the layout (jit_wino_4x3, jit_fp32_wino_2x3 for
+     * Winograd); a reference or gemm fallback is refused */
     const char *impl = NULL;
     if (ok) ok = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl &&
-                 strncmp(impl, "jit", 3) == 0;
+                 strncmp(impl, "jit", 3) == 0 && (!e->winograd || strstr(impl, "wino"));
     if (ok) ok = dnnl_primitive_create(&e->prim, pd) == dnnl_success;
     const dnnl_memory_desc_t *wq =
         ok ? dnnl_primitive_desc_query_md(pd, pass == PASS_BWD_WEIGHTS ? dnnl_query_diff_weights_md : dnnl_query_weights_md, 0)
@@ -313,6 +339,15 @@ static int bbuild(bentry *e, const uf_conv_geom *g, int pass, int flags, int has
     return ok ? 0 : -1;
 }
 
+/* Winograd F(4x4, 3x3) where oneDNN has it (AVX-512 only, 3x3 stride 1) and it is on,
+ * else the direct kernel. */
+static int bbuild(bentry *e, const uf_conv_geom *g, int pass, int flags, int has_bias, int lanes) {
+    if (winograd_enabled && g->k == 3 && g->stride == 1 &&
+        bbuild_alg(e, g, pass, flags, has_bias, lanes, dnnl_convolution_winograd) == 0)
+        return 0;
+    return bbuild_alg(e, g, pass, flags, has_bias, lanes, dnnl_convolution_direct);
+}
+
 /* With the lock held: the cached entry, built when new; NULL when oneDNN cannot run it. */
 static bentry *bfind(const uf_conv_geom *g, int pass, int flags, int has_bias) {
     const int lanes = lanes_locked();
@@ -330,6 +365,14 @@ static bentry *bfind(const uf_conv_geom *g, int pass, int flags, int has_bias) {
     return &bcache[slot];
 }
 
+int uf_cblk_winograd(const uf_conv_geom *g, int with_bias) {
+    pthread_mutex_lock(&lock);
+    bentry *e = bfind(g, PASS_FWD, 0, with_bias);
+    int w = e && e->winograd;
+    pthread_mutex_unlock(&lock);
+    return w;
+}
+
 int uf_cblk_supported(const uf_conv_geom *g, int with_bias) {
     pthread_mutex_lock(&lock);
     int ok = bfind(g, PASS_FWD, 0, with_bias) && bfind(g, PASS_FWD, UF_CONV_RELU, with_bias) &&
@@ -344,25 +387,53 @@ static int exec(dnnl_primitive_t p, int n, const dnnl_exec_arg_t *args) {
 }
 
 /* Weights into the primitive's format (fwd, bwd-data); 1 on success. */
-static int load_weights(bentry *e, const float *w) {
+static int reorder_weights(bentry *e, const float *w, dnnl_memory_t to) {
     dnnl_memory_set_data_handle(e->wei_user, (void *)w);
+    dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, e->wei_user}, {DNNL_ARG_TO, to}};
+    return exec(e->wreorder, 2, a);
+}
+
+/* The weights w in the primitive's format (fwd, bwd-data): the memory to pass as
+ * DNNL_ARG_WEIGHTS, or NULL on failure. Winograd's weight transform is slow (oneDNN's
+ * wino_reorder: up to 3x the convolution itself), so its results are kept per weight
+ * array and redone only when the values changed, checked exactly against a copy
+ * (inference reuses them; each training step changes them once). */
+static dnnl_memory_t load_weights(bentry *e, const float *w) {
     if (!e->wreorder) {
         dnnl_memory_set_data_handle(e->wei, (void *)w);
-        return 1;
+        return e->wei;
     }
-    dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, e->wei_user}, {DNNL_ARG_TO, e->wei}};
-    return exec(e->wreorder, 2, a);
+    if (!e->winograd) return reorder_weights(e, w, e->wei) ? e->wei : NULL;
+    const size_t nw = (size_t)e->g.c_out * e->g.c_in * e->g.k * e->g.k;
+    struct wslot *sl = NULL;
+    for (int i = 0; i < WSLOTS && !sl; i++)
+        if (e->ws[i].src == w) sl = &e->ws[i];
+    if (sl && memcmp(sl->copy, w, sizeof(float) * nw) == 0) return sl->wei;
+    if (!sl) {
+        sl = &e->ws[e->next_ws++ % WSLOTS];
+        const dnnl_memory_desc_t *md = NULL;
+        if (!sl->wei && (dnnl_memory_get_memory_desc(e->wei, &md) != dnnl_success ||
+                         dnnl_memory_create(&sl->wei, md, eng, DNNL_MEMORY_ALLOCATE) != dnnl_success))
+            return NULL;
+        if (!sl->copy && !(sl->copy = uf_alloc(sizeof(float) * nw))) return NULL;
+    }
+    sl->src = NULL; /* valid again only once transformed */
+    if (!reorder_weights(e, w, sl->wei)) return NULL;
+    memcpy(sl->copy, w, sizeof(float) * nw);
+    sl->src = w;
+    return sl->wei;
 }
 
 int uf_cblk_conv_forward(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y,
                          int flags) {
     pthread_mutex_lock(&lock);
     bentry *e = bfind(g, PASS_FWD, flags & UF_CONV_RELU, b != NULL);
-    int done = e && load_weights(e, w);
+    dnnl_memory_t wei = e ? load_weights(e, w) : NULL;
+    int done = wei != NULL;
     if (done) {
         dnnl_memory_set_data_handle(e->in, (void *)x);
         dnnl_memory_set_data_handle(e->out, y);
-        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, e->in}, {DNNL_ARG_WEIGHTS, e->wei}, {DNNL_ARG_DST, e->out}};
+        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, e->in}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, e->out}};
         int na = 3;
         if (b) {
             dnnl_memory_set_data_handle(e->bia, (void *)b);
@@ -377,11 +448,12 @@ int uf_cblk_conv_forward(const uf_conv_geom *g, const float *x, const float *w, 
 int uf_cblk_conv_backward_data(const uf_conv_geom *g, const float *dy, const float *w, float *dx) {
     pthread_mutex_lock(&lock);
     bentry *e = bfind(g, PASS_BWD_DATA, 0, 0);
-    int done = e && load_weights(e, w);
+    dnnl_memory_t wei = e ? load_weights(e, w) : NULL;
+    int done = wei != NULL;
     if (done) {
         dnnl_memory_set_data_handle(e->in, (void *)dy);
         dnnl_memory_set_data_handle(e->out, dx);
-        dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, e->in}, {DNNL_ARG_WEIGHTS, e->wei}, {DNNL_ARG_DIFF_SRC, e->out}};
+        dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, e->in}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, e->out}};
         done = exec(e->prim, 3, a);
     }
     pthread_mutex_unlock(&lock);
