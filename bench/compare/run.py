@@ -109,7 +109,8 @@ def main():
             worst = ratio if worst is None else min(worst, ratio)
         print("| %s | %.4g %s | %.4g %s | %.2fx |" % (name, t, unit, u, unit, ratio))
     print()
-    print("slowest row for uflow: %.2fx (rows of time or throughput; GFLOP/s rows are for context)" % worst)
+    print("slowest row for uflow: %.2fx (rows of time or throughput; GFLOP/s rows are for context: FLOPs of"
+          " a direct convolution over the time, so Winograd can pass SGEMM's rate)" % worst)
     return 0
 
 

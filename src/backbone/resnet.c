@@ -475,6 +475,7 @@ typedef struct {
 
 struct dn_plan {
     int n, h, w;
+    int winograd; /* 3x3 stride-1 convolutions as Winograd where oneDNN has it */
     dnnl_engine_t eng;
     dnnl_stream_t st;
     dnnl_memory_t x_user, out_user[UF_RESNET_LEVELS];
@@ -540,8 +541,6 @@ static int dn_conv(dn_plan *p, const rn_conv *cv, dnnl_memory_t src, dnnl_memory
     }
     dnnl_convolution_desc_t cd;
     const dnnl_dims_t strides = {cv->stride, cv->stride}, pad = {cv->pad, cv->pad};
-    DN(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, smd, &wmd, &bmd,
-                                          &dmd, strides, pad, pad));
     dnnl_primitive_attr_t attr;
     dnnl_post_ops_t po;
     DN(dnnl_primitive_attr_create(&attr));
@@ -549,8 +548,25 @@ static int dn_conv(dn_plan *p, const rn_conv *cv, dnnl_memory_t src, dnnl_memory
     if (sum_into) DN(dnnl_post_ops_append_sum(po, 1.0f));
     if (relu) DN(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
     DN(dnnl_primitive_attr_set_post_ops(attr, po));
-    dnnl_primitive_desc_t pd;
-    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &cd, attr, p->eng, NULL);
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t st;
+    /* Winograd first where asked for and oneDNN has a jit kernel for it (its weight
+     * transform is slow, but it runs once, below); direct otherwise */
+    if (p->winograd && cv->k == 3 && cv->stride == 1 &&
+        dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_winograd, smd, &wmd, &bmd,
+                                           &dmd, strides, pad, pad) == dnnl_success &&
+        dnnl_primitive_desc_create(&pd, &cd, attr, p->eng, NULL) == dnnl_success) {
+        const char *impl = NULL;
+        if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl ||
+            strncmp(impl, "jit", 3) != 0 || !strstr(impl, "wino")) {
+            dnnl_primitive_desc_destroy(pd);
+            pd = NULL;
+        }
+    }
+    st = pd ? dnnl_success
+            : dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, smd, &wmd,
+                                                 &bmd, &dmd, strides, pad, pad);
+    if (!pd && st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &cd, attr, p->eng, NULL);
     dnnl_post_ops_destroy(po);
     dnnl_primitive_attr_destroy(attr);
     if (st != dnnl_success) return dn_fail("convolution descriptor", st);
@@ -666,6 +682,7 @@ static dn_plan *dn_plan_get(uf_resnet *m, int n, int h, int w) {
     dn_plan *p = m->plan[0] = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->n = n, p->h = h, p->w = w;
+    p->winograd = m->engine == UF_RESNET_DNNL;
     if (dn_build(m, p) != UF_OK) {
         dn_plan_free(p);
         m->plan[0] = NULL;
@@ -752,7 +769,7 @@ int uf_resnet_forward(uf_resnet *m, const float *x, int n, int h, int w, float *
     m->timing = (uf_resnet_timing){0, 0};
     if (n < 1 || h < 1 || w < 1 || h > 16384 || w > 16384)
         return uf_error("resnet forward: bad input size %d x 3 x %d x %d", n, h, w);
-    if (m->engine == UF_RESNET_DNNL) {
+    if (m->engine == UF_RESNET_DNNL || m->engine == UF_RESNET_DNNL_DIRECT) {
         /* groups whose activations fit the budget, like the im2col path */
         int g = (int)(ACT_BUDGET_BYTES / (sizeof(float) * dn_floats_per_image(m, h, w) + 1));
         g = g < 1 ? 1 : g > n ? n : g;
@@ -763,7 +780,7 @@ int uf_resnet_forward(uf_resnet *m, const float *x, int n, int h, int w, float *
             out_img[l] = (size_t)c * fh * fw;
         }
         int done = 0;
-        for (int n0 = 0; n0 < n && m->engine == UF_RESNET_DNNL; n0 += g) {
+        for (int n0 = 0; n0 < n && m->engine != UF_RESNET_IM2COL; n0 += g) {
             const int gn = n - n0 < g ? n - n0 : g;
             dn_plan *p = dn_plan_get(m, gn, h, w);
             if (!p) break; /* oneDNN cannot: the rest (all of it, the first time) runs im2col */

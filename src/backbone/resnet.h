@@ -68,11 +68,14 @@ double uf_resnet_conv_flops(const uf_resnet *m, int h, int w);
 int uf_resnet_forward(uf_resnet *m, const float *x, int n, int h, int w, float *out[UF_RESNET_LEVELS]);
 
 /* How the forward runs: oneDNN primitives with layouts kept across layers
- * (the default; about twice as fast where it is available), or layer by
- * layer through core/conv.h in nchw (also used when oneDNN cannot build the
- * network), whose convolutions are im2col + OpenBLAS when uf_conv_set_dnnl(0)
- * (the reference). Changing it drops the oneDNN plan. */
-typedef enum { UF_RESNET_DNNL = 0, UF_RESNET_IM2COL = 1 } uf_resnet_engine;
+ * (the default; about twice as fast where it is available), with the 3x3
+ * stride-1 convolutions as Winograd where oneDNN has it (AVX-512; another 1.4x
+ * on resnet18) and direct otherwise; the same with direct kernels only
+ * (UF_RESNET_DNNL_DIRECT, for A/B runs and tests); or layer by layer through
+ * core/conv.h in nchw (also used when oneDNN cannot build the network), whose
+ * convolutions are im2col + OpenBLAS when uf_conv_set_dnnl(0) (the reference).
+ * Changing it drops the oneDNN plan. */
+typedef enum { UF_RESNET_DNNL = 0, UF_RESNET_IM2COL = 1, UF_RESNET_DNNL_DIRECT = 2 } uf_resnet_engine;
 void uf_resnet_set_engine(uf_resnet *m, uf_resnet_engine e);
 uf_resnet_engine uf_resnet_get_engine(const uf_resnet *m);
 /* e.g. "oneDNN 2.6.3, ISA avx512_core_amx": the library and the instruction set it runs here. */
