@@ -141,6 +141,15 @@ int uf_test_count_temp_files(const char *dir) {
     return n;
 }
 
+uint32_t uf_test_crc32(const unsigned char *p, size_t n) {
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+    }
+    return ~c;
+}
+
 void uf_test_write_file(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
     CHECK(f != NULL, "cannot create %s", path);

@@ -12,6 +12,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 extern int uf_test_check_failures;
@@ -49,6 +50,8 @@ int uf_test_count_temp_files(const char *dir);
 char *uf_test_read_text(const char *path);
 /* Writes n bytes to path (a failed check when it cannot). */
 void uf_test_write_file(const char *path, const void *data, size_t n);
+/* The CRC-32 of PNG chunks (and zlib), for hand-made PNG files. */
+uint32_t uf_test_crc32(const unsigned char *p, size_t n);
 /* 1 when both files exist and hold the same bytes. */
 int uf_test_files_equal(const char *a, const char *b);
 /* Number of '\n' in text (0 for NULL). */

@@ -93,15 +93,6 @@ static const char *category(char *buf, size_t cap, const char *name, uint64_t se
 
 /* ---- the bad files ---- */
 
-static uint32_t crc32_of(const unsigned char *p, size_t n) {
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
-    }
-    return ~c;
-}
-
 static void put_be32(unsigned char *p, uint32_t v) {
     p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16), p[2] = (unsigned char)(v >> 8),
     p[3] = (unsigned char)v;
@@ -114,7 +105,7 @@ static void write_png_bomb(const char *path, uint32_t width, uint32_t height) {
     put_be32(b + 16, width);
     put_be32(b + 20, height);
     b[24] = 8, b[25] = 2; /* 8-bit RGB; compression, filter, interlace 0 */
-    put_be32(b + 29, crc32_of(b + 12, 17));
+    put_be32(b + 29, uf_test_crc32(b + 12, 17));
     uf_test_write_file(path, b, sizeof b);
 }
 

@@ -177,14 +177,18 @@ static void test_load_errors(void) {
         hdr[24] = 16, hdr[25] = 6;
         uf_test_write_file(huge, hdr, 33);
         expect_load_fails(huge, "too large to decode");
-        /* found by fuzz/fuzz_image.c: stb's "XXXX PNG chunk not known" quoted the chunk type's bytes,
-         * so a type with a newline broke the one-line message */
+        /* found by fuzz/fuzz_image.c: the decoder's message quoted an unknown chunk type's bytes,
+         * so a type with a newline broke the one-line message (CRCs valid, so the decoder gets
+         * as far as the chunk) */
         memcpy(hdr + 33, "\0\0\0\0\x01\n\r\x02\0\0\0\0", 12);
         hdr[24] = 8, hdr[25] = 2;
         put_be32(hdr + 16, 4), put_be32(hdr + 20, 4);
+        put_be32(hdr + 29, uf_test_crc32(hdr + 12, 17));
+        put_be32(hdr + 41, uf_test_crc32(hdr + 37, 4));
         uf_test_write_file(huge, hdr, 45);
-        expect_load_fails(huge, "\\x0a\\x0d\\x02 PNG chunk not known");
+        expect_load_fails(huge, "chunk");
         CHECK(!strchr(uf_last_error(), '\n') && !strchr(uf_last_error(), '\r'), "one line: %s", uf_last_error());
+        printf("  unknown critical chunk: %s\n", uf_last_error());
         /* corrupt compressed data in the middle */
         for (size_t i = n / 3; i < n / 3 + 64; i++) png[i] ^= 0x5a;
         const char *corrupt = uf_test_path("corrupt.png");
