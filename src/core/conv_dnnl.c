@@ -255,6 +255,38 @@ void uf_cblk_to_nchw(int n, int c, size_t hw, const float *src, float *dst, int 
 
 static dnnl_format_tag_t blocked_tag(int lanes) { return lanes == 16 ? dnnl_nChw16c : dnnl_nChw8c; }
 
+/* The primitive descriptor for op desc d: for Winograd the jit_wino_4x3 kernel when oneDNN
+ * offers it (at batch 1 its default is F(2x2, 3x3), 1.5x slower on the flow's stage 0),
+ * else oneDNN's first choice. A fixed rule, not a timing: results must not depend on noise. */
+static dnnl_status_t pd_create(dnnl_primitive_desc_t *pd, const_dnnl_op_desc_t d, const_dnnl_primitive_attr_t attr,
+                               const_dnnl_primitive_desc_t hint, int winograd) {
+    if (!winograd) return dnnl_primitive_desc_create(pd, d, attr, eng, hint);
+    dnnl_primitive_desc_iterator_t it;
+    dnnl_status_t st = dnnl_primitive_desc_iterator_create(&it, d, attr, eng, hint);
+    if (st != dnnl_success) return st;
+    dnnl_primitive_desc_t first = NULL;
+    do {
+        dnnl_primitive_desc_t c = dnnl_primitive_desc_iterator_fetch(it);
+        const char *impl = NULL;
+        if (!c) continue;
+        if (dnnl_primitive_desc_query(c, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl &&
+            strncmp(impl, "jit_wino_4x3", 12) == 0) {
+            if (first) dnnl_primitive_desc_destroy(first);
+            *pd = c;
+            dnnl_primitive_desc_iterator_destroy(it);
+            return dnnl_success;
+        }
+        if (!first)
+            first = c;
+        else
+            dnnl_primitive_desc_destroy(c);
+    } while (dnnl_primitive_desc_iterator_next(it) == dnnl_success);
+    dnnl_primitive_desc_iterator_destroy(it);
+    if (!first) return dnnl_unimplemented;
+    *pd = first;
+    return dnnl_success;
+}
+
 /* 0 and *e ready with algorithm alg (direct or Winograd), or -1. With the lock held. */
 static int bbuild_alg(bentry *e, const uf_conv_geom *g, int pass, int flags, int has_bias, int lanes,
                       dnnl_alg_kind_t alg) {
@@ -286,17 +318,17 @@ static int bbuild_alg(bentry *e, const uf_conv_geom *g, int pass, int flags, int
              dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f) == dnnl_success &&
              dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
     }
-    if (ok) ok = dnnl_primitive_desc_create(&fpd, &fd, attr, eng, NULL) == dnnl_success;
+    if (ok) ok = pd_create(&fpd, &fd, attr, NULL, e->winograd) == dnnl_success;
     if (ok && pass == PASS_FWD) {
         pd = fpd, fpd = NULL;
     } else if (ok && pass == PASS_BWD_DATA) {
         ok = dnnl_convolution_backward_data_desc_init(&cd, alg, &smd, &wany, &dmd, strides, pad, pad) == dnnl_success &&
-             dnnl_primitive_desc_create(&pd, &cd, NULL, eng, fpd) == dnnl_success;
+             pd_create(&pd, &cd, NULL, fpd, e->winograd) == dnnl_success;
     } else if (ok) {
         ok = dnnl_convolution_backward_weights_desc_init(&cd, alg, &smd, &wany,
                                                          has_bias ? &bmd : NULL, &dmd, strides, pad,
                                                          pad) == dnnl_success &&
-             dnnl_primitive_desc_create(&pd, &cd, NULL, eng, fpd) == dnnl_success;
+             pd_create(&pd, &cd, NULL, fpd, e->winograd) == dnnl_success;
     }
     /* only the jit kernels are worth the layout (jit_wino_4x3, jit_fp32_wino_2x3 for
      * Winograd); a reference or gemm fallback is refused */

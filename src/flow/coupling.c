@@ -151,19 +151,46 @@ static void st_from_a(const uf_block_geom *g, float *st) {
         }
 }
 
-/* The subnet on the blocked kernels: x (B, C, HW) -> r (blocked, saved), st (B, 2 C2, HW).
- * x1b and ab: blocked scratch. */
-static void subnet_forward_blocked(const uf_block_geom *g, const uf_block_params *p, const float *x, float *x1b,
-                                   float *r, float *ab, float *st) {
+/* st (B, 2 C2, HW) from the blocked conv2 output ab, as st_from_a, in the same pass as the
+ * layout change (conv_blocked.h's nChwLc: (B, ceil(2 C2 / L), HW, L)); s_sum (B, C2), when
+ * not NULL, gets each s channel's sum (the log-det terms) in double. */
+static void st_from_blocked(const uf_block_geom *g, const float *ab, float *st, double *s_sum) {
     const size_t hw = (size_t)g->h * g->w;
-    const int c1 = uf_block_c1(g->c), c2 = uf_block_c2(g->c);
+    const int c2 = uf_block_c2(g->c), nch = 2 * c2, L = uf_cblk_lanes(), nb = (nch + L - 1) / L;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < g->b; b++)
+        for (int cb = 0; cb < nb; cb++)
+            for (int l = 0; l < L && cb * L + l < nch; l++) {
+                const int ch = cb * L + l;
+                const float *src = ab + ((size_t)b * nb + cb) * hw * L + l;
+                float *dst = st + ((size_t)b * nch + ch) * hw;
+                if (ch < c2) {
+                    double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+                    for (size_t i = 0; i < hw; i++) {
+                        float v = UF_FLOW_CLAMP * uf_vtanhf(0.1f * src[i * L]);
+                        dst[i] = v;
+                        acc += v;
+                    }
+                    if (s_sum) s_sum[(size_t)b * c2 + ch] = acc;
+                } else {
+                    for (size_t i = 0; i < hw; i++) dst[i] = 0.1f * src[i * L];
+                }
+            }
+}
+
+/* The subnet on the blocked kernels: x (B, C, HW) -> r (blocked, saved), st (B, 2 C2, HW),
+ * s_sum as st_from_blocked. x1b and ab: blocked scratch. */
+static void subnet_forward_blocked(const uf_block_geom *g, const uf_block_params *p, const float *x, float *x1b,
+                                   float *r, float *ab, float *st, double *s_sum) {
+    const size_t hw = (size_t)g->h * g->w;
+    const int c1 = uf_block_c1(g->c);
     uf_conv_geom g1 = conv1_geom(g), g2 = conv2_geom(g);
     uf_cblk_from_nchw(g->b, c1, hw, x, g->c, x1b);
     int ok = uf_cblk_conv_forward(&g1, x1b, p->w1, p->b1, r, UF_CONV_RELU) &&
              uf_cblk_conv_forward(&g2, r, p->w2, p->b2, ab, 0);
     UF_ASSERT(ok); /* the primitives were built by blocked(); running them cannot fail */
-    uf_cblk_to_nchw(g->b, 2 * c2, hw, ab, st, 2 * c2, 0);
-    st_from_a(g, st);
+    st_from_blocked(g, ab, st, s_sum);
 }
 
 /* r = relu(conv1(x1)); st = [2 tanh(0.1 conv2(r)[0:C2]), 0.1 conv2(r)[C2:]] */
@@ -186,8 +213,11 @@ void uf_block_forward(const uf_block_geom *g, const uf_block_params *p, const fl
     block_work w = carve(g, work);
     const size_t hw = (size_t)g->h * g->w;
     const int C = g->c, c1 = uf_block_c1(C), c2 = uf_block_c2(C);
+    /* the s channels' sums come with the blocked subnet's last pass; the plain path sums st */
+    double *s_sum = NULL;
     if (blocked(g)) {
-        subnet_forward_blocked(g, p, x, w.x1, r, w.gab, st);
+        s_sum = logdet ? w.sums : NULL;
+        subnet_forward_blocked(g, p, x, w.x1, r, w.gab, st, s_sum);
     } else {
         copy_passive(g, x, w.x1);
         subnet_forward(g, p, w.x1, r, st, w.conv);
@@ -212,10 +242,14 @@ void uf_block_forward(const uf_block_geom *g, const uf_block_params *p, const fl
     for (int c = 0; c < C; c++) lg += log(uf_block_global_scale(p->gamma[c]));
     lg *= (double)hw;
     for (int b = 0; b < g->b; b++) {
-        const float *sp = st + (size_t)b * 2 * c2 * hw;
         double acc = 0.0;
+        if (s_sum) {
+            for (int j = 0; j < c2; j++) acc += s_sum[(size_t)b * c2 + j];
+        } else {
+            const float *sp = st + (size_t)b * 2 * c2 * hw;
 #pragma omp parallel for reduction(+ : acc) schedule(static)
-        for (size_t i = 0; i < (size_t)c2 * hw; i++) acc += sp[i];
+            for (size_t i = 0; i < (size_t)c2 * hw; i++) acc += sp[i];
+        }
         logdet[b] += acc + lg;
     }
 }
@@ -238,7 +272,7 @@ void uf_block_inverse(const uf_block_geom *g, const uf_block_params *p, const fl
         }
     float *r = w.gr, *st = w.ga;
     if (blocked(g)) {
-        subnet_forward_blocked(g, p, x, w.x1, r, w.gab, st);
+        subnet_forward_blocked(g, p, x, w.x1, r, w.gab, st, NULL);
     } else {
         copy_passive(g, x, w.x1);
         subnet_forward(g, p, w.x1, r, st, w.conv);
