@@ -111,19 +111,25 @@ double bench_flow(int verbose, int batch) {
     run_convs(&cc);
     double t_conv = bench_best_time(run_convs, &cc, 1.0, 2);
 
-    /* the flow as it runs (channel-blocked subnets where oneDNN has them), then the plain layout */
-    double t_inf = 0, t_train = 0, t_inf_plain = 0, t_train_plain = 0;
-    for (int plain = 0; plain < 2; plain++) {
-        uf_cblk_set_enabled(!plain);
+    /* the flow as it runs (channel-blocked subnets where oneDNN has them, 3x3 by Winograd where
+     * it has that too), then blocked with direct kernels only (when Winograd ran), then the plain layout */
+    const uf_conv_geom probe = {batch, 42, 64, 64, 84, 3, 1, 1};
+    const int wino = uf_cblk_supported(&probe, 1) && uf_cblk_winograd(&probe, 1);
+    double t_inf[3] = {0}, t_train[3] = {0};
+    for (int v = 0; v < 3; v++) {
+        if (v == 1 && !wino) continue;
+        uf_cblk_set_enabled(v < 2);
+        uf_cblk_set_winograd(v == 0);
         c.train = 0;
         run_step(&c);
-        *(plain ? &t_inf_plain : &t_inf) = bench_best_time(run_step, &c, 1.0, 2);
+        t_inf[v] = bench_best_time(run_step, &c, 1.0, 2);
         c.train = 1;
         run_step(&c);
-        *(plain ? &t_train_plain : &t_train) = bench_best_time(run_step, &c, 1.0, 2);
+        t_train[v] = bench_best_time(run_step, &c, 1.0, 2);
     }
     uf_cblk_set_enabled(1);
-    double conv_rate = 3 * conv_flops / t_conv * 1e-9, train_rate = 3 * conv_flops / t_train * 1e-9;
+    uf_cblk_set_winograd(1);
+    double conv_rate = 3 * conv_flops / t_conv * 1e-9, train_rate = 3 * conv_flops / t_train[0] * 1e-9;
     if (verbose) {
         printf("U-Flow flow, resnet18@256 shapes (stages 84x64x64, 160x32x32, 256x16x16; 4 blocks each), batch %d, "
                "%d threads, %s kernels\n",
@@ -133,11 +139,15 @@ double bench_flow(int verbose, int batch) {
                conv_rate, 100 * conv_rate / gemm, 3 * conv_flops * 1e-9);
         printf("  training step (fwd+loss+bwd+Adam)      %8.3f s/batch  %6.1f images/s  conv-equivalent %.1f GFLOP/s "
                "(%.0f%% of SGEMM)\n",
-               t_train, batch / t_train, train_rate, 100 * train_rate / gemm);
-        printf("  inference forward                      %8.3f s/batch  %6.1f images/s\n", t_inf, batch / t_inf);
+               t_train[0], batch / t_train[0], train_rate, 100 * train_rate / gemm);
+        printf("  inference forward                      %8.3f s/batch  %6.1f images/s\n", t_inf[0], batch / t_inf[0]);
+        if (wino)
+            printf("  the same with direct kernels only (Winograd off): training %.1f images/s, inference %.1f "
+                   "images/s\n", batch / t_train[1], batch / t_inf[1]);
         printf("  the same on the plain layout (blocked subnets off): training %.1f images/s, inference %.1f images/s\n"
-               "  channel-blocked subnets: %s (lanes %d)\n",
-               batch / t_train_plain, batch / t_inf_plain, uf_cblk_lanes() ? "on" : "not available", uf_cblk_lanes());
+               "  channel-blocked subnets: %s (lanes %d); 3x3 by Winograd: %s\n",
+               batch / t_train[2], batch / t_inf[2], uf_cblk_lanes() ? "on" : "not available", uf_cblk_lanes(),
+               wino ? "yes" : "no (oneDNN has it for AVX-512 only)");
         printf("  training activations %.0f MB, parameters %zu\n",
                uf_flow_activation_floats(c.m, batch, 1) * 4.0 / (1 << 20), c.m->n_params);
     }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/conv.h"
+#include "core/conv_blocked.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "core/timer.h"
@@ -682,7 +683,7 @@ static dn_plan *dn_plan_get(uf_resnet *m, int n, int h, int w) {
     dn_plan *p = m->plan[0] = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->n = n, p->h = h, p->w = w;
-    p->winograd = m->engine == UF_RESNET_DNNL;
+    p->winograd = m->engine == UF_RESNET_DNNL && uf_cblk_get_winograd();
     if (dn_build(m, p) != UF_OK) {
         dn_plan_free(p);
         m->plan[0] = NULL;

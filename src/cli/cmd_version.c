@@ -22,6 +22,9 @@ int cmd_version(int argc, char **argv) {
     if (lanes && uf_cblk_supported(&probe, 1) && uf_cblk_winograd(&probe, 1))
         printf("flow subnets: oneDNN kernels, channel-blocked layout (%d lanes); 3x3 by Winograd, 1x1 direct "
                "(the backbone's 3x3 stride-1 convolutions too)\n", lanes);
+    else if (lanes && !uf_cblk_get_winograd())
+        printf("flow subnets: oneDNN direct kernels, channel-blocked layout (%d lanes); Winograd off "
+               "(UFLOW_WINOGRAD=0)\n", lanes);
     else if (lanes)
         printf("flow subnets: oneDNN direct kernels, channel-blocked layout (%d lanes); no Winograd kernels for "
                "this CPU (oneDNN has them for AVX-512 only)\n", lanes);

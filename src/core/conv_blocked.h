@@ -36,6 +36,10 @@ void uf_cblk_set_enabled(int on);
  * tests/test_conv.c for the measured bound). Same switching rule as uf_cblk_set_enabled;
  * switching empties the primitive cache. */
 void uf_cblk_set_winograd(int on);
+/* Whether Winograd is on: the last uf_cblk_set_winograd, else off only when the environment
+ * has UFLOW_WINOGRAD=0 (direct kernels everywhere, so an image's results do not depend on
+ * its batch). The ResNet engine follows it too. */
+int uf_cblk_get_winograd(void);
 /* 1 when g's forward (with_bias as given) runs as Winograd. */
 int uf_cblk_winograd(const uf_conv_geom *g, int with_bias);
 /* Floats of an (n, c, hw) tensor in the blocked layout, padding included, for any lanes. */

@@ -181,7 +181,23 @@ static void bentry_free(bentry *e) {
     memset(e, 0, sizeof *e);
 }
 
-static int blocked_enabled = 1, winograd_enabled = 1;
+static int blocked_enabled = 1, winograd_enabled = -1; /* -1: not read from UFLOW_WINOGRAD yet */
+
+/* With the lock held: Winograd on unless UFLOW_WINOGRAD=0 or uf_cblk_set_winograd(0). */
+static int winograd_locked(void) {
+    if (winograd_enabled < 0) {
+        const char *v = getenv("UFLOW_WINOGRAD");
+        winograd_enabled = !(v && strcmp(v, "0") == 0);
+    }
+    return winograd_enabled;
+}
+
+int uf_cblk_get_winograd(void) {
+    pthread_mutex_lock(&lock);
+    int on = winograd_locked();
+    pthread_mutex_unlock(&lock);
+    return on;
+}
 
 void uf_cblk_set_enabled(int on) {
     pthread_mutex_lock(&lock);
@@ -191,9 +207,10 @@ void uf_cblk_set_enabled(int on) {
 
 void uf_cblk_set_winograd(int on) {
     pthread_mutex_lock(&lock);
-    if (winograd_enabled != on)
+    if (winograd_locked() != on) {
         for (int i = 0; i < n_bcache; i++) bentry_free(&bcache[i]);
-    if (winograd_enabled != on) n_bcache = next_bevict = 0;
+        n_bcache = next_bevict = 0;
+    }
     winograd_enabled = on;
     pthread_mutex_unlock(&lock);
 }
@@ -374,7 +391,7 @@ static int bbuild_alg(bentry *e, const uf_conv_geom *g, int pass, int flags, int
 /* Winograd F(4x4, 3x3) where oneDNN has it (AVX-512 only, 3x3 stride 1) and it is on,
  * else the direct kernel. */
 static int bbuild(bentry *e, const uf_conv_geom *g, int pass, int flags, int has_bias, int lanes) {
-    if (winograd_enabled && g->k == 3 && g->stride == 1 &&
+    if (winograd_locked() && g->k == 3 && g->stride == 1 &&
         bbuild_alg(e, g, pass, flags, has_bias, lanes, dnnl_convolution_winograd) == 0)
         return 0;
     return bbuild_alg(e, g, pass, flags, has_bias, lanes, dnnl_convolution_direct);
