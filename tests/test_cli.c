@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "backbone/resnet.h"
 #include "core/error.h"
@@ -186,6 +187,39 @@ static void test_train_test_predict(void) {
     CHECK(csv2 && strstr(csv2, "broken.png\",,,,,,\"image '") && uf_test_count_lines(csv2) == 4, "results.csv: %s",
           csv2);
     free(csv), free(csv2);
+
+    /* A folder is walked recursively and the outputs mirror its tree; a symbolic link back
+     * up the tree is reported and not followed. */
+    char tree[700], p[900], out_tree[700], src[800];
+    snprintf(tree, sizeof tree, "%s/tree", uf_test_tmpdir());
+    snprintf(out_tree, sizeof out_tree, "%s/pred_tree", uf_test_tmpdir());
+    snprintf(p, sizeof p, "%s/a/b", tree);
+    CHECK(uf_test_mkdirs(p) == 0, "mkdir %s", p);
+    snprintf(src, sizeof src, "%s/000.png", good);
+    static const char *const copies[] = {"000.png", "a/000.png", "a/b/x.png"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", tree, copies[i]);
+        CHECK(uf_test_copy_file(src, p) == 0, "copy to %s", p);
+    }
+    snprintf(p, sizeof p, "%s/a/b/up", tree);
+    CHECK(symlink("..", p) == 0, "symlink");
+    const char *pt[] = {"predict", "--model", model, "-o", out_tree, tree, NULL};
+    CHECK(run(pt) == 0, "predict on a tree failed");
+    static const char *const outs[] = {"000_map.png", "a/000_map.png", "a/000_mask.png", "a/b/x_overlay.png"};
+    for (int i = 0; i < 4; i++) {
+        struct stat st;
+        snprintf(p, sizeof p, "%s/%s", out_tree, outs[i]);
+        CHECK(stat(p, &st) == 0, "missing output %s", p);
+    }
+    char csv_tree[800];
+    snprintf(csv_tree, sizeof csv_tree, "%s/results.csv", out_tree);
+    char *csv3 = uf_test_read_text(csv_tree);
+    CHECK(csv3 && uf_test_count_lines(csv3) == 4 && strstr(csv3, ",\"a/000\",") && strstr(csv3, ",\"a/b/x\","),
+          "results.csv: %s", csv3 ? csv3 : "");
+    free(csv3);
+    err = uf_test_read_text(g_err);
+    CHECK(err && strstr(err, "a/b/up' leads back to a folder being scanned"), "stderr: %s", err ? err : "");
+    free(err);
 }
 
 int main(void) {

@@ -13,7 +13,8 @@
 #define PREDICT_POLICY                                                                                        \
     "Bad images: every readable image is processed. One that cannot be read is reported on stderr and gets\n" \
     "a row with an error field in results.csv / results.jsonl; the exit status is 1 if any failed. A folder\n"  \
-    "is scanned for .png, .jpg, .jpeg and .bmp files; a note says how many other entries were ignored and why."
+    "is walked recursively for .png, .jpg, .jpeg and .bmp files (outputs mirror its tree under -o); a note\n"    \
+    "says how many other entries were ignored and why."
 
 int cmd_predict(int argc, char **argv) {
     uf_predict_options o = {.batch = 8, .verbose = 1};

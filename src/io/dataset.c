@@ -470,6 +470,84 @@ fail:
     return NULL;
 }
 
+/* ---- recursive folder walk (uf_dataset_from_paths) ------------------------- */
+
+#define WALK_MAX_DEPTH 64
+
+typedef struct {
+    dev_t dev[WALK_MAX_DEPTH + 1];
+    ino_t ino[WALK_MAX_DEPTH + 1];
+    int n;
+} walk_stack; /* the folders from the argument down to the one being walked */
+
+/* Adds dir's images (rel_dir = rel), then walks its sub-folders. */
+static int add_tree(builder *b, const char *dir, const char *rel, walk_stack *anc) {
+    strlist names = {0}, subs = {0};
+    skipped left_out;
+    memset(&left_out, 0, sizeof left_out);
+    int rc = list_dir(dir, LIST_IMAGES, &names, NULL, &left_out);
+    if (rc == UF_OK) {
+        left_out.dirs = 0; /* walked below, not ignored */
+        b->ds->n_ignored += left_out.hidden + skipped_reportable(&left_out);
+        warn_skipped(dir, &left_out);
+    }
+    for (int i = 0; rc == UF_OK && i < names.n; i++) {
+        char *img = path_join(dir, names.v[i]);
+        if (!img || add_sample(b, img, NULL, "good") != UF_OK) {
+            rc = UF_ERR;
+            break;
+        }
+        if (!(b->ds->samples[b->ds->count - 1].rel_dir = str_dup(rel))) rc = UF_ERR;
+    }
+    if (rc == UF_OK) rc = list_dir(dir, LIST_DIRS, &subs, NULL, NULL);
+    for (int i = 0; rc == UF_OK && i < subs.n; i++) {
+        char *full = path_join(dir, subs.v[i]);
+        char *sub_rel = rel[0] ? path_join(rel, subs.v[i]) : str_dup(subs.v[i]);
+        struct stat st;
+        if (!full || !sub_rel) {
+            rc = UF_ERR;
+        } else if (stat(full, &st) != 0) {
+            warn("folder '%s': cannot read it (%s): skipped", full, strerror(errno));
+            b->ds->n_ignored++;
+        } else {
+            int loop = 0;
+            for (int k = 0; k < anc->n && !loop; k++) loop = anc->dev[k] == st.st_dev && anc->ino[k] == st.st_ino;
+            if (loop) {
+                warn("folder '%s' leads back to a folder being scanned (a symbolic link loop): not followed", full);
+                b->ds->n_ignored++;
+            } else if (anc->n > WALK_MAX_DEPTH) {
+                warn("folder '%s' is more than %d levels deep: not scanned", full, WALK_MAX_DEPTH);
+                b->ds->n_ignored++;
+            } else {
+                anc->dev[anc->n] = st.st_dev, anc->ino[anc->n] = st.st_ino, anc->n++;
+                rc = add_tree(b, full, sub_rel, anc);
+                anc->n--;
+            }
+        }
+        uf_free(full), uf_free(sub_rel);
+    }
+    strlist_free(&names);
+    strlist_free(&subs);
+    return rc;
+}
+
+/* A folder argument: its tree; an error when no image is found at any depth. */
+static int add_folder_tree(builder *b, const char *dir) {
+    struct stat st;
+    if (stat(dir, &st) != 0) return uf_error("cannot open folder '%s': %s", dir, strerror(errno));
+    walk_stack anc = {.dev = {st.st_dev}, .ino = {st.st_ino}, .n = 1};
+    const int before = b->ds->count;
+    if (add_tree(b, dir, "", &anc) != UF_OK) return UF_ERR;
+    if (b->ds->count > before) return UF_OK;
+    strlist any = {0};
+    int entries = 0;
+    int rc = list_dir(dir, LIST_IMAGES, &any, &entries, NULL);
+    strlist_free(&any);
+    if (rc != UF_OK) return rc;
+    if (entries == 0) return uf_error("folder '%s' is empty", dir);
+    return uf_error("no images (.png, .jpg, .jpeg, .bmp) in folder '%s' or its sub-folders", dir);
+}
+
 uf_dataset *uf_dataset_from_paths(const char *const *paths, int n) {
     uf_dataset *ds = uf_calloc(1, sizeof(uf_dataset));
     if (!ds) return NULL;
@@ -479,10 +557,11 @@ uf_dataset *uf_dataset_from_paths(const char *const *paths, int n) {
     for (int i = 0; i < n; i++) {
         int kind = path_kind(paths[i]);
         if (kind == KIND_DIR) {
-            if (add_folder(&b, paths[i], "good", NULL, NULL, 1) != UF_OK) goto fail;
+            if (add_folder_tree(&b, paths[i]) != UF_OK) goto fail;
         } else if (kind == KIND_FILE) {
             char *p = str_dup(paths[i]);
             if (!p || add_sample(&b, p, NULL, "good") != UF_OK) goto fail;
+            if (!(ds->samples[ds->count - 1].rel_dir = str_dup(""))) goto fail;
         } else {
             uf_error("input '%s' does not exist", paths[i]);
             goto fail;
@@ -504,6 +583,7 @@ void uf_dataset_free(uf_dataset *ds) {
         uf_free(ds->samples[i].image_path);
         uf_free(ds->samples[i].mask_path);
         uf_free(ds->samples[i].defect);
+        uf_free(ds->samples[i].rel_dir);
     }
     uf_free(ds->samples);
     uf_free(ds->root);

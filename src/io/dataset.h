@@ -61,6 +61,8 @@ typedef struct uf_sample {
     char *mask_path;  /* ground-truth mask; NULL for good samples and missing masks */
     int label;        /* 0 good, 1 anomalous */
     char *defect;     /* defect folder name: "good" for normal samples */
+    char *rel_dir;    /* uf_dataset_from_paths: the image's folder relative to the folder argument it
+                       * was found under ("" at its top and for files given directly); NULL otherwise */
 } uf_sample;
 
 typedef struct uf_dataset {
@@ -82,9 +84,12 @@ uf_dataset *uf_dataset_open(const char *root, const char *split);
 void uf_dataset_free(uf_dataset *ds);
 
 /* Inputs given on a command line: each path is an image file (taken whatever
- * its extension; loading decides) or a folder whose images are listed (sorted,
- * not recursive). Order: as given, folders expanded in place. Labels 0, no
- * masks. NULL + error for a missing path, an empty folder, or no input. */
+ * its extension; loading decides) or a folder walked recursively: each folder's images
+ * sorted, then its sub-folders in name order (a sub-folder that leads back to a folder
+ * being walked, through a symbolic link, is left out with a warning; so is anything
+ * deeper than 64 levels). Order: as given, folders expanded in place. Labels 0, no
+ * masks; rel_dir set. NULL + error for a missing path, a folder with no image at any
+ * depth, or no input. */
 uf_dataset *uf_dataset_from_paths(const char *const *paths, int n);
 
 /* "MVTec-AD", "MVTec 3D-AD (RGB)" or "image folder". */

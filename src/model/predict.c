@@ -1,11 +1,13 @@
 #include "model/predict.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/error.h"
 #include "core/tensor.h"
@@ -59,20 +61,22 @@ static void stem_set_free(stem_set *set) {
     free(set->slot);
 }
 
-/* Output stem of image index i: its file name without extension; when taken,
- * "<parent folder>_<stem>" (e.g. "hole_000"); when that is taken too, "_<index>"
- * is appended. Unique within this run. */
-static int output_stem(stem_set *set, const char *path, int index, char *out, size_t cap) {
+/* Output stem of image index i, under rel (its folder relative to the folder argument,
+ * "" for none): "rel/<file name without extension>"; when taken, "rel/<parent
+ * folder>_<stem>" (e.g. "hole_000"); when that is taken too, "_<index>" is appended.
+ * Unique within this run. */
+static int output_stem(stem_set *set, const char *path, const char *rel, int index, char *out, size_t cap) {
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     const char *dot = strrchr(base, '.');
     int len = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
-    snprintf(out, cap, "%.*s", len, base);
+    const char *sep = rel[0] ? "/" : "";
+    snprintf(out, cap, "%s%s%.*s", rel, sep, len, base);
     int r = stem_insert(set, out);
     if (r == 0 && base != path) {
         const char *end = base - 1, *parent = end; /* the '/' before base */
         while (parent > path && parent[-1] != '/') parent--;
-        snprintf(out, cap, "%.*s_%.*s", (int)(end - parent), parent, len, base);
+        snprintf(out, cap, "%s%s%.*s_%.*s", rel, sep, (int)(end - parent), parent, len, base);
         r = stem_insert(set, out);
     }
     if (r == 0) {
@@ -121,6 +125,23 @@ static void csv_string(FILE *f, const char *s) {
         fputc(*s, f);
     }
     fputc('"', f);
+}
+
+/* out_dir/rel and the folders above it, created where missing. */
+static int make_output_dirs(const char *out_dir, const char *rel) {
+    char path[4200];
+    size_t n = (size_t)snprintf(path, sizeof path, "%s/%s", out_dir, rel);
+    if (n >= sizeof path) return uf_error("output path too long: '%s/%s'", out_dir, rel);
+    for (size_t i = strlen(out_dir) + 1; i <= n; i++) {
+        if (path[i] != '/' && path[i] != '\0') continue;
+        char c = path[i];
+        path[i] = '\0';
+        struct stat st;
+        if (mkdir(path, 0777) != 0 && !(errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode)))
+            return uf_error("cannot create output folder '%s': %s", path, errno == EEXIST ? "a file is in the way" : strerror(errno));
+        path[i] = c;
+    }
+    return UF_OK;
 }
 
 static int write_outputs(const uf_detect_batch *b, int i, const char *dir, const char *stem, int map_st,
@@ -219,7 +240,9 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
             char stem[1024];
             int detected = 0;
             float max_nfa = 0.0f;
-            if (output_stem(&stems, paths[i], i0 + i, stem, sizeof stem) != UF_OK) goto out;
+            const char *rel = ds->samples[i0 + i].rel_dir ? ds->samples[i0 + i].rel_dir : "";
+            if (rel[0] && make_output_dirs(o->out_dir, rel) != UF_OK) goto out;
+            if (output_stem(&stems, paths[i], rel, i0 + i, stem, sizeof stem) != UF_OK) goto out;
             if (write_outputs(&b, i, o->out_dir, stem, o->map_safetensors, &detected, &max_nfa) != UF_OK) goto out;
             int anomalous = detected > 0;
             rep->n_anomalous += anomalous;

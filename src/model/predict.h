@@ -1,7 +1,9 @@
 /* predict.h - `uflow predict`: a trained model on unlabelled images.
  *
- * For each image, in out_dir (stem = file name without extension; a repeated
- * stem becomes "<parent folder>_<stem>", then gets "_<index>" appended):
+ * For each image, in out_dir, or for an image found in a sub-folder of a folder
+ * argument in out_dir/<that sub-folder's path> (the input tree mirrored; stem = file
+ * name without extension; a repeated stem becomes "<parent folder>_<stem>", then gets
+ * "_<index>" appended):
  *   <stem>_map.png           anomaly map, 16-bit gray, value = A * 65535 (A in [0,1])
  *     or <stem>_map.safetensors  (map_format "safetensors": float32 [S, S])
  *   <stem>_overlay.png       the resized image with the map as a jet heat map
