@@ -184,7 +184,7 @@ static void test_train_test_predict(void) {
     char *csv2 = uf_test_read_text(csv_path);
     CHECK(csv && csv2 && same_result_rows(csv, csv2), "the good images' rows must be as before:\n%s\n%s",
           csv ? csv : "", csv2 ? csv2 : "");
-    CHECK(csv2 && strstr(csv2, "broken.png\",,,,,,\"image '") && uf_test_count_lines(csv2) == 4, "results.csv: %s",
+    CHECK(csv2 && strstr(csv2, "broken.png\",,,,,,,,\"image '") && uf_test_count_lines(csv2) == 4, "results.csv: %s",
           csv2);
     free(csv), free(csv2);
 
@@ -203,6 +203,18 @@ static void test_train_test_predict(void) {
     }
     snprintf(p, sizeof p, "%s/a/b/up", tree);
     CHECK(symlink("..", p) == 0, "symlink");
+    /* wide, tall and tiny images: outputs at their own size (the model's is 64 x 64) */
+    static const int sizes[3][2] = {{160, 48}, {20, 70}, {5, 3}};
+    static const char *const sized[3] = {"wide.png", "a/tall.png", "a/b/tiny.png"};
+    for (int i = 0; i < 3; i++) {
+        uf_image *im = uf_image_new(sizes[i][0], sizes[i][1], 3);
+        CHECK(im != NULL, "%s", uf_last_error());
+        if (!im) continue;
+        for (size_t k = 0; k < (size_t)3 * im->width * im->height; k++) im->pixels[k] = (uint8_t)(37 * k % 251);
+        snprintf(p, sizeof p, "%s/%s", tree, sized[i]);
+        CHECK(uf_image_write_png(p, im) == UF_OK, "%s", uf_last_error());
+        uf_image_free(im);
+    }
     const char *pt[] = {"predict", "--model", model, "-o", out_tree, tree, NULL};
     CHECK(run(pt) == 0, "predict on a tree failed");
     static const char *const outs[] = {"000_map.png", "a/000_map.png", "a/000_mask.png", "a/b/x_overlay.png"};
@@ -214,12 +226,35 @@ static void test_train_test_predict(void) {
     char csv_tree[800];
     snprintf(csv_tree, sizeof csv_tree, "%s/results.csv", out_tree);
     char *csv3 = uf_test_read_text(csv_tree);
-    CHECK(csv3 && uf_test_count_lines(csv3) == 4 && strstr(csv3, ",\"a/000\",") && strstr(csv3, ",\"a/b/x\","),
+    CHECK(csv3 && uf_test_count_lines(csv3) == 7 && strstr(csv3, ",64,64,\"a/000\",") &&
+              strstr(csv3, ",64,64,\"a/b/x\",") && strstr(csv3, ",160,48,\"wide\",") &&
+              strstr(csv3, ",20,70,\"a/tall\",") && strstr(csv3, ",5,3,\"a/b/tiny\","),
           "results.csv: %s", csv3 ? csv3 : "");
     free(csv3);
+    static const char *const kinds[3] = {"map", "mask", "overlay"};
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < 3; k++) {
+            char stem[64];
+            snprintf(stem, sizeof stem, "%.*s", (int)(strlen(sized[i]) - 4), sized[i]);
+            snprintf(p, sizeof p, "%s/%s_%s.png", out_tree, stem, kinds[k]);
+            uf_image *im = uf_image_load(p, 0);
+            CHECK(im && im->width == sizes[i][0] && im->height == sizes[i][1], "%s: %dx%d, want %dx%d", p,
+                  im ? im->width : -1, im ? im->height : -1, sizes[i][0], sizes[i][1]);
+            uf_image_free(im);
+        }
     err = uf_test_read_text(g_err);
     CHECK(err && strstr(err, "a/b/up' leads back to a folder being scanned"), "stderr: %s", err ? err : "");
     free(err);
+    /* --output-size model: today's 64 x 64 outputs, the same scores */
+    snprintf(p, sizeof p, "%s/wide.png", tree);
+    char out_model[700];
+    snprintf(out_model, sizeof out_model, "%s/pred_model", uf_test_tmpdir());
+    const char *pm[] = {"predict", "--model", model, "-o", out_model, "--output-size", "model", p, NULL};
+    CHECK(run(pm) == 0, "predict --output-size model failed");
+    snprintf(p, sizeof p, "%s/wide_map.png", out_model);
+    uf_image *mm = uf_image_load(p, 0);
+    CHECK(mm && mm->width == 64 && mm->height == 64, "%s: %dx%d", p, mm ? mm->width : -1, mm ? mm->height : -1);
+    uf_image_free(mm);
 }
 
 int main(void) {

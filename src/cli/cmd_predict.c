@@ -18,7 +18,7 @@
 
 int cmd_predict(int argc, char **argv) {
     uf_predict_options o = {.batch = 8, .verbose = 1};
-    const char *model = NULL, *weights = NULL, *backbone = NULL, *format = "png16";
+    const char *model = NULL, *weights = NULL, *backbone = NULL, *format = "png16", *out_size = "input";
     int threads = 0;
     const cli_opt opts[] = {
         {"model", OPT_STRING, &model, 0, 0, "model file written by 'uflow train'"},
@@ -27,6 +27,8 @@ int cmd_predict(int argc, char **argv) {
          "backbone weights (default: the paths recorded in the model); mcait: M48,S24"},
         {"backbone", OPT_STRING, &backbone, 0, 0, "the model's backbone (resnet18 | wide_resnet50_2 | mcait), checked"},
         {"map-format", OPT_STRING, &format, 0, 0, "png16 | safetensors"},
+        {"output-size", OPT_STRING, &out_size, 0, 0,
+         "input (maps, masks and overlays at each image's own size) | model (at the model's input size)"},
         {"batch", OPT_INT, &o.batch, 1, 256, "images per batch"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
     };
@@ -50,6 +52,11 @@ int cmd_predict(int argc, char **argv) {
         goto done;
     }
     o.map_safetensors = !strcmp(format, "safetensors");
+    if (strcmp(out_size, "input") && strcmp(out_size, "model")) {
+        rc = cli_fail("predict", "--output-size must be input or model");
+        goto done;
+    }
+    o.model_size_outputs = !strcmp(out_size, "model");
     rc = 1;
     if (cli_make_dir("predict", o.out_dir)) goto done;
     if (uf_blas_init() != UF_OK) {

@@ -22,6 +22,9 @@ void uf_detect_batch_free(uf_detect_batch *b) {
     uf_free(b->amap), uf_free(b->nfa), uf_free(b->score);
     if (b->resized)
         for (int i = 0; i < b->cap; i++) uf_image_free(b->resized[i]);
+    if (b->original)
+        for (int i = 0; i < b->cap; i++) uf_image_free(b->original[i]);
+    free(b->original);
     free(b->resized), free(b->orig_w), free(b->orig_h), free(b->error);
     memset(b, 0, sizeof *b);
 }
@@ -51,8 +54,8 @@ int uf_detect_batch_init(uf_detect_batch *b, const uf_model *m, int cap, int out
     return UF_OK;
 }
 
-int uf_load_backbone_inputs_each(const char *const *paths, int n, int S, float *x, uf_image **resized, int *orig_w,
-                                 int *orig_h, char (*errors)[UF_DETECT_ERROR_LEN]) {
+int uf_load_backbone_inputs_each(const char *const *paths, int n, int S, float *x, uf_image **resized,
+                                 uf_image **original, int *orig_w, int *orig_h, char (*errors)[UF_DETECT_ERROR_LEN]) {
     int failed = 0;
 #pragma omp parallel for schedule(dynamic) reduction(+ : failed)
     for (int i = 0; i < n; i++) {
@@ -60,6 +63,10 @@ int uf_load_backbone_inputs_each(const char *const *paths, int n, int S, float *
         if (resized) {
             uf_image_free(resized[i]);
             resized[i] = NULL;
+        }
+        if (original) {
+            uf_image_free(original[i]);
+            original[i] = NULL;
         }
         uf_image *img = uf_image_load(paths[i], 3);
         uf_image *r = img ? uf_image_resize_pil_bilinear(img, S, S) : NULL;
@@ -82,7 +89,10 @@ int uf_load_backbone_inputs_each(const char *const *paths, int n, int S, float *
             memset(xi, 0, sizeof(float) * 3 * S * S);
             failed++;
         }
-        uf_image_free(img);
+        if (original && r)
+            original[i] = img;
+        else
+            uf_image_free(img);
     }
     return failed;
 }
@@ -91,8 +101,8 @@ int uf_detect_load(uf_detect_batch *b, const uf_model *m, const char *const *pat
     UF_ASSERT(n <= b->cap);
     b->n = n;
     b->paths = paths;
-    return uf_load_backbone_inputs_each(paths, n, m->cfg.input_size, b->x, b->resized, b->orig_w, b->orig_h,
-                                        b->error);
+    return uf_load_backbone_inputs_each(paths, n, m->cfg.input_size, b->x, b->resized, b->original, b->orig_w,
+                                        b->orig_h, b->error);
 }
 
 int uf_detect_first_error(const uf_detect_batch *b) {

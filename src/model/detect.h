@@ -26,6 +26,8 @@ typedef struct uf_detect_batch {
     float *nfa;                        /* (cap, out, out) -log10 NFA; detection: > 0 */
     float *score;                      /* (cap) image scores (max of the map) */
     uf_image **resized;                /* (cap) the S x S RGB images (for overlays) */
+    uf_image **original;               /* NULL, or (cap) allocated (calloc) by the caller after init: the
+                                        * images as loaded, RGB, are kept there; freed with the batch */
     int *orig_w, *orig_h;              /* (cap) size of each image as loaded */
     char (*error)[UF_DETECT_ERROR_LEN]; /* (cap) "" or why image i has no results */
     const char *const *paths;          /* the n paths of the last uf_detect_load (the caller's array) */
@@ -38,12 +40,13 @@ void uf_detect_batch_free(uf_detect_batch *b);
 /* Loads images paths[0..n) in parallel as the backbone wants them: RGB,
  * Pillow-bilinear resize to S x S, ImageNet normalisation into x (n, 3, S, S).
  * When resized is not NULL each S x S RGB image is kept there (what it held is
- * freed); orig_w / orig_h (may be NULL) receive each image's size as loaded.
+ * freed), and likewise the image as loaded in original when that is not NULL;
+ * orig_w / orig_h (may be NULL) receive each image's size as loaded.
  * Every image is tried. One that fails gets a zero-filled x, resized[i] NULL,
  * orig size 0 and its one-line reason (naming the file) in errors[i]; the
  * others get errors[i] = "". Returns the number of images that failed. */
-int uf_load_backbone_inputs_each(const char *const *paths, int n, int S, float *x, uf_image **resized, int *orig_w,
-                                 int *orig_h, char (*errors)[UF_DETECT_ERROR_LEN]);
+int uf_load_backbone_inputs_each(const char *const *paths, int n, int S, float *x, uf_image **resized,
+                                 uf_image **original, int *orig_w, int *orig_h, char (*errors)[UF_DETECT_ERROR_LEN]);
 
 /* Loads paths[0..n) (n <= cap) into the batch, in parallel. Returns the
  * number of images that failed (see error[]); the batch holds all n. */

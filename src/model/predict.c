@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "core/error.h"
+#include "core/interp.h"
 #include "core/tensor.h"
 #include "core/timer.h"
 #include "io/atomic_file.h"
@@ -96,7 +97,7 @@ static double rounded(double v, int decimals) {
 /* One results.jsonl line (cJSON does the escaping); UF_ERR when out of memory.
  * A failed image (error != NULL) has only "image" and "error". */
 static int write_json_line(FILE *f, const char *image, float score, int anomalous, int detected, float max_nfa,
-                           const char *stem, const char *error) {
+                           int width, int height, const char *stem, const char *error) {
     cJSON *o = cJSON_CreateObject();
     if (!o) return uf_error("out of memory");
     cJSON_AddStringToObject(o, "image", image);
@@ -107,6 +108,8 @@ static int write_json_line(FILE *f, const char *image, float score, int anomalou
         cJSON_AddBoolToObject(o, "anomalous", anomalous);
         cJSON_AddNumberToObject(o, "detected_pixels", detected);
         cJSON_AddNumberToObject(o, "max_neg_log10_nfa", rounded(max_nfa, 3));
+        cJSON_AddNumberToObject(o, "width", width);
+        cJSON_AddNumberToObject(o, "height", height);
         cJSON_AddStringToObject(o, "outputs", stem);
     }
     char *text = cJSON_PrintUnformatted(o);
@@ -144,54 +147,73 @@ static int make_output_dirs(const char *out_dir, const char *rel) {
     return UF_OK;
 }
 
+/* Writes image i's map, overlay and mask: at the model's S x S, or, when the batch kept the
+ * images as loaded (b->original), at the image's own W x H: the anomaly map and the
+ * -log10 NFA field upsampled (bilinear, align_corners=False), the mask from the
+ * upsampled field, the overlay on the original image. *detected_pixels counts the
+ * written mask; *max_nfa and the decision (the caller's) stay on the model's grid,
+ * where the a-contrario test ran. *w_out, *h_out: the size written. */
 static int write_outputs(const uf_detect_batch *b, int i, const char *dir, const char *stem, int map_st,
-                         int *detected_pixels, float *max_nfa) {
+                         int *detected_pixels, float *max_nfa, int *w_out, int *h_out) {
     const int S = b->out_size;
-    const float *amap = b->amap + (size_t)i * S * S, *nfa = b->nfa + (size_t)i * S * S;
+    const float *amap_s = b->amap + (size_t)i * S * S, *nfa_s = b->nfa + (size_t)i * S * S;
+    const uf_image *base = b->original ? b->original[i] : b->resized[i];
+    const int W = base->width, H = base->height;
+    const size_t np = (size_t)W * H;
+    float *up = NULL;
+    const float *amap = amap_s, *nfa = nfa_s;
+    if (W != S || H != S) {
+        if (!(up = malloc(sizeof(float) * 2 * np))) return uf_error("out of memory");
+        uf_interp_bilinear(amap_s, 1, S, S, up, H, W);
+        uf_interp_bilinear(nfa_s, 1, S, S, up + np, H, W);
+        amap = up, nfa = up + np;
+    }
     char path[4400];
     int rc = UF_OK;
     if (map_st) {
         snprintf(path, sizeof path, "%s/%s_map.safetensors", dir, stem);
         uf_st_writer *w = uf_st_writer_new();
-        int64_t shape[2] = {S, S};
+        int64_t shape[2] = {H, W};
         rc = w ? uf_st_writer_add_f32(w, "anomaly_map", UF_DT_F32, 2, shape, amap) : UF_ERR;
         if (rc == UF_OK) rc = uf_st_writer_save(w, path);
         uf_st_writer_free(w);
     } else {
-        uint16_t *px = malloc(sizeof(uint16_t) * S * S);
-        if (!px) return uf_error("out of memory");
-        for (int p = 0; p < S * S; p++) {
+        uint16_t *px = malloc(sizeof(uint16_t) * np);
+        rc = px ? UF_OK : uf_error("out of memory");
+        for (size_t p = 0; px && p < np; p++) {
             float a = amap[p] < 0.0f ? 0.0f : amap[p] > 1.0f ? 1.0f : amap[p];
             px[p] = (uint16_t)lrintf(a * 65535.0f);
         }
         snprintf(path, sizeof path, "%s/%s_map.png", dir, stem);
-        rc = uf_png_write_gray16(path, px, S, S);
+        if (px) rc = uf_png_write_gray16(path, px, W, H);
         free(px);
     }
-    if (rc != UF_OK) return rc;
-    uf_image *ov = uf_render_overlay(b->resized[i], amap, S, S, 0.0f, 1.0f, OVERLAY_ALPHA);
-    if (!ov) return UF_ERR;
-    snprintf(path, sizeof path, "%s/%s_overlay.png", dir, stem);
-    rc = uf_image_write_png(path, ov);
-    uf_image_free(ov);
-    if (rc != UF_OK) return rc;
-    uint8_t *mask = malloc((size_t)S * S);
-    if (!mask) return uf_error("out of memory");
-    int count = 0;
-    float mx = -INFINITY;
-    for (int p = 0; p < S * S; p++) {
-        mask[p] = nfa[p] > 0.0f;
-        count += mask[p];
-        if (nfa[p] > mx) mx = nfa[p];
+    uf_image *ov = rc == UF_OK ? uf_render_overlay(base, amap, W, H, 0.0f, 1.0f, OVERLAY_ALPHA) : NULL;
+    if (rc == UF_OK && !ov) rc = UF_ERR;
+    if (rc == UF_OK) {
+        snprintf(path, sizeof path, "%s/%s_overlay.png", dir, stem);
+        rc = uf_image_write_png(path, ov);
     }
-    uf_image *mimg = uf_render_mask(mask, S, S);
+    uf_image_free(ov);
+    uint8_t *mask = rc == UF_OK ? malloc(np) : NULL;
+    if (rc == UF_OK && !mask) rc = uf_error("out of memory");
+    int count = 0;
+    for (size_t p = 0; mask && p < np; p++) count += mask[p] = nfa[p] > 0.0f;
+    float mx = -INFINITY;
+    for (int p = 0; p < S * S; p++)
+        if (nfa_s[p] > mx) mx = nfa_s[p];
+    uf_image *mimg = mask ? uf_render_mask(mask, W, H) : NULL;
     free(mask);
-    if (!mimg) return UF_ERR;
-    snprintf(path, sizeof path, "%s/%s_mask.png", dir, stem);
-    rc = uf_image_write_png(path, mimg);
+    if (rc == UF_OK && !mimg) rc = UF_ERR;
+    if (rc == UF_OK) {
+        snprintf(path, sizeof path, "%s/%s_mask.png", dir, stem);
+        rc = uf_image_write_png(path, mimg);
+    }
     uf_image_free(mimg);
+    free(up);
     *detected_pixels = count;
     *max_nfa = mx;
+    *w_out = W, *h_out = H;
     return rc;
 }
 
@@ -211,12 +233,16 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
     snprintf(csv_path, sizeof csv_path, "%s/results.csv", o->out_dir);
     snprintf(jsonl_path, sizeof jsonl_path, "%s/results.jsonl", o->out_dir);
     if (uf_detect_batch_init(&b, m, B, S) != UF_OK) goto out_ds;
+    if (!o->model_size_outputs && !(b.original = calloc((size_t)B, sizeof *b.original))) {
+        uf_error("out of memory");
+        goto out;
+    }
     if (!paths) goto out;
     if (uf_atomic_begin(&csv, csv_path) != UF_OK) goto out;
     csv_open = 1;
     if (uf_atomic_begin(&jsonl, jsonl_path) != UF_OK) goto out;
     jsonl_open = 1;
-    fprintf(csv.fp, "image,score,anomalous,detected_pixels,max_neg_log10_nfa,outputs,error\n");
+    fprintf(csv.fp, "image,score,anomalous,detected_pixels,max_neg_log10_nfa,width,height,outputs,error\n");
     for (int i0 = 0; i0 < ds->count; i0 += B) {
         int n = ds->count - i0 < B ? ds->count - i0 : B;
         for (int i = 0; i < n; i++) paths[i] = ds->samples[i0 + i].image_path;
@@ -231,26 +257,28 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
                 progress_shown = 0;
                 fprintf(stderr, "uflow predict: error: %s\n", b.error[i]);
                 csv_string(csv.fp, paths[i]);
-                fputs(",,,,,,", csv.fp);
+                fputs(",,,,,,,,", csv.fp);
                 csv_string(csv.fp, b.error[i]);
                 fputc('\n', csv.fp);
-                if (write_json_line(jsonl.fp, paths[i], 0, 0, 0, 0, NULL, b.error[i]) != UF_OK) goto out;
+                if (write_json_line(jsonl.fp, paths[i], 0, 0, 0, 0, 0, 0, NULL, b.error[i]) != UF_OK) goto out;
                 continue;
             }
             char stem[1024];
-            int detected = 0;
+            int detected = 0, ow = 0, oh = 0;
             float max_nfa = 0.0f;
             const char *rel = ds->samples[i0 + i].rel_dir ? ds->samples[i0 + i].rel_dir : "";
             if (rel[0] && make_output_dirs(o->out_dir, rel) != UF_OK) goto out;
             if (output_stem(&stems, paths[i], rel, i0 + i, stem, sizeof stem) != UF_OK) goto out;
-            if (write_outputs(&b, i, o->out_dir, stem, o->map_safetensors, &detected, &max_nfa) != UF_OK) goto out;
-            int anomalous = detected > 0;
+            if (write_outputs(&b, i, o->out_dir, stem, o->map_safetensors, &detected, &max_nfa, &ow, &oh) != UF_OK)
+                goto out;
+            int anomalous = max_nfa > 0.0f; /* the test's decision, on the model's grid */
             rep->n_anomalous += anomalous;
             csv_string(csv.fp, paths[i]);
-            fprintf(csv.fp, ",%.6f,%d,%d,%.3f,", b.score[i], anomalous, detected, max_nfa);
+            fprintf(csv.fp, ",%.6f,%d,%d,%.3f,%d,%d,", b.score[i], anomalous, detected, max_nfa, ow, oh);
             csv_string(csv.fp, stem);
             fputs(",\n", csv.fp);
-            if (write_json_line(jsonl.fp, paths[i], b.score[i], anomalous, detected, max_nfa, stem, NULL) != UF_OK)
+            if (write_json_line(jsonl.fp, paths[i], b.score[i], anomalous, detected, max_nfa, ow, oh, stem, NULL) !=
+                UF_OK)
                 goto out;
         }
         if (o->verbose) fprintf(stderr, "\rpredicted %d/%d images", i0 + n, ds->count);

@@ -9,7 +9,11 @@
  *   <stem>_overlay.png       the resized image with the map as a jet heat map
  *   <stem>_mask.png          the a-contrario detection (-log10 NFA > 0), 0/255
  * and one line per image in results.csv and results.jsonl (score = max of the
- * map, anomalous = any pixel detected). Maps are at the model's input size.
+ * map, anomalous = any pixel detected on the model's grid, where the NFA test runs;
+ * detected_pixels counts the written mask; width, height: the size written). The
+ * outputs are at the image's own size (map and -log10 NFA field upsampled bilinearly,
+ * the mask from the upsampled field, the overlay on the image as loaded), or at the
+ * model's input size with model_size_outputs.
  * Images are processed in batches, so memory does not grow with their number.
  *
  * Bad input policy: every readable image is processed. An image that cannot be
@@ -28,6 +32,7 @@ typedef struct uf_predict_options {
     const char *out_dir;
     int batch;             /* 8 */
     int map_safetensors;   /* 0: 16-bit PNG maps, 1: float safetensors */
+    int model_size_outputs; /* 0: outputs at each image's own size; 1: at the model's input size */
     int verbose;
 } uf_predict_options;
 

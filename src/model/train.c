@@ -113,7 +113,7 @@ static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_ba
     for (int i0 = 0; i0 < n_try && rc == UF_OK; i0 += FEATURE_GROUP) {
         int g = n_try - i0 < FEATURE_GROUP ? n_try - i0 : FEATURE_GROUP, todo = 0;
         for (int i = 0; i < g; i++) paths[i] = ds->samples[i0 + i].image_path;
-        uf_load_backbone_inputs_each(paths, g, S, x, NULL, NULL, NULL, errors);
+        uf_load_backbone_inputs_each(paths, g, S, x, NULL, NULL, NULL, NULL, errors);
         for (int i = 0; i < g && rc == UF_OK; i++) {
             if (errors[i][0]) {
                 if (!skip_bad) {
