@@ -136,6 +136,89 @@ static int same_result_rows(const char *a, const char *b) {
     return 1;
 }
 
+/* The value after "key": in a JSON text (first occurrence), or NAN. */
+static double json_number(const char *text, const char *key) {
+    char pat[96];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = text ? strstr(text, pat) : NULL;
+    return p ? strtod(p + strlen(pat), NULL) : NAN;
+}
+
+/* `uflow test` on a labelled set without masks (good / defective folders): image AUROC
+ * against the pair-counting definition (sklearn's roc_auc_score: P(score_anomalous >
+ * score_good) + ties / 2) on predict's scores of the same images; the image-level
+ * confusion at NFA = 1 against predict's decisions; pixel metrics absent. Some normal
+ * images are filed as defective and a defective one as good, so the AUROC is not 1. */
+static void check_test_without_masks(const char *model, const char *data) {
+    char root[700], p[900], q[900], evdir[700], pred[700];
+    snprintf(root, sizeof root, "%s/nomask", uf_test_tmpdir());
+    static const char *const moves[][2] = {{"test/good/000.png", "good/a.png"}, {"test/good/001.png", "defect/b.png"},
+                                           {"train/good/000.png", "defect/c.png"}, {"test/hole/000.png", "good/d.png"},
+                                           {"test/scratch/000.png", "defect/e.png"}, {"test/stain/000.png", "defect/f.png"},
+                                           {"test/color/000.png", "defect/g.png"}, {"train/good/001.png", "good/h.png"}};
+    for (int k = 0; k < 2; k++) {
+        snprintf(p, sizeof p, "%s/test/%s", root, k ? "defect" : "good");
+        CHECK(uf_test_mkdirs(p) == 0, "mkdir %s", p);
+    }
+    for (size_t i = 0; i < sizeof moves / sizeof *moves; i++) {
+        snprintf(p, sizeof p, "%s/%s", data, moves[i][0]);
+        snprintf(q, sizeof q, "%s/test/%s", root, moves[i][1]);
+        CHECK(uf_test_copy_file(p, q) == 0, "copy %s", q);
+    }
+    snprintf(p, sizeof p, "%s/train/good", root);
+    CHECK(uf_test_mkdirs(p) == 0, "mkdir %s", p);
+    for (int i = 2; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/train/good/%03d.png", data, i);
+        snprintf(q, sizeof q, "%s/train/good/%03d.png", root, i);
+        CHECK(uf_test_copy_file(p, q) == 0, "copy %s", q);
+    }
+    snprintf(evdir, sizeof evdir, "%s/nomask_eval", uf_test_tmpdir());
+    const char *te[] = {"test", "--model", model, "--data", root, "--eval-size", "64", "-o", evdir, NULL};
+    CHECK(run(te) == 0, "test without masks failed");
+    snprintf(p, sizeof p, "%s/metrics.json", evdir);
+    char *js = uf_test_read_text(p);
+    CHECK(js && strstr(js, "\"pixel_auroc\":\tnull") && strstr(js, "\"miou_auto\":\tnull"),
+          "pixel metrics must be null without masks: %.400s", js ? js : "");
+    double auroc = json_number(js, "image_auroc");
+    /* predict's scores of the same images; labels from the folder */
+    snprintf(pred, sizeof pred, "%s/nomask_pred", uf_test_tmpdir());
+    snprintf(p, sizeof p, "%s/test", root);
+    const char *pr[] = {"predict", "--model", model, "-o", pred, "--output-size", "model", p, NULL};
+    CHECK(run(pr) == 0, "predict failed");
+    snprintf(q, sizeof q, "%s/results.csv", pred);
+    char *csv = uf_test_read_text(q);
+    double sc[16];
+    int lab[16], dec[16], n = 0;
+    for (const char *l = csv ? strchr(csv, '\n') : NULL; l && l[1] && n < 16; l = strchr(l + 1, '\n')) {
+        char name[600];
+        int det;
+        double mx;
+        if (sscanf(l + 1, "\"%599[^\"]\",%lf,%d,%d,%lf", name, &sc[n], &dec[n], &det, &mx) == 5)
+            lab[n] = strstr(name, "/defect/") != NULL, n++;
+    }
+    CHECK(n == 8, "predict gave %d rows: %s", n, csv ? csv : "");
+    double pairs = 0, wins = 0;
+    int tp = 0, fp = 0, tn = 0, fn = 0;
+    for (int i = 0; i < n; i++) {
+        if (lab[i]) dec[i] ? tp++ : fn++;
+        else dec[i] ? fp++ : tn++;
+        for (int j = 0; j < n; j++)
+            if (lab[i] && !lab[j]) pairs++, wins += sc[i] > sc[j] ? 1.0 : sc[i] == sc[j] ? 0.5 : 0.0;
+    }
+    double want = wins / pairs;
+    printf("  no masks: image AUROC %.6f, pair count on predict's scores %.6f; at NFA = 1: TP %d FP %d TN %d FN %d\n",
+           auroc, want, tp, fp, tn, fn);
+    CHECK(fabs(auroc - want) < 1e-9 && want > 0.0 && want < 1.0, "image AUROC %.9f, want %.9f", auroc, want);
+    const char *at = js ? strstr(js, "\"at_nfa_1\"") : NULL;
+    CHECK(at && json_number(at, "tp") == tp && json_number(at, "fp") == fp && json_number(at, "tn") == tn &&
+              json_number(at, "fn") == fn,
+          "image-level confusion at NFA = 1: %.300s", at ? at : "(missing)");
+    const char *tm = js ? strstr(js, "\"at_max_training_score\"") : NULL;
+    CHECK(tm && isfinite(json_number(tm, "score_threshold")) && json_number(js, "training_images_scored") == 2,
+          "threshold from the 2 training images: %.300s", tm ? tm : "(missing)");
+    free(csv), free(js);
+}
+
 static void test_train_test_predict(void) {
     char data[600], model[600], eval[600], pred[600], good[700], bad_png[600];
     snprintf(data, sizeof data, "%s/data", uf_test_tmpdir());
@@ -255,6 +338,7 @@ static void test_train_test_predict(void) {
     uf_image *mm = uf_image_load(p, 0);
     CHECK(mm && mm->width == 64 && mm->height == 64, "%s: %dx%d", p, mm ? mm->width : -1, mm ? mm->height : -1);
     uf_image_free(mm);
+    check_test_without_masks(model, data);
 }
 
 int main(void) {

@@ -1,4 +1,5 @@
 /* uflow test: evaluate a model on a labelled test split and print the metrics. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -18,6 +19,15 @@ void cli_print_metrics(const uf_model *m, const uf_evaluate_report *rep) {
     printf("  mIoU, oracle         %8.4f   (threshold %d on -log10 NFA)\n", r->miou_oracle, r->oracle_thr);
     printf("  F1, NFA = 1 (auto)   %8.4f\n", r->f1_auto);
     printf("  good images with a detection: %d of %d\n", rep->n_good_with_detection, rep->n_good);
+    const uf_image_confusion *a = &rep->at_nfa, *t = &rep->at_train_max;
+    printf("  image level, NFA = 1:  F1 %.4f  (TP %d, FP %d, TN %d, FN %d)\n", a->f1, a->tp, a->fp, a->tn, a->fn);
+    if (isnan(rep->score_threshold))
+        printf("  image level, score above every training image: no train split to score\n");
+    else
+        printf("  image level, score > %.6f (the largest of %d training images):  F1 %.4f  (TP %d, FP %d, TN %d, "
+               "FN %d)\n", rep->score_threshold, rep->n_train_scored, t->f1, t->tp, t->fp, t->tn, t->fn);
+    if (rep->n_skipped)
+        printf("  %d anomalous images without a mask: in the image-level figures only\n", rep->n_skipped);
     printf("  mean z^2 of good images per scale (1 = calibrated):");
     for (int l = 0; l < m->cfg.flow.n_scales; l++) printf(" %.3f", rep->good_mean_z2[l]);
     printf("\n  time: load %.1f s, backbone+flow %.1f s, map+NFA %.1f s, metrics %.1f s, total %.1f s "

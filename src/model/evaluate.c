@@ -2,6 +2,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,46 @@ static int gt_for(const uf_sample *s, int orig_w, int orig_h, int S, int eval, u
     return UF_OK;
 }
 
+static uf_image_confusion confusion(const uint8_t *label, const uint8_t *decided, int n) {
+    uf_image_confusion c = {0, 0, 0, 0, NAN};
+    for (int i = 0; i < n; i++) {
+        if (label[i]) decided[i] ? c.tp++ : c.fn++;
+        else decided[i] ? c.fp++ : c.tn++;
+    }
+    if (2 * c.tp + c.fp + c.fn > 0) c.f1 = 2.0 * c.tp / (2.0 * c.tp + c.fp + c.fn);
+    return c;
+}
+
+/* *thr = the largest score of the data set's training images (train/good), with the batch
+ * b (its paths array of b->cap entries); NaN and *n = 0 when there is no train split. A
+ * training image that cannot be read is an error, as any test image is. */
+static int train_max_score(uf_model *m, const uf_evaluate_options *o, uf_detect_batch *b, const char **paths,
+                           double *thr, int *n_scored) {
+    *thr = NAN, *n_scored = 0;
+    uf_dataset *tr = uf_dataset_open(o->data_dir, "train");
+    if (!tr) {
+        uf_error_clear();
+        return UF_OK;
+    }
+    double mx = -INFINITY;
+    int rc = UF_OK;
+    for (int i0 = 0; i0 < tr->count && rc == UF_OK; i0 += b->cap) {
+        int n = tr->count - i0 < b->cap ? tr->count - i0 : b->cap;
+        for (int i = 0; i < n; i++) paths[i] = tr->samples[i0 + i].image_path;
+        uf_detect_load(b, m, paths, n);
+        int bad = uf_detect_first_error(b);
+        if (bad < 0) {
+            if (uf_detect_run(b, m, NULL, NULL) != UF_OK) rc = UF_ERR;
+            bad = rc == UF_OK ? uf_detect_first_error(b) : -1;
+        }
+        if (bad >= 0) rc = uf_error("training image: %s", b->error[bad]);
+        for (int i = 0; rc == UF_OK && i < n; i++) mx = b->score[i] > mx ? b->score[i] : mx;
+    }
+    if (rc == UF_OK) *thr = mx, *n_scored = tr->count;
+    uf_dataset_free(tr);
+    return rc;
+}
+
 int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *rep) {
     memset(rep, 0, sizeof *rep);
     double t_start = uf_now();
@@ -50,7 +91,9 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
     uint8_t *gt = NULL;
     float *tmp = NULL;
     const char **paths = NULL;
-    int *idx = NULL, rc = UF_ERR;
+    int *idx = NULL, rc = UF_ERR, n_masked_anomalous = 0;
+    float *img_score = NULL;
+    uint8_t *img_label = NULL, *img_detected = NULL;
     double z2_sum[UF_FLOW_MAX_SCALES] = {0}, z2_count[UF_FLOW_MAX_SCALES] = {0};
     if (uf_detect_batch_init(&b, m, B, E) != UF_OK) goto out_ds;
     b.nfa_block = o->nfa_block;
@@ -63,13 +106,16 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
         uf_error("out of memory");
         goto out;
     }
+    img_score = malloc(sizeof(float) * (size_t)ds->count);
+    img_label = malloc((size_t)ds->count);
+    img_detected = malloc((size_t)ds->count);
+    if (!img_score || !img_label || !img_detected) {
+        uf_error("out of memory");
+        goto out;
+    }
     for (int i0 = 0; i0 < ds->count;) {
         int n = 0;
         for (; i0 < ds->count && n < B; i0++) {
-            if (!uf_sample_has_pixel_gt(&ds->samples[i0])) {
-                rep->n_skipped++;
-                continue;
-            }
             idx[n] = i0;
             paths[n++] = ds->samples[i0].image_path;
         }
@@ -91,17 +137,25 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
         double t1 = uf_now();
         for (int i = 0; i < n; i++) {
             const uf_sample *s = &ds->samples[idx[i]];
-            if (gt_for(s, b.orig_w[i], b.orig_h[i], S, E, gt, tmp) != UF_OK) goto out;
             float *amap = b.amap + (size_t)i * E * E, *nfa = b.nfa + (size_t)i * E * E;
-            if (uf_eval_add(ev, E, E, amap, nfa, gt, s->label, NAN) != UF_OK) {
-                uf_error_prefix("%s", s->image_path);
-                goto out;
-            }
+            int detected = 0;
+            for (int p = 0; p < E * E && !detected; p++) detected = nfa[p] > 0.0f;
+            img_score[rep->n_images] = b.score[i];
+            img_label[rep->n_images] = (uint8_t)(s->label != 0);
+            img_detected[rep->n_images] = (uint8_t)detected;
             rep->n_images++;
+            if (uf_sample_has_pixel_gt(s)) {
+                if (gt_for(s, b.orig_w[i], b.orig_h[i], S, E, gt, tmp) != UF_OK) goto out;
+                if (uf_eval_add(ev, E, E, amap, nfa, gt, s->label, NAN) != UF_OK) {
+                    uf_error_prefix("%s", s->image_path);
+                    goto out;
+                }
+                n_masked_anomalous += s->label != 0;
+            } else {
+                rep->n_skipped++;
+            }
             if (s->label == 0) {
                 rep->n_good++;
-                int detected = 0;
-                for (int p = 0; p < E * E && !detected; p++) detected = nfa[p] > 0.0f;
                 rep->n_good_with_detection += detected;
                 for (int l = 0; l < L; l++) {
                     int c, h, w;
@@ -118,15 +172,35 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
         if (o->verbose) fprintf(stderr, "\rtested %d/%d images", i0, ds->count);
     }
     if (o->verbose) fprintf(stderr, "\n");
-    if (rep->n_skipped)
-        fprintf(stderr, "warning: %d anomalous test images have no mask and were left out\n", rep->n_skipped);
+    if (rep->n_skipped && o->verbose)
+        fprintf(stderr, "note: %d anomalous test images have no mask: in the image-level metrics, not in the "
+                        "pixel-level ones\n", rep->n_skipped);
     for (int l = 0; l < L; l++) rep->good_mean_z2[l] = z2_count[l] > 0 ? z2_sum[l] / z2_count[l] : NAN;
     double t2 = uf_now();
-    if (uf_eval_compute(ev, UF_AUPRO_FPR_LIMIT, &rep->metrics) != UF_OK) goto out;
+    /* pixel metrics need anomalous pixels: over good images alone they would read as perfect */
+    if (n_masked_anomalous > 0) {
+        if (uf_eval_compute(ev, UF_AUPRO_FPR_LIMIT, &rep->metrics) != UF_OK) goto out;
+    } else {
+        memset(&rep->metrics, 0, sizeof rep->metrics);
+        rep->metrics.pixel_auroc = rep->metrics.aupro = rep->metrics.aupro_textbook = NAN;
+        rep->metrics.miou_auto = rep->metrics.miou_oracle = rep->metrics.f1_auto = NAN;
+    }
+    /* image level, over every test image */
+    rep->metrics.image_auroc = uf_auroc(img_score, img_label, (size_t)rep->n_images);
+    rep->metrics.n_images = rep->n_images;
+    rep->metrics.n_anomalous_images = 0;
+    for (int i = 0; i < rep->n_images; i++) rep->metrics.n_anomalous_images += img_label[i];
+    rep->at_nfa = confusion(img_label, img_detected, rep->n_images);
     rep->t_metrics += uf_now() - t2;
+    /* the score threshold that keeps every training image normal */
+    rep->score_threshold = NAN;
+    if (train_max_score(m, o, &b, paths, &rep->score_threshold, &rep->n_train_scored) != UF_OK) goto out;
+    for (int i = 0; i < rep->n_images; i++) img_detected[i] = img_score[i] > rep->score_threshold;
+    rep->at_train_max = confusion(img_label, img_detected, isnan(rep->score_threshold) ? 0 : rep->n_images);
     rep->t_total = uf_now() - t_start;
     rc = UF_OK;
 out:
+    free(img_score), free(img_label), free(img_detected);
     free(paths), free(idx), free(gt);
     uf_free(tmp);
     uf_eval_free(ev);
@@ -161,10 +235,23 @@ int uf_evaluate_write_json(const uf_model *m, const uf_evaluate_options *o, cons
     add_number(mt, "miou_oracle", r->miou_oracle);
     add_number(mt, "oracle_threshold", r->oracle_thr);
     add_number(mt, "f1_auto", r->f1_auto);
+    cJSON *il = cJSON_AddObjectToObject(root, "image_level");
+    const uf_image_confusion *cs[2] = {&rep->at_nfa, &rep->at_train_max};
+    static const char *const names[2] = {"at_nfa_1", "at_max_training_score"};
+    for (int k = 0; k < 2; k++) {
+        cJSON *c = cJSON_AddObjectToObject(il, names[k]);
+        if (k == 1) add_number(c, "score_threshold", rep->score_threshold);
+        cJSON_AddNumberToObject(c, "tp", cs[k]->tp);
+        cJSON_AddNumberToObject(c, "fp", cs[k]->fp);
+        cJSON_AddNumberToObject(c, "tn", cs[k]->tn);
+        cJSON_AddNumberToObject(c, "fn", cs[k]->fn);
+        add_number(c, "f1", cs[k]->f1);
+    }
     cJSON *cnt = cJSON_AddObjectToObject(root, "counts");
     cJSON_AddNumberToObject(cnt, "images", rep->n_images);
     cJSON_AddNumberToObject(cnt, "anomalous_images", r->n_anomalous_images);
-    cJSON_AddNumberToObject(cnt, "skipped_without_mask", rep->n_skipped);
+    cJSON_AddNumberToObject(cnt, "anomalous_without_mask", rep->n_skipped);
+    cJSON_AddNumberToObject(cnt, "training_images_scored", rep->n_train_scored);
     cJSON_AddNumberToObject(cnt, "regions", r->n_regions);
     cJSON_AddNumberToObject(cnt, "good_images", rep->n_good);
     cJSON_AddNumberToObject(cnt, "good_images_with_detection", rep->n_good_with_detection);

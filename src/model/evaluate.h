@@ -1,6 +1,9 @@
 /* evaluate.h - `uflow test`: a trained model on a labelled test split
  * (MVTec-AD or MVTec 3D-AD layout), with the metrics of spec 8 computed as the
  * official code does (maps and masks at eval_size x eval_size, 256 there).
+ * Masks are optional: without them (good / defective folders only, the usual case in
+ * industry) the image-level metrics are still computed over every test image, and
+ * the pixel-level ones over the images that have pixel ground truth (NaN if none).
  */
 #ifndef UF_MODEL_EVALUATE_H
 #define UF_MODEL_EVALUATE_H
@@ -16,9 +19,22 @@ typedef struct uf_evaluate_options {
     int verbose;
 } uf_evaluate_options;
 
+/* Image-level decisions at one threshold: counts over all test images and F1 =
+ * 2 TP / (2 TP + FP + FN) (NaN when there is no anomalous image and no detection). */
+typedef struct uf_image_confusion {
+    int tp, fp, tn, fn;
+    double f1;
+} uf_image_confusion;
+
 typedef struct uf_evaluate_report {
-    uf_eval_result metrics;
-    int n_images, n_skipped;         /* skipped: anomalous images without a mask */
+    uf_eval_result metrics;          /* pixel metrics over the images with pixel ground truth; image_auroc
+                                      * over ALL test images (with or without masks) */
+    int n_images, n_skipped;         /* n_images: all test images; n_skipped: anomalous images without a
+                                      * mask (in the image metrics, not in the pixel ones) */
+    uf_image_confusion at_nfa;       /* anomalous = some pixel with NFA < 1 */
+    uf_image_confusion at_train_max; /* anomalous = score above every training image's (score_threshold) */
+    double score_threshold;          /* the largest training-image score; NaN when there is no train split */
+    int n_train_scored;
     int n_good, n_good_with_detection;
     double good_mean_z2[UF_FLOW_MAX_SCALES]; /* mean z^2 per scale over good images: ~1 when calibrated */
     double t_load, t_latents, t_detect, t_metrics, t_total;
