@@ -216,6 +216,20 @@ static void check_test_without_masks(const char *model, const char *data) {
     const char *tm = js ? strstr(js, "\"at_max_training_score\"") : NULL;
     CHECK(tm && isfinite(json_number(tm, "score_threshold")) && json_number(js, "training_images_scored") == 2,
           "threshold from the 2 training images: %.300s", tm ? tm : "(missing)");
+    /* predict --labels: the same image-level figures from the labelled folders alone */
+    char labels[2000], want_line[200];
+    snprintf(labels, sizeof labels, "good=%s/test/good,defect=%s/test/defect", root, root);
+    snprintf(pred, sizeof pred, "%s/nomask_pred_labels", uf_test_tmpdir());
+    const char *pl[] = {"predict", "--model", model, "-o", pred, "--labels", labels, NULL};
+    CHECK(run(pl) == 0, "predict --labels failed");
+    char *out = uf_test_read_text(g_out);
+    snprintf(want_line, sizeof want_line, "labelled images 8: image AUROC %.4f; at NFA = 1: F1 ", want);
+    CHECK(out && strstr(out, want_line), "stdout: %s (want '%s')", out ? out : "", want_line);
+    snprintf(want_line, sizeof want_line, "(TP %d, FP %d, TN %d, FN %d)", tp, fp, tn, fn);
+    CHECK(out && strstr(out, want_line), "stdout: %s (want '%s')", out ? out : "", want_line);
+    free(out);
+    const char *bad[] = {"predict", "--model", model, "-o", pred, "--labels", "maybe=x", NULL};
+    CHECK(run(bad) == 2, "a bad --labels is a usage error (exit 2)");
     free(csv), free(js);
 }
 

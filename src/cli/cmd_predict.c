@@ -18,7 +18,8 @@
 
 int cmd_predict(int argc, char **argv) {
     uf_predict_options o = {.batch = 8, .verbose = 1};
-    const char *model = NULL, *weights = NULL, *backbone = NULL, *format = "png16", *out_size = "input";
+    const char *model = NULL, *weights = NULL, *backbone = NULL, *format = "png16", *out_size = "input",
+               *labels = NULL;
     int threads = 0;
     const cli_opt opts[] = {
         {"model", OPT_STRING, &model, 0, 0, "model file written by 'uflow train'"},
@@ -29,6 +30,9 @@ int cmd_predict(int argc, char **argv) {
         {"map-format", OPT_STRING, &format, 0, 0, "png16 | safetensors"},
         {"output-size", OPT_STRING, &out_size, 0, 0,
          "input (maps, masks and overlays at each image's own size) | model (at the model's input size)"},
+        {"labels", OPT_STRING, &labels, 0, 0,
+         "good=DIR,defect=DIR[,...]: folders of known label, predicted too; prints image AUROC, F1 and the "
+         "confusion at NFA = 1"},
         {"batch", OPT_INT, &o.batch, 1, 256, "images per batch"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
     };
@@ -43,7 +47,32 @@ int cmd_predict(int argc, char **argv) {
         return r == CLI_HELP ? 0 : 2;
     }
     int rc = 2;
-    if (!model || !o.out_dir || n_inputs == 0) {
+    uf_predict_label lab[UF_PREDICT_MAX_LABELS];
+    char *lab_text = labels ? strdup(labels) : NULL;
+    if (labels && !lab_text) {
+        rc = cli_fail("predict", "out of memory");
+        goto done;
+    }
+    /* good=DIR,defect=DIR: good / normal / ok label 0; defect / anomalous / bad / ko label 1 */
+    for (char *save = NULL, *item = lab_text ? strtok_r(lab_text, ",", &save) : NULL; item;
+         item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '=');
+        if (!eq || !eq[1] || o.n_labels == UF_PREDICT_MAX_LABELS) {
+            fprintf(stderr, "uflow predict: error: --labels wants good=DIR,defect=DIR (at most %d folders), not '%s'\n",
+                    UF_PREDICT_MAX_LABELS, item);
+            goto done;
+        }
+        *eq = '\0';
+        int a = !strcmp(item, "defect") || !strcmp(item, "anomalous") || !strcmp(item, "bad") || !strcmp(item, "ko");
+        if (!a && strcmp(item, "good") && strcmp(item, "normal") && strcmp(item, "ok")) {
+            fprintf(stderr, "uflow predict: error: --labels: '%s' is neither good (normal, ok) nor defect "
+                            "(anomalous, bad, ko)\n", item);
+            goto done;
+        }
+        lab[o.n_labels++] = (uf_predict_label){eq + 1, a};
+    }
+    o.labels = lab;
+    if (!model || !o.out_dir || n_inputs + o.n_labels == 0) {
         fprintf(stderr, "uflow predict: error: --model, -o and at least one image or folder are required\n");
         goto done;
     }
@@ -71,6 +100,11 @@ int cmd_predict(int argc, char **argv) {
         printf("%d images, %d with a detection (NFA < 1); %.1f ms/image; results in %s/results.csv\n",
                rep.n_images, rep.n_anomalous, rep.n_images ? 1000.0 * rep.seconds / rep.n_images : 0.0, o.out_dir);
         rc = 0;
+        if (o.n_labels) {
+            const uf_image_confusion *c = &rep.at_nfa;
+            printf("labelled images %d: image AUROC %.4f; at NFA = 1: F1 %.4f (TP %d, FP %d, TN %d, FN %d)\n",
+                   rep.n_labelled, rep.image_auroc, c->f1, c->tp, c->fp, c->tn, c->fn);
+        }
         if (rep.n_failed) {
             fprintf(stderr, "uflow predict: error: %d of %d images could not be processed (rows with an error in "
                             "%s/results.csv)\n",
@@ -82,6 +116,7 @@ int cmd_predict(int argc, char **argv) {
     }
     uf_model_free(m);
 done:
+    free(lab_text);
     free(inputs);
     return rc;
 }

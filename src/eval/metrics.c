@@ -123,6 +123,18 @@ double uf_auroc(const float *scores, const uint8_t *labels, size_t n) {
     return r;
 }
 
+uf_image_confusion uf_image_confusion_of(const uint8_t *label, const uint8_t *decided, int n) {
+    uf_image_confusion c = {0, 0, 0, 0, NAN};
+    for (int i = 0; i < n; i++) {
+        if (label[i])
+            decided[i] ? c.tp++ : c.fn++;
+        else
+            decided[i] ? c.fp++ : c.tn++;
+    }
+    if (2 * c.tp + c.fp + c.fn > 0) c.f1 = 2.0 * c.tp / (2.0 * c.tp + c.fp + c.fn);
+    return c;
+}
+
 double uf_iou(const float *score, const uint8_t *gt, size_t n, float thr) {
     size_t inter = 0, uni = 0;
     for (size_t i = 0; i < n; i++) {

@@ -76,6 +76,17 @@ typedef struct uf_eval_result {
     double f1_auto;         /* thr 0, pooled pixels */
 } uf_eval_result;
 
+/* Image-level decisions at one threshold: counts and F1 = 2 TP / (2 TP + FP + FN) (NaN
+ * when there is no anomalous image and no detection). */
+typedef struct uf_image_confusion {
+    int tp, fp, tn, fn;
+    double f1;
+} uf_image_confusion;
+
+/* The confusion of decided[i] (nonzero: called anomalous) against label[i] (nonzero:
+ * anomalous), i < n. */
+uf_image_confusion uf_image_confusion_of(const uint8_t *label, const uint8_t *decided, int n);
+
 /* Computes every metric the added data allows (others NaN). fpr_limit in (0, 1],
  * normally UF_AUPRO_FPR_LIMIT. May be called again after more uf_eval_add calls.
  * Uses OpenMP threads for the sorts and the AUPRO resampling. */

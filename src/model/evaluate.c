@@ -40,16 +40,6 @@ static int gt_for(const uf_sample *s, int orig_w, int orig_h, int S, int eval, u
     return UF_OK;
 }
 
-static uf_image_confusion confusion(const uint8_t *label, const uint8_t *decided, int n) {
-    uf_image_confusion c = {0, 0, 0, 0, NAN};
-    for (int i = 0; i < n; i++) {
-        if (label[i]) decided[i] ? c.tp++ : c.fn++;
-        else decided[i] ? c.fp++ : c.tn++;
-    }
-    if (2 * c.tp + c.fp + c.fn > 0) c.f1 = 2.0 * c.tp / (2.0 * c.tp + c.fp + c.fn);
-    return c;
-}
-
 /* *thr = the largest score of the data set's training images (train/good), with the batch
  * b (its paths array of b->cap entries); NaN and *n = 0 when there is no train split. A
  * training image that cannot be read is an error, as any test image is. */
@@ -190,13 +180,13 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
     rep->metrics.n_images = rep->n_images;
     rep->metrics.n_anomalous_images = 0;
     for (int i = 0; i < rep->n_images; i++) rep->metrics.n_anomalous_images += img_label[i];
-    rep->at_nfa = confusion(img_label, img_detected, rep->n_images);
+    rep->at_nfa = uf_image_confusion_of(img_label, img_detected, rep->n_images);
     rep->t_metrics += uf_now() - t2;
     /* the score threshold that keeps every training image normal */
     rep->score_threshold = NAN;
     if (train_max_score(m, o, &b, paths, &rep->score_threshold, &rep->n_train_scored) != UF_OK) goto out;
     for (int i = 0; i < rep->n_images; i++) img_detected[i] = img_score[i] > rep->score_threshold;
-    rep->at_train_max = confusion(img_label, img_detected, isnan(rep->score_threshold) ? 0 : rep->n_images);
+    rep->at_train_max = uf_image_confusion_of(img_label, img_detected, isnan(rep->score_threshold) ? 0 : rep->n_images);
     rep->t_total = uf_now() - t_start;
     rc = UF_OK;
 out:

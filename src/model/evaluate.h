@@ -19,13 +19,6 @@ typedef struct uf_evaluate_options {
     int verbose;
 } uf_evaluate_options;
 
-/* Image-level decisions at one threshold: counts over all test images and F1 =
- * 2 TP / (2 TP + FP + FN) (NaN when there is no anomalous image and no detection). */
-typedef struct uf_image_confusion {
-    int tp, fp, tn, fn;
-    double f1;
-} uf_image_confusion;
-
 typedef struct uf_evaluate_report {
     uf_eval_result metrics;          /* pixel metrics over the images with pixel ground truth; image_auroc
                                       * over ALL test images (with or without masks) */

@@ -217,12 +217,39 @@ static int write_outputs(const uf_detect_batch *b, int i, const char *dir, const
     return rc;
 }
 
+/* -1 when path is under none of the labelled folders, else its label. */
+static int label_of(const uf_predict_options *o, const char *path) {
+    for (int k = 0; k < o->n_labels; k++) {
+        size_t n = strlen(o->labels[k].dir);
+        while (n > 1 && o->labels[k].dir[n - 1] == '/') n--;
+        if (!strncmp(path, o->labels[k].dir, n) && path[n] == '/') return o->labels[k].anomalous;
+    }
+    return -1;
+}
+
 int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_predict_options *o,
                uf_predict_report *rep) {
     memset(rep, 0, sizeof *rep);
+    rep->image_auroc = NAN;
+    rep->at_nfa.f1 = NAN;
     double t0 = uf_now();
-    uf_dataset *ds = uf_dataset_from_paths(inputs, n_inputs);
+    if (o->n_labels < 0 || o->n_labels > UF_PREDICT_MAX_LABELS)
+        return uf_error("at most %d labelled folders", UF_PREDICT_MAX_LABELS);
+    const char **all = malloc(sizeof(char *) * (size_t)(n_inputs + o->n_labels + 1));
+    if (!all) return uf_error("out of memory");
+    for (int i = 0; i < n_inputs; i++) all[i] = inputs[i];
+    for (int k = 0; k < o->n_labels; k++) all[n_inputs + k] = o->labels[k].dir;
+    uf_dataset *ds = uf_dataset_from_paths(all, n_inputs + o->n_labels);
+    free(all);
     if (!ds) return UF_ERR;
+    float *lab_score = o->n_labels ? malloc(sizeof(float) * (size_t)ds->count) : NULL;
+    uint8_t *lab_label = o->n_labels ? malloc((size_t)ds->count) : NULL,
+            *lab_detected = o->n_labels ? malloc((size_t)ds->count) : NULL;
+    if (o->n_labels && (!lab_score || !lab_label || !lab_detected)) {
+        free(lab_score), free(lab_label), free(lab_detected);
+        uf_dataset_free(ds);
+        return uf_error("out of memory");
+    }
     const int B = o->batch, S = m->cfg.input_size;
     uf_detect_batch b;
     stem_set stems = {0};
@@ -273,6 +300,12 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
                 goto out;
             int anomalous = max_nfa > 0.0f; /* the test's decision, on the model's grid */
             rep->n_anomalous += anomalous;
+            const int label = o->n_labels ? label_of(o, paths[i]) : -1;
+            if (label >= 0) {
+                lab_score[rep->n_labelled] = b.score[i];
+                lab_label[rep->n_labelled] = (uint8_t)label;
+                lab_detected[rep->n_labelled++] = (uint8_t)anomalous;
+            }
             csv_string(csv.fp, paths[i]);
             fprintf(csv.fp, ",%.6f,%d,%d,%.3f,%d,%d,", b.score[i], anomalous, detected, max_nfa, ow, oh);
             csv_string(csv.fp, stem);
@@ -290,6 +323,10 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
     jsonl_open = 0;
     if (uf_atomic_commit(&jsonl) != UF_OK) goto out;
     rep->seconds = uf_now() - t0;
+    if (rep->n_labelled) {
+        rep->image_auroc = uf_auroc(lab_score, lab_label, (size_t)rep->n_labelled);
+        rep->at_nfa = uf_image_confusion_of(lab_label, lab_detected, rep->n_labelled);
+    }
     rc = UF_OK;
 out:
     if (csv_open) uf_atomic_abort(&csv);
@@ -298,6 +335,7 @@ out:
     stem_set_free(&stems);
     uf_detect_batch_free(&b);
 out_ds:
+    free(lab_score), free(lab_label), free(lab_detected);
     uf_dataset_free(ds);
     return rc;
 }

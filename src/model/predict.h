@@ -28,11 +28,23 @@
 
 #include "model/model.h"
 
+#include "eval/metrics.h"
+
+#define UF_PREDICT_MAX_LABELS 16
+
+/* An image is labelled when its path starts with "<dir>/" of one of these. */
+typedef struct uf_predict_label {
+    const char *dir;
+    int anomalous; /* 0 normal, 1 defective */
+} uf_predict_label;
+
 typedef struct uf_predict_options {
     const char *out_dir;
     int batch;             /* 8 */
     int map_safetensors;   /* 0: 16-bit PNG maps, 1: float safetensors */
     int model_size_outputs; /* 0: outputs at each image's own size; 1: at the model's input size */
+    const uf_predict_label *labels; /* n_labels folders of known label (their images are also inputs) */
+    int n_labels;
     int verbose;
 } uf_predict_options;
 
@@ -40,6 +52,10 @@ typedef struct uf_predict_report {
     int n_images, n_anomalous; /* n_images includes the failed ones */
     int n_failed;              /* images reported with an error */
     double seconds;
+    /* with labels: over the labelled images that gave results */
+    int n_labelled;
+    double image_auroc;        /* NaN with one class only */
+    uf_image_confusion at_nfa; /* anomalous = some pixel with NFA < 1 */
 } uf_predict_report;
 
 int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_predict_options *o,
