@@ -280,6 +280,49 @@ static void test_mvtec3d(void) {
     }
 }
 
+/* ---- BTAD ------------------------------------------------------------------- */
+
+/* A BTAD product folder: train/ok, test/ok (normal), test/ko with masks
+ * ground_truth/ko/<stem>.png (BMP images, PNG masks, as product 01 ships). */
+static void test_btad(void) {
+    mkdirs("btad/01/train/ok");
+    mkdirs("btad/01/test/ok");
+    mkdirs("btad/01/test/ko");
+    mkdirs("btad/01/ground_truth/ko");
+    touch("btad/01/train/ok/0000.bmp");
+    touch("btad/01/train/ok/0001.png");
+    touch("btad/01/test/ok/0002.bmp");
+    touch("btad/01/test/ko/0003.bmp");
+    touch("btad/01/test/ko/0004.png");
+    touch("btad/01/ground_truth/ko/0003.png");
+    uf_dataset *tr = uf_dataset_open(uf_test_path("btad/01"), "train");
+    CHECK(tr != NULL, "%s", uf_last_error());
+    if (tr) {
+        CHECK(tr->layout == UF_LAYOUT_BTAD && tr->count == 2 && tr->n_good == 2 &&
+                  ends_with(tr->samples[0].image_path, "train/ok/0000.bmp"),
+              "layout %s count %d", uf_dataset_layout_name(tr->layout), tr->count);
+        uf_dataset_free(tr);
+    }
+    uf_dataset *te = uf_dataset_open(uf_test_path("btad/01"), "test");
+    CHECK(te != NULL, "%s", uf_last_error());
+    if (te) {
+        CHECK(te->layout == UF_LAYOUT_BTAD && te->count == 3 && te->n_anomalous == 2 && te->n_good == 1 &&
+                  te->n_missing_masks == 1,
+              "count %d anomalous %d good %d missing masks %d", te->count, te->n_anomalous, te->n_good,
+              te->n_missing_masks);
+        if (te->count == 3) {
+            CHECK(ends_with(te->samples[0].image_path, "test/ko/0003.bmp") && te->samples[0].label == 1 &&
+                      te->samples[0].mask_path && ends_with(te->samples[0].mask_path, "ground_truth/ko/0003.png"),
+                  "%s %s", te->samples[0].image_path, te->samples[0].mask_path ? te->samples[0].mask_path : "-");
+            CHECK(te->samples[1].label == 1 && te->samples[1].mask_path == NULL, "%s", te->samples[1].image_path);
+            CHECK(ends_with(te->samples[2].image_path, "test/ok/0002.bmp") && te->samples[2].label == 0 &&
+                      !strcmp(te->samples[2].defect, "good"),
+                  "%s %s", te->samples[2].image_path, te->samples[2].defect);
+        }
+        uf_dataset_free(te);
+    }
+}
+
 /* ---- plain folder ------------------------------------------------------------ */
 
 static void test_plain_folder(void) {
@@ -577,6 +620,7 @@ int main(void) {
     UF_TEST(test_mvtec_from_synth);
     UF_TEST(test_mvtec_handmade);
     UF_TEST(test_mvtec3d);
+    UF_TEST(test_btad);
     UF_TEST(test_plain_folder);
     UF_TEST(test_errors);
     UF_TEST(test_mask_load);

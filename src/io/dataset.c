@@ -329,8 +329,10 @@ static int add_folder(builder *b, const char *img_dir, const char *defect, const
 
 /* ---- layouts -------------------------------------------------------------- */
 
-/* Test split of MVTec-AD (rgb = NULL) or MVTec 3D-AD (rgb = "rgb"). */
-static int scan_test(builder *b, const char *root, int mvtec3d) {
+/* Test split of MVTec-AD, MVTec 3D-AD (images in <defect>/rgb, masks in <defect>/gt) or
+ * BTAD (normal images in ok/, masks ground_truth/<defect>/<stem>.png). */
+static int scan_test(builder *b, const char *root, uf_dataset_layout layout) {
+    const int mvtec3d = layout == UF_LAYOUT_MVTEC3D, btad = layout == UF_LAYOUT_BTAD;
     char *test = path_join(root, "test");
     strlist defects = {0};
     int entries = 0, rc = UF_ERR;
@@ -342,7 +344,9 @@ static int scan_test(builder *b, const char *root, int mvtec3d) {
         goto done;
     }
     if (defects.n == 0) {
-        uf_error("no defect folders in '%s' (expected test/good/ and test/<defect>/ folders)", test);
+        uf_error(btad ? "no folders in '%s' (expected test/ok/ and test/ko/)"
+                      : "no defect folders in '%s' (expected test/good/ and test/<defect>/ folders)",
+                 test);
         goto done;
     }
     rc = UF_OK;
@@ -357,9 +361,10 @@ static int scan_test(builder *b, const char *root, int mvtec3d) {
             img_dir = path_join(test, defect);
             mask_dir = path_join3(root, "ground_truth", defect);
         }
+        const char *label = btad && !strcmp(defect, "ok") ? "good" : defect; /* BTAD's normal folder */
         if (!img_dir || !mask_dir) rc = UF_ERR;
         else if (is_dir(img_dir))
-            rc = add_folder(b, img_dir, defect, mask_dir, mvtec3d ? ".png" : "_mask.png", 0);
+            rc = add_folder(b, img_dir, label, mask_dir, mvtec3d || btad ? ".png" : "_mask.png", 0);
         uf_free(img_dir), uf_free(mask_dir);
     }
     if (rc == UF_OK && b->ds->count == 0)
@@ -375,12 +380,22 @@ done:
     return rc;
 }
 
-static int scan_train(builder *b, const char *root, int mvtec3d) {
-    char *dir = mvtec3d ? path_join3(root, "train", "good/rgb") : path_join3(root, "train", "good");
+static int scan_train(builder *b, const char *root, uf_dataset_layout layout) {
+    char *dir = layout == UF_LAYOUT_MVTEC3D ? path_join3(root, "train", "good/rgb")
+                : layout == UF_LAYOUT_BTAD  ? path_join3(root, "train", "ok")
+                                            : path_join3(root, "train", "good");
     if (!dir) return UF_ERR;
     int rc = add_folder(b, dir, "good", NULL, NULL, 1);
     uf_free(dir);
     return rc;
+}
+
+/* 1 when root looks like a BTAD product folder: train/ok/ or test/ok/ (and no train/good/). */
+static int looks_btad(const char *root) {
+    char *a = path_join3(root, "train", "ok"), *t = path_join3(root, "test", "ok"), *g = path_join3(root, "train", "good");
+    int yes = a && t && g && (is_dir(a) || is_dir(t)) && !is_dir(g);
+    uf_free(a), uf_free(t), uf_free(g);
+    return yes;
 }
 
 /* 1 when root looks like an MVTec 3D-AD category: train/good/rgb/ or some test/<x>/rgb/. */
@@ -454,9 +469,8 @@ uf_dataset *uf_dataset_open(const char *root, const char *split) {
     int mvtec = train && test && (path_kind(train) != KIND_MISSING || path_kind(test) != KIND_MISSING);
     uf_free(train), uf_free(test);
     if (mvtec) {
-        ds->layout = looks_mvtec3d(root) ? UF_LAYOUT_MVTEC3D : UF_LAYOUT_MVTEC;
-        int is3d = ds->layout == UF_LAYOUT_MVTEC3D;
-        rc = is_train ? scan_train(&b, root, is3d) : scan_test(&b, root, is3d);
+        ds->layout = looks_btad(root) ? UF_LAYOUT_BTAD : looks_mvtec3d(root) ? UF_LAYOUT_MVTEC3D : UF_LAYOUT_MVTEC;
+        rc = is_train ? scan_train(&b, root, ds->layout) : scan_test(&b, root, ds->layout);
     } else {
         ds->layout = UF_LAYOUT_FOLDER;
         rc = scan_folder(&b, root, is_train);
@@ -596,6 +610,7 @@ const char *uf_dataset_layout_name(uf_dataset_layout layout) {
     case UF_LAYOUT_MVTEC: return "MVTec-AD";
     case UF_LAYOUT_MVTEC3D: return "MVTec 3D-AD (RGB)";
     case UF_LAYOUT_FOLDER: return "image folder";
+    case UF_LAYOUT_BTAD: return "BTAD";
     }
     return "unknown";
 }

@@ -54,6 +54,7 @@ typedef enum uf_dataset_layout {
     UF_LAYOUT_MVTEC = 0, /* MVTec-AD category */
     UF_LAYOUT_MVTEC3D,   /* MVTec 3D-AD category, RGB images */
     UF_LAYOUT_FOLDER,    /* plain folder of normal images */
+    UF_LAYOUT_BTAD,      /* BTAD product folder: train/ok, test/ok, test/ko, ground_truth/ko/<stem>.png */
 } uf_dataset_layout;
 
 typedef struct uf_sample {
