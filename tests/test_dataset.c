@@ -323,6 +323,50 @@ static void test_btad(void) {
     }
 }
 
+/* ---- VisA -------------------------------------------------------------------- */
+
+/* A VisA category folder, split by <root>/split_csv/1cls.csv: other objects' rows are
+ * ignored, paths are relative to the root, a quoted field is read. */
+static void test_visa(void) {
+    mkdirs("visa/candle/Data/Images/Normal");
+    mkdirs("visa/candle/Data/Images/Anomaly");
+    mkdirs("visa/candle/Data/Masks/Anomaly");
+    mkdirs("visa/split_csv");
+    touch("visa/candle/Data/Images/Normal/0000.JPG");
+    touch("visa/candle/Data/Images/Normal/0001.JPG");
+    touch("visa/candle/Data/Images/Normal/0002.JPG");
+    touch("visa/candle/Data/Images/Anomaly/000.JPG");
+    touch("visa/candle/Data/Masks/Anomaly/000.png");
+    const char *csv = "object,split,label,image,mask\r\n"
+                      "candle,train,normal,candle/Data/Images/Normal/0000.JPG,\r\n"
+                      "candle,train,normal,\"candle/Data/Images/Normal/0001.JPG\",\r\n"
+                      "pcb1,train,normal,pcb1/Data/Images/Normal/0000.JPG,\r\n"
+                      "candle,test,normal,candle/Data/Images/Normal/0002.JPG,\r\n"
+                      "candle,test,anomaly,candle/Data/Images/Anomaly/000.JPG,candle/Data/Masks/Anomaly/000.png\r\n";
+    uf_test_write_file(uf_test_path("visa/split_csv/1cls.csv"), csv, strlen(csv));
+    uf_dataset *tr = uf_dataset_open(uf_test_path("visa/candle"), "train");
+    CHECK(tr != NULL, "%s", uf_last_error());
+    if (tr) {
+        CHECK(tr->layout == UF_LAYOUT_VISA && tr->count == 2 && tr->n_good == 2 &&
+                  ends_with(tr->samples[1].image_path, "visa/candle/Data/Images/Normal/0001.JPG"),
+              "layout %s count %d: %s", uf_dataset_layout_name(tr->layout), tr->count,
+              tr->count > 1 ? tr->samples[1].image_path : "");
+        uf_dataset_free(tr);
+    }
+    uf_dataset *te = uf_dataset_open(uf_test_path("visa/candle"), "test");
+    CHECK(te != NULL, "%s", uf_last_error());
+    if (te) {
+        CHECK(te->layout == UF_LAYOUT_VISA && te->count == 2 && te->n_anomalous == 1, "count %d", te->count);
+        if (te->count == 2) {
+            CHECK(te->samples[0].label == 1 && te->samples[0].mask_path &&
+                      ends_with(te->samples[0].mask_path, "visa/candle/Data/Masks/Anomaly/000.png"),
+                  "%s", te->samples[0].image_path);
+            CHECK(te->samples[1].label == 0 && te->samples[1].mask_path == NULL, "%s", te->samples[1].image_path);
+        }
+        uf_dataset_free(te);
+    }
+}
+
 /* ---- plain folder ------------------------------------------------------------ */
 
 static void test_plain_folder(void) {
@@ -621,6 +665,7 @@ int main(void) {
     UF_TEST(test_mvtec_handmade);
     UF_TEST(test_mvtec3d);
     UF_TEST(test_btad);
+    UF_TEST(test_visa);
     UF_TEST(test_plain_folder);
     UF_TEST(test_errors);
     UF_TEST(test_mask_load);

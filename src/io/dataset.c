@@ -440,6 +440,101 @@ static int scan_folder(builder *b, const char *root, int is_train) {
     return add_folder(b, root, "good", NULL, NULL, 1);
 }
 
+/* ---- VisA: <root>/split_csv/1cls.csv, rows "object,split,label,image,mask" with paths
+ * relative to <root>; the data set folder is <root>/<object>. ---- */
+
+/* The parent of dir (a new string), and dir's last component in *name. */
+static char *parent_of(const char *dir, const char **name) {
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    size_t k = n;
+    while (k > 0 && dir[k - 1] != '/') k--;
+    *name = dir + k;
+    char *p = uf_alloc(k ? k + 1 : 2);
+    if (!p) return NULL;
+    if (k == 0) memcpy(p, ".", 2);
+    else memcpy(p, dir, k), p[k > 1 ? k - 1 : k] = '\0';
+    return p;
+}
+
+/* The VisA split file for category folder root, or NULL (not VisA). */
+static char *visa_csv(const char *root) {
+    const char *name;
+    char *parent = parent_of(root, &name);
+    char *data = path_join3(root, "Data", "Images");
+    char *csv = parent ? path_join3(parent, "split_csv", "1cls.csv") : NULL;
+    int yes = data && csv && is_dir(data) && path_kind(csv) == KIND_FILE;
+    uf_free(parent), uf_free(data);
+    if (!yes) uf_free(csv);
+    return yes ? csv : NULL;
+}
+
+/* Splits one CSV line (quotes allowed, "" inside quotes) into at most max fields, in place. */
+static int csv_fields(char *line, char **field, int max) {
+    int n = 0;
+    char *r = line, *w = line;
+    while (n < max) {
+        field[n++] = w;
+        int quoted = *r == '"';
+        if (quoted) r++;
+        for (; *r; r++) {
+            if (quoted && *r == '"' && r[1] == '"') *w++ = '"', r++;
+            else if (quoted && *r == '"') quoted = 0;
+            else if (!quoted && (*r == ',' || *r == '\r' || *r == '\n')) break;
+            else *w++ = *r;
+        }
+        int more = *r == ',';
+        *w++ = '\0';
+        if (!more) break;
+        r++;
+    }
+    return n;
+}
+
+static int scan_visa(builder *b, const char *root, const char *csv_path, int is_train) {
+    const char *object;
+    char *base = parent_of(root, &object);
+    FILE *f = base ? fopen(csv_path, "r") : NULL;
+    if (!f) {
+        uf_free(base);
+        return base ? uf_error("cannot open '%s': %s", csv_path, strerror(errno)) : UF_ERR;
+    }
+    size_t olen = strlen(object);
+    while (olen > 0 && object[olen - 1] == '/') olen--;
+    char line[8192];
+    int rc = UF_OK, lineno = 0, rows = 0;
+    while (rc == UF_OK && fgets(line, sizeof line, f)) {
+        lineno++;
+        char *fl[6];
+        int nf = csv_fields(line, fl, 6);
+        if (lineno == 1 && nf >= 4 && !strcmp(fl[0], "object")) continue; /* header */
+        if (nf < 4 || strlen(fl[0]) != olen || strncmp(fl[0], object, olen)) continue;
+        if (strcmp(fl[1], is_train ? "train" : "test")) continue;
+        int anomalous = !strcmp(fl[2], "anomaly");
+        if (!anomalous && strcmp(fl[2], "normal")) {
+            rc = uf_error("'%s' line %d: label '%s' is neither normal nor anomaly", csv_path, lineno, fl[2]);
+            break;
+        }
+        if (is_train && anomalous) continue; /* 1cls has none; never train on them */
+        char *img = path_join(base, fl[3]);
+        char *mask = anomalous && nf >= 5 && fl[4][0] ? path_join(base, fl[4]) : NULL;
+        if (!img || (anomalous && nf >= 5 && fl[4][0] && !mask)) {
+            uf_free(img), uf_free(mask);
+            rc = UF_ERR;
+            break;
+        }
+        if (anomalous) mask = mask ? existing_mask(b, mask, img) : NULL;
+        if (anomalous && !mask && !(nf >= 5 && fl[4][0])) b->ds->n_missing_masks++;
+        rc = add_sample(b, img, mask, anomalous ? "anomaly" : "good");
+        rows++;
+    }
+    fclose(f);
+    uf_free(base);
+    if (rc == UF_OK && rows == 0)
+        rc = uf_error("'%s' has no %s rows for object '%.*s'", csv_path, is_train ? "train" : "test", (int)olen, object);
+    return rc;
+}
+
 static int cmp_sample(const void *a, const void *b) {
     return strcmp(((const uf_sample *)a)->image_path, ((const uf_sample *)b)->image_path);
 }
@@ -468,7 +563,12 @@ uf_dataset *uf_dataset_open(const char *root, const char *split) {
     char *train = path_join(root, "train"), *test = path_join(root, "test");
     int mvtec = train && test && (path_kind(train) != KIND_MISSING || path_kind(test) != KIND_MISSING);
     uf_free(train), uf_free(test);
-    if (mvtec) {
+    char *visa = mvtec ? NULL : visa_csv(root);
+    if (visa) {
+        ds->layout = UF_LAYOUT_VISA;
+        rc = scan_visa(&b, root, visa, is_train);
+        uf_free(visa);
+    } else if (mvtec) {
         ds->layout = looks_btad(root) ? UF_LAYOUT_BTAD : looks_mvtec3d(root) ? UF_LAYOUT_MVTEC3D : UF_LAYOUT_MVTEC;
         rc = is_train ? scan_train(&b, root, ds->layout) : scan_test(&b, root, ds->layout);
     } else {
@@ -611,6 +711,7 @@ const char *uf_dataset_layout_name(uf_dataset_layout layout) {
     case UF_LAYOUT_MVTEC3D: return "MVTec 3D-AD (RGB)";
     case UF_LAYOUT_FOLDER: return "image folder";
     case UF_LAYOUT_BTAD: return "BTAD";
+    case UF_LAYOUT_VISA: return "VisA";
     }
     return "unknown";
 }

@@ -55,6 +55,7 @@ typedef enum uf_dataset_layout {
     UF_LAYOUT_MVTEC3D,   /* MVTec 3D-AD category, RGB images */
     UF_LAYOUT_FOLDER,    /* plain folder of normal images */
     UF_LAYOUT_BTAD,      /* BTAD product folder: train/ok, test/ok, test/ko, ground_truth/ko/<stem>.png */
+    UF_LAYOUT_VISA,      /* VisA category folder (<root>/<object>/Data/...) split by <root>/split_csv/1cls.csv */
 } uf_dataset_layout;
 
 typedef struct uf_sample {
