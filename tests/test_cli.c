@@ -228,6 +228,37 @@ static void check_test_without_masks(const char *model, const char *data) {
     snprintf(want_line, sizeof want_line, "(TP %d, FP %d, TN %d, FN %d)", tp, fp, tn, fn);
     CHECK(out && strstr(out, want_line), "stdout: %s (want '%s')", out ? out : "", want_line);
     free(out);
+    /* the same folders given as anomalib's Folder layout: the same image AUROC */
+    char nd[800], ad[800], md[800], evf[700];
+    snprintf(nd, sizeof nd, "%s/test/good", root);
+    snprintf(ad, sizeof ad, "%s/test/defect", root);
+    snprintf(evf, sizeof evf, "%s/folder_eval", uf_test_tmpdir());
+    const char *tf[] = {"test", "--model", model, "--normal", nd, "--abnormal", ad, "--eval-size", "64", "-o", evf,
+                        NULL};
+    CHECK(run(tf) == 0, "test --normal --abnormal failed");
+    snprintf(p, sizeof p, "%s/metrics.json", evf);
+    char *jf = uf_test_read_text(p);
+    CHECK(fabs(json_number(jf, "image_auroc") - want) < 1e-9 && strstr(jf, "\"pixel_auroc\":\tnull"),
+          "folder layout: %.300s", jf ? jf : "");
+    free(jf);
+    /* with masks (the same file names as the images): pixel metrics come back */
+    snprintf(ad, sizeof ad, "%s/folder_abnormal", uf_test_tmpdir());
+    snprintf(md, sizeof md, "%s/folder_masks", uf_test_tmpdir());
+    CHECK(uf_test_mkdirs(ad) == 0 && uf_test_mkdirs(md) == 0, "mkdir");
+    snprintf(p, sizeof p, "%s/test/hole/000.png", data);
+    snprintf(q, sizeof q, "%s/hole.png", ad);
+    CHECK(uf_test_copy_file(p, q) == 0, "copy");
+    snprintf(p, sizeof p, "%s/ground_truth/hole/000_mask.png", data);
+    snprintf(q, sizeof q, "%s/hole.png", md);
+    CHECK(uf_test_copy_file(p, q) == 0, "copy");
+    const char *tm2[] = {"test", "--model", model, "--normal", nd, "--abnormal", ad, "--masks", md, "--eval-size",
+                         "64", "-o", evf, NULL};
+    CHECK(run(tm2) == 0, "test --normal --abnormal --masks failed");
+    snprintf(p, sizeof p, "%s/metrics.json", evf);
+    jf = uf_test_read_text(p);
+    CHECK(isfinite(json_number(jf, "pixel_auroc")) && json_number(jf, "regions") == 1, "with masks: %.400s",
+          jf ? jf : "");
+    free(jf);
     const char *bad[] = {"predict", "--model", model, "-o", pred, "--labels", "maybe=x", NULL};
     CHECK(run(bad) == 2, "a bad --labels is a usage error (exit 2)");
     free(csv), free(js);

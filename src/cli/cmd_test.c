@@ -42,7 +42,13 @@ int cmd_test(int argc, char **argv) {
     int threads = 0;
     const cli_opt opts[] = {
         {"model", OPT_STRING, &model, 0, 0, "model file written by 'uflow train'"},
-        {"data", OPT_STRING, &o.data_dir, 0, 0, "MVTec-AD / MVTec 3D-AD category folder (uses test/ and ground_truth/)"},
+        {"data", OPT_STRING, &o.data_dir, 0, 0,
+         "category folder: MVTec-AD, MVTec 3D-AD, BTAD or VisA layout (uses its test split and masks)"},
+        {"normal", OPT_STRING, &o.normal_dir, 0, 0, "instead of --data: folder of normal test images"},
+        {"abnormal", OPT_STRING, &o.abnormal_dir, 0, 0, "with --normal: folder of defective test images"},
+        {"masks", OPT_STRING, &o.mask_dir, 0, 0, "with --abnormal: their masks (same name, or <stem>.png)"},
+        {"train", OPT_STRING, &o.train_dir, 0, 0,
+         "training images for the score threshold (default: --data's train split; none with --normal)"},
         {"output", OPT_STRING, &out, 0, 0, "folder for metrics.json (-o)"},
         {"weights", OPT_STRING, &weights, 0, 0,
          "backbone weights (default: the paths recorded in the model); mcait: M48,S24"},
@@ -54,11 +60,15 @@ int cmd_test(int argc, char **argv) {
     };
     char *pos[1];
     int npos;
-    int r = cli_parse(argc, argv, "--model MODEL --data DIR [-o OUTDIR] [options]", opts,
+    int r = cli_parse(argc, argv,
+                      "--model MODEL (--data DIR | --normal DIR [--abnormal DIR [--masks DIR]]) [-o OUTDIR] [options]",
+                      opts,
                       (int)(sizeof opts / sizeof *opts), pos, &npos, 0);
     if (r != CLI_PARSED) return r == CLI_HELP ? 0 : 2;
-    if (!model || !o.data_dir) {
-        fprintf(stderr, "uflow test: error: --model and --data are required (see 'uflow test --help')\n");
+    if (!model || !o.data_dir == !o.normal_dir || (o.data_dir && (o.abnormal_dir || o.mask_dir)) ||
+        (o.mask_dir && !o.abnormal_dir)) {
+        fprintf(stderr, "uflow test: error: --model and either --data or --normal [--abnormal [--masks]] are "
+                        "required (see 'uflow test --help')\n");
         return 2;
     }
     if (strcmp(nfa, "tree") && strcmp(nfa, "block")) return cli_fail("test", "--nfa must be tree or block");

@@ -691,6 +691,55 @@ fail:
     return NULL;
 }
 
+uf_dataset *uf_dataset_from_folders(const char *normal_dir, const char *abnormal_dir, const char *mask_dir) {
+    if (!normal_dir) {
+        uf_error("a folder of normal test images is required");
+        return NULL;
+    }
+    uf_dataset *ds = uf_calloc(1, sizeof(uf_dataset));
+    if (!ds) return NULL;
+    builder b = {ds, 0, 0};
+    ds->layout = UF_LAYOUT_FOLDER;
+    if (!(ds->root = str_dup(normal_dir)) || !(ds->split = str_dup("test"))) goto fail;
+    if (add_folder(&b, normal_dir, "good", NULL, NULL, 1) != UF_OK) goto fail;
+    if (abnormal_dir) {
+        if (mask_dir && require_dir(mask_dir) != UF_OK) goto fail;
+        const int first = ds->count;
+        if (add_folder(&b, abnormal_dir, "abnormal", NULL, NULL, 1) != UF_OK) goto fail;
+        for (int i = first; mask_dir && i < ds->count; i++) {
+            uf_sample *s = &ds->samples[i];
+            const char *name = strrchr(s->image_path, '/');
+            name = name ? name + 1 : s->image_path;
+            char *same = path_join(mask_dir, name), *stem = stem_of(name);
+            char *png = NULL;
+            if (stem) {
+                size_t n = strlen(stem);
+                char *file = uf_alloc(n + 5);
+                if (file) memcpy(file, stem, n), memcpy(file + n, ".png", 5), png = path_join(mask_dir, file);
+                uf_free(file);
+            }
+            uf_free(stem);
+            if (!same || !png) {
+                uf_free(same), uf_free(png);
+                goto fail;
+            }
+            /* the mask under the image's own name (anomalib), else <stem>.png */
+            if (path_kind(same) == KIND_FILE) {
+                s->mask_path = same;
+                uf_free(png);
+            } else {
+                uf_free(same);
+                s->mask_path = existing_mask(&b, png, s->image_path);
+            }
+        }
+        if (!mask_dir) ds->n_missing_masks += ds->count - first;
+    }
+    return ds;
+fail:
+    uf_dataset_free(ds);
+    return NULL;
+}
+
 void uf_dataset_free(uf_dataset *ds) {
     if (!ds) return;
     for (int i = 0; i < ds->count; i++) {

@@ -94,6 +94,13 @@ void uf_dataset_free(uf_dataset *ds);
  * depth, or no input. */
 uf_dataset *uf_dataset_from_paths(const char *const *paths, int n);
 
+/* A test split from explicit folders, like anomalib's Folder data set: the images of
+ * normal_dir (label 0) and of abnormal_dir (label 1; may be NULL), each folder sorted and
+ * not recursive; masks (optional, mask_dir may be NULL) are mask_dir/<image file name>,
+ * else mask_dir/<stem>.png. layout UF_LAYOUT_FOLDER, split "test". NULL + error for a
+ * missing folder or one without images. */
+uf_dataset *uf_dataset_from_folders(const char *normal_dir, const char *abnormal_dir, const char *mask_dir);
+
 /* "MVTec-AD", "MVTec 3D-AD (RGB)" or "image folder". */
 const char *uf_dataset_layout_name(uf_dataset_layout layout);
 

@@ -46,7 +46,9 @@ static int gt_for(const uf_sample *s, int orig_w, int orig_h, int S, int eval, u
 static int train_max_score(uf_model *m, const uf_evaluate_options *o, uf_detect_batch *b, const char **paths,
                            double *thr, int *n_scored) {
     *thr = NAN, *n_scored = 0;
-    uf_dataset *tr = uf_dataset_open(o->data_dir, "train");
+    const char *train_root = o->train_dir ? o->train_dir : o->data_dir;
+    uf_dataset *tr = train_root ? uf_dataset_open(train_root, "train") : NULL;
+    if (!tr && o->train_dir) return uf_error_prefix("training images for the score threshold");
     if (!tr) {
         uf_error_clear();
         return UF_OK;
@@ -73,7 +75,8 @@ static int train_max_score(uf_model *m, const uf_evaluate_options *o, uf_detect_
 int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *rep) {
     memset(rep, 0, sizeof *rep);
     double t_start = uf_now();
-    uf_dataset *ds = uf_dataset_open(o->data_dir, "test");
+    uf_dataset *ds = o->data_dir ? uf_dataset_open(o->data_dir, "test")
+                                 : uf_dataset_from_folders(o->normal_dir, o->abnormal_dir, o->mask_dir);
     if (!ds) return UF_ERR;
     const int S = m->cfg.input_size, E = o->eval_size, L = m->cfg.flow.n_scales, B = o->batch;
     uf_detect_batch b;
@@ -210,7 +213,13 @@ static void add_number(cJSON *o, const char *k, double v) {
 int uf_evaluate_write_json(const uf_model *m, const uf_evaluate_options *o, const uf_evaluate_report *rep,
                            const char *path) {
     cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "data", o->data_dir);
+    if (o->data_dir) {
+        cJSON_AddStringToObject(root, "data", o->data_dir);
+    } else {
+        cJSON_AddStringToObject(root, "normal", o->normal_dir);
+        if (o->abnormal_dir) cJSON_AddStringToObject(root, "abnormal", o->abnormal_dir);
+        if (o->mask_dir) cJSON_AddStringToObject(root, "masks", o->mask_dir);
+    }
     cJSON_AddStringToObject(root, "backbone", m->cfg.backbone);
     cJSON_AddNumberToObject(root, "input_size", m->cfg.input_size);
     cJSON_AddNumberToObject(root, "eval_size", o->eval_size);

@@ -12,7 +12,11 @@
 #include "model/model.h"
 
 typedef struct uf_evaluate_options {
-    const char *data_dir;
+    const char *data_dir;     /* a category folder, or NULL with the three below (anomalib's Folder) */
+    const char *normal_dir;   /* normal test images */
+    const char *abnormal_dir; /* defective test images (may be NULL) */
+    const char *mask_dir;     /* their masks (may be NULL) */
+    const char *train_dir;    /* NULL: data_dir's train split; for the score threshold */
     int eval_size;   /* 256 */
     int batch;       /* images per backbone+flow call, 8 */
     int nfa_block;   /* 1: older block NFA (spec 7.2) instead of the tree NFA */
