@@ -36,7 +36,7 @@ CPPFLAGS := -Iinclude -Isrc -Ibench -I/usr/include/stb -D_DEFAULT_SOURCE -D_POSI
             -DUF_MULTIARCH='"$(MULTIARCH)"'
 CFLAGS   := -std=c11 -Wall -Wextra -fopenmp $(OPT) -MMD -MP
 LDFLAGS  := -fopenmp $(filter -fsanitize=%,$(OPT))
-LDLIBS   := -ldnnl -lcjson -lstb -lpng -lnettle -ldl -lpthread -lm
+LDLIBS   := -ldnnl -lcjson -lstb -lpng -ltiff -lnettle -ldl -lpthread -lm
 
 LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/backbone/*.c src/flow/*.c src/detect/*.c src/eval/*.c src/model/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c bench/*.c))

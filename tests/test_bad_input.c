@@ -125,7 +125,7 @@ enum { BAD_EMPTY, BAD_TRUNCATED, BAD_TEXT, BAD_BOMB, N_BAD_KINDS };
 static const char *const bad_kinds[N_BAD_KINDS][2] = {
     {"bad_empty.png", "empty file"},
     {"bad_truncated.png", "bad_truncated.png"},
-    {"bad_text.png", "not a PNG, JPEG or BMP file"},
+    {"bad_text.png", "not a PNG, JPEG, BMP or TIFF file"},
     {"bad_bomb.png", "too large"},
 };
 
@@ -229,12 +229,12 @@ static void test_train_empty_and_odd_folders(void) {
     CHECK(symlink("loop.png", p) == 0, "symlink");
     snprintf(p, sizeof p, "%s/ring.png", good);
     CHECK(symlink("..", p) == 0, "symlink");
-    snprintf(p, sizeof p, "%s/scan.tif", good);
-    uf_test_write_file(p, "II*\0", 4);
+    snprintf(p, sizeof p, "%s/scan.gif", good);
+    uf_test_write_file(p, "GIF8", 4);
     snprintf(p, sizeof p, "%s/scan.webp", good);
     uf_test_write_file(p, "RIFF", 4);
     CHECK(train(good, model, NULL, NULL) == 0, "training beside links and other files");
-    CHECK(stderr_has("ignored 4 entries: 2 not a .png/.jpg/.jpeg/.bmp file (") && stderr_has(".tif") &&
+    CHECK(stderr_has("ignored 4 entries: 2 not a .png/.jpg/.jpeg/.bmp/.tif file (") && stderr_has(".gif") &&
               stderr_has(".webp") && stderr_has("), 1 sub-folder (not scanned), 1 dangling or looping symbolic link"),
           "folder scan note");
     CHECK(meta_int(model, "uflow.train_images") == 3, "trained on %d images", meta_int(model, "uflow.train_images"));
@@ -248,10 +248,10 @@ static void test_train_empty_and_odd_folders(void) {
     mkdir(p, 0755);
     CHECK(train(empty, model, NULL, NULL) == 1 && error_line("is empty") && error_line("train/good"),
           "empty training set");
-    snprintf(p, sizeof p, "%s/train/good/a.tif", empty);
-    uf_test_write_file(p, "II*\0", 4);
-    CHECK(train(empty, model, NULL, NULL) == 1 && error_line("no images (.png, .jpg, .jpeg, .bmp)"),
-          "training set of .tif files only");
+    snprintf(p, sizeof p, "%s/train/good/a.gif", empty);
+    uf_test_write_file(p, "GIF8", 4);
+    CHECK(train(empty, model, NULL, NULL) == 1 && error_line("no images (.png, .jpg, .jpeg, .bmp, .tif, .tiff)"),
+          "training set of .gif files only");
     CHECK(meta_int(model, "uflow.train_images") == 3, "a failed run changed the model file");
 }
 
@@ -395,8 +395,8 @@ static void test_predict_goes_on_past_bad_images(void) {
     n_bad++;
     snprintf(p, sizeof p, "%s/loop.png", in);
     CHECK(symlink("loop.png", p) == 0, "symlink");
-    snprintf(p, sizeof p, "%s/camera.tif", in);
-    uf_test_write_file(p, "II*\0", 4);
+    snprintf(p, sizeof p, "%s/camera.gif", in);
+    uf_test_write_file(p, "GIF8", 4);
     snprintf(p, sizeof p, "%s/camera.webp", in);
     uf_test_write_file(p, "RIFF", 4);
 
@@ -404,11 +404,11 @@ static void test_predict_goes_on_past_bad_images(void) {
     uf_test_run_opts o = {.unprivileged = 1, .program = prog_copy, .cwd = uf_test_tmpdir()};
     CHECK(run_opts(pa, &o) == 1, "predict over a folder with bad images must exit 1");
     CHECK(stderr_has("5 of 8 images could not be processed"), "summary line");
-    CHECK(stderr_has("ignored 3 entries: 2 not a .png/.jpg/.jpeg/.bmp file (") && stderr_has(".tif") &&
+    CHECK(stderr_has("ignored 3 entries: 2 not a .png/.jpg/.jpeg/.bmp/.tif file (") && stderr_has(".gif") &&
               stderr_has(".webp") && stderr_has("), 1 dangling or looping symbolic link"),
           "folder scan note");
     const char *why[] = {"bad_empty.png': empty file", "bad_truncated.png",
-                         "bad_text.png': not a PNG, JPEG or BMP file",
+                         "bad_text.png': not a PNG, JPEG, BMP or TIFF file",
                          "bad_bomb.png': image size 100000x100000 too large", "bad_locked.png': cannot open"};
     for (size_t i = 0; i < sizeof why / sizeof *why; i++) CHECK(stderr_has(why[i]), "reported: %s", why[i]);
 

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <tiffio.h>
 #include <sys/stat.h>
 
 #include "core/error.h"
@@ -224,7 +225,7 @@ static void test_load_errors(void) {
 
     /* found by fuzz/fuzz_image.c: a 31-byte TGA announcing 15616 x 767 pixels was decoded (stb pads
      * with zeros) and resized, 10 s under the fuzzer */
-    expect_load_fails("tests/data/fuzz/tga_31_bytes_15616x767.tga", "not a PNG, JPEG or BMP");
+    expect_load_fails("tests/data/fuzz/tga_31_bytes_15616x767.tga", "not a PNG, JPEG, BMP or TIFF");
     /* ...and the same with a BMP header: 4000 x 4000 pixels from a 54-byte file */
     unsigned char bmp[54] = {'B', 'M', 54, 0, 0, 0, 0, 0, 0, 0, 54, 0, 0, 0, 40, 0, 0, 0,
                              0xa0, 0x0f, 0, 0, 0xa0, 0x0f, 0, 0, 1, 0, 24, 0};
@@ -235,7 +236,7 @@ static void test_load_errors(void) {
      * like TGA, GIF, PSD, PIC and HDR, is no longer handed to stb at all */
     const char *pgm = uf_test_path("big.pgm");
     uf_test_write_file(pgm, "P5\n2155555555 1\n255\n", 21);
-    expect_load_fails(pgm, "not a PNG, JPEG or BMP");
+    expect_load_fails(pgm, "not a PNG, JPEG, BMP or TIFF");
     /* found by fuzz/fuzz_image.c (out of memory): a 90-byte PNG whose IDAT length reads 1.2 GB made
      * stb_image grow its buffer to 2 GB before it noticed the file is short */
     expect_load_fails("tests/data/fuzz/png_idat_length_1.2GB.png", "truncated PNG");
@@ -450,7 +451,70 @@ static void test_png_write_roundtrip(void) {
     free(g16);
 }
 
+/* TIFF through libtiff: files written here with libtiff (gray, RGB, RGBA with alpha, LZW,
+ * 16-bit gray) decode to the pixels written; a truncated one fails with one line. */
+static void write_tiff(const char *path, int w, int h, int spp, int bits, int lzw, const void *px) {
+    TIFF *t = TIFFOpen(path, "w");
+    CHECK(t != NULL, "TIFFOpen %s", path);
+    if (!t) return;
+    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, w);
+    TIFFSetField(t, TIFFTAG_IMAGELENGTH, h);
+    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, spp);
+    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, bits);
+    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, spp >= 3 ? PHOTOMETRIC_RGB : PHOTOMETRIC_MINISBLACK);
+    TIFFSetField(t, TIFFTAG_PLANARCONFIG, PLANARCONFIG_CONTIG);
+    TIFFSetField(t, TIFFTAG_COMPRESSION, lzw ? COMPRESSION_LZW : COMPRESSION_NONE);
+    if (spp == 4) {
+        uint16_t extra = EXTRASAMPLE_UNASSALPHA;
+        TIFFSetField(t, TIFFTAG_EXTRASAMPLES, 1, &extra);
+    }
+    const size_t row = (size_t)w * spp * bits / 8;
+    for (int y = 0; y < h; y++) TIFFWriteScanline(t, (void *)((const unsigned char *)px + y * row), (uint32_t)y, 0);
+    TIFFClose(t);
+}
+
+static void test_tiff(void) {
+    enum { W = 13, H = 7 };
+    unsigned char rgba[W * H * 4];
+    uint16_t g16[W * H];
+    for (int i = 0; i < W * H * 4; i++) rgba[i] = (unsigned char)(i * 37 % 251);
+    for (int i = 0; i < W * H; i++) g16[i] = (uint16_t)(i * 700);
+    static const struct { const char *name; int spp, bits, lzw, want_c; } cases[] = {
+        {"gray.tif", 1, 8, 0, 1}, {"rgb.tiff", 3, 8, 1, 3}, {"rgba.tif", 4, 8, 0, 3}, {"gray16.tif", 1, 16, 0, 1}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        char path[700];
+        snprintf(path, sizeof path, "%s", uf_test_path(cases[k].name));
+        write_tiff(path, W, H, cases[k].spp, cases[k].bits, cases[k].lzw, cases[k].bits == 16 ? (void *)g16 : (void *)rgba);
+        uf_image *im = uf_image_load(path, 0);
+        CHECK(im != NULL, "%s: %s", cases[k].name, uf_last_error());
+        if (!im) continue;
+        CHECK(im->width == W && im->height == H && im->channels == cases[k].want_c, "%s: %dx%dx%d", cases[k].name,
+              im->width, im->height, im->channels);
+        int bad = 0;
+        for (int i = 0; i < W * H && im->width == W && im->height == H; i++)
+            for (int c = 0; c < im->channels; c++) {
+                int want = cases[k].bits == 16 ? g16[i] >> 8 : rgba[i * cases[k].spp + c];
+                bad += im->pixels[i * im->channels + c] != want;
+            }
+        CHECK(bad == 0, "%s: %d samples differ from what was written", cases[k].name, bad);
+        uf_image_free(im);
+    }
+    /* truncated: the header survives, the data does not */
+    char path[700];
+    snprintf(path, sizeof path, "%s", uf_test_path("rgb.tiff"));
+    FILE *f = fopen(path, "rb");
+    unsigned char buf[4096];
+    size_t n = f ? fread(buf, 1, sizeof buf, f) : 0;
+    if (f) fclose(f);
+    snprintf(path, sizeof path, "%s", uf_test_path("cut.tif"));
+    uf_test_write_file(path, buf, n > 40 ? 40 : n);
+    expect_load_fails(path, NULL);
+    CHECK(!strchr(uf_last_error(), '\n'), "one line: %s", uf_last_error());
+    printf("  truncated TIFF: %s\n", uf_last_error());
+}
+
 int main(void) {
+    UF_TEST(test_tiff);
     UF_TEST(test_load_matches_pillow);
     UF_TEST(test_load_errors);
     UF_TEST(test_resize_matches_pillow);

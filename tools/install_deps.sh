@@ -7,7 +7,7 @@
 #   sh tools/install_deps.sh fuzz     also clang, libFuzzer and libomp (make fuzz)
 #   sh tools/install_deps.sh bench    also PyTorch, numpy and Pillow (make bench-compare)
 set -e
-PKGS="gcc make libc6-dev libopenblas0-openmp libstb-dev libcjson-dev libpng-dev nettle-dev libdnnl-dev"
+PKGS="gcc make libc6-dev libopenblas0-openmp libstb-dev libcjson-dev libpng-dev libtiff-dev nettle-dev libdnnl-dev"
 [ "${1:-}" = test ] && PKGS="$PKGS valgrind python3 python3-numpy python3-torch"
 [ "${1:-}" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev libomp-dev"
 [ "${1:-}" = bench ] && PKGS="$PKGS python3 python3-numpy python3-torch python3-pil"

@@ -62,7 +62,7 @@ static int is_dir(const char *path) { return path_kind(path) == KIND_DIR; }
 static int has_image_ext(const char *name) {
     const char *dot = strrchr(name, '.');
     if (!dot || dot == name) return 0;
-    static const char *exts[] = {".png", ".jpg", ".jpeg", ".bmp"};
+    static const char *exts[] = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"};
     for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
         const char *e = exts[i];
         size_t k = 0;
@@ -166,7 +166,7 @@ static void warn_skipped(const char *dir, const skipped *k) {
         u += (size_t)snprintf(why + u, sizeof why - u, "%s", u ? ", " : "");                  \
         if (u < sizeof why) u += (size_t)snprintf(why + u, sizeof why - u, __VA_ARGS__);      \
     }
-    WHY(k->other_ext, "%d not a .png/.jpg/.jpeg/.bmp file (%s)", k->other_ext, k->exts)
+    WHY(k->other_ext, "%d not a .png/.jpg/.jpeg/.bmp/.tif file (%s)", k->other_ext, k->exts)
     WHY(k->hidden, "%d hidden", k->hidden)
     WHY(k->dirs, "%d sub-folder%s (not scanned)", k->dirs, k->dirs > 1 ? "s" : "")
     WHY(k->bad_links, "%d dangling or looping symbolic link%s", k->bad_links, k->bad_links > 1 ? "s" : "")
@@ -233,7 +233,7 @@ static int list_images_required(const char *dir, strlist *names, skipped *left_o
     if (list_dir(dir, LIST_IMAGES, names, &entries, left_out) != UF_OK) return UF_ERR;
     if (names->n > 0) return UF_OK;
     if (entries == 0) return uf_error("folder '%s' is empty", dir);
-    return uf_error("no images (.png, .jpg, .jpeg, .bmp) in folder '%s'", dir);
+    return uf_error("no images (.png, .jpg, .jpeg, .bmp, .tif, .tiff) in folder '%s'", dir);
 }
 
 /* ---- sample list ---------------------------------------------------------- */
@@ -428,10 +428,10 @@ static int scan_folder(builder *b, const char *root, int is_train) {
         if (entries == 0) rc = uf_error("folder '%s' is empty", root);
         else if (list_dir(root, LIST_DIRS, &dirs, NULL, NULL) == UF_OK && dirs.n > 0)
             /* A folder of categories (e.g. the MVTec-AD root) is a common mistake. */
-            rc = uf_error("no images (.png, .jpg, .jpeg, .bmp) in folder '%s' and no train/ or test/ "
+            rc = uf_error("no images (.png, .jpg, .jpeg, .bmp, .tif, .tiff) in folder '%s' and no train/ or test/ "
                           "folder; give one category folder, e.g. '%s/%s'",
                           root, root, dirs.v[0]);
-        else rc = uf_error("no images (.png, .jpg, .jpeg, .bmp) in folder '%s'", root);
+        else rc = uf_error("no images (.png, .jpg, .jpeg, .bmp, .tif, .tiff) in folder '%s'", root);
     }
     strlist_free(&names);
     strlist_free(&dirs);
@@ -659,7 +659,7 @@ static int add_folder_tree(builder *b, const char *dir) {
     strlist_free(&any);
     if (rc != UF_OK) return rc;
     if (entries == 0) return uf_error("folder '%s' is empty", dir);
-    return uf_error("no images (.png, .jpg, .jpeg, .bmp) in folder '%s' or its sub-folders", dir);
+    return uf_error("no images (.png, .jpg, .jpeg, .bmp, .tif, .tiff) in folder '%s' or its sub-folders", dir);
 }
 
 uf_dataset *uf_dataset_from_paths(const char *const *paths, int n) {

@@ -9,10 +9,12 @@
 #include <png.h>
 #include <setjmp.h>
 #include <stb_image.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <tiffio.h>
 
 #include "core/error.h"
 #include "core/tensor.h"
@@ -158,7 +160,7 @@ static int jpeg_sos_undefined(const unsigned char *d, size_t n, int progressive,
 /* The formats uflow reads, told apart by their signatures as stb_image tests
  * them. stb_image 2.27's other decoders (GIF, PSD, PIC, PNM, HDR, TGA) have
  * known memory and integer-overflow bugs and are never reached. */
-typedef enum { FORMAT_OTHER, FORMAT_PNG, FORMAT_JPEG, FORMAT_BMP } file_format;
+typedef enum { FORMAT_OTHER, FORMAT_PNG, FORMAT_JPEG, FORMAT_BMP, FORMAT_TIFF } file_format;
 
 /* Length of a JPEG's start: FF (FF)* D8 (0 when d does not start so). */
 static size_t jpeg_soi_length(const unsigned char *d, size_t n) {
@@ -170,6 +172,7 @@ static size_t jpeg_soi_length(const unsigned char *d, size_t n) {
 static file_format format_of(const unsigned char *d, size_t n) {
     if (n >= 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8)) return FORMAT_PNG;
     if (n >= 2 && d[0] == 'B' && d[1] == 'M') return FORMAT_BMP;
+    if (n >= 4 && (!memcmp(d, "II*\0", 4) || !memcmp(d, "MM\0*", 4))) return FORMAT_TIFF;
     return jpeg_soi_length(d, n) ? FORMAT_JPEG : FORMAT_OTHER;
 }
 
@@ -230,7 +233,7 @@ static int png_chunk_too_long(const unsigned char *d, size_t n) {
  * one bit per 8x8 block and component (512); stb reads BMP without RLE, at
  * least one bit per pixel (8). */
 static size_t max_pixels_per_byte(file_format f) {
-    return f == FORMAT_PNG ? 16384 : f == FORMAT_BMP ? 16 : 2048;
+    return f == FORMAT_PNG || f == FORMAT_TIFF ? 16384 : f == FORMAT_BMP ? 16 : 2048;
 }
 
 /* stb_image's failure reason, printable: its "XXXX PNG chunk not known"
@@ -273,13 +276,50 @@ static int png_header_size(const unsigned char *d, size_t n, int *w, int *h) {
 
 static unsigned char *png_decode_8bit(const unsigned char *data, size_t len, int w, int h, int *channels,
                                       char *why, size_t why_cap);
+static unsigned char *tiff_decode_8bit(const unsigned char *data, size_t len, int *w, int *h, int *channels,
+                                       char *why, size_t why_cap);
 
-/* Decoded pixels: libpng's (malloc) for PNG, stb's otherwise. */
+/* Decoded pixels: libpng's and libtiff's (malloc) for PNG and TIFF, stb's otherwise. */
 static void pixels_free(file_format f, unsigned char *px) {
-    if (f == FORMAT_PNG)
+    if (f == FORMAT_PNG || f == FORMAT_TIFF)
         free(px);
     else
         stbi_image_free(px);
+}
+
+/* The uf_image of decoded 8-bit pixels px (w x h, fn = 1..4 channels), converted to
+ * want_channels (0: 1 for gray, 3 otherwise); px is freed. NULL + error naming path. */
+static uf_image *pixels_to_image(const char *path, file_format format, unsigned char *px, int w, int h, int fn,
+                                 int want_channels) {
+    int out_c = want_channels ? want_channels : (fn <= 2 ? 1 : 3);
+    uf_image *img = uf_image_new(w, h, out_c);
+    if (!img) {
+        uf_error_prefix("image '%s'", path);
+        pixels_free(format, px);
+        return NULL;
+    }
+    size_t npix = (size_t)w * (size_t)h;
+    const uint8_t *s = px;
+    uint8_t *d = img->pixels;
+    for (size_t i = 0; i < npix; i++, s += fn) {
+        if (fn <= 2) { /* gray or gray + alpha */
+            if (out_c == 1) {
+                d[i] = s[0];
+            } else {
+                d[3 * i] = d[3 * i + 1] = d[3 * i + 2] = s[0];
+            }
+        } else { /* RGB or RGBA */
+            if (out_c == 1) {
+                d[i] = pil_luma(s);
+            } else {
+                d[3 * i] = s[0];
+                d[3 * i + 1] = s[1];
+                d[3 * i + 2] = s[2];
+            }
+        }
+    }
+    pixels_free(format, px);
+    return img;
 }
 
 uf_image *uf_image_load(const char *path, int want_channels) {
@@ -296,9 +336,20 @@ uf_image *uf_image_load(const char *path, int want_channels) {
     if (read_file(path, &data, &len) != UF_OK) return NULL;
     const file_format format = format_of(data, len);
     if (format == FORMAT_OTHER) {
-        uf_error("image '%s': not a PNG, JPEG or BMP file", path);
+        uf_error("image '%s': not a PNG, JPEG, BMP or TIFF file", path);
         free(data);
         return NULL;
+    }
+    if (format == FORMAT_TIFF) {
+        char why[200];
+        int tw = 0, th = 0, tn = 0;
+        unsigned char *tp = tiff_decode_8bit(data, len, &tw, &th, &tn, why, sizeof why);
+        free(data);
+        if (!tp) {
+            uf_error("image '%s': %s", path, why);
+            return NULL;
+        }
+        return pixels_to_image(path, format, tp, tw, th, tn, want_channels);
     }
     if (format == FORMAT_PNG && png_chunk_too_long(data, len)) {
         uf_error("image '%s': truncated PNG (a chunk is longer than the rest of the file)", path);
@@ -366,35 +417,7 @@ uf_image *uf_image_load(const char *path, int want_channels) {
         pixels_free(format, px);
         return NULL;
     }
-    int out_c = want_channels ? want_channels : (fn <= 2 ? 1 : 3);
-    uf_image *img = uf_image_new(w, h, out_c);
-    if (!img) {
-        uf_error_prefix("image '%s'", path);
-        pixels_free(format, px);
-        return NULL;
-    }
-    size_t npix = (size_t)w * (size_t)h;
-    const uint8_t *s = px;
-    uint8_t *d = img->pixels;
-    for (size_t i = 0; i < npix; i++, s += fn) {
-        if (fn <= 2) { /* gray or gray + alpha */
-            if (out_c == 1) {
-                d[i] = s[0];
-            } else {
-                d[3 * i] = d[3 * i + 1] = d[3 * i + 2] = s[0];
-            }
-        } else { /* RGB or RGBA */
-            if (out_c == 1) {
-                d[i] = pil_luma(s);
-            } else {
-                d[3 * i] = s[0];
-                d[3 * i + 1] = s[1];
-                d[3 * i + 2] = s[2];
-            }
-        }
-    }
-    pixels_free(format, px);
-    return img;
+    return pixels_to_image(path, format, px, w, h, fn, want_channels);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -678,6 +701,177 @@ static void png_err_fn(png_structp png, png_const_charp msg) {
 static void png_warn_fn(png_structp png, png_const_charp msg) {
     (void)png;
     (void)msg;
+}
+
+/* ---- TIFF decoding (libtiff) ---- */
+
+typedef struct {
+    const unsigned char *data;
+    toff_t len, pos;
+    char msg[200]; /* the first error libtiff reported */
+} tiff_mem;
+
+static tmsize_t tiff_read(thandle_t h, void *buf, tmsize_t n) {
+    tiff_mem *m = h;
+    if (n < 0) return -1;
+    toff_t k = (toff_t)n > m->len - m->pos ? m->len - m->pos : (toff_t)n;
+    memcpy(buf, m->data + m->pos, (size_t)k);
+    m->pos += k;
+    return (tmsize_t)k;
+}
+static tmsize_t tiff_write(thandle_t h, void *buf, tmsize_t n) {
+    (void)h, (void)buf, (void)n;
+    return -1;
+}
+static toff_t tiff_seek(thandle_t h, toff_t off, int whence) {
+    tiff_mem *m = h;
+    toff_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? m->pos : m->len;
+    if (off > (toff_t)-1 - base) return (toff_t)-1;
+    m->pos = base + off;
+    return m->pos;
+}
+static int tiff_close(thandle_t h) {
+    (void)h;
+    return 0;
+}
+static toff_t tiff_size(thandle_t h) { return ((tiff_mem *)h)->len; }
+static int tiff_map(thandle_t h, void **base, toff_t *size) {
+    (void)h, (void)base, (void)size;
+    return 0;
+}
+static void tiff_unmap(thandle_t h, void *base, toff_t size) { (void)h, (void)base, (void)size; }
+static int tiff_error(TIFF *tif, void *user, const char *module, const char *fmt, va_list ap) {
+    (void)tif, (void)module;
+    tiff_mem *m = user;
+    if (!m->msg[0]) vsnprintf(m->msg, sizeof m->msg, fmt, ap);
+    return 1;
+}
+static int tiff_warning(TIFF *tif, void *user, const char *module, const char *fmt, va_list ap) {
+    (void)tif, (void)user, (void)module, (void)fmt, (void)ap;
+    return 1; /* unknown tags and the like: not worth a line */
+}
+
+/* The first image of a TIFF file as 8-bit samples (any photometric, bit depth and
+ * compression libtiff knows): 1 or 2 channels for gray (+ alpha), 3 or 4 for colour
+ * (+ alpha). Sizes are checked before anything is allocated. NULL + why. */
+static unsigned char *tiff_decode_8bit(const unsigned char *data, size_t len, int *w, int *h, int *channels,
+                                       char *why, size_t why_cap) {
+    tiff_mem m = {data, (toff_t)len, 0, ""};
+    TIFFOpenOptions *opts = TIFFOpenOptionsAlloc();
+    if (!opts) {
+        snprintf(why, why_cap, "out of memory");
+        return NULL;
+    }
+    TIFFOpenOptionsSetErrorHandlerExtR(opts, tiff_error, &m);
+    TIFFOpenOptionsSetWarningHandlerExtR(opts, tiff_warning, &m);
+    TIFF *tif = TIFFClientOpenExt("image", "rm", &m, tiff_read, tiff_write, tiff_seek, tiff_close, tiff_size,
+                                  tiff_map, tiff_unmap, opts);
+    TIFFOpenOptionsFree(opts);
+    unsigned char *px = NULL;
+    uint32_t *raster = NULL;
+    uint32_t tw = 0, th = 0;
+    uint16_t spp = 1, photometric = 0, extra = 0, *extra_types = NULL;
+    char emsg[1024] = "";
+    if (!tif) goto fail;
+    if (!TIFFGetField(tif, TIFFTAG_IMAGEWIDTH, &tw) || !TIFFGetField(tif, TIFFTAG_IMAGELENGTH, &th)) {
+        snprintf(m.msg, sizeof m.msg, "no image size in the TIFF header");
+        goto fail;
+    }
+    if (tw > INT_MAX || th > INT_MAX || check_dims((int)tw, (int)th) != UF_OK) {
+        snprintf(m.msg, sizeof m.msg, "%s", uf_last_error());
+        goto fail;
+    }
+    if ((size_t)tw * th > ((size_t)1 << 20) + len * max_pixels_per_byte(FORMAT_TIFF)) {
+        snprintf(m.msg, sizeof m.msg, "%ux%u pixels cannot come from a %zu-byte file (truncated or corrupt)", tw, th,
+                 len);
+        goto fail;
+    }
+    TIFFGetFieldDefaulted(tif, TIFFTAG_SAMPLESPERPIXEL, &spp);
+    TIFFGetFieldDefaulted(tif, TIFFTAG_PHOTOMETRIC, &photometric);
+    TIFFGetFieldDefaulted(tif, TIFFTAG_EXTRASAMPLES, &extra, &extra_types);
+    const size_t np = (size_t)tw * th;
+    uint16_t bits = 8, planar = PLANARCONFIG_CONTIG;
+    TIFFGetFieldDefaulted(tif, TIFFTAG_BITSPERSAMPLE, &bits);
+    TIFFGetFieldDefaulted(tif, TIFFTAG_PLANARCONFIG, &planar);
+    const int plain = !TIFFIsTiled(tif) && planar == PLANARCONFIG_CONTIG && (bits == 8 || bits == 16) &&
+                      ((photometric == PHOTOMETRIC_MINISBLACK && spp >= 1 && spp <= 2) ||
+                       (photometric == PHOTOMETRIC_RGB && spp >= 3 && spp <= 4));
+    if (plain) {
+        /* Gray, gray + alpha, RGB, RGBA in strips: the samples as stored (16-bit: the high
+         * byte), alpha not premultiplied, as Pillow and stb read them. */
+        const tmsize_t row = TIFFScanlineSize(tif);
+        unsigned char *line = row > 0 ? malloc((size_t)row) : NULL;
+        px = malloc(np * spp);
+        if (!line || !px || (size_t)row < (size_t)tw * spp * (bits / 8)) {
+            free(line);
+            snprintf(m.msg, sizeof m.msg, "out of memory for %ux%u pixels", tw, th);
+            goto fail;
+        }
+        for (uint32_t y = 0; y < th; y++) {
+            if (TIFFReadScanline(tif, line, y, 0) < 0) {
+                free(line);
+                if (!m.msg[0]) snprintf(m.msg, sizeof m.msg, "cannot decode row %u of the TIFF image data", y);
+                goto fail;
+            }
+            unsigned char *o = px + (size_t)y * tw * spp;
+            if (bits == 8) {
+                memcpy(o, line, (size_t)tw * spp);
+            } else {
+                for (size_t i = 0; i < (size_t)tw * spp; i++) {
+                    uint16_t v;
+                    memcpy(&v, line + 2 * i, 2); /* libtiff gives host byte order */
+                    o[i] = (unsigned char)(v >> 8);
+                }
+            }
+        }
+        free(line);
+        TIFFClose(tif);
+        *w = (int)tw, *h = (int)th, *channels = spp;
+        return px;
+    }
+    /* anything else libtiff knows (palette, YCbCr, bilevel, tiles, planar): its RGBA
+     * interface (which premultiplies an unassociated alpha) */
+    if (!TIFFRGBAImageOK(tif, emsg)) {
+        snprintf(m.msg, sizeof m.msg, "%s", emsg);
+        goto fail;
+    }
+    raster = malloc(sizeof(uint32_t) * np);
+    if (!raster) {
+        snprintf(m.msg, sizeof m.msg, "out of memory for %ux%u pixels", tw, th);
+        goto fail;
+    }
+    m.msg[0] = '\0';
+    if (!TIFFReadRGBAImageOriented(tif, tw, th, raster, ORIENTATION_TOPLEFT, 1)) {
+        if (!m.msg[0]) snprintf(m.msg, sizeof m.msg, "cannot decode the TIFF image data");
+        goto fail;
+    }
+    const int gray = (photometric == PHOTOMETRIC_MINISBLACK || photometric == PHOTOMETRIC_MINISWHITE) && spp - extra <= 1;
+    const int nc = gray ? 1 : extra > 0 ? 4 : 3;
+    px = malloc(np * (size_t)nc);
+    if (!px) {
+        snprintf(m.msg, sizeof m.msg, "out of memory for %ux%u pixels", tw, th);
+        goto fail;
+    }
+    for (size_t i = 0; i < np; i++) {
+        const uint32_t v = raster[i];
+        if (nc == 1) {
+            px[i] = (unsigned char)TIFFGetR(v);
+        } else {
+            unsigned char *o = px + i * (size_t)nc;
+            o[0] = (unsigned char)TIFFGetR(v), o[1] = (unsigned char)TIFFGetG(v), o[2] = (unsigned char)TIFFGetB(v);
+            if (nc == 4) o[3] = (unsigned char)TIFFGetA(v);
+        }
+    }
+    free(raster);
+    TIFFClose(tif);
+    *w = (int)tw, *h = (int)th, *channels = nc;
+    return px;
+fail:
+    one_line(m.msg[0] ? m.msg : "not a readable TIFF file", why, why_cap);
+    free(raster);
+    free(px);
+    if (tif) TIFFClose(tif);
+    return NULL;
 }
 
 /* ---- PNG decoding (libpng) ---- */
