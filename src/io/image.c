@@ -714,6 +714,7 @@ typedef struct {
 static tmsize_t tiff_read(thandle_t h, void *buf, tmsize_t n) {
     tiff_mem *m = h;
     if (n < 0) return -1;
+    if (m->pos >= m->len) return 0; /* a seek may go past the end */
     toff_t k = (toff_t)n > m->len - m->pos ? m->len - m->pos : (toff_t)n;
     memcpy(buf, m->data + m->pos, (size_t)k);
     m->pos += k;
