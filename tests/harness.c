@@ -3,11 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
-#include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -141,21 +139,6 @@ int uf_test_count_temp_files(const char *dir) {
         if (strstr(e->d_name, ".tmp.")) n++;
     closedir(d);
     return n;
-}
-
-int uf_test_mkdirs(const char *path) {
-    char buf[4096];
-    size_t n = strlen(path);
-    if (n >= sizeof buf) return -1;
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0') continue;
-        char c = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
-        buf[i] = c;
-    }
-    return 0;
 }
 
 int uf_test_copy_file(const char *from, const char *to) {

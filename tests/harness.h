@@ -50,8 +50,6 @@ int uf_test_count_temp_files(const char *dir);
 char *uf_test_read_text(const char *path);
 /* Writes n bytes to path (a failed check when it cannot). */
 void uf_test_write_file(const char *path, const void *data, size_t n);
-/* mkdir -p; 0 on success. */
-int uf_test_mkdirs(const char *path);
 /* Copies a file; 0 on success. */
 int uf_test_copy_file(const char *from, const char *to);
 /* The CRC-32 of PNG chunks (and zlib), for hand-made PNG files. */

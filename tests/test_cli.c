@@ -11,6 +11,7 @@
 #include "backbone/resnet.h"
 #include "core/error.h"
 #include "harness.h"
+#include "io/atomic_file.h"
 #include "io/image.h"
 #include "io/safetensors.h"
 #include "io/synth.h"
@@ -158,7 +159,7 @@ static void check_test_without_masks(const char *model, const char *data) {
                                            {"test/color/000.png", "defect/g.png"}, {"train/good/001.png", "good/h.png"}};
     for (int k = 0; k < 2; k++) {
         snprintf(p, sizeof p, "%s/test/%s", root, k ? "defect" : "good");
-        CHECK(uf_test_mkdirs(p) == 0, "mkdir %s", p);
+        CHECK(uf_make_dirs(p) == UF_OK, "%s", uf_last_error());
     }
     for (size_t i = 0; i < sizeof moves / sizeof *moves; i++) {
         snprintf(p, sizeof p, "%s/%s", data, moves[i][0]);
@@ -166,7 +167,7 @@ static void check_test_without_masks(const char *model, const char *data) {
         CHECK(uf_test_copy_file(p, q) == 0, "copy %s", q);
     }
     snprintf(p, sizeof p, "%s/train/good", root);
-    CHECK(uf_test_mkdirs(p) == 0, "mkdir %s", p);
+    CHECK(uf_make_dirs(p) == UF_OK, "%s", uf_last_error());
     for (int i = 2; i < 4; i++) {
         snprintf(p, sizeof p, "%s/train/good/%03d.png", data, i);
         snprintf(q, sizeof q, "%s/train/good/%03d.png", root, i);
@@ -244,7 +245,7 @@ static void check_test_without_masks(const char *model, const char *data) {
     /* with masks (the same file names as the images): pixel metrics come back */
     snprintf(ad, sizeof ad, "%s/folder_abnormal", uf_test_tmpdir());
     snprintf(md, sizeof md, "%s/folder_masks", uf_test_tmpdir());
-    CHECK(uf_test_mkdirs(ad) == 0 && uf_test_mkdirs(md) == 0, "mkdir");
+    CHECK(uf_make_dirs(ad) == UF_OK && uf_make_dirs(md) == UF_OK, "%s", uf_last_error());
     snprintf(p, sizeof p, "%s/test/hole/000.png", data);
     snprintf(q, sizeof q, "%s/hole.png", ad);
     CHECK(uf_test_copy_file(p, q) == 0, "copy");
@@ -322,7 +323,7 @@ static void test_train_test_predict(void) {
     snprintf(tree, sizeof tree, "%s/tree", uf_test_tmpdir());
     snprintf(out_tree, sizeof out_tree, "%s/pred_tree", uf_test_tmpdir());
     snprintf(p, sizeof p, "%s/a/b", tree);
-    CHECK(uf_test_mkdirs(p) == 0, "mkdir %s", p);
+    CHECK(uf_make_dirs(p) == UF_OK, "%s", uf_last_error());
     snprintf(src, sizeof src, "%s/000.png", good);
     static const char *const copies[] = {"000.png", "a/000.png", "a/b/x.png"};
     for (int i = 0; i < 3; i++) {

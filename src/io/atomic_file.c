@@ -99,3 +99,21 @@ int uf_write_file_atomic(const char *path, const void *data, size_t n) {
     }
     return uf_atomic_commit(&af);
 }
+
+int uf_make_dirs(const char *path) {
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) return uf_error("bad folder path '%s'", path);
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return uf_error("cannot create folder '%s': %s", buf, strerror(errno));
+        struct stat st;
+        if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode)) return uf_error("'%s' exists and is not a folder", buf);
+        buf[i] = saved;
+    }
+    return UF_OK;
+}

@@ -34,4 +34,8 @@ void uf_atomic_abort(uf_atomic_file *af);
 /* Whole-buffer convenience: writes data to path atomically. */
 int uf_write_file_atomic(const char *path, const void *data, size_t n);
 
+/* mkdir -p: path and every folder above it, each made when missing. UF_ERR + a message
+ * naming the level that cannot be made or exists and is not a folder. */
+int uf_make_dirs(const char *path);
+
 #endif

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "io/atomic_file.h"
 
 #define PI 3.14159265358979323846
 
@@ -344,26 +345,6 @@ int uf_synth_render(uint64_t seed, int stream, int index, int defect, int size, 
     return UF_OK;
 }
 
-/* mkdir -p for a path built from parts; each level made when missing. */
-static int make_dirs(const char *path) {
-    char buf[4096];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof buf) return uf_error("synth: bad output path '%s'", path);
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0') continue;
-        char saved = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return uf_error("cannot create folder '%s': %s", buf, strerror(errno));
-        struct stat st;
-        if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))
-            return uf_error("'%s' exists and is not a folder", buf);
-        buf[i] = saved;
-    }
-    return UF_OK;
-}
-
 /* snprintf into a path buffer; UF_ERR when the path does not fit. */
 static int fmt_path(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fmt_path(char *buf, size_t cap, const char *fmt, ...) {
@@ -398,7 +379,7 @@ int uf_synth_write_category_size(const char *out_dir, uint64_t seed, int n_train
     for (int g = 0; g < 2 && rc == UF_OK; g++) {
         if (good[g].n == 0) continue;
         if ((rc = fmt_path(path, sizeof path, "%s/%s", out_dir, good[g].dir)) != UF_OK) break;
-        if ((rc = make_dirs(path)) != UF_OK) break;
+        if ((rc = uf_make_dirs(path)) != UF_OK) break;
         int digits = name_digits(good[g].n);
         for (int i = 0; i < good[g].n && rc == UF_OK; i++) {
             uf_image *img;
@@ -415,9 +396,9 @@ int uf_synth_write_category_size(const char *out_dir, uint64_t seed, int n_train
         if (n_d == 0) continue;
         const char *name = uf_synth_defect_name(d);
         if ((rc = fmt_path(path, sizeof path, "%s/test/%s", out_dir, name)) != UF_OK) break;
-        if ((rc = make_dirs(path)) != UF_OK) break;
+        if ((rc = uf_make_dirs(path)) != UF_OK) break;
         if ((rc = fmt_path(path, sizeof path, "%s/ground_truth/%s", out_dir, name)) != UF_OK) break;
-        if ((rc = make_dirs(path)) != UF_OK) break;
+        if ((rc = uf_make_dirs(path)) != UF_OK) break;
         int digits = name_digits(n_d);
         for (int i = 0; i < n_d && rc == UF_OK; i++) {
             uf_image *img, *mask;

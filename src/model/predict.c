@@ -1,13 +1,11 @@
 #include "model/predict.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "core/error.h"
 #include "core/interp.h"
@@ -128,23 +126,6 @@ static void csv_string(FILE *f, const char *s) {
         fputc(*s, f);
     }
     fputc('"', f);
-}
-
-/* out_dir/rel and the folders above it, created where missing. */
-static int make_output_dirs(const char *out_dir, const char *rel) {
-    char path[4200];
-    size_t n = (size_t)snprintf(path, sizeof path, "%s/%s", out_dir, rel);
-    if (n >= sizeof path) return uf_error("output path too long: '%s/%s'", out_dir, rel);
-    for (size_t i = strlen(out_dir) + 1; i <= n; i++) {
-        if (path[i] != '/' && path[i] != '\0') continue;
-        char c = path[i];
-        path[i] = '\0';
-        struct stat st;
-        if (mkdir(path, 0777) != 0 && !(errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode)))
-            return uf_error("cannot create output folder '%s': %s", path, errno == EEXIST ? "a file is in the way" : strerror(errno));
-        path[i] = c;
-    }
-    return UF_OK;
 }
 
 /* Writes image i's map, overlay and mask: at the model's S x S, or, when the batch kept the
@@ -294,7 +275,14 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
             int detected = 0, ow = 0, oh = 0;
             float max_nfa = 0.0f;
             const char *rel = ds->samples[i0 + i].rel_dir ? ds->samples[i0 + i].rel_dir : "";
-            if (rel[0] && make_output_dirs(o->out_dir, rel) != UF_OK) goto out;
+            if (rel[0]) {
+                char dir[4200];
+                if ((size_t)snprintf(dir, sizeof dir, "%s/%s", o->out_dir, rel) >= sizeof dir) {
+                    uf_error("output path too long: '%s/%s'", o->out_dir, rel);
+                    goto out;
+                }
+                if (uf_make_dirs(dir) != UF_OK) goto out;
+            }
             if (output_stem(&stems, paths[i], rel, i0 + i, stem, sizeof stem) != UF_OK) goto out;
             if (write_outputs(&b, i, o->out_dir, stem, o->map_safetensors, &detected, &max_nfa, &ow, &oh) != UF_OK)
                 goto out;
