@@ -285,15 +285,21 @@ static char *existing_mask(builder *b, char *mask_path, const char *image_path) 
     return NULL;
 }
 
+enum {
+    FOLDER_REQUIRED = 1,       /* img_dir must hold at least one image */
+    FOLDER_SUBDIRS_WALKED = 2, /* the caller walks its sub-folders: not reported as ignored */
+};
+
 /* Adds every image of img_dir with the given defect name. Mask path for an
- * anomalous image: mask_dir/<stem><mask_suffix>. */
+ * anomalous image: mask_dir/<stem><mask_suffix>. flags: FOLDER_*. */
 static int add_folder(builder *b, const char *img_dir, const char *defect, const char *mask_dir,
-                      const char *mask_suffix, int required) {
+                      const char *mask_suffix, int flags) {
     strlist names = {0};
     skipped left_out;
     memset(&left_out, 0, sizeof left_out);
-    int rc = required ? list_images_required(img_dir, &names, &left_out)
-                      : list_dir(img_dir, LIST_IMAGES, &names, NULL, &left_out);
+    int rc = flags & FOLDER_REQUIRED ? list_images_required(img_dir, &names, &left_out)
+                                     : list_dir(img_dir, LIST_IMAGES, &names, NULL, &left_out);
+    if (flags & FOLDER_SUBDIRS_WALKED) left_out.dirs = 0;
     if (rc == UF_OK) {
         /* Hidden files (.DS_Store, ._x.png) are everyday noise: counted, not reported alone. */
         b->ds->n_ignored += left_out.hidden + skipped_reportable(&left_out);
@@ -385,7 +391,7 @@ static int scan_train(builder *b, const char *root, uf_dataset_layout layout) {
                 : layout == UF_LAYOUT_BTAD  ? path_join3(root, "train", "ok")
                                             : path_join3(root, "train", "good");
     if (!dir) return UF_ERR;
-    int rc = add_folder(b, dir, "good", NULL, NULL, 1);
+    int rc = add_folder(b, dir, "good", NULL, NULL, FOLDER_REQUIRED);
     uf_free(dir);
     return rc;
 }
@@ -437,7 +443,7 @@ static int scan_folder(builder *b, const char *root, int is_train) {
     strlist_free(&dirs);
     if (rc != UF_OK) return rc;
     /* Plain folder: its images are the training samples. */
-    return add_folder(b, root, "good", NULL, NULL, 1);
+    return add_folder(b, root, "good", NULL, NULL, FOLDER_REQUIRED);
 }
 
 /* ---- VisA: <root>/split_csv/1cls.csv, rows "object,split,label,image,mask" with paths
@@ -596,23 +602,11 @@ typedef struct {
 
 /* Adds dir's images (rel_dir = rel), then walks its sub-folders. */
 static int add_tree(builder *b, const char *dir, const char *rel, walk_stack *anc) {
-    strlist names = {0}, subs = {0};
-    skipped left_out;
-    memset(&left_out, 0, sizeof left_out);
-    int rc = list_dir(dir, LIST_IMAGES, &names, NULL, &left_out);
-    if (rc == UF_OK) {
-        left_out.dirs = 0; /* walked below, not ignored */
-        b->ds->n_ignored += left_out.hidden + skipped_reportable(&left_out);
-        warn_skipped(dir, &left_out);
-    }
-    for (int i = 0; rc == UF_OK && i < names.n; i++) {
-        char *img = path_join(dir, names.v[i]);
-        if (!img || add_sample(b, img, NULL, "good") != UF_OK) {
-            rc = UF_ERR;
-            break;
-        }
-        if (!(b->ds->samples[b->ds->count - 1].rel_dir = str_dup(rel))) rc = UF_ERR;
-    }
+    strlist subs = {0};
+    const int first = b->ds->count;
+    int rc = add_folder(b, dir, "good", NULL, NULL, FOLDER_SUBDIRS_WALKED);
+    for (int i = first; rc == UF_OK && i < b->ds->count; i++)
+        if (!(b->ds->samples[i].rel_dir = str_dup(rel))) rc = UF_ERR;
     if (rc == UF_OK) rc = list_dir(dir, LIST_DIRS, &subs, NULL, NULL);
     for (int i = 0; rc == UF_OK && i < subs.n; i++) {
         char *full = path_join(dir, subs.v[i]);
@@ -640,7 +634,6 @@ static int add_tree(builder *b, const char *dir, const char *rel, walk_stack *an
         }
         uf_free(full), uf_free(sub_rel);
     }
-    strlist_free(&names);
     strlist_free(&subs);
     return rc;
 }
@@ -701,11 +694,11 @@ uf_dataset *uf_dataset_from_folders(const char *normal_dir, const char *abnormal
     builder b = {ds, 0, 0};
     ds->layout = UF_LAYOUT_FOLDER;
     if (!(ds->root = str_dup(normal_dir)) || !(ds->split = str_dup("test"))) goto fail;
-    if (add_folder(&b, normal_dir, "good", NULL, NULL, 1) != UF_OK) goto fail;
+    if (add_folder(&b, normal_dir, "good", NULL, NULL, FOLDER_REQUIRED) != UF_OK) goto fail;
     if (abnormal_dir) {
         if (mask_dir && require_dir(mask_dir) != UF_OK) goto fail;
         const int first = ds->count;
-        if (add_folder(&b, abnormal_dir, "abnormal", NULL, NULL, 1) != UF_OK) goto fail;
+        if (add_folder(&b, abnormal_dir, "abnormal", NULL, NULL, FOLDER_REQUIRED) != UF_OK) goto fail;
         for (int i = first; mask_dir && i < ds->count; i++) {
             uf_sample *s = &ds->samples[i];
             const char *name = strrchr(s->image_path, '/');
