@@ -236,8 +236,6 @@ static size_t max_pixels_per_byte(file_format f) {
     return f == FORMAT_PNG || f == FORMAT_TIFF ? 16384 : f == FORMAT_BMP ? 16 : 2048;
 }
 
-/* stb_image's failure reason, printable: its "XXXX PNG chunk not known"
- * copies the chunk type's bytes from the file (control characters included). */
 /* msg with control and non-ASCII bytes as \xNN (decoders quote bytes of the file) */
 static const char *one_line(const char *why, char *buf, size_t cap) {
     size_t j = 0;
@@ -250,6 +248,8 @@ static const char *one_line(const char *why, char *buf, size_t cap) {
     return buf;
 }
 
+/* stb_image's failure reason, printable: its "XXXX PNG chunk not known"
+ * copies the chunk type's bytes from the file (control characters included). */
 static const char *stb_reason(char *buf, size_t cap) {
     const char *why = stbi_failure_reason();
     return one_line(why ? why : "unknown reason", buf, cap);
@@ -503,57 +503,12 @@ static inline uint8_t pil_clip8(int32_t in) {
     return in > 255 ? 255 : (uint8_t)in;
 }
 
-/* One RGB output pixel from KS taps (KS a compile-time constant, so the loop unrolls);
- * taps past the pixel's own count have weight 0, and the caller guarantees all KS
- * input pixels exist. */
-#define RGB_TAPS(KS)                                                                  \
-    static inline void rgb_taps_##KS(uint8_t *o, const uint8_t *p, const int32_t *k) { \
-        int32_t s0 = 1 << (PIL_PRECISION_BITS - 1), s1 = s0, s2 = s0;                \
-        for (int x = 0; x < KS; x++) {                                                \
-            s0 += (int32_t)p[3 * x] * k[x];                                           \
-            s1 += (int32_t)p[3 * x + 1] * k[x];                                       \
-            s2 += (int32_t)p[3 * x + 2] * k[x];                                       \
-        }                                                                             \
-        o[0] = pil_clip8(s0), o[1] = pil_clip8(s1), o[2] = pil_clip8(s2);             \
-    }
-RGB_TAPS(3)
-RGB_TAPS(5)
-RGB_TAPS(7)
-
-/* out rows (rows, out_w, ch) = horizontal pass over in rows first_row.. */
+/* out rows (rows, out_w, ch) = horizontal pass over in rows first_row.. Rows in parallel:
+ * one image alone (predict) gets every core; inside a parallel loop over images this
+ * runs serially. */
 static void resample_horizontal(uint8_t *out, int out_w, int rows, const uint8_t *in, int in_w,
                                 int first_row, int ch, const resample_axis *a) {
-    /* RGB with 3, 5 or 7 taps (downscaling by up to 3x): a fixed-length loop over all
-     * ksize taps (the zero weights add nothing) wherever the row has ksize pixels left */
-    const int ks = a->ksize;
-    if (ch == 3 && (ks == 3 || ks == 5 || ks == 7)) {
-        /* rows in parallel: one image alone (predict) gets every core; inside a parallel
-         * loop over images this runs serially */
 #pragma omp parallel for schedule(static) if (rows >= 64)
-        for (int yy = 0; yy < rows; yy++) {
-            const uint8_t *row = in + (size_t)(yy + first_row) * in_w * 3;
-            uint8_t *o = out + (size_t)yy * out_w * 3;
-            for (int xx = 0; xx < out_w; xx++) {
-                int xmin = a->bounds[2 * xx], xmax = a->bounds[2 * xx + 1];
-                const int32_t *k = a->kk + (size_t)xx * ks;
-                const uint8_t *p = row + (size_t)xmin * 3;
-                if (xmin + ks <= in_w) {
-                    if (ks == 3) rgb_taps_3(o + 3 * xx, p, k);
-                    else if (ks == 5) rgb_taps_5(o + 3 * xx, p, k);
-                    else rgb_taps_7(o + 3 * xx, p, k);
-                    continue;
-                }
-                int32_t s0 = 1 << (PIL_PRECISION_BITS - 1), s1 = s0, s2 = s0;
-                for (int x = 0; x < xmax; x++) {
-                    s0 += (int32_t)p[3 * x] * k[x];
-                    s1 += (int32_t)p[3 * x + 1] * k[x];
-                    s2 += (int32_t)p[3 * x + 2] * k[x];
-                }
-                o[3 * xx] = pil_clip8(s0), o[3 * xx + 1] = pil_clip8(s1), o[3 * xx + 2] = pil_clip8(s2);
-            }
-        }
-        return;
-    }
     for (int yy = 0; yy < rows; yy++) {
         const uint8_t *row = in + (size_t)(yy + first_row) * in_w * ch;
         uint8_t *o = out + (size_t)yy * out_w * ch;
