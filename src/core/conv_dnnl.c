@@ -373,7 +373,10 @@ static int bbuild_alg(bentry *e, const uf_conv_geom *g, int pass, int flags, int
         ok = dnnl_memory_create(&e->wei, wq, eng, DNNL_MEMORY_NONE) == dnnl_success;
     } else if (ok) {
         dnnl_primitive_desc_t rpd = NULL;
-        ok = dnnl_memory_create(&e->wei, wq, eng, DNNL_MEMORY_ALLOCATE) == dnnl_success &&
+        /* Winograd fwd / bwd-data keep their transformed weights in ws[] (load_weights):
+         * e->wei only carries the format there */
+        const int slots = e->winograd && pass != PASS_BWD_WEIGHTS;
+        ok = dnnl_memory_create(&e->wei, wq, eng, slots ? DNNL_MEMORY_NONE : DNNL_MEMORY_ALLOCATE) == dnnl_success &&
              (pass == PASS_BWD_WEIGHTS ? dnnl_reorder_primitive_desc_create(&rpd, wq, eng, &wplain, eng, NULL)
                                        : dnnl_reorder_primitive_desc_create(&rpd, &wplain, eng, wq, eng, NULL)) ==
                  dnnl_success &&
