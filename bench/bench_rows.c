@@ -76,7 +76,7 @@ typedef struct {
 
 static void run_backbone(void *p) {
     bb_ctx *c = p;
-    uf_backbone_forward(c->b, c->x, c->n, c->size, c->out);
+    uf_backbone_forward(c->b, c->x, c->n, c->size, c->size, c->out);
 }
 
 static int bench_backbone_row(uf_backbone *b, const char *label, int size, int batch, int reps) {
@@ -85,7 +85,7 @@ static int bench_backbone_row(uf_backbone *b, const char *label, int size, int b
     int ok = x != NULL;
     for (int l = 0; l < uf_backbone_levels(b) && ok; l++) {
         int ch, h, w;
-        uf_backbone_feature_shape(b, l, size, &ch, &h, &w);
+        uf_backbone_feature_shape(b, l, size, size, &ch, &h, &w);
         ok = (c.out[l] = uf_alloc(sizeof(float) * (size_t)batch * ch * h * w)) != NULL;
     }
     if (ok) {
@@ -97,7 +97,7 @@ static int bench_backbone_row(uf_backbone *b, const char *label, int size, int b
         row(name, 1e3 * t / batch, "ms/image");
         if (batch > 1) {
             snprintf(name, sizeof name, "backbone %s@%d GFLOP/s", label, size);
-            row(name, uf_backbone_flops(b, size) * batch / t * 1e-9, "GFLOP/s");
+            row(name, uf_backbone_flops(b, size, size) * batch / t * 1e-9, "GFLOP/s");
         }
     }
     uf_free(x);
@@ -187,7 +187,7 @@ int bench_rows(const char *images, const char *weights, int reps, int with_mcait
         row("load + resize to 256 + normalise", 1e3 * t / ds->count, "ms/image");
     }
     /* backbones */
-    if (!(m = uf_model_create(UF_BACKBONE_RESNET, weights, 256, 4, UF_LN_REFERENCE, 1))) goto done;
+    if (!(m = uf_model_create(UF_BACKBONE_RESNET, weights, (uf_input_geometry){256, 256, UF_FIT_STRETCH}, 4, UF_LN_REFERENCE, 1))) goto done;
     if (bench_backbone_row(m->backbone, "resnet18", 256, 1, reps) != UF_OK ||
         bench_backbone_row(m->backbone, "resnet18", 256, 8, reps) != UF_OK)
         goto done;

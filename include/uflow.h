@@ -19,7 +19,7 @@
  *
  *     uf_model *m = uf_model_load("bottle.safetensors", NULL, NULL, NULL);
  *     uf_detect_batch b;                                      // up to 8 images at a time
- *     uf_detect_batch_init(&b, m, 8, m->cfg.input_size);
+ *     uf_detect_batch_init(&b, m, 8, m->cfg.input.width, m->cfg.input.height);
  *     const char *paths[] = {"a.png", "b.png"};
  *     uf_detect_load(&b, m, paths, 2);
  *     uf_detect_run(&b, m, NULL, NULL);

@@ -76,7 +76,12 @@ static void test_bad_inputs_exit_1_with_one_line(void) {
                         "tests/data/image/gray.png", NULL};
     CHECK(run(a4) == 1 && one_error_line("gray.png"), "an image given as weights");
     const char *a5[] = {"train", "--data", imgs, "-o", uf_test_path("m.safetensors"), "--size", "100", NULL};
-    CHECK(run(a5) == 1 && one_error_line("multiple of 32"), "bad input size");
+    CHECK(run(a5) == 1 && one_error_line("multiples of 16") && one_error_line("nearest valid width: 96 or 112"),
+          "bad input size");
+    const char *a5b[] = {"train", "--data", imgs, "-o", uf_test_path("m.safetensors"), "--size", "512x100", NULL};
+    CHECK(run(a5b) == 1 && one_error_line("the height 100") && one_error_line("96 or 112"), "bad input height");
+    const char *a5c[] = {"train", "--data", imgs, "-o", uf_test_path("m.safetensors"), "--size", "64x", NULL};
+    CHECK(run(a5c) == 2 && one_error_line("is not N or WxH"), "malformed --size");
     const char *a6[] = {"train", "--data", "tests/data/resnet", "-o", "/nonexistent-dir/m.safetensors", NULL};
     CHECK(run(a6) == 1 && one_error_line("/nonexistent-dir/m.safetensors"), "unwritable output");
 }

@@ -51,7 +51,8 @@ static void check_against_torch(const char *path, const char *case_name) {
     CHECK(x && ld_ref && amap_ref, "%s", uf_last_error());
     if (!x || !ld_ref || !amap_ref) goto done2;
     const int n = (int)x->shape[0], S = (int)x->shape[2], L = m->cfg.flow.n_scales;
-    CHECK(S == m->cfg.input_size, "%s: input size %d, refs %d", case_name, m->cfg.input_size, S);
+    CHECK(S == m->cfg.input.height && (int)x->shape[3] == m->cfg.input.width, "%s: input size %dx%d, refs %d", case_name,
+          m->cfg.input.width, m->cfg.input.height, S);
     float *feats[UF_FLOW_MAX_SCALES] = {0}, *z[UF_FLOW_MAX_SCALES] = {0};
     double logdet[8];
     for (int l = 0; l < L; l++) {
@@ -59,7 +60,7 @@ static void check_against_torch(const char *path, const char *case_name) {
         feats[l] = uf_alloc(sizeof(float) * (size_t)n * c->channels[l] * c->height[l] * c->width[l]);
         z[l] = uf_alloc(sizeof(float) * (size_t)n * m->flow->z_ch[l] * c->height[l] * c->width[l]);
     }
-    CHECK(uf_backbone_forward(m->backbone, x->data, n, S, feats) == UF_OK, "%s", uf_last_error());
+    CHECK(uf_backbone_forward(m->backbone, x->data, n, S, (int)x->shape[3], feats) == UF_OK, "%s", uf_last_error());
     CHECK(uf_flow_forward(m->flow, n, (const float *const *)feats, z, logdet, 0) == UF_OK, "%s", uf_last_error());
     for (int l = 0; l < L; l++) {
         char name[16];

@@ -188,11 +188,11 @@ static void test_architectures_and_counts(void) {
     uf_cait_free(a), uf_cait_free(b);
     char both[1100];
     snprintf(both, sizeof both, "%s,%s", m48, s24);
-    uf_model *m = uf_model_create(UF_BACKBONE_MCAIT, both, 0, 4, UF_LN_LOGDET, 1);
+    uf_model *m = uf_model_create(UF_BACKBONE_MCAIT, both, (uf_input_geometry){0, 0, UF_FIT_STRETCH}, 4, UF_LN_LOGDET, 1);
     CHECK(m != NULL, "model: %s", uf_last_error());
     if (!m) return;
     const uf_flow_config *fc = &m->cfg.flow;
-    CHECK(m->cfg.input_size == 448 && !strcmp(m->cfg.backbone, "mcait"), "size %d backbone %s", m->cfg.input_size,
+    CHECK(m->cfg.input.width == 448 && m->cfg.input.height == 448 && !strcmp(m->cfg.backbone, "mcait"), "size %d backbone %s", m->cfg.input.width,
           m->cfg.backbone);
     CHECK(fc->n_scales == 2 && fc->channels[0] == 768 && fc->channels[1] == 384 && fc->height[0] == 28 &&
               fc->height[1] == 14 && fc->ln_mode == UF_LN_NONE,

@@ -35,7 +35,7 @@ static uf_train_options tiny_options(const char *out) {
     o.data_dir = data_dir();
     o.weights = WEIGHTS;
     o.out_path = out;
-    o.input_size = 64;
+    o.input = (uf_input_geometry){64, 64, UF_FIT_STRETCH};
     o.n_steps = 2;
     o.epochs = 4;
     o.batch = 4;
@@ -95,7 +95,7 @@ static void test_model_file_roundtrip(void) {
     CHECK(m != NULL, "%s", uf_last_error());
     if (!m) return;
     CHECK(has_opt && opt.step == 4 * 2, "optimizer state: has %d, step %ld", has_opt, opt.step);
-    CHECK(m->cfg.input_size == 64 && m->cfg.flow.n_scales == 3 && m->cfg.flow.n_steps == 2, "config");
+    CHECK(m->cfg.input.width == 64 && m->cfg.input.height == 64 && m->cfg.flow.n_scales == 3 && m->cfg.flow.n_steps == 2, "config");
     CHECK(!strcmp(m->cfg.backbone, "resnet18") && m->cfg.epochs_done == 4, "%s %d", m->cfg.backbone,
           m->cfg.epochs_done);
     CHECK(m->cfg.flow.ln_mode == UF_LN_LOGDET && m->cfg.train.seed == 11 && m->cfg.train.batch == 4, "config");

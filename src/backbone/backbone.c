@@ -127,30 +127,65 @@ int uf_backbone_fixed_size(const uf_backbone *b) {
     return b->kind == UF_BACKBONE_MCAIT ? uf_mcait_input_size(b->mcait) : 0;
 }
 
-int uf_backbone_check_size(const uf_backbone *b, int size) {
+#define RESNET_MIN_SIDE 32
+#define RESNET_MAX_SIDE 8192
+
+/* 1 when a resnet's three scales halve exactly for a side of s pixels. Some other
+ * sides halve too (109 gives 28, 14, 7 through the stem's padding), but their cells
+ * do not tile the image evenly, so the rule is multiples of 16, checked here on the
+ * actual shapes. */
+static int resnet_side_ok(const uf_backbone *b, int s) {
+    if (s < RESNET_MIN_SIDE || s > RESNET_MAX_SIDE || s % 16 != 0) return 0;
+    int c, h[UF_RESNET_LEVELS], w[UF_RESNET_LEVELS];
+    for (int l = 0; l < UF_RESNET_LEVELS; l++) uf_resnet_feature_shape(b->resnet, l, s, s, &c, &h[l], &w[l]);
+    for (int l = 0; l + 1 < UF_RESNET_LEVELS; l++)
+        if (h[l] != 2 * h[l + 1]) return 0;
+    return 1;
+}
+
+/* Error for a side that is not valid, naming the nearest valid ones. */
+static int resnet_side_error(const uf_backbone *b, const char *which, int s, int height, int width) {
+    int below = s < RESNET_MIN_SIDE ? 0 : (s > RESNET_MAX_SIDE ? RESNET_MAX_SIDE : s), above = s;
+    while (below > 0 && !resnet_side_ok(b, below)) below--;
+    if (above < RESNET_MIN_SIDE) above = RESNET_MIN_SIDE;
+    while (above <= RESNET_MAX_SIDE && !resnet_side_ok(b, above)) above++;
+    char nearest[64];
+    if (below > 0 && above <= RESNET_MAX_SIDE)
+        snprintf(nearest, sizeof nearest, "%d or %d", below, above);
+    else
+        snprintf(nearest, sizeof nearest, "%d", below > 0 ? below : above);
+    return uf_error("input size %dx%d: the %s %d is not valid for %s (sides must be multiples of 16 in %d..%d, so that "
+                    "the scales 1/4, 1/8, 1/16 halve); nearest valid %s: %s", width, height, which, s,
+                    uf_backbone_arch(b), RESNET_MIN_SIDE, RESNET_MAX_SIDE, which, nearest);
+}
+
+int uf_backbone_check_size(const uf_backbone *b, int height, int width) {
     const int fixed = uf_backbone_fixed_size(b);
-    if (fixed && size != fixed)
-        return uf_error("input size %d: the %s backbone takes %dx%d images only (its position embeddings are "
-                        "learnt for that size)", size, uf_backbone_arch(b), fixed, fixed);
-    if (!fixed && (size < 32 || size % 32 != 0))
-        return uf_error("input size %d: must be a positive multiple of 32", size);
+    if (fixed) {
+        if (height != fixed || width != fixed)
+            return uf_error("input size %dx%d: the %s backbone takes %dx%d images only (its position embeddings are "
+                            "learnt for that size)", width, height, uf_backbone_arch(b), fixed, fixed);
+        return UF_OK;
+    }
+    if (!resnet_side_ok(b, width)) return resnet_side_error(b, "width", width, height, width);
+    if (!resnet_side_ok(b, height)) return resnet_side_error(b, "height", height, height, width);
     return UF_OK;
 }
 
-void uf_backbone_feature_shape(const uf_backbone *b, int level, int size, int *c, int *h, int *w) {
+void uf_backbone_feature_shape(const uf_backbone *b, int level, int height, int width, int *c, int *h, int *w) {
     if (b->kind == UF_BACKBONE_MCAIT)
         uf_mcait_feature_shape(b->mcait, level, c, h, w);
     else
-        uf_resnet_feature_shape(b->resnet, level, size, size, c, h, w);
+        uf_resnet_feature_shape(b->resnet, level, height, width, c, h, w);
 }
 
-double uf_backbone_flops(const uf_backbone *b, int size) {
-    return b->kind == UF_BACKBONE_MCAIT ? uf_mcait_flops(b->mcait) : uf_resnet_conv_flops(b->resnet, size, size);
+double uf_backbone_flops(const uf_backbone *b, int height, int width) {
+    return b->kind == UF_BACKBONE_MCAIT ? uf_mcait_flops(b->mcait) : uf_resnet_conv_flops(b->resnet, height, width);
 }
 
-int uf_backbone_forward(uf_backbone *b, const float *x, int n, int size, float *const *out) {
-    if (uf_backbone_fixed_size(b) && uf_backbone_check_size(b, size) != UF_OK) return UF_ERR;
+int uf_backbone_forward(uf_backbone *b, const float *x, int n, int height, int width, float *const *out) {
+    if (uf_backbone_fixed_size(b) && uf_backbone_check_size(b, height, width) != UF_OK) return UF_ERR;
     if (b->kind == UF_BACKBONE_MCAIT) return uf_mcait_forward(b->mcait, x, n, out);
     float *o[UF_RESNET_LEVELS] = {out[0], out[1], out[2]};
-    return uf_resnet_forward(b->resnet, x, n, size, size, o);
+    return uf_resnet_forward(b->resnet, x, n, height, width, o);
 }

@@ -1,6 +1,6 @@
 /* backbone.h - the frozen feature extractor of a model, whichever kind:
  *   resnet: one weights file (ResNet-18, Wide-ResNet-50-2, ...), 3 scales
- *           (layer1..3), any input size that is a multiple of 32; the flow
+ *           (layer1..3), inputs H x W with sides multiples of 16; the flow
  *           puts a trainable LayerNorm in front of each scale (spec 3.3).
  *   mcait:  two weights files "FINE,COARSE" (cait_m48_448, cait_s24_224),
  *           2 scales, the one input size the fine model's pos_embed allows
@@ -10,9 +10,9 @@
  *
  * Usage:
  *     uf_backbone *b = uf_backbone_load(UF_BACKBONE_MCAIT, "m48.safetensors,s24.safetensors");
- *     int S = uf_backbone_default_size(b);
- *     uf_backbone_feature_shape(b, l, S, &c, &h, &w);
- *     uf_backbone_forward(b, x, n, S, out);      // out[l] (n, C_l, H_l, W_l)
+ *     int S = uf_backbone_fixed_size(b);         // 448; 0 for resnet (any valid H x W)
+ *     uf_backbone_feature_shape(b, l, S, S, &c, &h, &w);
+ *     uf_backbone_forward(b, x, n, S, S, out);   // out[l] (n, C_l, H_l, W_l)
  */
 #ifndef UF_BACKBONE_BACKBONE_H
 #define UF_BACKBONE_BACKBONE_H
@@ -66,17 +66,21 @@ const char *uf_backbone_arch(const uf_backbone *b);
 const char *uf_backbone_level_name(const uf_backbone *b, int l);
 /* 1 when the flow normalises the features with a trainable LayerNorm (resnet). */
 int uf_backbone_needs_layernorm(const uf_backbone *b);
-/* The input size the weights require, or 0 when any multiple of 32 works. */
+/* The (square) input size the weights require, or 0 when the size is free
+ * (see uf_backbone_check_size). */
 int uf_backbone_fixed_size(const uf_backbone *b);
-/* UF_OK when a model can use size x size inputs (the fixed size, or a
- * multiple of 32 so that the scales halve), else UF_ERR saying why. */
-int uf_backbone_check_size(const uf_backbone *b, int size);
-void uf_backbone_feature_shape(const uf_backbone *b, int level, int size, int *c, int *h, int *w);
-/* FLOPs of one size x size image's forward (convolutions / matrix products). */
-double uf_backbone_flops(const uf_backbone *b, int size);
+/* UF_OK when a model can use height x width inputs, else UF_ERR saying why and
+ * naming the nearest valid sizes. mcait: its fixed size only. resnet: each side
+ * in 32..8192 and a multiple of 16, so that the three scales (1/4, 1/8, 1/16)
+ * halve exactly from one to the next, as the flow's up/downsampling needs; the
+ * rule is checked on the feature shapes themselves. Sides need not be equal. */
+int uf_backbone_check_size(const uf_backbone *b, int height, int width);
+void uf_backbone_feature_shape(const uf_backbone *b, int level, int height, int width, int *c, int *h, int *w);
+/* FLOPs of one height x width image's forward (convolutions / matrix products). */
+double uf_backbone_flops(const uf_backbone *b, int height, int width);
 
-/* x (n, 3, size, size) ImageNet-normalised -> out[l] (n, C_l, H_l, W_l).
+/* x (n, 3, height, width) ImageNet-normalised -> out[l] (n, C_l, H_l, W_l).
  * One backbone must not run two forwards at once. UF_OK or UF_ERR. */
-int uf_backbone_forward(uf_backbone *b, const float *x, int n, int size, float *const *out);
+int uf_backbone_forward(uf_backbone *b, const float *x, int n, int height, int width, float *const *out);
 
 #endif

@@ -19,20 +19,21 @@
 
 int cmd_features(int argc, char **argv) {
     const char *backbone = "resnet18", *weights = NULL, *output = NULL;
-    int size = 0, threads = 0;
+    const char *size_arg = NULL;
+    int threads = 0;
     const cli_opt opts[] = {
         {"backbone", OPT_STRING, &backbone, 0, 0, "resnet18 | wide_resnet50_2 | mcait (must match the weights)"},
         {"weights", OPT_STRING, &weights, 0, 0,
          "backbone .safetensors (default for resnet18: the shipped one); mcait: M48,S24"},
-        {"size", OPT_INT, &size, 0, 4096, "input size (0: 256, or the backbone's fixed size, 448 for mcait)"},
+        {"size", OPT_STRING, &size_arg, 0, 0, "input size N or WxH (default 256, or the backbone's fixed size, 448 for mcait)"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
         {"output", OPT_STRING, &output, 0, 0, "the output file (-o)"},
     };
     const char *synopsis =
         "[options] IMAGE... -o OUT.safetensors\n"
         "  Runs each image through the reference pipeline (load as RGB, Pillow bilinear resize to\n"
-        "  SIZE x SIZE, ImageNet normalisation) and the backbone, and writes per image i the tensors\n"
-        "  '<i>.input' (3,S,S) and, float32 (C,H,W): '<i>.layer1', '<i>.layer2', '<i>.layer3' (ResNet)\n"
+        "  W x H, ImageNet normalisation) and the backbone, and writes per image i the tensors\n"
+        "  '<i>.input' (3,H,W) and, float32 (C,H,W): '<i>.layer1', '<i>.layer2', '<i>.layer3' (ResNet)\n"
         "  or '<i>.extractor1' (CaiT-M48, blocks 0..40 + norm), '<i>.extractor2' (CaiT-S24 on the\n"
         "  bicubic 224 resize, blocks 0..20 + norm) for mcait; metadata 'backbone', 'size', 'weights',\n"
         "  'count' and 'image.<i>' (the paths).";
@@ -78,13 +79,15 @@ int cmd_features(int argc, char **argv) {
         uf_error("%s holds a %s, not a %s (see --backbone)", weights, uf_backbone_arch(m), backbone);
         goto done;
     }
-    if (size == 0) size = uf_backbone_fixed_size(m) ? uf_backbone_fixed_size(m) : 256;
-    if (uf_backbone_fixed_size(m) && uf_backbone_check_size(m, size) != UF_OK) goto done;
-    img_floats = (size_t)3 * size * size;
+    int W = uf_backbone_fixed_size(m) ? uf_backbone_fixed_size(m) : 256, H = W;
+    if (size_arg && uf_parse_size(size_arg, &W, &H) != UF_OK) goto done;
+    if (uf_backbone_fixed_size(m) && uf_backbone_check_size(m, H, W) != UF_OK) goto done;
+    const uf_input_geometry geom = {W, H, UF_FIT_STRETCH};
+    img_floats = (size_t)3 * W * H;
     L = uf_backbone_levels(m);
     for (int l = 0; l < L; l++) {
         int c, fh, fw;
-        uf_backbone_feature_shape(m, l, size, &c, &fh, &fw);
+        uf_backbone_feature_shape(m, l, H, W, &c, &fh, &fw);
         shapes[l][0] = c, shapes[l][1] = fh, shapes[l][2] = fw;
         feat[l] = (size_t)c * fh * fw;
         if (!(out[l] = uf_alloc(sizeof(float) * GROUP * feat[l]))) goto done;
@@ -96,12 +99,12 @@ int cmd_features(int argc, char **argv) {
         int g = n_images - i0 < GROUP ? n_images - i0 : GROUP;
         double t0 = uf_now();
         for (int i = 0; i < g; i++)
-            if (uf_image_load_for_backbone(images[i0 + i], size, x + (size_t)i * img_floats) != UF_OK) goto done;
+            if (uf_image_load_fitted(images[i0 + i], &geom, x + (size_t)i * img_floats) != UF_OK) goto done;
         double t1 = uf_now();
-        if (uf_backbone_forward(m, x, g, size, out) != UF_OK) goto done;
+        if (uf_backbone_forward(m, x, g, H, W, out) != UF_OK) goto done;
         t_load += t1 - t0, t_fwd += uf_now() - t1;
         for (int i = 0; i < g; i++) {
-            const int64_t in_shape[3] = {3, size, size};
+            const int64_t in_shape[3] = {3, H, W};
             snprintf(key, sizeof key, "%d.input", i0 + i);
             if (uf_st_writer_add_f32(w, key, UF_DT_F32, 3, in_shape, x + (size_t)i * img_floats) != UF_OK)
                 goto done;
@@ -114,7 +117,10 @@ int cmd_features(int argc, char **argv) {
             if (uf_st_writer_set_metadata(w, key, images[i0 + i]) != UF_OK) goto done;
         }
     }
-    snprintf(val, sizeof val, "%d", size);
+    if (W == H)
+        snprintf(val, sizeof val, "%d", W);
+    else
+        snprintf(val, sizeof val, "%dx%d", W, H);
     if (uf_st_writer_set_metadata(w, "backbone", uf_backbone_arch(m)) != UF_OK ||
         uf_st_writer_set_metadata(w, "weights", weights) != UF_OK ||
         uf_st_writer_set_metadata(w, "size", val) != UF_OK)
@@ -122,7 +128,7 @@ int cmd_features(int argc, char **argv) {
     snprintf(val, sizeof val, "%d", n_images);
     if (uf_st_writer_set_metadata(w, "count", val) != UF_OK || uf_st_writer_save(w, output) != UF_OK) goto done;
     printf("%d image%s -> %s (%s, %dx%d): load+resize %.1f ms/image, backbone %.1f ms/image\n", n_images,
-           n_images == 1 ? "" : "s", output, uf_backbone_arch(m), size, size, 1e3 * t_load / n_images,
+           n_images == 1 ? "" : "s", output, uf_backbone_arch(m), W, H, 1e3 * t_load / n_images,
            1e3 * t_fwd / n_images);
     rc = 0;
 done:

@@ -34,7 +34,8 @@ int cmd_train(int argc, char **argv) {
     uf_train_options o = uf_train_default_options();
     const char *backbone = NULL, *ln = NULL, *loss = "official", *preset = NULL;
     const char *data = NULL, *out = NULL, *weights = NULL;
-    int threads = 0, resume = 0;
+    const char *size = NULL;
+    int threads = 0, resume = 0, keep_aspect = 0;
     double seed = 0;
     const cli_opt opts[] = {
         {"data", OPT_STRING, &data, 0, 0, "MVTec-AD category (train/good) or a folder of normal images"},
@@ -43,7 +44,10 @@ int cmd_train(int argc, char **argv) {
         {"backbone", OPT_STRING, &backbone, 0, 0, "resnet18 | wide_resnet50_2 | mcait (default resnet18)"},
         {"weights", OPT_STRING, &weights, 0, 0,
          "backbone .safetensors (default: the shipped ResNet-18; on --resume the checkpoint's); mcait: M48,S24"},
-        {"size", OPT_INT, &o.input_size, 0, 2048, "input size (multiple of 32; 0: 256, or 448 for mcait)"},
+        {"size", OPT_STRING, &size, 0, 0,
+         "input size N or WxH, e.g. 512x128 (sides multiples of 16; default 256, or 448 for mcait)"},
+        {"keep-aspect", OPT_FLAG, &keep_aspect, 0, 0,
+         "resize so the image covers the input and centre-crop (torchvision Resize + CenterCrop) instead of stretching"},
         {"epochs", OPT_INT, &o.epochs, 1, 1000000, "epochs"},
         {"batch", OPT_INT, &o.batch, 1, 4096, "batch size"},
         {"lr", OPT_DOUBLE, &o.lr, 1e-12, 10, "Adam learning rate"},
@@ -73,7 +77,8 @@ int cmd_train(int argc, char **argv) {
         /* The preset overwrites its settings; parsing again restores the ones given explicitly. */
         const uf_preset *p = uf_preset_find(preset);
         if (!p) return cli_fail("train", "unknown --preset (see 'uflow train --help' for the list)");
-        backbone = p->backbone, o.input_size = p->input_size, o.epochs = p->epochs, o.batch = p->batch;
+        backbone = p->backbone, o.input.width = o.input.height = p->input_size, o.epochs = p->epochs;
+        o.batch = p->batch;
         o.lr = p->lr, o.weight_decay = p->weight_decay, o.n_steps = p->flow_steps;
         cli_parse(argc, argv, synopsis, opts, n_opts, pos, &npos, 0);
     }
@@ -100,6 +105,14 @@ int cmd_train(int argc, char **argv) {
         return cli_fail("train", "--ln-affine must be logdet, reference or frozen");
     if (strcmp(loss, "official") && strcmp(loss, "anomalib")) return cli_fail("train", "--loss must be official or anomalib");
     o.anomalib_loss = !strcmp(loss, "anomalib");
+    if (size && uf_parse_size(size, &o.input.width, &o.input.height) != UF_OK) {
+        fprintf(stderr, "uflow train: error: --size: %s\n", uf_last_error());
+        return 2;
+    }
+    if (keep_aspect) {
+        o.input.fit = UF_FIT_KEEP_ASPECT;
+        if (!o.input.width) o.input.width = o.input.height = o.backbone == UF_BACKBONE_MCAIT ? 448 : 256;
+    }
     o.data_dir = data;
     o.out_path = out;
     o.weights = weights;

@@ -622,15 +622,98 @@ void uf_image_to_imagenet(const uf_image *img, float *out) {
     }
 }
 
-int uf_image_load_for_backbone(const char *path, int size, float *out) {
+/* ------------------------------------------------------------------------ */
+/* Fitting an image to the model's input                                     */
+
+/* Reads a decimal side at *p (advanced), 0 when there is none or it is out of range. */
+static int parse_side(const char **p) {
+    long v = 0;
+    const char *s = *p;
+    while (*s >= '0' && *s <= '9' && v <= UF_IMAGE_MAX_SIDE) v = v * 10 + (*s++ - '0');
+    if (s == *p || v < 1 || v > UF_IMAGE_MAX_SIDE) return 0;
+    *p = s;
+    return (int)v;
+}
+
+int uf_parse_size(const char *text, int *width, int *height) {
+    const char *p = text;
+    int w = parse_side(&p), h = w;
+    if (w && (*p == 'x' || *p == 'X')) {
+        p++;
+        h = parse_side(&p);
+    }
+    if (!w || !h || *p)
+        return uf_error("size '%.40s' is not N or WxH (sides 1..%d pixels, e.g. 256 or 512x128)", text,
+                        UF_IMAGE_MAX_SIDE);
+    *width = w, *height = h;
+    return UF_OK;
+}
+
+const char *uf_fit_mode_name(uf_fit_mode fit) { return fit == UF_FIT_KEEP_ASPECT ? "keep-aspect" : "stretch"; }
+
+/* Keep-aspect: the size the image is resized to before the crop (see image.h). */
+static void cover_size(const uf_input_geometry *g, int src_w, int src_h, int *new_w, int *new_h) {
+    if ((int64_t)src_w * g->height >= (int64_t)g->width * src_h) {
+        *new_h = g->height;
+        *new_w = (int)((double)g->height * src_w / src_h); /* Python's int(size * long / short) */
+        if (*new_w < g->width) *new_w = g->width;        /* guards a rounding below the target */
+    } else {
+        *new_w = g->width;
+        *new_h = (int)((double)g->width * src_h / src_w);
+        if (*new_h < g->height) *new_h = g->height;
+    }
+}
+
+/* torchvision CenterCrop's offset: int(round((size - crop) / 2.0)), round half to even. */
+static int crop_offset(int size, int crop) { return (int)nearbyint((size - crop) / 2.0); }
+
+void uf_fit_window(const uf_input_geometry *g, int src_w, int src_h, int win[4]) {
+    win[0] = win[1] = 0, win[2] = src_w, win[3] = src_h;
+    if (g->fit != UF_FIT_KEEP_ASPECT || src_w < 1 || src_h < 1) return;
+    int nw, nh;
+    cover_size(g, src_w, src_h, &nw, &nh);
+    const int left = crop_offset(nw, g->width), top = crop_offset(nh, g->height);
+    const long x0 = lround((double)left * src_w / nw), x1 = lround((double)(left + g->width) * src_w / nw);
+    const long y0 = lround((double)top * src_h / nh), y1 = lround((double)(top + g->height) * src_h / nh);
+    win[0] = (int)x0, win[1] = (int)y0;
+    win[2] = (int)(x1 > x0 ? x1 - x0 : 1), win[3] = (int)(y1 > y0 ? y1 - y0 : 1);
+}
+
+uf_image *uf_image_fit(const uf_image *src, const uf_input_geometry *g) {
+    if (g->fit != UF_FIT_KEEP_ASPECT) return uf_image_resize_pil_bilinear(src, g->width, g->height);
+    if (!src || check_dims(src->width, src->height) != UF_OK || check_dims(g->width, g->height) != UF_OK) {
+        uf_error("fit: invalid image or size %dx%d", g->width, g->height);
+        return NULL;
+    }
+    int nw, nh;
+    cover_size(g, src->width, src->height, &nw, &nh);
+    uf_image *r = uf_image_resize_pil_bilinear(src, nw, nh);
+    if (!r || (nw == g->width && nh == g->height)) return r;
+    uf_image *out = uf_image_new(g->width, g->height, r->channels);
+    if (out) {
+        const int left = crop_offset(nw, g->width), top = crop_offset(nh, g->height), ch = r->channels;
+        for (int y = 0; y < g->height; y++)
+            memcpy(out->pixels + (size_t)y * g->width * ch, r->pixels + ((size_t)(top + y) * nw + left) * ch,
+                   (size_t)g->width * ch);
+    }
+    uf_image_free(r);
+    return out;
+}
+
+int uf_image_load_fitted(const char *path, const uf_input_geometry *g, float *out) {
     uf_image *img = uf_image_load(path, 3);
     if (!img) return UF_ERR;
-    uf_image *r = uf_image_resize_pil_bilinear(img, size, size);
+    uf_image *r = uf_image_fit(img, g);
     uf_image_free(img);
     if (!r) return uf_error_prefix("image '%s'", path);
     uf_image_to_imagenet(r, out);
     uf_image_free(r);
     return UF_OK;
+}
+
+int uf_image_load_for_backbone(const char *path, int size, float *out) {
+    const uf_input_geometry g = {size, size, UF_FIT_STRETCH};
+    return uf_image_load_fitted(path, &g, out);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -54,15 +54,51 @@ void uf_image_free(uf_image *img); /* NULL is fine */
  * bad size. */
 uf_image *uf_image_resize_pil_bilinear(const uf_image *src, int out_width, int out_height);
 
+/* How an image becomes a model input of width x height pixels.
+ *   UF_FIT_STRETCH: Pillow-bilinear resize to width x height (the aspect ratio
+ *     is not kept; the reference pipeline for square MVTec images).
+ *   UF_FIT_KEEP_ASPECT: torchvision's Resize(int) + CenterCrop, generalised to a
+ *     non-square target: Pillow-bilinear resize so that the image just covers
+ *     width x height (when src_w * height >= width * src_h the new height is
+ *     `height` and the new width int(height * src_w / src_h), else the other way
+ *     round), then the centre crop with torchvision's offsets
+ *     (int(round((new - target) / 2.0)), Python's round half to even). For a
+ *     square target this is exactly Resize(S) + CenterCrop(S). */
+typedef enum { UF_FIT_STRETCH = 0, UF_FIT_KEEP_ASPECT = 1 } uf_fit_mode;
+
+typedef struct uf_input_geometry {
+    int width, height;
+    uf_fit_mode fit;
+} uf_input_geometry;
+
+/* Parses "N" (N x N) or "WxH" (also "WXH"): decimal sides in 1..UF_IMAGE_MAX_SIDE, nothing
+ * else in the text. UF_OK, or UF_ERR + a message quoting the text. */
+int uf_parse_size(const char *text, int *width, int *height);
+
+/* "stretch" / "keep-aspect". */
+const char *uf_fit_mode_name(uf_fit_mode fit);
+
+/* The part of a src_w x src_h image that the model input of g shows, in the
+ * image's own pixels (rounded to whole pixels): the whole image for stretch, the
+ * centre crop's window for keep-aspect. win = {x0, y0, width, height}. */
+void uf_fit_window(const uf_input_geometry *g, int src_w, int src_h, int win[4]);
+
+/* src (gray or RGB) made into g's width x height input image (see
+ * uf_input_geometry). NULL + error for a bad size. */
+uf_image *uf_image_fit(const uf_image *src, const uf_input_geometry *g);
+
 /* torchvision ToTensor + Normalize(ImageNet mean/std) of an image into
  * out (3, height, width), float32 like torch: (v / 255.f - mean[c]) / std[c].
  * A gray image is treated as RGB with three equal channels. */
 void uf_image_to_imagenet(const uf_image *img, float *out);
 
-/* The spec 2.1 pipeline in one call: load as RGB, Pillow-bilinear resize to
- * size x size, ImageNet normalisation into out (3, size, size). Note: the
- * official code's Resize(int) keeps the aspect ratio (shorter side = size);
- * for square images (MVTec) both agree. UF_OK, or UF_ERR + error naming path. */
+/* The spec 2.1 pipeline in one call: load as RGB, uf_image_fit to g, ImageNet
+ * normalisation into out (3, g->height, g->width). Note: the official code's
+ * Resize(int) keeps the aspect ratio (shorter side = size), without a crop; for
+ * square images (MVTec) it agrees with both fits. UF_OK, or UF_ERR + error
+ * naming path. */
+int uf_image_load_fitted(const char *path, const uf_input_geometry *g, float *out);
+/* The same for a size x size stretched input. */
 int uf_image_load_for_backbone(const char *path, int size, float *out);
 
 /* Atomic PNG writers (io/atomic_file: temp file beside path, fsync, rename): on error

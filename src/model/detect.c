@@ -29,20 +29,19 @@ void uf_detect_batch_free(uf_detect_batch *b) {
     memset(b, 0, sizeof *b);
 }
 
-int uf_detect_batch_init(uf_detect_batch *b, const uf_model *m, int cap, int out_size) {
+int uf_detect_batch_init(uf_detect_batch *b, const uf_model *m, int cap, int out_w, int out_h) {
     memset(b, 0, sizeof *b);
-    const int S = m->cfg.input_size;
     b->cap = cap;
-    b->out_size = out_size;
+    b->out_w = out_w, b->out_h = out_h;
     b->n_scales = m->cfg.flow.n_scales;
-    b->x = uf_alloc((size_t)cap * 3 * S * S * sizeof(float));
+    b->x = uf_alloc((size_t)cap * 3 * m->cfg.input.width * m->cfg.input.height * sizeof(float));
     int ok = b->x != NULL;
     for (int l = 0; l < b->n_scales && ok; l++) {
         int c, h, w;
         uf_model_latent_shape(m, l, &c, &h, &w);
         ok = (b->z[l] = uf_alloc((size_t)cap * c * h * w * sizeof(float))) != NULL;
     }
-    size_t per = (size_t)out_size * out_size;
+    size_t per = (size_t)out_w * out_h;
     ok = ok && (b->amap = uf_alloc(cap * per * sizeof(float))) && (b->nfa = uf_alloc(cap * per * sizeof(float))) &&
          (b->score = uf_alloc(cap * sizeof(float)));
     ok = ok && (b->resized = calloc(cap, sizeof *b->resized)) && (b->orig_w = calloc(cap, sizeof(int))) &&
@@ -54,12 +53,14 @@ int uf_detect_batch_init(uf_detect_batch *b, const uf_model *m, int cap, int out
     return UF_OK;
 }
 
-int uf_load_backbone_inputs_each(const char *const *paths, int n, int S, float *x, uf_image **resized,
-                                 uf_image **original, int *orig_w, int *orig_h, char (*errors)[UF_DETECT_ERROR_LEN]) {
+int uf_load_backbone_inputs_each(const char *const *paths, int n, const uf_input_geometry *g, float *x,
+                                 uf_image **resized, uf_image **original, int *orig_w, int *orig_h,
+                                 char (*errors)[UF_DETECT_ERROR_LEN]) {
+    const size_t per_x = (size_t)3 * g->width * g->height;
     int failed = 0;
 #pragma omp parallel for schedule(dynamic) reduction(+ : failed)
     for (int i = 0; i < n; i++) {
-        float *xi = x + (size_t)i * 3 * S * S;
+        float *xi = x + (size_t)i * per_x;
         if (resized) {
             uf_image_free(resized[i]);
             resized[i] = NULL;
@@ -69,7 +70,7 @@ int uf_load_backbone_inputs_each(const char *const *paths, int n, int S, float *
             original[i] = NULL;
         }
         uf_image *img = uf_image_load(paths[i], 3);
-        uf_image *r = img ? uf_image_resize_pil_bilinear(img, S, S) : NULL;
+        uf_image *r = img ? uf_image_fit(img, g) : NULL;
         if (orig_w) orig_w[i] = r ? img->width : 0;
         if (orig_h) orig_h[i] = r ? img->height : 0;
         if (r) {
@@ -86,7 +87,7 @@ int uf_load_backbone_inputs_each(const char *const *paths, int n, int S, float *
                 snprintf(errors[i], UF_DETECT_ERROR_LEN, "image '%s': %s", paths[i], why);
             else
                 snprintf(errors[i], UF_DETECT_ERROR_LEN, "%s", why);
-            memset(xi, 0, sizeof(float) * 3 * S * S);
+            memset(xi, 0, sizeof(float) * per_x);
             failed++;
         }
         if (original && r)
@@ -101,7 +102,7 @@ int uf_detect_load(uf_detect_batch *b, const uf_model *m, const char *const *pat
     UF_ASSERT(n <= b->cap);
     b->n = n;
     b->paths = paths;
-    return uf_load_backbone_inputs_each(paths, n, m->cfg.input_size, b->x, b->resized, b->original, b->orig_w,
+    return uf_load_backbone_inputs_each(paths, n, &m->cfg.input, b->x, b->resized, b->original, b->orig_w,
                                         b->orig_h, b->error);
 }
 
@@ -115,7 +116,7 @@ int uf_detect_run(uf_detect_batch *b, uf_model *m, double *t_latents, double *t_
     double t0 = uf_now();
     if (uf_model_latents(m, b->x, b->n, b->z) != UF_OK) return UF_ERR;
     double t1 = uf_now();
-    const int L = b->n_scales, out = b->out_size;
+    const int L = b->n_scales, ow = b->out_w, oh = b->out_h;
 #pragma omp parallel for schedule(dynamic)
     for (int i = 0; i < b->n; i++) {
         if (b->error[i][0]) continue;
@@ -131,11 +132,11 @@ int uf_detect_run(uf_detect_batch *b, uf_model *m, double *t_latents, double *t_
                      b->paths[i]);
             continue;
         }
-        float *amap = b->amap + (size_t)i * out * out, *nfa = b->nfa + (size_t)i * out * out;
-        int rc = uf_anomaly_map(v, L, out, out, amap, &b->score[i]);
+        float *amap = b->amap + (size_t)i * ow * oh, *nfa = b->nfa + (size_t)i * ow * oh;
+        int rc = uf_anomaly_map(v, L, oh, ow, amap, &b->score[i]);
         if (rc == UF_OK)
-            rc = b->nfa_block ? uf_nfa_block_score(v, L, NFA_BLOCK_WIN, NFA_BLOCK_PTHR, out, out, nfa)
-                              : uf_nfa_tree_score(v, L, out, out, nfa);
+            rc = b->nfa_block ? uf_nfa_block_score(v, L, NFA_BLOCK_WIN, NFA_BLOCK_PTHR, oh, ow, nfa)
+                              : uf_nfa_tree_score(v, L, oh, ow, nfa);
         if (rc != UF_OK) snprintf(b->error[i], UF_DETECT_ERROR_LEN, "image '%s': %s", b->paths[i], uf_last_error());
     }
     if (t_latents) *t_latents += t1 - t0;

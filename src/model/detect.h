@@ -1,9 +1,10 @@
 /* detect.h - running a trained model on images: batches of images in,
  * per-image latents, anomaly map, image score and -log10 NFA map out.
  *
- * Data flow: image file -> RGB, Pillow-bilinear resize to S x S, ImageNet
+ * Data flow: image file -> RGB, fitted to the model's W x H input (Pillow-bilinear
+ * resize, or resize + centre crop with keep-aspect; io/image.h), ImageNet
  * normalisation -> backbone -> flow -> latents z_l -> anomaly map (spec 6)
- * and tree NFA score (spec 7.1) at out_size x out_size.
+ * and tree NFA score (spec 7.1) at out_w x out_h.
  */
 #ifndef UF_MODEL_DETECT_H
 #define UF_MODEL_DETECT_H
@@ -19,13 +20,13 @@
  * in error[i] (error[i][0] == 0 means its results are valid); the others are
  * unaffected, so one bad file never costs the rest of its batch. */
 typedef struct uf_detect_batch {
-    int cap, n, out_size, n_scales;
-    float *x;                          /* (cap, 3, S, S) normalised input */
+    int cap, n, out_w, out_h, n_scales;
+    float *x;                          /* (cap, 3, H, W) normalised input */
     float *z[UF_FLOW_MAX_SCALES];      /* (cap, C_l, h_l, w_l) latents */
-    float *amap;                       /* (cap, out, out) anomaly maps */
-    float *nfa;                        /* (cap, out, out) -log10 NFA; detection: > 0 */
+    float *amap;                       /* (cap, out_h, out_w) anomaly maps */
+    float *nfa;                        /* (cap, out_h, out_w) -log10 NFA; detection: > 0 */
     float *score;                      /* (cap) image scores (max of the map) */
-    uf_image **resized;                /* (cap) the S x S RGB images (for overlays) */
+    uf_image **resized;                /* (cap) the W x H RGB model inputs (for overlays) */
     uf_image **original;               /* NULL, or (cap) allocated (calloc) by the caller after init: the
                                         * images as loaded, RGB, are kept there; freed with the batch */
     int *orig_w, *orig_h;              /* (cap) size of each image as loaded */
@@ -34,18 +35,19 @@ typedef struct uf_detect_batch {
     int nfa_block;                     /* 1: the older block/binomial NFA instead of the tree (spec 7.2) */
 } uf_detect_batch;
 
-int uf_detect_batch_init(uf_detect_batch *b, const uf_model *m, int cap, int out_size);
+int uf_detect_batch_init(uf_detect_batch *b, const uf_model *m, int cap, int out_w, int out_h);
 void uf_detect_batch_free(uf_detect_batch *b);
 
 /* Loads images paths[0..n) in parallel as the backbone wants them: RGB,
- * Pillow-bilinear resize to S x S, ImageNet normalisation into x (n, 3, S, S).
- * When resized is not NULL each S x S RGB image is kept there (what it held is
+ * uf_image_fit to g, ImageNet normalisation into x (n, 3, g->height, g->width).
+ * When resized is not NULL each fitted RGB image is kept there (what it held is
  * freed), and likewise the image as loaded in original when that is not NULL;
  * orig_w / orig_h (may be NULL) receive each image's size as loaded.
  * Every image is tried. One that fails gets a zero-filled x, resized[i] NULL,
  * orig size 0 and its one-line reason (naming the file) in errors[i]; the
  * others get errors[i] = "". Returns the number of images that failed. */
-int uf_load_backbone_inputs_each(const char *const *paths, int n, int S, float *x, uf_image **resized,
+int uf_load_backbone_inputs_each(const char *const *paths, int n, const uf_input_geometry *g, float *x,
+                                 uf_image **resized,
                                  uf_image **original, int *orig_w, int *orig_h, char (*errors)[UF_DETECT_ERROR_LEN]);
 
 /* Loads paths[0..n) (n <= cap) into the batch, in parallel. Returns the

@@ -15,26 +15,38 @@
 #include "io/dataset.h"
 #include "model/detect.h"
 
-/* Ground truth at eval size, as the official pipeline: mask (0/255) -> Pillow
- * bilinear to S x S (uint8) -> bilinear (align_corners False) to eval size ->
- * > 0.5. gt (eval, eval) receives 0/1. */
-static int gt_for(const uf_sample *s, int orig_w, int orig_h, int S, int eval, uint8_t *gt, float *tmp) {
+/* The evaluation grid: eval_size on the longer side of the model's input, the
+ * other side in the same proportion (eval_size x eval_size for a square model). */
+static void eval_grid(const uf_model *m, int eval_size, int *ew, int *eh) {
+    const int W = m->cfg.input.width, H = m->cfg.input.height;
+    const long shorter = lround((double)eval_size * (W < H ? W : H) / (W > H ? W : H));
+    *ew = W >= H ? eval_size : (int)(shorter > 0 ? shorter : 1);
+    *eh = H >= W ? eval_size : (int)(shorter > 0 ? shorter : 1);
+}
+
+/* Ground truth on the ew x eh grid, as the official pipeline: mask (0/255) -> the
+ * image's own fit to the W x H model input (Pillow bilinear, uint8; keep-aspect:
+ * resize + the same centre crop) -> bilinear (align_corners False) to the grid ->
+ * > 0.5. gt (eh, ew) receives 0/1; tmp holds W * H + ew * eh floats. */
+static int gt_for(const uf_sample *s, int orig_w, int orig_h, const uf_input_geometry *g, int ew, int eh, uint8_t *gt,
+                  float *tmp) {
+    const size_t ne = (size_t)ew * eh, ni = (size_t)g->width * g->height;
     if (!s->mask_path) {
-        memset(gt, 0, (size_t)eval * eval);
+        memset(gt, 0, ne);
         return UF_OK;
     }
     uf_image *mask = uf_mask_load(s->mask_path, s->image_path, orig_w, orig_h);
     if (!mask) return UF_ERR;
-    uf_image *r = uf_image_resize_pil_bilinear(mask, S, S);
+    uf_image *r = uf_image_fit(mask, g);
     uf_image_free(mask);
     if (!r) return UF_ERR;
-    if (S == eval) {
-        for (int i = 0; i < S * S; i++) gt[i] = r->pixels[i] / 255.0f > 0.5f;
+    if (g->width == ew && g->height == eh) {
+        for (size_t i = 0; i < ne; i++) gt[i] = r->pixels[i] / 255.0f > 0.5f;
     } else {
-        float *src = tmp, *dst = tmp + (size_t)S * S;
-        for (int i = 0; i < S * S; i++) src[i] = r->pixels[i] / 255.0f;
-        uf_interp_bilinear(src, 1, S, S, dst, eval, eval);
-        for (int i = 0; i < eval * eval; i++) gt[i] = dst[i] > 0.5f;
+        float *src = tmp, *dst = tmp + ni;
+        for (size_t i = 0; i < ni; i++) src[i] = r->pixels[i] / 255.0f;
+        uf_interp_bilinear(src, 1, g->height, g->width, dst, eh, ew);
+        for (size_t i = 0; i < ne; i++) gt[i] = dst[i] > 0.5f;
     }
     uf_image_free(r);
     return UF_OK;
@@ -78,7 +90,10 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
     uf_dataset *ds = o->data_dir ? uf_dataset_open(o->data_dir, "test")
                                  : uf_dataset_from_folders(o->normal_dir, o->abnormal_dir, o->mask_dir);
     if (!ds) return UF_ERR;
-    const int S = m->cfg.input_size, E = o->eval_size, L = m->cfg.flow.n_scales, B = o->batch;
+    const int L = m->cfg.flow.n_scales, B = o->batch;
+    int EW, EH;
+    eval_grid(m, o->eval_size, &EW, &EH);
+    const size_t per = (size_t)EW * EH;
     uf_detect_batch b;
     uf_eval *ev = NULL;
     uint8_t *gt = NULL;
@@ -88,11 +103,11 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
     float *img_score = NULL;
     uint8_t *img_label = NULL, *img_detected = NULL;
     double z2_sum[UF_FLOW_MAX_SCALES] = {0}, z2_count[UF_FLOW_MAX_SCALES] = {0};
-    if (uf_detect_batch_init(&b, m, B, E) != UF_OK) goto out_ds;
+    if (uf_detect_batch_init(&b, m, B, EW, EH) != UF_OK) goto out_ds;
     b.nfa_block = o->nfa_block;
     ev = uf_eval_new();
-    gt = malloc((size_t)E * E);
-    tmp = uf_alloc(((size_t)S * S + (size_t)E * E) * sizeof(float));
+    gt = malloc(per);
+    tmp = uf_alloc(((size_t)m->cfg.input.width * m->cfg.input.height + per) * sizeof(float));
     paths = malloc(sizeof(char *) * B);
     idx = malloc(sizeof(int) * B);
     if (!ev || !gt || !tmp || !paths || !idx) {
@@ -130,16 +145,16 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
         double t1 = uf_now();
         for (int i = 0; i < n; i++) {
             const uf_sample *s = &ds->samples[idx[i]];
-            float *amap = b.amap + (size_t)i * E * E, *nfa = b.nfa + (size_t)i * E * E;
+            float *amap = b.amap + (size_t)i * per, *nfa = b.nfa + (size_t)i * per;
             int detected = 0;
-            for (int p = 0; p < E * E && !detected; p++) detected = nfa[p] > 0.0f;
+            for (size_t p = 0; p < per && !detected; p++) detected = nfa[p] > 0.0f;
             img_score[rep->n_images] = b.score[i];
             img_label[rep->n_images] = (uint8_t)(s->label != 0);
             img_detected[rep->n_images] = (uint8_t)detected;
             rep->n_images++;
             if (uf_sample_has_pixel_gt(s)) {
-                if (gt_for(s, b.orig_w[i], b.orig_h[i], S, E, gt, tmp) != UF_OK) goto out;
-                if (uf_eval_add(ev, E, E, amap, nfa, gt, s->label, NAN) != UF_OK) {
+                if (gt_for(s, b.orig_w[i], b.orig_h[i], &m->cfg.input, EW, EH, gt, tmp) != UF_OK) goto out;
+                if (uf_eval_add(ev, EH, EW, amap, nfa, gt, s->label, NAN) != UF_OK) {
                     uf_error_prefix("%s", s->image_path);
                     goto out;
                 }
@@ -221,8 +236,14 @@ int uf_evaluate_write_json(const uf_model *m, const uf_evaluate_options *o, cons
         if (o->mask_dir) cJSON_AddStringToObject(root, "masks", o->mask_dir);
     }
     cJSON_AddStringToObject(root, "backbone", m->cfg.backbone);
-    cJSON_AddNumberToObject(root, "input_size", m->cfg.input_size);
+    cJSON_AddNumberToObject(root, "input_width", m->cfg.input.width);
+    cJSON_AddNumberToObject(root, "input_height", m->cfg.input.height);
+    cJSON_AddStringToObject(root, "input_fit", uf_fit_mode_name(m->cfg.input.fit));
+    int ew, eh;
+    eval_grid(m, o->eval_size, &ew, &eh);
     cJSON_AddNumberToObject(root, "eval_size", o->eval_size);
+    cJSON_AddNumberToObject(root, "eval_width", ew);
+    cJSON_AddNumberToObject(root, "eval_height", eh);
     cJSON_AddStringToObject(root, "nfa", o->nfa_block ? "block" : "tree");
     const uf_eval_result *r = &rep->metrics;
     cJSON *mt = cJSON_AddObjectToObject(root, "metrics");

@@ -1,6 +1,7 @@
 /* evaluate.h - `uflow test`: a trained model on a labelled test split
  * (MVTec-AD or MVTec 3D-AD layout), with the metrics of spec 8 computed as the
- * official code does (maps and masks at eval_size x eval_size, 256 there).
+ * official code does (maps and masks at eval_size x eval_size, 256 there; for a
+ * non-square model eval_size is the longer side).
  * Masks are optional: without them (good / defective folders only, the usual case in
  * industry) the image-level metrics are still computed over every test image, and
  * the pixel-level ones over the images that have pixel ground truth (NaN if none).
@@ -17,7 +18,8 @@ typedef struct uf_evaluate_options {
     const char *abnormal_dir; /* defective test images (may be NULL) */
     const char *mask_dir;     /* their masks (may be NULL) */
     const char *train_dir;    /* NULL: data_dir's train split; for the score threshold */
-    int eval_size;   /* 256 */
+    int eval_size;   /* 256: the maps and masks of the metrics are eval_size on the longer side of the
+                        model's input, the shorter side in proportion (eval_size^2 for square models) */
     int batch;       /* images per backbone+flow call, 8 */
     int nfa_block;   /* 1: older block NFA (spec 7.2) instead of the tree NFA */
     int verbose;

@@ -21,7 +21,12 @@ int uf_feature_store_open(uf_feature_store *fs, const char *dir, const uf_model 
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return uf_error("feature cache folder '%s': exists and is not a folder", dir);
     snprintf(fs->backbone_sha256, sizeof fs->backbone_sha256, "%s", m->cfg.backbone_sha256);
-    fs->size = m->cfg.input_size;
+    /* "256" for square stretched inputs (as before non-square models came), else "WxH" and the fit */
+    if (m->cfg.input.width == m->cfg.input.height && m->cfg.input.fit == UF_FIT_STRETCH)
+        snprintf(fs->size, sizeof fs->size, "%d", m->cfg.input.width);
+    else
+        snprintf(fs->size, sizeof fs->size, "%dx%d %s", m->cfg.input.width, m->cfg.input.height,
+                 uf_fit_mode_name(m->cfg.input.fit));
     fs->n_levels = m->cfg.flow.n_scales;
     for (int l = 0; l < fs->n_levels; l++) {
         fs->shape[l][0] = m->cfg.flow.channels[l];
@@ -32,8 +37,7 @@ int uf_feature_store_open(uf_feature_store *fs, const char *dir, const uf_model 
 }
 
 void uf_feature_store_key(const uf_feature_store *fs, const char *input_sha256, char key[65]) {
-    char size[16];
-    snprintf(size, sizeof size, "%d", fs->size);
+    const char *size = fs->size;
     uf_sha256_ctx c;
     uf_sha256_init(&c);
     const char *parts[4] = {STORE_FORMAT, fs->backbone_sha256, size, input_sha256};
@@ -51,13 +55,13 @@ static int meta_is(const uf_safetensors *st, const char *key, const char *value)
 }
 
 int uf_feature_store_get(uf_feature_store *fs, const char *key, const char *input_sha256, float *const *feat) {
-    char path[4200], size[16];
+    char path[4200];
+    const char *size = fs->size;
     path_of(fs, key, path, sizeof path);
     struct stat sb;
     if (stat(path, &sb) != 0) return 0; /* the common miss: not stored yet */
     uf_safetensors *st = uf_st_open(path);
     int hit = 0;
-    snprintf(size, sizeof size, "%d", fs->size);
     if (st && meta_is(st, "uflow.features", STORE_FORMAT) && meta_is(st, "backbone_sha256", fs->backbone_sha256) &&
         meta_is(st, "input_size", size) && meta_is(st, "input_sha256", input_sha256)) {
         hit = 1;
@@ -78,9 +82,9 @@ int uf_feature_store_get(uf_feature_store *fs, const char *key, const char *inpu
 
 void uf_feature_store_put(uf_feature_store *fs, const char *key, const char *input_sha256, const char *image_path,
                           const float *const *feat) {
-    char path[4200], size[16];
+    char path[4200];
+    const char *size = fs->size;
     path_of(fs, key, path, sizeof path);
-    snprintf(size, sizeof size, "%d", fs->size);
     uf_st_writer *w = uf_st_writer_new();
     int rc = w ? UF_OK : UF_ERR;
     for (int l = 0; l < fs->n_levels && rc == UF_OK; l++) {

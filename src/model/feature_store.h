@@ -27,7 +27,8 @@
 typedef struct uf_feature_store {
     char dir[4096];
     char backbone_sha256[132];
-    int size, n_levels;
+    char size[48];        /* "256" (square, stretched) or "WxH <fit>" */
+    int n_levels;
     int64_t shape[UF_FLOW_MAX_SCALES][3];
     int n_hits, n_written, n_write_failed;
 } uf_feature_store;

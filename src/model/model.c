@@ -16,18 +16,18 @@
 /* Images per backbone+flow group in uf_model_latents (bounds activation memory). */
 #define LATENT_GROUP 8
 
-static int flow_config_for(const uf_backbone *bb, int input_size, int n_steps, uf_ln_mode ln_mode,
+static int flow_config_for(const uf_backbone *bb, const uf_input_geometry *in, int n_steps, uf_ln_mode ln_mode,
                            uf_flow_config *fc) {
     *fc = uf_flow_default_config();
     fc->n_scales = uf_backbone_levels(bb);
     fc->n_steps = n_steps;
     fc->ln_mode = uf_backbone_needs_layernorm(bb) ? ln_mode : UF_LN_NONE;
     for (int l = 0; l < fc->n_scales; l++)
-        uf_backbone_feature_shape(bb, l, input_size, &fc->channels[l], &fc->height[l], &fc->width[l]);
+        uf_backbone_feature_shape(bb, l, in->height, in->width, &fc->channels[l], &fc->height[l], &fc->width[l]);
     for (int l = 0; l + 1 < fc->n_scales; l++)
         if (fc->height[l] != 2 * fc->height[l + 1] || fc->width[l] != 2 * fc->width[l + 1])
-            return uf_error("input size %d gives feature maps that do not halve from scale to scale "
-                            "(use a multiple of 32)", input_size);
+            return uf_error("input size %dx%d gives feature maps that do not halve from scale to scale "
+                            "(use multiples of 16)", in->width, in->height);
     return UF_OK;
 }
 
@@ -45,7 +45,7 @@ static int hash_weights(uf_backbone_kind kind, const char *weights, char *out, s
     return UF_OK;
 }
 
-uf_model *uf_model_create(uf_backbone_kind kind, const char *backbone_weights, int input_size, int n_steps,
+uf_model *uf_model_create(uf_backbone_kind kind, const char *backbone_weights, uf_input_geometry input, int n_steps,
                           uf_ln_mode ln_mode, uint64_t seed) {
     uf_model *m = calloc(1, sizeof *m);
     if (!m) {
@@ -54,15 +54,18 @@ uf_model *uf_model_create(uf_backbone_kind kind, const char *backbone_weights, i
     }
     m->backbone = uf_backbone_load(kind, backbone_weights);
     if (!m->backbone) goto fail;
-    if (input_size == 0) input_size = uf_backbone_fixed_size(m->backbone) ? uf_backbone_fixed_size(m->backbone) : 256;
-    if (uf_backbone_check_size(m->backbone, input_size) != UF_OK) goto fail;
+    if (input.width == 0 && input.height == 0) {
+        const int fixed = uf_backbone_fixed_size(m->backbone);
+        input.width = input.height = fixed ? fixed : 256;
+    }
+    if (uf_backbone_check_size(m->backbone, input.height, input.width) != UF_OK) goto fail;
     if (hash_weights(kind, backbone_weights, m->cfg.backbone_sha256, sizeof m->cfg.backbone_sha256) != UF_OK)
         goto fail;
     snprintf(m->cfg.backbone, sizeof m->cfg.backbone, "%s", uf_backbone_arch(m->backbone));
     snprintf(m->cfg.backbone_file, sizeof m->cfg.backbone_file, "%s", backbone_weights);
     snprintf(m->backbone_source, sizeof m->backbone_source, "%s", backbone_weights);
-    m->cfg.input_size = input_size;
-    if (flow_config_for(m->backbone, input_size, n_steps, ln_mode, &m->cfg.flow) != UF_OK) goto fail;
+    m->cfg.input = input;
+    if (flow_config_for(m->backbone, &input, n_steps, ln_mode, &m->cfg.flow) != UF_OK) goto fail;
     m->flow = uf_flow_new(&m->cfg.flow, seed);
     if (!m->flow) goto fail;
     return m;
@@ -114,7 +117,11 @@ static int write_metadata(uf_st_writer *w, const uf_model *m, const uf_adam *opt
     rc |= meta_set(w, "uflow.backbone", "%s", c->backbone);
     rc |= meta_set(w, "uflow.backbone_file", "%s", c->backbone_file);
     rc |= meta_set(w, "uflow.backbone_sha256", "%s", c->backbone_sha256);
-    rc |= meta_set(w, "uflow.input_size", "%d", c->input_size);
+    if (c->input.width == c->input.height)
+        rc |= meta_set(w, "uflow.input_size", "%d", c->input.width);
+    else
+        rc |= meta_set(w, "uflow.input_size", "%dx%d", c->input.width, c->input.height);
+    rc |= meta_set(w, "uflow.input_fit", "%s", uf_fit_mode_name(c->input.fit));
     rc |= meta_set(w, "uflow.scales", "%d", c->flow.n_scales);
     rc |= meta_set(w, "uflow.channels", "%s", ch);
     rc |= meta_set(w, "uflow.heights", "%s", hh);
@@ -316,7 +323,19 @@ static int read_config(const uf_safetensors *st, uf_model_config *c) {
     if ((s = uf_st_metadata_get(st, "uflow.train_data")) && !has_control_char(s))
         snprintf(c->train_data, sizeof c->train_data, "%s", s);
     c->flow = uf_flow_default_config();
-    if (meta_int(st, "uflow.input_size", 32, 8192, &c->input_size) != UF_OK) return UF_ERR;
+    if (!(s = meta_req(st, "uflow.input_size"))) return UF_ERR;
+    if (uf_parse_size(s, &c->input.width, &c->input.height) != UF_OK || c->input.width < 32 ||
+        c->input.width > 8192 || c->input.height < 32 || c->input.height > 8192)
+        return uf_error("%s: metadata 'uflow.input_size' = '%.40s' is not N or WxH with sides in [32, 8192]",
+                        uf_st_path(st), s);
+    /* The fit came after format 1's first release: absent means stretch. */
+    c->input.fit = UF_FIT_STRETCH;
+    if ((s = uf_st_metadata_get(st, "uflow.input_fit")) && strcmp(s, "stretch")) {
+        if (strcmp(s, "keep-aspect"))
+            return uf_error("%s: metadata 'uflow.input_fit' = '%.40s' (expected stretch or keep-aspect)",
+                            uf_st_path(st), has_control_char(s) ? "?" : s);
+        c->input.fit = UF_FIT_KEEP_ASPECT;
+    }
     if (meta_int(st, "uflow.scales", 1, UF_FLOW_MAX_SCALES, &c->flow.n_scales) != UF_OK) return UF_ERR;
     if (meta_int_list(st, "uflow.channels", c->flow.n_scales, c->flow.channels) != UF_OK) return UF_ERR;
     if (meta_int_list(st, "uflow.heights", c->flow.n_scales, c->flow.height) != UF_OK) return UF_ERR;
@@ -429,13 +448,17 @@ uf_model *uf_model_load(const char *path, const char *backbone_weights, uf_adam 
     }
     if (!m->backbone) goto fail;
     uf_flow_config expect;
-    if (flow_config_for(m->backbone, m->cfg.input_size, m->cfg.flow.n_steps, m->cfg.flow.ln_mode, &expect) != UF_OK)
+    if (uf_backbone_check_size(m->backbone, m->cfg.input.height, m->cfg.input.width) != UF_OK) {
+        uf_error_prefix("%s", path);
+        goto fail;
+    }
+    if (flow_config_for(m->backbone, &m->cfg.input, m->cfg.flow.n_steps, m->cfg.flow.ln_mode, &expect) != UF_OK)
         goto fail;
     for (int l = 0; l < expect.n_scales; l++)
         if (m->cfg.flow.n_scales != expect.n_scales || expect.channels[l] != m->cfg.flow.channels[l] ||
             expect.height[l] != m->cfg.flow.height[l] || expect.width[l] != m->cfg.flow.width[l]) {
-            uf_error("%s: the flow's scales do not match the features of backbone '%s' at size %d", path, weights,
-                     m->cfg.input_size);
+            uf_error("%s: the flow's scales do not match the features of backbone '%s' at size %dx%d", path,
+                     m->backbone_source, m->cfg.input.width, m->cfg.input.height);
             goto fail;
         }
     /* Each parameter is a tensor of the file, of 2 bytes per value at least
@@ -446,8 +469,8 @@ uf_model *uf_model_load(const char *path, const char *backbone_weights, uf_adam 
         goto fail;
     }
     if (n_floats > uf_st_data_size(st) / 2) {
-        uf_error("%s: the configuration (input size %d, %d flow steps) needs %zu parameters but the file holds "
-                 "only %zu bytes of tensor data", path, m->cfg.input_size, m->cfg.flow.n_steps, n_floats,
+        uf_error("%s: the configuration (input size %dx%d, %d flow steps) needs %zu parameters but the file holds "
+                 "only %zu bytes of tensor data", path, m->cfg.input.width, m->cfg.input.height, m->cfg.flow.n_steps, n_floats,
                  uf_st_data_size(st));
         goto fail;
     }
@@ -493,7 +516,7 @@ fail:
 /* ---- inference ---- */
 
 int uf_model_latents(uf_model *m, const float *x, int n, float *const *z) {
-    const int L = m->cfg.flow.n_scales, S = m->cfg.input_size;
+    const int L = m->cfg.flow.n_scales, H = m->cfg.input.height, W = m->cfg.input.width;
     float *feats[UF_FLOW_MAX_SCALES] = {0}, *zg[UF_FLOW_MAX_SCALES];
     size_t feat_n[UF_FLOW_MAX_SCALES], z_n[UF_FLOW_MAX_SCALES];
     double logdet[LATENT_GROUP];
@@ -506,7 +529,7 @@ int uf_model_latents(uf_model *m, const float *x, int n, float *const *z) {
     }
     for (int i0 = 0; i0 < n && rc == UF_OK; i0 += LATENT_GROUP) {
         int g = n - i0 < LATENT_GROUP ? n - i0 : LATENT_GROUP;
-        rc = uf_backbone_forward(m->backbone, x + (size_t)i0 * 3 * S * S, g, S, feats);
+        rc = uf_backbone_forward(m->backbone, x + (size_t)i0 * 3 * H * W, g, H, W, feats);
         for (int l = 0; l < L; l++) zg[l] = z[l] + (size_t)i0 * z_n[l];
         if (rc == UF_OK) rc = uf_flow_forward(m->flow, g, (const float *const *)feats, zg, logdet, 0);
     }

@@ -9,8 +9,9 @@
  * the Adam state when saved as a training checkpoint (optimizer.exp_avg and
  * optimizer.exp_avg_sq over the trainable parameters), and in __metadata__ the
  * configuration as "uflow.*" string entries (backbone name, weights file and
- * their sha256, input size, scales, channels, flow steps, clamp, LayerNorm mode,
- * training settings, epochs done, optimizer step).
+ * their sha256, input size ("256" when square, else "WxH") and fit ("stretch" /
+ * "keep-aspect"; absent in older files: stretch), scales, channels, flow steps,
+ * clamp, LayerNorm mode, training settings, epochs done, optimizer step).
  */
 #ifndef UF_MODEL_MODEL_H
 #define UF_MODEL_MODEL_H
@@ -20,6 +21,7 @@
 #include "backbone/backbone.h"
 #include "flow/adam.h"
 #include "flow/graph.h"
+#include "io/image.h"
 
 typedef struct uf_train_settings {
     int epochs, batch;
@@ -32,7 +34,7 @@ typedef struct uf_model_config {
     char backbone[112];          /* architecture, e.g. "resnet18" or "mcait" */
     char backbone_file[2100];    /* weights as given when training ("FINE,COARSE" for mcait) */
     char backbone_sha256[132];   /* sha256 of each weights file, comma-separated */
-    int input_size;              /* images are resized to input_size x input_size */
+    uf_input_geometry input;     /* images become input.width x input.height model inputs (io/image.h) */
     uf_flow_config flow;         /* scales (0 = finest), channels, sizes, steps, LayerNorm mode */
     uf_train_settings train;
     int epochs_done;
@@ -52,11 +54,12 @@ typedef struct uf_model {
 } uf_model;
 
 /* A new untrained model: loads the backbone weights (see
- * uf_backbone_weight_files), derives the feature shapes for input_size (0:
- * the backbone's fixed size, else 256), builds the flow (seeded init).
- * ln_mode applies to backbones whose features get a LayerNorm (ResNet); it
- * is UF_LN_NONE for the others. NULL + error. */
-uf_model *uf_model_create(uf_backbone_kind kind, const char *backbone_weights, int input_size, int n_steps,
+ * uf_backbone_weight_files), derives the feature shapes for the input
+ * geometry (width and height 0: the backbone's fixed size, else 256 x 256; a
+ * size the backbone cannot take is refused, see uf_backbone_check_size), builds
+ * the flow (seeded init). ln_mode applies to backbones whose features get a
+ * LayerNorm (ResNet); it is UF_LN_NONE for the others. NULL + error. */
+uf_model *uf_model_create(uf_backbone_kind kind, const char *backbone_weights, uf_input_geometry input, int n_steps,
                           uf_ln_mode ln_mode, uint64_t seed);
 
 /* Loads a model file. The backbone weights are taken from `backbone_weights`
@@ -82,7 +85,7 @@ void uf_model_free(uf_model *m);
 /* Latent count and shape of scale l (0 = finest): z_l is (z_channels, h, w). */
 void uf_model_latent_shape(const uf_model *m, int l, int *c, int *h, int *w);
 
-/* Backbone + flow on n ImageNet-normalised images x (n, 3, S, S): writes the
+/* Backbone + flow on n ImageNet-normalised images x (n, 3, input.height, input.width): writes the
  * latents z[l] (n, C_l, h_l, w_l). Processes in groups of `group` images to
  * bound memory. UF_OK or UF_ERR. */
 int uf_model_latents(uf_model *m, const float *x, int n, float *const *z);

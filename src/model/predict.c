@@ -128,25 +128,42 @@ static void csv_string(FILE *f, const char *s) {
     fputc('"', f);
 }
 
-/* Writes image i's map, overlay and mask: at the model's S x S, or, when the batch kept the
- * images as loaded (b->original), at the image's own W x H: the anomaly map and the
- * -log10 NFA field upsampled (bilinear, align_corners=False), the mask from the
- * upsampled field, the overlay on the original image. *detected_pixels counts the
- * written mask; *max_nfa and the decision (the caller's) stay on the model's grid,
- * where the a-contrario test ran. *w_out, *h_out: the size written. */
-static int write_outputs(const uf_detect_batch *b, int i, const char *dir, const char *stem, int map_st,
-                         int *detected_pixels, float *max_nfa, int *w_out, int *h_out) {
-    const int S = b->out_size;
-    const float *amap_s = b->amap + (size_t)i * S * S, *nfa_s = b->nfa + (size_t)i * S * S;
+/* The model-grid field f (gh, gw) on a W x H image: bilinear (align_corners=False)
+ * onto the window of the image the model saw (uf_fit_window: all of it, or the
+ * keep-aspect centre crop), 0 outside it (not seen: no anomaly, no detection). */
+static void field_to_image(const float *f, int gw, int gh, const int win[4], int W, int H, float *out, float *tmp) {
+    if (win[0] == 0 && win[1] == 0 && win[2] == W && win[3] == H) {
+        uf_interp_bilinear(f, 1, gh, gw, out, H, W);
+        return;
+    }
+    uf_interp_bilinear(f, 1, gh, gw, tmp, win[3], win[2]);
+    memset(out, 0, sizeof(float) * (size_t)W * H);
+    for (int y = 0; y < win[3] && win[1] + y < H; y++)
+        for (int x = 0; x < win[2] && win[0] + x < W; x++)
+            out[(size_t)(win[1] + y) * W + win[0] + x] = tmp[(size_t)y * win[2] + x];
+}
+
+/* Writes image i's map, overlay and mask: at the model's input size, or, when the batch
+ * kept the images as loaded (b->original), at the image's own W x H: the anomaly map and
+ * the -log10 NFA field upsampled (field_to_image), the mask from the upsampled field, the
+ * overlay on the original image. *detected_pixels counts the written mask; *max_nfa and
+ * the decision (the caller's) stay on the model's grid, where the a-contrario test ran.
+ * *w_out, *h_out: the size written. */
+static int write_outputs(const uf_detect_batch *b, int i, const uf_input_geometry *g, const char *dir,
+                         const char *stem, int map_st, int *detected_pixels, float *max_nfa, int *w_out, int *h_out) {
+    const int GW = b->out_w, GH = b->out_h;
+    const float *amap_s = b->amap + (size_t)i * GW * GH, *nfa_s = b->nfa + (size_t)i * GW * GH;
     const uf_image *base = b->original ? b->original[i] : b->resized[i];
     const int W = base->width, H = base->height;
     const size_t np = (size_t)W * H;
     float *up = NULL;
     const float *amap = amap_s, *nfa = nfa_s;
-    if (W != S || H != S) {
-        if (!(up = malloc(sizeof(float) * 2 * np))) return uf_error("out of memory");
-        uf_interp_bilinear(amap_s, 1, S, S, up, H, W);
-        uf_interp_bilinear(nfa_s, 1, S, S, up + np, H, W);
+    if (W != GW || H != GH) {
+        int win[4];
+        uf_fit_window(g, W, H, win);
+        if (!(up = malloc(sizeof(float) * (2 * np + (size_t)win[2] * win[3])))) return uf_error("out of memory");
+        field_to_image(amap_s, GW, GH, win, W, H, up, up + 2 * np);
+        field_to_image(nfa_s, GW, GH, win, W, H, up + np, up + 2 * np);
         amap = up, nfa = up + np;
     }
     char path[4400];
@@ -181,7 +198,7 @@ static int write_outputs(const uf_detect_batch *b, int i, const char *dir, const
     int count = 0;
     for (size_t p = 0; mask && p < np; p++) count += mask[p] = nfa[p] > 0.0f;
     float mx = -INFINITY;
-    for (int p = 0; p < S * S; p++)
+    for (int p = 0; p < GW * GH; p++)
         if (nfa_s[p] > mx) mx = nfa_s[p];
     uf_image *mimg = mask ? uf_render_mask(mask, W, H) : NULL;
     free(mask);
@@ -231,7 +248,7 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
         uf_dataset_free(ds);
         return uf_error("out of memory");
     }
-    const int B = o->batch, S = m->cfg.input_size;
+    const int B = o->batch;
     uf_detect_batch b;
     stem_set stems = {0};
     uf_atomic_file csv, jsonl;
@@ -240,7 +257,7 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
     char csv_path[4200], jsonl_path[4200];
     snprintf(csv_path, sizeof csv_path, "%s/results.csv", o->out_dir);
     snprintf(jsonl_path, sizeof jsonl_path, "%s/results.jsonl", o->out_dir);
-    if (uf_detect_batch_init(&b, m, B, S) != UF_OK) goto out_ds;
+    if (uf_detect_batch_init(&b, m, B, m->cfg.input.width, m->cfg.input.height) != UF_OK) goto out_ds;
     if (!o->model_size_outputs && !(b.original = calloc((size_t)B, sizeof *b.original))) {
         uf_error("out of memory");
         goto out;
@@ -284,7 +301,8 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
                 if (uf_make_dirs(dir) != UF_OK) goto out;
             }
             if (output_stem(&stems, paths[i], rel, i0 + i, stem, sizeof stem) != UF_OK) goto out;
-            if (write_outputs(&b, i, o->out_dir, stem, o->map_safetensors, &detected, &max_nfa, &ow, &oh) != UF_OK)
+            if (write_outputs(&b, i, &m->cfg.input, o->out_dir, stem, o->map_safetensors, &detected, &max_nfa, &ow,
+                              &oh) != UF_OK)
                 goto out;
             int anomalous = max_nfa > 0.0f; /* the test's decision, on the model's grid */
             rep->n_anomalous += anomalous;

@@ -5,15 +5,17 @@
  * name without extension; a repeated stem becomes "<parent folder>_<stem>", then gets
  * "_<index>" appended):
  *   <stem>_map.png           anomaly map, 16-bit gray, value = A * 65535 (A in [0,1])
- *     or <stem>_map.safetensors  (map_format "safetensors": float32 [S, S])
- *   <stem>_overlay.png       the resized image with the map as a jet heat map
+ *     or <stem>_map.safetensors  (map_format "safetensors": float32 [height, width])
+ *   <stem>_overlay.png       the image with the map as a jet heat map
  *   <stem>_mask.png          the a-contrario detection (-log10 NFA > 0), 0/255
  * and one line per image in results.csv and results.jsonl (score = max of the
  * map, anomalous = any pixel detected on the model's grid, where the NFA test runs;
  * detected_pixels counts the written mask; width, height: the size written). The
  * outputs are at the image's own size (map and -log10 NFA field upsampled bilinearly,
  * the mask from the upsampled field, the overlay on the image as loaded), or at the
- * model's input size with model_size_outputs.
+ * model's input size with model_size_outputs. With a keep-aspect model the fields
+ * cover the centre crop the model saw; the cropped-off margins get map 0 and no
+ * detection.
  * Images are processed in batches, so memory does not grow with their number.
  *
  * Bad input policy: every readable image is processed. An image that cannot be

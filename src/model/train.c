@@ -25,7 +25,7 @@ uf_train_options uf_train_default_options(void) {
     uf_train_options o;
     memset(&o, 0, sizeof o);
     o.weights = "models/resnet18-in1k-l3-bnfolded.safetensors";
-    o.input_size = 0;
+    o.input = (uf_input_geometry){0, 0, UF_FIT_STRETCH};
     o.n_steps = 4;
     o.epochs = 100;
     o.batch = 16;
@@ -83,8 +83,9 @@ static void report_progress(int done, int total, int computed, double t_start) {
  * weights, not from one file). */
 static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_bad, uf_feature_store *store,
                        int verbose, feature_cache *c) {
-    const int S = m->cfg.input_size, L = m->cfg.flow.n_scales;
-    const size_t per_x = (size_t)3 * S * S;
+    const uf_input_geometry in = m->cfg.input;
+    const int L = m->cfg.flow.n_scales;
+    const size_t per_x = (size_t)3 * in.width * in.height;
     memset(c, 0, sizeof *c);
     c->n_scales = L;
     double bytes = 0;
@@ -113,7 +114,7 @@ static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_ba
     for (int i0 = 0; i0 < n_try && rc == UF_OK; i0 += FEATURE_GROUP) {
         int g = n_try - i0 < FEATURE_GROUP ? n_try - i0 : FEATURE_GROUP, todo = 0;
         for (int i = 0; i < g; i++) paths[i] = ds->samples[i0 + i].image_path;
-        uf_load_backbone_inputs_each(paths, g, S, x, NULL, NULL, NULL, NULL, errors);
+        uf_load_backbone_inputs_each(paths, g, &in, x, NULL, NULL, NULL, NULL, errors);
         for (int i = 0; i < g && rc == UF_OK; i++) {
             if (errors[i][0]) {
                 if (!skip_bad) {
@@ -155,7 +156,7 @@ static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_ba
         if (!contiguous)
             for (int l = 0; l < L && rc == UF_OK; l++)
                 if (!(out[l] = stage[l] = uf_alloc((size_t)todo * c->per_image[l] * sizeof(float)))) rc = UF_ERR;
-        if (rc == UF_OK) rc = uf_backbone_forward(m->backbone, x, todo, S, out);
+        if (rc == UF_OK) rc = uf_backbone_forward(m->backbone, x, todo, in.height, in.width, out);
         for (int l = 0; l < L && rc == UF_OK; l++)
             if (!uf_all_finite(out[l], (size_t)todo * c->per_image[l]))
                 rc = uf_error("backbone features of the images from '%s' on are not finite (NaN or Inf): check the "
@@ -254,6 +255,14 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
                      m->cfg.train.epochs);
             goto done;
         }
+        if ((o->input.width || o->input.height) &&
+            (o->input.width != m->cfg.input.width || o->input.height != m->cfg.input.height ||
+             o->input.fit != m->cfg.input.fit)) {
+            uf_error("%s: --resume with input %dx%d (%s), but the checkpoint was trained at %dx%d (%s)", o->out_path,
+                     o->input.width, o->input.height, uf_fit_mode_name(o->input.fit), m->cfg.input.width,
+                     m->cfg.input.height, uf_fit_mode_name(m->cfg.input.fit));
+            goto done;
+        }
         m->cfg.train.epochs = o->epochs > m->cfg.train.epochs ? o->epochs : m->cfg.train.epochs;
         if (o->max_images >= 0 && o->max_images != m->cfg.train_max_images && m->cfg.train_inputs_sha256[0]) {
             uf_error("%s: --resume with --max-images %d, but the checkpoint was trained with --max-images %d",
@@ -261,7 +270,7 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
             goto done;
         }
     } else {
-        m = uf_model_create(o->backbone, o->weights, o->input_size, o->n_steps, o->ln_mode, o->seed);
+        m = uf_model_create(o->backbone, o->weights, o->input, o->n_steps, o->ln_mode, o->seed);
         if (!m) goto done;
         m->cfg.train = (uf_train_settings){o->epochs, o->batch, o->lr, o->weight_decay, o->seed, o->anomalib_loss};
         snprintf(m->cfg.train_data, sizeof m->cfg.train_data, "%s", o->data_dir);
@@ -316,9 +325,10 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
         goto done;
     }
     if (o->verbose)
-        fprintf(stderr, "training %s@%d flow (%zu trainable parameters, LayerNorm %s) on %d images: %d epochs, "
+        fprintf(stderr, "training %s@%dx%d%s flow (%zu trainable parameters, LayerNorm %s) on %d images: %d epochs, "
                         "batch %d, lr %g, seed %llu, %d threads\n",
-                m->cfg.backbone, m->cfg.input_size, m->flow->n_trainable, uf_ln_mode_name(m->cfg.flow.ln_mode), n,
+                m->cfg.backbone, m->cfg.input.width, m->cfg.input.height,
+                m->cfg.input.fit == UF_FIT_KEEP_ASPECT ? " keep-aspect" : "", m->flow->n_trainable, uf_ln_mode_name(m->cfg.flow.ln_mode), n,
                 ts.epochs, B, ts.lr, (unsigned long long)ts.seed, uf_get_num_threads());
 
     const int start = m->cfg.epochs_done;

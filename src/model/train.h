@@ -15,6 +15,7 @@
 
 #include "backbone/backbone.h"
 #include "flow/layernorm.h"
+#include "io/image.h"
 
 typedef struct uf_train_options {
     const char *data_dir;  /* MVTec-AD category, MVTec 3D-AD category or plain folder of normal images */
@@ -22,7 +23,8 @@ typedef struct uf_train_options {
     const char *weights;   /* backbone weights (.safetensors; "FINE,COARSE" for mcait); on resume NULL
                               means the ones recorded in the checkpoint */
     const char *out_path;  /* model file, also the checkpoint */
-    int input_size;        /* 0 (the default): the backbone's fixed size (mcait: 448), else 256 */
+    uf_input_geometry input; /* model input width x height and fit (io/image.h); width = height = 0 (the
+                                default): the backbone's fixed size (mcait: 448), else 256 x 256, stretched */
     int n_steps;           /* flow steps per scale, 4 */
     int epochs, batch;     /* 100, 16 */
     double lr, weight_decay;
