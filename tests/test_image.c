@@ -283,6 +283,74 @@ static void test_resize_matches_pillow(void) {
     CHECK(ncases == 12, "resize.txt lists %d cases", ncases);
 }
 
+/* --keep-aspect against torchvision (tools/make_image_refs.py: Resize(S) + CenterCrop(S)
+ * for square targets, the cover resize + CenterCrop((h, w)) for the others), bit-exact. */
+static void test_fit_matches_torchvision(void) {
+    FILE *m = fopen(DATA "fit.txt", "r");
+    CHECK(m != NULL, "missing " DATA "fit.txt");
+    if (!m) return;
+    char name[64];
+    int ch, iw, ih, ow, oh, nb, ncases = 0;
+    while (fscanf(m, "%63s %d %d %d %d %d %d", name, &ch, &iw, &ih, &ow, &oh, &nb) == 7) {
+        ncases++;
+        char path[256];
+        snprintf(path, sizeof path, DATA "fit_%s.png", name);
+        uf_image *exp = uf_image_load(path, 0), *src = pattern(iw, ih, ch, nb);
+        const uf_input_geometry g = {ow, oh, UF_FIT_KEEP_ASPECT};
+        uf_image *out = src ? uf_image_fit(src, &g) : NULL;
+        CHECK(exp && out, "%s: %s", name, uf_last_error());
+        if (exp && out) {
+            CHECK(out->width == ow && out->height == oh && out->channels == ch && exp->channels == ch, "%s shape",
+                  name);
+            if (out->width == exp->width && out->height == exp->height && out->channels == exp->channels) {
+                size_t nd, n = (size_t)ow * oh * ch;
+                int md = max_diff(out->pixels, exp->pixels, n, &nd);
+                CHECK(nd == 0, "%s %dx%d -> %dx%d: max diff %d, %zu of %zu values differ", name, iw, ih, ow, oh, md,
+                      nd, n);
+            }
+        }
+        uf_image_free(exp), uf_image_free(src), uf_image_free(out);
+    }
+    fclose(m);
+    CHECK(ncases == 9, "fit.txt lists %d cases", ncases);
+    /* stretch is the plain resize */
+    uf_image *src = pattern(100, 60, 3, 8);
+    const uf_input_geometry st = {96, 32, UF_FIT_STRETCH};
+    uf_image *a = uf_image_fit(src, &st), *b = uf_image_resize_pil_bilinear(src, 96, 32);
+    CHECK(a && b && a->width == 96 && a->height == 32 && !memcmp(a->pixels, b->pixels, 96 * 32 * 3), "stretch");
+    uf_image_free(src), uf_image_free(a), uf_image_free(b);
+}
+
+/* The window of the original image a model input shows (hand-computed cases). */
+static void test_fit_window(void) {
+    int win[4];
+    const uf_input_geometry sq = {64, 64, UF_FIT_KEEP_ASPECT}, strip = {96, 32, UF_FIT_KEEP_ASPECT},
+                            stretch = {96, 32, UF_FIT_STRETCH};
+    /* 100x60 -> 106x64, crop left 21: x from 21*100/106 = 19.8 to 85*100/106 = 80.2 */
+    uf_fit_window(&sq, 100, 60, win);
+    CHECK(win[0] == 20 && win[1] == 0 && win[2] == 60 && win[3] == 60, "100x60: %d %d %d %d", win[0], win[1], win[2],
+          win[3]);
+    /* 120x100 -> 96x80, crop top 24: y from 30 to 70 */
+    uf_fit_window(&strip, 120, 100, win);
+    CHECK(win[0] == 0 && win[1] == 30 && win[2] == 120 && win[3] == 40, "120x100: %d %d %d %d", win[0], win[1],
+          win[2], win[3]);
+    /* 200x50 -> 128x32, crop left 16: x from 25 to 175 */
+    uf_fit_window(&strip, 200, 50, win);
+    CHECK(win[0] == 25 && win[1] == 0 && win[2] == 150 && win[3] == 50, "200x50: %d %d %d %d", win[0], win[1],
+          win[2], win[3]);
+    uf_fit_window(&stretch, 120, 100, win);
+    CHECK(win[0] == 0 && win[1] == 0 && win[2] == 120 && win[3] == 100, "stretch: the whole image");
+    /* sizes */
+    int w = 0, h = 0;
+    CHECK(uf_parse_size("512x128", &w, &h) == UF_OK && w == 512 && h == 128, "512x128");
+    CHECK(uf_parse_size("256", &w, &h) == UF_OK && w == 256 && h == 256, "256");
+    CHECK(uf_parse_size("64X32", &w, &h) == UF_OK && w == 64 && h == 32, "64X32");
+    const char *bad[] = {"", "x", "64x", "x64", "0x5", "64x0", "-5", "64x32x2", "64 ", "99999999", "64x3e1"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECK(uf_parse_size(bad[i], &w, &h) == UF_ERR && strstr(uf_last_error(), "not N or WxH"), "'%s' refused",
+              bad[i]);
+}
+
 static void test_resize_edge_cases(void) {
     uf_image *src = pattern(33, 17, 3, 8);
     if (!src) return;
@@ -518,6 +586,8 @@ int main(void) {
     UF_TEST(test_load_matches_pillow);
     UF_TEST(test_load_errors);
     UF_TEST(test_resize_matches_pillow);
+    UF_TEST(test_fit_matches_torchvision);
+    UF_TEST(test_fit_window);
     UF_TEST(test_resize_edge_cases);
     UF_TEST(test_imagenet_matches_torchvision);
     UF_TEST(test_load_for_backbone);

@@ -44,6 +44,8 @@ static void test_log10_ntests(void) {
         CHECK_CLOSE(va, *(double *)tref_get(f, "log10nt_28_14")->data, 0, 1e-10);
         CHECK_CLOSE(vb, *(double *)tref_get(f, "log10nt_64_32_16")->data, 0, 1e-10);
         CHECK_CLOSE(vc, *(double *)tref_get(f, "log10nt_12_6")->data, 0, 1e-10);
+        int r[2] = {6 * 20, 3 * 10};
+        CHECK_CLOSE(uf_nfa_log10_ntests(r, 2), *(double *)tref_get(f, "log10nt_6x20_3x10")->data, 0, 1e-10);
         tref_close(f);
     }
     /* one cell: N_T = 1 * alpha * beta */
@@ -173,6 +175,27 @@ static void test_tree_vs_python_reference(void) {
         CHECK(flips == 0, "%d detection flips", flips);
         CHECK(det > 0, "the planted blobs must be detected");
         printf("  score map 40x40: max rel err %.2e, %d detected\n", maxerr, det);
+        free(score);
+    }
+    /* rectangular grids (6x20 and 3x10, as a wide model gives) onto a 24x80 map */
+    const tref_tensor *r1 = tref_get(f, "r_z1"), *r2 = tref_get(f, "r_z2"), *rref = tref_get(f, "r_score");
+    CHECK(r1 && r2 && rref && r1->shape[1] == 6 && r1->shape[2] == 20, "rectangular case in the reference file");
+    if (r1 && r2 && rref) {
+        uf_latent_view v[2] = {{r1->data, 40, 6, 20}, {r2->data, 80, 3, 10}};
+        float *score = malloc(sizeof(float) * 24 * 80);
+        CHECK(uf_nfa_tree_score(v, 2, 24, 80, score) == UF_OK, "%s", uf_last_error());
+        const float *r = rref->data;
+        double maxerr = 0;
+        int flips = 0, det = 0;
+        for (int i = 0; i < 24 * 80; i++) {
+            maxerr = fmax(maxerr, fabs((double)score[i] - r[i]) / fmax(fabs(r[i]), 1.0));
+            flips += (score[i] > 0) != (r[i] > 0);
+            det += score[i] > 0;
+        }
+        CHECK(maxerr <= 1e-4, "rectangular score max rel err %g", maxerr);
+        CHECK(flips == 0, "rectangular: %d detection flips", flips);
+        CHECK(det > 0, "rectangular: the planted blobs must be detected");
+        printf("  score map 24x80 from 6x20 + 3x10: max rel err %.2e, %d detected\n", maxerr, det);
         free(score);
     }
     tref_close(f);

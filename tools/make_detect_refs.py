@@ -223,6 +223,24 @@ def sec_nfa_tree():
     t["s_z1"], t["s_z2"] = z1, z2
     t["s_score"] = (-(np.float32(log10_ntests_mp([144, 36])) + lpmin)).astype(np.float32)
     print(f"score case: max {t['s_score'].max():.2f}, detected {(t['s_score'] > 0).sum()} of 1600")
+    # Rectangular grids (a non-square model, e.g. 512x128 -> 128x32 / 64x16 latents): scales
+    # (C=40, 6x20) and (C=80, 3x10), out 24x80; its own generator so the cases above stay as they were.
+    rr = np.random.RandomState(11)
+    r1 = rr.randn(40, 6, 20).astype(np.float32)
+    r2 = rr.randn(80, 3, 10).astype(np.float32)
+    r1[:, 1:4, 13:18] *= 2.1
+    r2[:, 0:2, 6:9] *= 1.9
+    lps = []
+    for z in (r1, r2):
+        q = (z.astype(np.float64) ** 2).sum(0)
+        lp, _ = ref_tree_log10p(q, z.shape[0], z.shape[1], z.shape[2])
+        lps.append(F.interpolate(torch.from_numpy(np.nan_to_num(lp, nan=0.0).astype(np.float32))[None, None],
+                                 size=(24, 80), mode="bilinear", align_corners=False)[0, 0])
+    lpmin = torch.minimum(lps[0], lps[1]).numpy()
+    t["r_z1"], t["r_z2"] = r1, r2
+    t["log10nt_6x20_3x10"] = np.array([log10_ntests_mp([120, 30])], dtype=np.float64)
+    t["r_score"] = (-(np.float32(log10_ntests_mp([120, 30])) + lpmin)).astype(np.float32)
+    print(f"rectangular score case: max {t['r_score'].max():.2f}, detected {(t['r_score'] > 0).sum()} of 1920")
     write_st_logged(f"{OUT}/nfa_tree.safetensors", t)
 
 

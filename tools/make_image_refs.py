@@ -9,6 +9,10 @@ Writes into tests/data/image/:
   * resize references: Image.resize((w, h), Image.BILINEAR) of procedural
     images (the same integer formula is coded in the C test), saved as PNG;
     resize.txt lists "name channels in_w in_h out_w out_h noise_bits";
+  * keep-aspect references: torchvision Resize(S) + CenterCrop(S) of procedural
+    images (square targets), or the cover resize + CenterCrop((h, w)) for
+    non-square ones, saved as PNG; fit.txt lists "name channels in_w in_h out_w
+    out_h noise_bits";
   * imagenet.f32: torchvision ToTensor + Normalize of a procedural 256x8 RGB
     image, float32 little-endian (3, 8, 256);
   * backbone48.f32: the spec 2.1 pipeline on rgb.png (open, convert('RGB'),
@@ -129,6 +133,48 @@ def make_resize():
         f.write("\n".join(lines) + "\n")
 
 
+FIT_CASES = [
+    # name, channels, in_w, in_h, target_w, target_h, noise_bits
+    ("sq_wide", 3, 100, 60, 64, 64, 8),
+    ("sq_tall", 3, 45, 90, 64, 64, 8),
+    ("sq_half_even", 3, 65, 64, 64, 64, 8),   # crop offset 0.5 -> 0 (round half to even)
+    ("sq_half_odd", 3, 67, 64, 64, 64, 8),    # crop offset 1.5 -> 2
+    ("sq_gray", 1, 77, 50, 64, 64, 8),
+    ("sq_same", 3, 64, 64, 64, 64, 8),
+    ("strip_wider", 3, 200, 50, 96, 32, 8),   # image wider than the target: height fits, width cropped
+    ("strip_narrower", 3, 120, 100, 96, 32, 8),  # image narrower: width fits, height cropped
+    ("tall_target", 3, 50, 50, 32, 64, 8),
+]
+
+
+def fit_keep_aspect(img, tw, th):
+    """uflow's --keep-aspect: for a square target exactly torchvision Resize(S) + CenterCrop(S);
+    for a non-square one, resize so that the image covers tw x th (the side that fits gets the
+    target's size, the other int(size * long / short), as Resize(int) computes it), then
+    CenterCrop((th, tw))."""
+    import torchvision.transforms.functional as TF
+    w, h = img.size
+    if tw == th:
+        return transforms.CenterCrop(tw)(transforms.Resize(tw)(img))
+    if w * th >= tw * h:
+        nh, nw = th, int(th * w / h)
+    else:
+        nw, nh = tw, int(tw * h / w)
+    r = TF.resize(img, [nh, nw], interpolation=transforms.InterpolationMode.BILINEAR)
+    return TF.center_crop(r, [th, tw])
+
+
+def make_fit():
+    lines = []
+    for name, ch, iw, ih, tw, th, nb in FIT_CASES:
+        out = fit_keep_aspect(to_pil(pattern(iw, ih, ch, nb)), tw, th)
+        assert out.size == (tw, th)
+        out.save(os.path.join(OUT, f"fit_{name}.png"), optimize=True)
+        lines.append(f"{name} {ch} {iw} {ih} {tw} {th} {nb}")
+    with open(os.path.join(OUT, "fit.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 NORM = transforms.Compose([
     transforms.ToTensor(),
     transforms.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
@@ -155,6 +201,7 @@ if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     make_images()
     make_resize()
+    make_fit()
     make_imagenet()
     total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))
     print(f"wrote {len(os.listdir(OUT))} files, {total} bytes, into {os.path.normpath(OUT)}")
