@@ -215,11 +215,15 @@ static void test_torch_block(void) { check_file("tests/data/flow/block.safetenso
 static void test_torch_block_wide(void) { check_file("tests/data/flow/block_wide.safetensors"); }
 static void test_torch_graph_reference(void) { check_file("tests/data/flow/graph_reference.safetensors"); }
 static void test_torch_graph_logdet(void) { check_file("tests/data/flow/graph_logdet.safetensors"); }
+static void test_torch_block_wide_rect(void) { check_file("tests/data/flow/block_wide_rect.safetensors"); }
+static void test_torch_graph_rect(void) { check_file("tests/data/flow/graph_rect.safetensors"); }
 
 int main(void) {
     UF_TEST(test_torch_block);
     UF_TEST(test_torch_block_wide);
     UF_TEST(test_torch_graph_reference);
     UF_TEST(test_torch_graph_logdet);
+    UF_TEST(test_torch_block_wide_rect);
+    UF_TEST(test_torch_graph_rect);
     return uf_test_summary();
 }

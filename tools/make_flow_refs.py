@@ -104,10 +104,11 @@ def nll(zs, ld):
     return (sq - ld).sum() / B
 
 
-def make(name, channels, h0, steps, ln_mode, batch, lr, seed):
+def make(name, channels, h0, steps, ln_mode, batch, lr, seed, w0=None):
+    w0 = h0 if w0 is None else w0
     torch.manual_seed(seed)
     rng = np.random.RandomState(seed)
-    sizes = [(h0 >> l, h0 >> l) for l in range(len(channels))]
+    sizes = [(h0 >> l, w0 >> l) for l in range(len(channels))]
     model = UFlow(channels, sizes, steps, ln_mode, rng)
     # Move away from the init so every term matters (as the C tests do): subnet x4, spread
     # global scales over the softplus curve (one block in the linear, >40, branch), random
@@ -155,7 +156,7 @@ def make(name, channels, h0, steps, ln_mode, batch, lr, seed):
         opt.step()
     for n, p in trainable.items():
         out["adam3." + n] = (p.detach().numpy().copy(), "F32")
-    meta = {"n_scales": len(channels), "channels": ",".join(map(str, channels)), "height0": h0, "width0": h0,
+    meta = {"n_scales": len(channels), "channels": ",".join(map(str, channels)), "height0": h0, "width0": w0,
             "steps": steps, "ln_mode": ln_mode, "batch": batch, "lr": repr(lr), "seed": seed,
             "torch": torch.__version__}
     path = os.path.join(OUT, name + ".safetensors")
@@ -173,3 +174,7 @@ if __name__ == "__main__":
     make("block_wide", [34], 6, 2, "none", 2, 1e-3, 4)
     make("graph_reference", [4, 10, 16], 8, 4, "reference", 2, 1e-3, 2)
     make("graph_logdet", [4, 10, 16], 8, 4, "logdet", 2, 1e-3, 3)
+    # non-square: a wide model's grids (12x20 -> 6x10 -> 3x5: LayerNorm (C, h, w) with h != w,
+    # odd coarsest sides), and the blocked kernels on a 5x9 grid
+    make("graph_rect", [4, 10, 16], 12, 4, "logdet", 2, 1e-3, 5, w0=20)
+    make("block_wide_rect", [34], 5, 2, "none", 2, 1e-3, 6, w0=9)
