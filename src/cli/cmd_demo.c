@@ -18,8 +18,9 @@
 int cmd_demo(int argc, char **argv) {
     uf_train_options to = uf_train_default_options();
     const char *out = "uflow-demo";
+    const char *size = "256";
     double seed = 0;
-    int threads = 0;
+    int threads = 0, keep_aspect = 0;
     to.epochs = 12;
     to.batch = 8;
     to.checkpoint_every = 0;
@@ -28,6 +29,9 @@ int cmd_demo(int argc, char **argv) {
         {"output", OPT_STRING, &out, 0, 0, "folder for the data set, model, metrics and maps (-o)"},
         {"weights", OPT_STRING, &to.weights, 0, 0, "backbone weights"},
         {"epochs", OPT_INT, &to.epochs, 1, 100000, "training epochs"},
+        {"size", OPT_STRING, &size, 0, 0,
+         "image and model size N or WxH, e.g. 512x128 strips (cut from larger renders; multiples of 16)"},
+        {"keep-aspect", OPT_FLAG, &keep_aspect, 0, 0, "train with --keep-aspect"},
         {"seed", OPT_DOUBLE, &seed, 0, 9007199254740992.0, "seed of the data set and the training"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
     };
@@ -35,6 +39,12 @@ int cmd_demo(int argc, char **argv) {
     int npos;
     int r = cli_parse(argc, argv, "[-o OUTDIR] [options]", opts, (int)(sizeof opts / sizeof *opts), pos, &npos, 0);
     if (r != CLI_PARSED) return r == CLI_HELP ? 0 : 2;
+    int width, height;
+    if (uf_parse_size(size, &width, &height) != UF_OK) {
+        fprintf(stderr, "uflow demo: error: --size: %s\n", uf_last_error());
+        return 2;
+    }
+    to.input = (uf_input_geometry){width, height, keep_aspect ? UF_FIT_KEEP_ASPECT : UF_FIT_STRETCH};
     if (cli_make_dir("demo", out)) return 1;
     if (uf_blas_init() != UF_OK) return cli_fail("demo", NULL);
     uf_set_num_threads(threads);
@@ -45,12 +55,12 @@ int cmd_demo(int argc, char **argv) {
     snprintf(preds, sizeof preds, "%s/predictions", out);
     snprintf(metrics, sizeof metrics, "%s/metrics.json", out);
 
-    printf("[1/4] writing a synthetic textile data set to %s (seed %.0f): %d normal training images, "
+    printf("[1/4] writing a synthetic textile data set to %s (seed %.0f, %dx%d): %d normal training images, "
            "%d normal and %d defective test images with masks\n",
-           data, seed, UF_SYNTH_DEMO_TRAIN, UF_SYNTH_DEMO_TEST_GOOD, UF_SYNTH_DEMO_TEST_DEFECT);
+           data, seed, width, height, UF_SYNTH_DEMO_TRAIN, UF_SYNTH_DEMO_TEST_GOOD, UF_SYNTH_DEMO_TEST_DEFECT);
     fflush(stdout);
-    if (uf_synth_write_category(data, (uint64_t)seed, UF_SYNTH_DEMO_TRAIN, UF_SYNTH_DEMO_TEST_GOOD,
-                                UF_SYNTH_DEMO_TEST_DEFECT) != UF_OK)
+    if (uf_synth_write_category_wh(data, (uint64_t)seed, UF_SYNTH_DEMO_TRAIN, UF_SYNTH_DEMO_TEST_GOOD,
+                                   UF_SYNTH_DEMO_TEST_DEFECT, width, height) != UF_OK)
         return cli_fail("demo", NULL);
 
     printf("[2/4] training U-Flow on %s/train/good with %s\n", data, to.weights);

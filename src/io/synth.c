@@ -363,8 +363,55 @@ static int name_digits(int n) {
     return d;
 }
 
+/* The window (x0, y0) of w x h in a side x side image: centred, or centred on the
+ * mask's pixels when it has any, clamped to the image. */
+static void strip_origin(const uf_image *mask, int side, int w, int h, int *x0, int *y0) {
+    double sx = 0, sy = 0, n = 0;
+    for (int y = 0; mask && y < side; y++)
+        for (int x = 0; x < side; x++)
+            if (mask->pixels[(size_t)y * side + x]) sx += x, sy += y, n++;
+    const double cx = n > 0 ? sx / n : 0.5 * (side - 1), cy = n > 0 ? sy / n : 0.5 * (side - 1);
+    long ox = lround(cx - 0.5 * (w - 1)), oy = lround(cy - 0.5 * (h - 1));
+    *x0 = (int)(ox < 0 ? 0 : ox > side - w ? side - w : ox);
+    *y0 = (int)(oy < 0 ? 0 : oy > side - h ? side - h : oy);
+}
+
+static uf_image *crop(const uf_image *src, int x0, int y0, int w, int h) {
+    uf_image *out = uf_image_new(w, h, src->channels);
+    for (int y = 0; out && y < h; y++)
+        memcpy(out->pixels + (size_t)y * w * src->channels,
+               src->pixels + ((size_t)(y0 + y) * src->width + x0) * src->channels, (size_t)w * src->channels);
+    return out;
+}
+
+/* uf_synth_render at width x height (see uf_synth_write_category_wh). */
+static int render_wh(uint64_t seed, int stream, int index, int defect, int width, int height, uf_image **img,
+                     uf_image **mask) {
+    if (width == height) return uf_synth_render(seed, stream, index, defect, width, img, mask);
+    const int side = width > height ? width : height;
+    uf_image *full = NULL, *full_mask = NULL;
+    int rc = uf_synth_render(seed, stream, index, defect, side, &full, &full_mask);
+    if (rc != UF_OK) return rc;
+    int x0, y0;
+    strip_origin(defect == UF_SYNTH_NONE ? NULL : full_mask, side, width, height, &x0, &y0);
+    *img = crop(full, x0, y0, width, height);
+    if (mask) *mask = crop(full_mask, x0, y0, width, height);
+    uf_image_free(full), uf_image_free(full_mask);
+    if (!*img || (mask && !*mask)) {
+        uf_image_free(*img);
+        if (mask) uf_image_free(*mask);
+        return UF_ERR;
+    }
+    return UF_OK;
+}
+
 int uf_synth_write_category_size(const char *out_dir, uint64_t seed, int n_train, int n_test_good,
                                  int n_test_defect, int size) {
+    return uf_synth_write_category_wh(out_dir, seed, n_train, n_test_good, n_test_defect, size, size);
+}
+
+int uf_synth_write_category_wh(const char *out_dir, uint64_t seed, int n_train, int n_test_good, int n_test_defect,
+                               int width, int height) {
     if (!out_dir || n_train < 0 || n_test_good < 0 || n_test_defect < 0)
         return uf_error("synth: bad arguments (out_dir '%s', counts %d/%d/%d)", out_dir ? out_dir : "(null)",
                         n_train, n_test_good, n_test_defect);
@@ -383,7 +430,7 @@ int uf_synth_write_category_size(const char *out_dir, uint64_t seed, int n_train
         int digits = name_digits(good[g].n);
         for (int i = 0; i < good[g].n && rc == UF_OK; i++) {
             uf_image *img;
-            if ((rc = uf_synth_render(seed, good[g].stream, i, UF_SYNTH_NONE, size, &img, NULL)) != UF_OK) break;
+            if ((rc = render_wh(seed, good[g].stream, i, UF_SYNTH_NONE, width, height, &img, NULL)) != UF_OK) break;
             rc = fmt_path(path, sizeof path, "%s/%s/%0*d.png", out_dir, good[g].dir, digits, i);
             if (rc == UF_OK) rc = uf_image_write_png(path, img);
             uf_image_free(img);
@@ -402,7 +449,7 @@ int uf_synth_write_category_size(const char *out_dir, uint64_t seed, int n_train
         int digits = name_digits(n_d);
         for (int i = 0; i < n_d && rc == UF_OK; i++) {
             uf_image *img, *mask;
-            rc = uf_synth_render(seed, UF_SYNTH_STREAM_TEST_DEFECT + d, i, d, size, &img, &mask);
+            rc = render_wh(seed, UF_SYNTH_STREAM_TEST_DEFECT + d, i, d, width, height, &img, &mask);
             if (rc != UF_OK) break;
             rc = fmt_path(path, sizeof path, "%s/test/%s/%0*d.png", out_dir, name, digits, i);
             if (rc == UF_OK)

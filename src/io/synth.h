@@ -69,5 +69,12 @@ int uf_synth_write_category(const char *out_dir, uint64_t seed, int n_train, int
 /* The same at size x size pixels. */
 int uf_synth_write_category_size(const char *out_dir, uint64_t seed, int n_train, int n_test_good,
                                  int n_test_defect, int size);
+/* The same at width x height pixels: a non-square set (e.g. 512x128 strips) is cut from
+ * images rendered at max(width, height) square, the good ones centred, the defective
+ * ones around their mask's centre (clamped to the image), so each strip holds its
+ * defect (what is cut off the mask is cut off the image too). Square sizes give
+ * exactly uf_synth_write_category_size's files. */
+int uf_synth_write_category_wh(const char *out_dir, uint64_t seed, int n_train, int n_test_good, int n_test_defect,
+                               int width, int height);
 
 #endif
