@@ -49,7 +49,7 @@ HARNESS  := $(BUILD)/obj/tests/harness.o
 LIB      := $(BUILD)/libuflow.a
 PROG     := $(BUILD)/uflow
 
-.PHONY: all test run-tests valgrind demo deps clean fuzz fuzz-build fuzz-seeds bench-compare
+.PHONY: all test run-tests valgrind demo check-report deps clean fuzz fuzz-build fuzz-seeds bench-compare
 all: $(PROG) $(LIB)
 .SECONDARY:
 
@@ -87,6 +87,11 @@ run-tests: $(TEST_BIN) $(PROG)
 demo: deps
 	@$(MAKE) --no-print-directory all
 	$(PROG) demo
+
+# The HTML report of `uflow test -o DIR`, rendered in headless Chromium and checked (installs chromium).
+check-report: deps
+	@$(MAKE) --no-print-directory all
+	@sh tools/check_report.sh
 
 # uflow against a PyTorch baseline on this CPU (bench/compare/README.md); about 5-10 minutes on 2 cores.
 bench-compare: deps

@@ -62,6 +62,66 @@ static void test_auroc_vs_sklearn(void) {
     CHECK(uf_auroc(z, lz, 2) == 0.5, "-0 ties +0");
 }
 
+/* Trapezoid area of a curve over [0, x_end], divided by x_end. */
+static double curve_area(const uf_curve *c, double x_end) {
+    double a = 0;
+    for (int i = 1; i < c->n; i++) a += (c->x[i] - c->x[i - 1]) * (c->y[i] + c->y[i - 1]) * 0.5;
+    return a / x_end;
+}
+
+/* c runs from (0, 0) to x = x_end (y = 1 too for a ROC, x_end 1), nondecreasing in x and y,
+ * and its area matches `area` to the thinning's 1/250 (plus float rounding). */
+static void check_curve(const char *kind, const char *name, const uf_curve *c, double x_end, double area) {
+    CHECK(c->n >= 2 && c->n <= UF_CURVE_MAX, "%s %s: %d points", kind, name, c->n);
+    if (c->n < 2) return;
+    CHECK(c->x[0] == 0 && c->y[0] == 0, "%s %s starts at (%g, %g)", kind, name, c->x[0], c->y[0]);
+    CHECK(fabs(c->x[c->n - 1] - x_end) < 1e-6, "%s %s ends at x %g", kind, name, c->x[c->n - 1]);
+    if (x_end == 1.0) CHECK(c->y[c->n - 1] == 1, "%s %s ends at y %g", kind, name, c->y[c->n - 1]);
+    int monotone = 1;
+    for (int i = 1; i < c->n; i++) monotone &= c->x[i] >= c->x[i - 1] && c->y[i] >= c->y[i - 1];
+    CHECK(monotone, "%s %s is not monotone", kind, name);
+    CHECK_CLOSE(curve_area(c, x_end), area, 1.0 / 250 + 1e-6, 0);
+}
+
+static void test_roc_curve_closed_form(void) {
+    /* sklearn.metrics.roc_curve(labels, scores, drop_intermediate=False) of these is
+     * (0,0) (0,.5) (.5,.5) (.5,1) (1,1): one point per distinct score, from the highest. */
+    const float s[4] = {0.1f, 0.4f, 0.35f, 0.8f};
+    const uint8_t l[4] = {0, 0, 1, 1};
+    const float ex[5] = {0, 0, 0.5f, 0.5f, 1}, ey[5] = {0, 0.5f, 0.5f, 1, 1};
+    uf_curve c;
+    uf_roc_curve(s, l, 4, &c);
+    CHECK(c.n == 5, "%d points", c.n);
+    for (int i = 0; i < 5 && i < c.n; i++)
+        CHECK(c.x[i] == ex[i] && c.y[i] == ey[i], "point %d (%g, %g)", i, c.x[i], c.y[i]);
+    CHECK_CLOSE(curve_area(&c, 1.0), uf_auroc(s, l, 4), 1e-7, 0);
+    /* a tie between the classes is one diagonal step */
+    const float t[3] = {0.5f, 0.5f, 0.2f};
+    const uint8_t lt[3] = {1, 0, 0};
+    uf_roc_curve(t, lt, 3, &c);
+    CHECK(c.n == 3 && c.x[1] == 0.5f && c.y[1] == 1, "tie: %d points, (%g, %g)", c.n, c.x[1], c.y[1]);
+    /* undefined: one class only, or a NaN score */
+    uf_roc_curve(s, (const uint8_t[4]){1, 1, 1, 1}, 4, &c);
+    CHECK(c.n == 0, "one class: %d points", c.n);
+    uf_roc_curve((const float[2]){NAN, 1}, l + 1, 2, &c);
+    CHECK(c.n == 0, "NaN: %d points", c.n);
+    /* 100000 distinct scores: thinned to at most 502 points, area kept */
+    enum { N = 100000 };
+    float *big = malloc(sizeof(float) * N);
+    uint8_t *bl = malloc(N);
+    uint64_t st = 12345;
+    for (int i = 0; i < N; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        bl[i] = (uint8_t)((st >> 40) % 3 == 0);
+        big[i] = (float)((st >> 11) % 1000003) / 1000003.0f + (bl[i] ? 0.3f : 0.0f);
+    }
+    uf_roc_curve(big, bl, N, &c);
+    CHECK(c.n > 100 && c.n <= 502, "thinned to %d points", c.n);
+    check_curve("random", "image ROC", &c, 1.0, uf_auroc(big, bl, N));
+    free(big);
+    free(bl);
+}
+
 static void run_set(const char *kind) {
     tref_file *f = tref_open("tests/data/detect/metrics.safetensors");
     if (!f) return;
@@ -119,6 +179,11 @@ static void run_set(const char *kind) {
            kind, r.pixel_auroc, r.image_auroc, r.aupro, ref[2], fabs(r.aupro - ref[2]), (ref[3] + 8) * 0x1p-53,
            r.aupro_textbook, fabs(r.aupro_textbook - ref[5]), r.miou_auto,
            r.miou_oracle, r.oracle_thr, r.f1_auto);
+    /* The plotted curves (thinned; uf_curve): from (0, 0), monotone, to (1, 1) for the ROC and to
+     * FPR = the limit for PRO; each point kept lies within 1/250 (L1, x scaled to [0, 1]) of the
+     * last, so the polyline's area is the exact one to within 1/250 of the plot's area. */
+    check_curve(kind, "pixel ROC", &r.pixel_roc, 1.0, r.pixel_auroc);
+    check_curve(kind, "PRO", &r.pro, UF_AUPRO_FPR_LIMIT, r.aupro_textbook);
     /* computing twice gives the same numbers (the sorted state is reusable) */
     uf_eval_result r2;
     CHECK(uf_eval_compute(ev, UF_AUPRO_FPR_LIMIT, &r2) == UF_OK, "%s", uf_last_error());
@@ -184,6 +249,9 @@ static void test_metrics_scale(void) {
     double t2 = uf_now();
     CHECK(fabs(r.aupro - r.aupro_textbook) < 0.01, "official %g vs textbook %g", r.aupro, r.aupro_textbook);
     CHECK(r.pixel_auroc > 0.8 && r.pixel_auroc <= 1.0, "pixel AUROC %g", r.pixel_auroc);
+    check_curve("scale", "pixel ROC", &r.pixel_roc, 1.0, r.pixel_auroc); /* 1.6 M points thinned */
+    check_curve("scale", "PRO", &r.pro, 0.3, r.aupro_textbook);
+    CHECK(r.pixel_roc.n <= 502 && r.pro.n <= 502, "thinned to %d and %d points", r.pixel_roc.n, r.pro.n);
     printf("  %lld pixels, %d regions, %d curve points: add %.2f s, compute %.2f s; AUROC %.5f AUPRO %.5f "
            "(textbook %.5f)\n",
            (long long)r.n_pixels, r.n_regions, r.aupro_curve_points, t1 - t0, t2 - t1, r.pixel_auroc, r.aupro,
@@ -195,6 +263,7 @@ static void test_metrics_scale(void) {
 int main(void) {
     UF_TEST(test_sorts);
     UF_TEST(test_auroc_vs_sklearn);
+    UF_TEST(test_roc_curve_closed_form);
     UF_TEST(test_metrics_ties);
     UF_TEST(test_metrics_continuous);
     UF_TEST(test_metrics_aupro_edge_case);

@@ -15,6 +15,7 @@
 #include "model/evaluate.h"
 #include "model/model.h"
 #include "model/predict.h"
+#include "model/report.h"
 #include "model/train.h"
 
 #define WEIGHTS "models/resnet18-in1k-l3-bnfolded.safetensors"
@@ -218,6 +219,39 @@ static void test_evaluate_and_predict(void) {
     char json[700];
     snprintf(json, sizeof json, "%s/metrics.json", uf_test_tmpdir());
     CHECK(uf_evaluate_write_json(m, &eo, &er, json) == UF_OK, "%s", uf_last_error());
+    /* what the report is made of: every test image with its score, and the image ROC */
+    int n_labelled = 0, exact = 1;
+    for (int i = 0; i < er.n_images; i++) {
+        n_labelled += er.images[i].label;
+        exact &= er.images[i].image_path != NULL && (er.images[i].mask_path != NULL) == er.images[i].label;
+    }
+    CHECK(n_labelled == 4 && exact, "per-image records: %d anomalous", n_labelled);
+    CHECK(er.image_roc.n >= 2 && er.image_roc.x[er.image_roc.n - 1] == 1 && er.image_roc.y[er.image_roc.n - 1] == 1,
+          "image ROC of %d points", er.image_roc.n);
+    double roc_area = 0; /* 6 images: nothing thinned, so the area is the AUROC */
+    for (int i = 1; i < er.image_roc.n; i++)
+        roc_area += (er.image_roc.x[i] - er.image_roc.x[i - 1]) * (er.image_roc.y[i] + er.image_roc.y[i - 1]) * 0.5;
+    CHECK_CLOSE(roc_area, er.metrics.image_auroc, 1e-6, 0);
+    /* the HTML report: self-contained, three plots, one overlay per test image (2 good + 4
+     * defective, fewer than UF_REPORT_WORST each), names in the captions */
+    char html[700];
+    snprintf(html, sizeof html, "%s/report.html", uf_test_tmpdir());
+    CHECK(uf_report_write_html(m, &eo, &er, html) == UF_OK, "%s", uf_last_error());
+    char *page = uf_test_read_text(html);
+    CHECK(page != NULL, "no %s", html);
+    if (page) {
+        int n_svg = 0, n_png = 0;
+        for (const char *q = page; (q = strstr(q, "<svg ")); q++) n_svg++;
+        /* "iVBORw0KGgo" is the PNG signature in base64 */
+        for (const char *q = page; (q = strstr(q, "src=\"data:image/png;base64,iVBORw0KGgo")); q++) n_png++;
+        CHECK(n_svg == 3 && n_png == 6, "%d plots, %d inline PNGs", n_svg, n_png);
+        CHECK(!strstr(page, "src=\"http") && !strstr(page, "href=") && !strstr(page, "<script"),
+              "the report refers outside itself");
+        CHECK(strstr(page, "hole/000.png") && strstr(page, "good/000.png") && strstr(page, "<polyline"),
+              "captions or curves missing");
+        free(page);
+    }
+    uf_evaluate_report_free(&er);
 
     mkdir(out, 0755);
     char inputs[2][600];

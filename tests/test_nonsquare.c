@@ -82,6 +82,7 @@ static void test_strip_model_finds_planted_defects(void) {
     CHECK(er.n_images == 14, "%d test images", er.n_images);
     CHECK(er.metrics.image_auroc > 0.9, "image AUROC %.3f", er.metrics.image_auroc);
     CHECK(er.metrics.pixel_auroc > 0.9, "pixel AUROC %.3f", er.metrics.pixel_auroc);
+    uf_evaluate_report_free(&er);
     uf_model_free(m);
 }
 

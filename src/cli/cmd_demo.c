@@ -13,6 +13,7 @@
 #include "io/synth.h"
 #include "model/evaluate.h"
 #include "model/predict.h"
+#include "model/report.h"
 #include "model/train.h"
 
 int cmd_demo(int argc, char **argv) {
@@ -49,11 +50,12 @@ int cmd_demo(int argc, char **argv) {
     if (uf_blas_init() != UF_OK) return cli_fail("demo", NULL);
     uf_set_num_threads(threads);
     double t0 = uf_now();
-    char data[4200], model[4200], preds[4200], metrics[4200];
+    char data[4200], model[4200], preds[4200], metrics[4200], report[4200];
     snprintf(data, sizeof data, "%s/data", out);
     snprintf(model, sizeof model, "%s/model.safetensors", out);
     snprintf(preds, sizeof preds, "%s/predictions", out);
     snprintf(metrics, sizeof metrics, "%s/metrics.json", out);
+    snprintf(report, sizeof report, "%s/report.html", out);
 
     printf("[1/4] writing a synthetic textile data set to %s (seed %.0f, %dx%d): %d normal training images, "
            "%d normal and %d defective test images with masks\n",
@@ -79,11 +81,13 @@ int cmd_demo(int argc, char **argv) {
     uf_evaluate_report er;
     int rc = uf_evaluate(m, &eo, &er);
     if (rc == UF_OK) rc = uf_evaluate_write_json(m, &eo, &er, metrics);
+    if (rc == UF_OK) rc = uf_report_write_html(m, &eo, &er, report);
+    if (rc == UF_OK) cli_print_metrics(m, &er);
+    uf_evaluate_report_free(&er);
     if (rc != UF_OK) {
         uf_model_free(m);
         return cli_fail("demo", NULL);
     }
-    cli_print_metrics(m, &er);
 
     printf("[4/4] writing anomaly maps, heat-map overlays and NFA masks of the test images to %s\n", preds);
     fflush(stdout);
@@ -108,7 +112,7 @@ int cmd_demo(int argc, char **argv) {
     }
     uf_model_free(m);
     if (rc != UF_OK) return cli_fail("demo", NULL);
-    printf("done in %.0f s: model %s, metrics %s, maps in %s (%d of %d test images with a detection)\n",
-           uf_now() - t0, model, metrics, preds, pr.n_anomalous, pr.n_images);
+    printf("done in %.0f s: model %s, metrics %s, report %s, maps in %s (%d of %d test images with a "
+           "detection)\n", uf_now() - t0, model, metrics, report, preds, pr.n_anomalous, pr.n_images);
     return 0;
 }

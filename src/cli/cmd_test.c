@@ -8,6 +8,7 @@
 #include "core/blas.h"
 #include "core/error.h"
 #include "model/evaluate.h"
+#include "model/report.h"
 
 void cli_print_metrics(const uf_model *m, const uf_evaluate_report *rep) {
     const uf_eval_result *r = &rep->metrics;
@@ -49,7 +50,7 @@ int cmd_test(int argc, char **argv) {
         {"masks", OPT_STRING, &o.mask_dir, 0, 0, "with --abnormal: their masks (same name, or <stem>.png)"},
         {"train", OPT_STRING, &o.train_dir, 0, 0,
          "training images for the score threshold (default: --data's train split; none with --normal)"},
-        {"output", OPT_STRING, &out, 0, 0, "folder for metrics.json (-o)"},
+        {"output", OPT_STRING, &out, 0, 0, "folder for metrics.json and report.html (-o)"},
         {"weights", OPT_STRING, &weights, 0, 0,
          "backbone weights (default: the paths recorded in the model); mcait: M48,S24"},
         {"backbone", OPT_STRING, &backbone, 0, 0, "the model's backbone (resnet18 | wide_resnet50_2 | mcait), checked"},
@@ -87,8 +88,12 @@ int cmd_test(int argc, char **argv) {
             snprintf(path, sizeof path, "%s/metrics.json", out);
             rc = uf_evaluate_write_json(m, &o, &rep, path);
             if (rc == UF_OK) printf("metrics written to %s\n", path);
+            snprintf(path, sizeof path, "%s/report.html", out);
+            if (rc == UF_OK) rc = uf_report_write_html(m, &o, &rep, path);
+            if (rc == UF_OK) printf("report written to %s\n", path);
         }
     }
+    uf_evaluate_report_free(&rep);
     uf_model_free(m);
     return rc == UF_OK ? 0 : cli_fail("test", NULL);
 }

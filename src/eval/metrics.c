@@ -123,6 +123,48 @@ double uf_auroc(const float *scores, const uint8_t *labels, size_t n) {
     return r;
 }
 
+/* ------------------------------------------------------------------ curves */
+#define CURVE_STEP (1.0 / 250.0)
+
+/* Adds (x, y) to c when it lies CURVE_STEP or more from the last point, or when force
+ * (the ends of a curve) and it differs from the last point. */
+static void curve_add(uf_curve *c, double x, double y, double x_range, int force) {
+    if (c->n > 0) {
+        double d = fabs(x - c->x[c->n - 1]) / x_range + fabs(y - c->y[c->n - 1]);
+        if (d < CURVE_STEP && !force) return;
+        if (d == 0.0) return;
+    }
+    if (c->n == UF_CURVE_MAX) c->n--; /* cannot happen for monotone curves; keep the end */
+    c->x[c->n] = (float)x, c->y[c->n] = (float)y, c->n++;
+}
+
+void uf_roc_curve(const float *scores, const uint8_t *labels, size_t n, uf_curve *out) {
+    out->n = 0;
+    size_t np = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(scores[i])) return;
+        np += labels[i] != 0;
+    }
+    const size_t nn = n - np;
+    if (np == 0 || nn == 0) return;
+    uint32_t *k = uf_alloc(sizeof(uint32_t) * n);
+    if (!k) return;
+    size_t a = 0, b = nn;
+    for (size_t i = 0; i < n; i++) k[labels[i] ? b++ : a++] = uf_float_key(scores[i]);
+    uf_sort_u32(k, nn);
+    uf_sort_u32(k + nn, np);
+    const uint32_t *neg = k, *pos = k + nn;
+    size_t i = nn, j = np;
+    curve_add(out, 0.0, 0.0, 1.0, 1);
+    while (i > 0 || j > 0) { /* from the highest threshold down */
+        uint32_t t = (i > 0 && (j == 0 || neg[i - 1] >= pos[j - 1])) ? neg[i - 1] : pos[j - 1];
+        while (i > 0 && neg[i - 1] == t) i--;
+        while (j > 0 && pos[j - 1] == t) j--;
+        curve_add(out, (double)(nn - i) / nn, (double)(np - j) / np, 1.0, i == 0 && j == 0);
+    }
+    uf_free(k);
+}
+
 uf_image_confusion uf_image_confusion_of(const uint8_t *label, const uint8_t *decided, int n) {
     uf_image_confusion c = {0, 0, 0, 0, NAN};
     for (int i = 0; i < n; i++) {
@@ -472,6 +514,8 @@ int uf_eval_compute(uf_eval *ev, double fpr_limit, uf_eval_result *r) {
     uint64_t tp = 0, fp = 0, s2 = 0;
     double pro = 0, area = 0, f_prev = 0, p_prev = 0;
     int area_done = 0, past = 0, rc = UF_OK;
+    curve_add(&r->pixel_roc, 0.0, 0.0, 1.0, 1);
+    curve_add(&r->pro, 0.0, 0.0, fpr_limit, 1);
     while (i > 0 || j > 0) {
         uint32_t kn = i > 0 ? ev->neg[i - 1] : 0, kp = j > 0 ? (uint32_t)(ev->pos[j - 1] >> 32) : 0;
         uint32_t k = (i > 0 && (j == 0 || kn >= kp)) ? kn : kp;
@@ -506,12 +550,15 @@ int uf_eval_compute(uf_eval *ev, double fpr_limit, uf_eval_result *r) {
         }
         /* textbook PRO: trapezoid of (global FPR, mean region overlap) up to the limit */
         double f = (double)fp / (double)N;
+        curve_add(&r->pixel_roc, f, (double)tp / (double)P, 1.0, i == 0 && j == 0);
         if (!area_done) {
             if (f <= fpr_limit) {
                 area += (f - f_prev) * (pro + p_prev) * 0.5;
+                curve_add(&r->pro, f, pro, fpr_limit, f == fpr_limit);
             } else {
                 double pl = p_prev + (pro - p_prev) * (fpr_limit - f_prev) / (f - f_prev);
                 area += (fpr_limit - f_prev) * (pl + p_prev) * 0.5;
+                curve_add(&r->pro, fpr_limit, pl, fpr_limit, 1);
                 area_done = 1;
             }
         }

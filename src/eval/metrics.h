@@ -63,6 +63,15 @@ int uf_eval_reserve(uf_eval *ev, size_t n_pixels);
 int uf_eval_add(uf_eval *ev, int h, int w, const float *amap, const float *nfa_score, const uint8_t *gt,
                 int image_label, float image_score);
 
+/* A curve for plotting, thinned: a point is kept when it lies at least 1/250 (L1, with
+ * x divided by x_range) from the last kept one; the first and the last points always are.
+ * A monotone curve over [0, x_range] x [0, 1] therefore keeps at most 502 points. */
+#define UF_CURVE_MAX 512
+typedef struct uf_curve {
+    int n;
+    float x[UF_CURVE_MAX], y[UF_CURVE_MAX];
+} uf_curve;
+
 typedef struct uf_eval_result {
     int n_images, n_anomalous_images, n_regions;
     int64_t n_pixels, n_anomalous_pixels;
@@ -74,6 +83,8 @@ typedef struct uf_eval_result {
     double miou_oracle;     /* best over thr in -400..1000 */
     int oracle_thr;
     double f1_auto;         /* thr 0, pooled pixels */
+    uf_curve pixel_roc;     /* (FPR, TPR) over all pixels, from (0, 0) to (1, 1); n = 0 when undefined */
+    uf_curve pro;           /* (global FPR, mean per-region overlap) up to FPR = fpr_limit (textbook PRO) */
 } uf_eval_result;
 
 /* Image-level decisions at one threshold: counts and F1 = 2 TP / (2 TP + FP + FN) (NaN
@@ -100,6 +111,11 @@ int uf_eval_miou_curve(const uf_eval *ev, double *miou);
  * nonzero = positive. NaN when a class is missing; UF_ERR-free (NaN also for NaN scores
  * or no memory, with the error message set). */
 double uf_auroc(const float *scores, const uint8_t *labels, size_t n);
+
+/* The ROC curve (FPR, TPR) of n (score, label) pairs (label nonzero = positive), one point
+ * per distinct score from (0, 0) to (1, 1), thinned as uf_curve says. n = 0 when a class is
+ * missing or a score is NaN. */
+void uf_roc_curve(const float *scores, const uint8_t *labels, size_t n, uf_curve *out);
 
 /* IoU of one image at a threshold: (|{s > thr} & G| + eps) / (|{s > thr} | G| + eps). */
 double uf_iou(const float *score, const uint8_t *gt, size_t n, float thr);

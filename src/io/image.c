@@ -1046,3 +1046,22 @@ int uf_image_write_png(const char *path, const uf_image *img) {
 int uf_png_write_gray16(const char *path, const uint16_t *pixels, int width, int height) {
     return png_write_atomic(path, width, height, 1, 16, pixels);
 }
+
+int uf_image_encode_png(const uf_image *img, unsigned char **data, size_t *len) {
+    *data = NULL, *len = 0;
+    if (!img || !img->pixels || (img->channels != 1 && img->channels != 3))
+        return uf_error("png in memory: image must be 8-bit gray or RGB");
+    if (check_dims(img->width, img->height) != UF_OK) return uf_error_prefix("png in memory");
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *fp = open_memstream(&buf, &n);
+    if (!fp) return uf_error("png in memory: out of memory");
+    int rc = png_write_stream(fp, "(memory)", img->width, img->height, img->channels, 8, img->pixels);
+    if (fclose(fp) != 0 && rc == UF_OK) rc = uf_error("png in memory: out of memory");
+    if (rc != UF_OK) {
+        free(buf);
+        return UF_ERR;
+    }
+    *data = (unsigned char *)buf, *len = n;
+    return UF_OK;
+}

@@ -13,6 +13,7 @@
 #ifndef UF_IO_IMAGE_H
 #define UF_IO_IMAGE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Limits checked before any pixel buffer is allocated (load, new, resize). */
@@ -108,5 +109,9 @@ int uf_image_load_for_backbone(const char *path, int size, float *out);
  * uf_png_write_gray16: 16-bit gray, pixels (height, width). */
 int uf_image_write_png(const char *path, const uf_image *img);
 int uf_png_write_gray16(const char *path, const uint16_t *pixels, int width, int height);
+
+/* The PNG file of an 8-bit gray or RGB image, in memory: *data (malloc; the caller
+ * frees it) of *len bytes. UF_ERR + message (nothing allocated) otherwise. */
+int uf_image_encode_png(const uf_image *img, unsigned char **data, size_t *len);
 
 #endif

@@ -44,3 +44,17 @@ uf_image *uf_render_mask(const uint8_t *mask, int width, int height) {
     for (int i = 0; i < width * height; i++) out->pixels[i] = mask[i] ? 255 : 0;
     return out;
 }
+
+void uf_render_outline(uf_image *img, const uint8_t *mask, const uint8_t rgb[3]) {
+    const int W = img->width, H = img->height;
+    if (img->channels != 3) return;
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            const size_t p = (size_t)y * W + x;
+            if (!mask[p]) continue;
+            int edge = x == 0 || y == 0 || x == W - 1 || y == H - 1 || !mask[p - 1] || !mask[p + 1] || !mask[p - W] ||
+                       !mask[p + W];
+            if (edge)
+                for (int c = 0; c < 3; c++) img->pixels[p * 3 + c] = rgb[c];
+        }
+}

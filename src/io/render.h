@@ -18,4 +18,8 @@ uf_image *uf_render_overlay(const uf_image *base, const float *map, int width, i
 /* A 0/255 gray image from a boolean mask (h, w). */
 uf_image *uf_render_mask(const uint8_t *mask, int width, int height);
 
+/* Paints the boundary of a boolean mask (width, height of img) onto the RGB image img:
+ * the mask's pixels with a 4-neighbour outside it, or on the image border, get rgb. */
+void uf_render_outline(uf_image *img, const uint8_t *mask, const uint8_t rgb[3]);
+
 #endif

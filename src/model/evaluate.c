@@ -15,9 +15,9 @@
 #include "io/dataset.h"
 #include "model/detect.h"
 
-/* The evaluation grid: eval_size on the longer side of the model's input, the
+/* The evaluation grid (evaluate.h): eval_size on the longer side of the model's input, the
  * other side in the same proportion (eval_size x eval_size for a square model). */
-static void eval_grid(const uf_model *m, int eval_size, int *ew, int *eh) {
+void uf_evaluate_grid(const uf_model *m, int eval_size, int *ew, int *eh) {
     const int W = m->cfg.input.width, H = m->cfg.input.height;
     const long shorter = lround((double)eval_size * (W < H ? W : H) / (W > H ? W : H));
     *ew = W >= H ? eval_size : (int)(shorter > 0 ? shorter : 1);
@@ -92,7 +92,7 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
     if (!ds) return UF_ERR;
     const int L = m->cfg.flow.n_scales, B = o->batch;
     int EW, EH;
-    eval_grid(m, o->eval_size, &EW, &EH);
+    uf_evaluate_grid(m, o->eval_size, &EW, &EH);
     const size_t per = (size_t)EW * EH;
     uf_detect_batch b;
     uf_eval *ev = NULL;
@@ -102,6 +102,11 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
     int *idx = NULL, rc = UF_ERR, n_masked_anomalous = 0;
     float *img_score = NULL;
     uint8_t *img_label = NULL, *img_detected = NULL;
+    rep->images = calloc((size_t)(ds->count > 0 ? ds->count : 1), sizeof *rep->images);
+    if (!rep->images) {
+        uf_dataset_free(ds);
+        return uf_error("out of memory");
+    }
     double z2_sum[UF_FLOW_MAX_SCALES] = {0}, z2_count[UF_FLOW_MAX_SCALES] = {0};
     if (uf_detect_batch_init(&b, m, B, EW, EH) != UF_OK) goto out_ds;
     b.nfa_block = o->nfa_block;
@@ -151,7 +156,15 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
             img_score[rep->n_images] = b.score[i];
             img_label[rep->n_images] = (uint8_t)(s->label != 0);
             img_detected[rep->n_images] = (uint8_t)detected;
+            uf_evaluated_image *e = &rep->images[rep->n_images];
+            e->image_path = strdup(s->image_path);
+            e->mask_path = s->mask_path ? strdup(s->mask_path) : NULL;
+            e->score = b.score[i], e->label = img_label[rep->n_images], e->detected = (uint8_t)detected;
             rep->n_images++;
+            if (!e->image_path || (s->mask_path && !e->mask_path)) {
+                uf_error("out of memory");
+                goto out;
+            }
             if (uf_sample_has_pixel_gt(s)) {
                 if (gt_for(s, b.orig_w[i], b.orig_h[i], &m->cfg.input, EW, EH, gt, tmp) != UF_OK) goto out;
                 if (uf_eval_add(ev, EH, EW, amap, nfa, gt, s->label, NAN) != UF_OK) {
@@ -195,6 +208,7 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
     }
     /* image level, over every test image */
     rep->metrics.image_auroc = uf_auroc(img_score, img_label, (size_t)rep->n_images);
+    uf_roc_curve(img_score, img_label, (size_t)rep->n_images, &rep->image_roc);
     rep->metrics.n_images = rep->n_images;
     rep->metrics.n_anomalous_images = 0;
     for (int i = 0; i < rep->n_images; i++) rep->metrics.n_anomalous_images += img_label[i];
@@ -216,6 +230,13 @@ out:
 out_ds:
     uf_dataset_free(ds);
     return rc;
+}
+
+void uf_evaluate_report_free(uf_evaluate_report *rep) {
+    if (!rep || !rep->images) return;
+    for (int i = 0; i < rep->n_images; i++) free(rep->images[i].image_path), free(rep->images[i].mask_path);
+    free(rep->images);
+    rep->images = NULL;
 }
 
 static void add_number(cJSON *o, const char *k, double v) {
@@ -240,7 +261,7 @@ int uf_evaluate_write_json(const uf_model *m, const uf_evaluate_options *o, cons
     cJSON_AddNumberToObject(root, "input_height", m->cfg.input.height);
     cJSON_AddStringToObject(root, "input_fit", uf_fit_mode_name(m->cfg.input.fit));
     int ew, eh;
-    eval_grid(m, o->eval_size, &ew, &eh);
+    uf_evaluate_grid(m, o->eval_size, &ew, &eh);
     cJSON_AddNumberToObject(root, "eval_size", o->eval_size);
     cJSON_AddNumberToObject(root, "eval_width", ew);
     cJSON_AddNumberToObject(root, "eval_height", eh);

@@ -9,6 +9,8 @@
 #ifndef UF_MODEL_EVALUATE_H
 #define UF_MODEL_EVALUATE_H
 
+#include <stdint.h>
+
 #include "eval/metrics.h"
 #include "model/model.h"
 
@@ -25,6 +27,14 @@ typedef struct uf_evaluate_options {
     int verbose;
 } uf_evaluate_options;
 
+/* One test image as scored: what the report's worst-case grid is chosen from. */
+typedef struct uf_evaluated_image {
+    char *image_path, *mask_path; /* owned by the report; mask_path NULL without pixel ground truth */
+    float score;                  /* image score: max of the anomaly map */
+    uint8_t label;                /* 1 anomalous (its folder), 0 good */
+    uint8_t detected;             /* some pixel with NFA < 1 */
+} uf_evaluated_image;
+
 typedef struct uf_evaluate_report {
     uf_eval_result metrics;          /* pixel metrics over the images with pixel ground truth; image_auroc
                                       * over ALL test images (with or without masks) */
@@ -36,10 +46,18 @@ typedef struct uf_evaluate_report {
     int n_train_scored;
     int n_good, n_good_with_detection;
     double good_mean_z2[UF_FLOW_MAX_SCALES]; /* mean z^2 per scale over good images: ~1 when calibrated */
+    uf_curve image_roc;              /* ROC of the image scores over all test images */
+    uf_evaluated_image *images;      /* (n_images), in test-set order */
     double t_load, t_latents, t_detect, t_metrics, t_total;
 } uf_evaluate_report;
 
+/* Fills rep (release it with uf_evaluate_report_free, also after an error). */
 int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *rep);
+void uf_evaluate_report_free(uf_evaluate_report *rep);
+
+/* The evaluation grid of model m: eval_size on the longer side of the model's input,
+ * the other side in proportion. */
+void uf_evaluate_grid(const uf_model *m, int eval_size, int *width, int *height);
 
 /* Writes the report as JSON (atomically). */
 int uf_evaluate_write_json(const uf_model *m, const uf_evaluate_options *o, const uf_evaluate_report *rep,
