@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "model/model.h"
 #include "core/error.h"
+#include "core/log.h"
 
 typedef struct {
     const char *name;
@@ -97,6 +98,30 @@ int cli_make_dir(const char *cmd, const char *dir) {
     return cli_fail(cmd, msg);
 }
 
+/* The library's messages on stderr: progress lines overwrite each other in place on a
+ * terminal ("\r", no newline until the next other message); warnings and per-item errors
+ * are named "uflow <command>: warning|error: ...". */
+static int g_progress_open;
+
+static void print_log(int level, const char *message, void *user) {
+    const char *cmd = user;
+    if (level == UF_LOG_PROGRESS) {
+        if (!isatty(STDERR_FILENO)) return; /* a log file gets the summary line only */
+        fprintf(stderr, "\r%s", message);
+        g_progress_open = 1;
+        fflush(stderr);
+        return;
+    }
+    if (g_progress_open) fputc('\n', stderr);
+    g_progress_open = 0;
+    if (level == UF_LOG_WARNING)
+        fprintf(stderr, "uflow %s: warning: %s\n", cmd, message);
+    else if (level == UF_LOG_ERROR)
+        fprintf(stderr, "uflow %s: error: %s\n", cmd, message);
+    else
+        fprintf(stderr, "%s\n", message);
+}
+
 int main(int argc, char **argv) {
     /* A file-size limit (ulimit -f) must fail a write with EFBIG, which the
      * writers report and clean up after, not kill the process mid-file. */
@@ -111,7 +136,10 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "--version")) return cmd_version(1, argv + 1);
     for (size_t i = 0; i < N_COMMANDS; i++)
-        if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].run(argc - 1, argv + 1);
+        if (!strcmp(argv[1], COMMANDS[i].name)) {
+            uf_set_log_callback(print_log, (void *)COMMANDS[i].name);
+            return COMMANDS[i].run(argc - 1, argv + 1);
+        }
     fprintf(stderr, "uflow: error: unknown command '%s' (see 'uflow --help')\n", argv[1]);
     return 2;
 }

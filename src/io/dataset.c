@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "core/tensor.h"
 
 /* At most this many "mask missing" lines per uf_dataset_open; then a count. */
@@ -85,12 +86,12 @@ static char *stem_of(const char *name) {
 
 static void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void warn(const char *fmt, ...) {
+    char line[1536];
     va_list ap;
     va_start(ap, fmt);
-    fputs("uflow: warning: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    uf_log(UF_LOG_WARNING, "%s", line);
 }
 
 /* ---- directory listing ---------------------------------------------------- */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "core/interp.h"
 #include "core/tensor.h"
 #include "core/timer.h"
@@ -190,12 +191,12 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
             }
         }
         rep->t_metrics += uf_now() - t1;
-        if (o->verbose) fprintf(stderr, "\rtested %d/%d images", i0, ds->count);
+        if (o->verbose) uf_log(UF_LOG_PROGRESS, "tested %d/%d images", i0, ds->count);
     }
-    if (o->verbose) fprintf(stderr, "\n");
-    if (rep->n_skipped && o->verbose)
-        fprintf(stderr, "note: %d anomalous test images have no mask: in the image-level metrics, not in the "
-                        "pixel-level ones\n", rep->n_skipped);
+    if (o->verbose) uf_log(UF_LOG_INFO, "tested %d images", ds->count);
+    if (rep->n_skipped)
+        uf_log(UF_LOG_WARNING, "%d anomalous test images have no mask: in the image-level metrics, not in the "
+                               "pixel-level ones", rep->n_skipped);
     for (int l = 0; l < L; l++) rep->good_mean_z2[l] = z2_count[l] > 0 ? z2_sum[l] / z2_count[l] : NAN;
     double t2 = uf_now();
     /* pixel metrics need anomalous pixels: over good images alone they would read as perfect */

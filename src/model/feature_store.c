@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "io/file_hash.h"
 #include "io/safetensors.h"
 
@@ -73,7 +74,7 @@ int uf_feature_store_get(uf_feature_store *fs, const char *key, const char *inpu
         }
     }
     if (!hit)
-        fprintf(stderr, "uflow: warning: feature cache file %s is unusable (%s): computing it again\n", path,
+        uf_log(UF_LOG_WARNING, "feature cache file %s is unusable (%s): computing it again", path,
                 st ? "it does not match" : uf_last_error());
     uf_st_close(st);
     fs->n_hits += hit;
@@ -104,7 +105,7 @@ void uf_feature_store_put(uf_feature_store *fs, const char *key, const char *inp
         fs->n_written++;
     } else {
         if (fs->n_write_failed++ == 0)
-            fprintf(stderr, "uflow: warning: feature cache: %s (training goes on; features not stored)\n",
+            uf_log(UF_LOG_WARNING, "feature cache: %s (training goes on; features not stored)",
                     uf_last_error());
     }
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "core/interp.h"
 #include "core/tensor.h"
 #include "core/timer.h"
@@ -252,7 +253,7 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
     uf_detect_batch b;
     stem_set stems = {0};
     uf_atomic_file csv, jsonl;
-    int csv_open = 0, jsonl_open = 0, progress_shown = 0, rc = UF_ERR;
+    int csv_open = 0, jsonl_open = 0, rc = UF_ERR;
     const char **paths = malloc(sizeof(char *) * B);
     char csv_path[4200], jsonl_path[4200];
     snprintf(csv_path, sizeof csv_path, "%s/results.csv", o->out_dir);
@@ -278,9 +279,7 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
             if (b.error[i][0]) {
                 /* Policy: a bad image is reported and the others go on. */
                 rep->n_failed++;
-                if (progress_shown) fputc('\n', stderr);
-                progress_shown = 0;
-                fprintf(stderr, "uflow predict: error: %s\n", b.error[i]);
+                uf_log(UF_LOG_ERROR, "%s", b.error[i]);
                 csv_string(csv.fp, paths[i]);
                 fputs(",,,,,,,,", csv.fp);
                 csv_string(csv.fp, b.error[i]);
@@ -320,10 +319,9 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
                 UF_OK)
                 goto out;
         }
-        if (o->verbose) fprintf(stderr, "\rpredicted %d/%d images", i0 + n, ds->count);
-        progress_shown = o->verbose;
+        if (o->verbose) uf_log(UF_LOG_PROGRESS, "predicted %d/%d images", i0 + n, ds->count);
     }
-    if (progress_shown) fputc('\n', stderr);
+    if (o->verbose) uf_log(UF_LOG_INFO, "predicted %d images", ds->count);
     csv_open = 0;
     if (uf_atomic_commit(&csv) != UF_OK) goto out;
     jsonl_open = 0;

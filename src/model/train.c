@@ -7,6 +7,7 @@
 
 #include "core/blas.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "core/tensor.h"
 #include "core/timer.h"
 #include "flow/adam.h"
@@ -72,7 +73,7 @@ static void report_progress(int done, int total, int computed, double t_start) {
     const double dt = uf_now() - t_start;
     char eta[32];
     format_duration(dt / done * (total - done), eta, sizeof eta);
-    fprintf(stderr, "features %d/%d images (%d computed, %d from the cache), %.2f s/image, ETA %s\n", done, total,
+    uf_log(UF_LOG_INFO, "features %d/%d images (%d computed, %d from the cache), %.2f s/image, ETA %s", done, total,
             computed, done - computed, dt / done, eta);
 }
 
@@ -99,7 +100,7 @@ static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_ba
         bytes += (double)n_try * c->per_image[l] * sizeof(float);
     }
     if (verbose)
-        fprintf(stderr, "caching %s features of %d images (%.0f MB)%s%s\n", m->cfg.backbone, n_try, bytes / 1e6,
+        uf_log(UF_LOG_INFO, "caching %s features of %d images (%.0f MB)%s%s", m->cfg.backbone, n_try, bytes / 1e6,
                 store ? ", stored in " : "", store ? store->dir : "");
     float *x = uf_alloc((size_t)FEATURE_GROUP * per_x * sizeof(float));
     char (*errors)[UF_DETECT_ERROR_LEN] = malloc(sizeof *errors * FEATURE_GROUP);
@@ -121,7 +122,7 @@ static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_ba
                     rc = uf_error("%s (--skip-bad-images leaves such files out)", errors[i]);
                     break;
                 }
-                fprintf(stderr, "uflow: warning: skipped %s\n", errors[i]);
+                uf_log(UF_LOG_WARNING, "skipped %s", errors[i]);
                 c->n_skipped++;
                 continue;
             }
@@ -182,7 +183,7 @@ static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_ba
     uf_free(x);
     free(errors);
     if (verbose && rc == UF_OK && store)
-        fprintf(stderr, "features: %d computed, %d from the cache (%.1f s)\n", computed, c->n - computed,
+        uf_log(UF_LOG_INFO, "features: %d computed, %d from the cache (%.1f s)", computed, c->n - computed,
                 uf_now() - t_start);
     if (rc == UF_OK && c->n == 0)
         rc = uf_error("no readable training images in '%s' (%d skipped)", ds->root, c->n_skipped);
@@ -196,8 +197,8 @@ static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_ba
 static int check_resume_data(const uf_model *m, const feature_cache *c, const char *model_path) {
     const uf_model_config *cfg = &m->cfg;
     if (!cfg->train_inputs_sha256[0]) {
-        fprintf(stderr, "uflow: warning: %s records no fingerprint of its training images (older uflow): the data "
-                        "given to --resume cannot be checked\n", model_path);
+        uf_log(UF_LOG_WARNING, "%s records no fingerprint of its training images (older uflow): the data "
+                                "given to --resume cannot be checked", model_path);
         return UF_OK;
     }
     if (c->n != cfg->train_images || strcmp(c->inputs_sha256, cfg->train_inputs_sha256) != 0)
@@ -325,8 +326,8 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
         goto done;
     }
     if (o->verbose)
-        fprintf(stderr, "training %s@%dx%d%s flow (%zu trainable parameters, LayerNorm %s) on %d images: %d epochs, "
-                        "batch %d, lr %g, seed %llu, %d threads\n",
+        uf_log(UF_LOG_INFO, "training %s@%dx%d%s flow (%zu trainable parameters, LayerNorm %s) on %d images: %d epochs, "
+                            "batch %d, lr %g, seed %llu, %d threads",
                 m->cfg.backbone, m->cfg.input.width, m->cfg.input.height,
                 m->cfg.input.fit == UF_FIT_KEEP_ASPECT ? " keep-aspect" : "", m->flow->n_trainable, uf_ln_mode_name(m->cfg.flow.ln_mode), n,
                 ts.epochs, B, ts.lr, (unsigned long long)ts.seed, uf_get_num_threads());
@@ -364,7 +365,7 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
         if (o->verbose) {
             char eta[32];
             format_duration(per_epoch * (ts.epochs - epoch - 1), eta, sizeof eta);
-            fprintf(stderr, "epoch %4d/%d  loss %14.2f  %6.1f img/s  ETA %s\n", epoch + 1, ts.epochs, mean_loss,
+            uf_log(UF_LOG_INFO, "epoch %4d/%d  loss %14.2f  %6.1f img/s  ETA %s", epoch + 1, ts.epochs, mean_loss,
                     n / dt, eta);
         }
         int last = epoch + 1 == ts.epochs || (o->stop_after > 0 && epochs_run >= o->stop_after);
