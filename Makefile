@@ -8,6 +8,8 @@
 #   make deps         install the Debian packages uflow needs (as root)
 #   make fuzz         build the libFuzzer targets (clang, build/fuzz/) and run each for FUZZ_SECONDS
 #   make fuzz-build   only build them
+#   make install PREFIX=DIR   include/uflow.h, lib/libuflow.so*, lib/pkgconfig/uflow.pc, bin/uflow and
+#                     share/uflow/ (the shipped weights) under DIR (default /usr/local)
 
 CC       ?= gcc
 MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null)
@@ -34,11 +36,13 @@ endif
 
 CPPFLAGS := -Iinclude -Isrc -Ibench -I/usr/include/stb -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L \
             -DUF_MULTIARCH='"$(MULTIARCH)"'
-CFLAGS   := -std=c11 -Wall -Wextra -fopenmp $(OPT) -MMD -MP
+# -fPIC: the same objects make build/libuflow.a and build/libuflow.so.
+CFLAGS   := -std=c11 -Wall -Wextra -fopenmp -fPIC $(OPT) -MMD -MP
 LDFLAGS  := -fopenmp $(filter -fsanitize=%,$(OPT))
 LDLIBS   := -ldnnl -lcjson -lstb -lpng -ltiff -lnettle -ldl -lpthread -lm
 
-LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/backbone/*.c src/flow/*.c src/detect/*.c src/eval/*.c src/model/*.c))
+LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/backbone/*.c src/flow/*.c src/detect/*.c src/eval/*.c \
+                              src/model/*.c src/api/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c bench/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -48,14 +52,38 @@ HARNESS  := $(BUILD)/obj/tests/harness.o
 
 LIB      := $(BUILD)/libuflow.a
 PROG     := $(BUILD)/uflow
+VERSION  := $(shell sed -n 's/^\#define UFLOW_VERSION "\(.*\)"/\1/p' src/core/version.h)
+SONAME   := libuflow.so.$(firstword $(subst ., ,$(VERSION)))
+SHLIB    := $(BUILD)/libuflow.so.$(VERSION)
+PREFIX   ?= /usr/local
 
-.PHONY: all test run-tests valgrind demo check-report deps clean fuzz fuzz-build fuzz-seeds bench-compare
-all: $(PROG) $(LIB)
+.PHONY: all test run-tests valgrind demo check-report deps clean fuzz fuzz-build fuzz-seeds bench-compare install
+all: $(PROG) $(LIB) $(BUILD)/libuflow.so
 .SECONDARY:
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
+
+# The shared library exports the public API (uflow_*) only: src/api/libuflow.map.
+$(SHLIB): $(LIB_OBJ) src/api/libuflow.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=src/api/libuflow.map -Wl,--no-undefined \
+	    $(LDFLAGS) -o $@ $(LIB_OBJ) $(LDLIBS)
+
+$(BUILD)/libuflow.so: $(SHLIB)
+	ln -sf $(notdir $(SHLIB)) $(BUILD)/$(SONAME)
+	ln -sf $(notdir $(SHLIB)) $@
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin \
+	    $(DESTDIR)$(PREFIX)/share/uflow
+	install -m 644 include/uflow.h $(DESTDIR)$(PREFIX)/include/uflow.h
+	install -m 755 $(SHLIB) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf $(notdir $(SHLIB)) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(notdir $(SHLIB)) $(DESTDIR)$(PREFIX)/lib/libuflow.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' src/api/uflow.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/uflow.pc
+	install -m 755 $(PROG) $(DESTDIR)$(PREFIX)/bin/uflow
+	install -m 644 models/*.safetensors $(DESTDIR)$(PREFIX)/share/uflow/
 
 $(PROG): $(CLI_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)

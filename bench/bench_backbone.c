@@ -5,10 +5,10 @@
 
 #include <sys/resource.h>
 
+#include "backbone/shipped.h"
 #include "backbone/backbone.h"
 #include "backbone/resnet.h"
 #include "bench.h"
-#include "cli/commands.h"
 #include "core/blas.h"
 #include "core/error.h"
 #include "core/tensor.h"
@@ -163,10 +163,10 @@ int bench_backbone(int verbose, const char *backbone, const char *weights) {
     int rc = UF_ERR;
     if (bench_square_init(&sq, 1024) != UF_OK) return UF_ERR;
     printf("ResNet up to layer3 (%s kernels, %d threads)\n", uf_blas_corename(), uf_get_num_threads());
-    r18 = uf_resnet_load(cli_default_weights());
+    r18 = uf_resnet_load(uf_shipped_weights());
     const char *r18_label = "resnet18";
     if (!r18) {
-        printf("  (%s: %s; using random weights)\n", cli_default_weights(), uf_last_error());
+        printf("  (%s: %s; using random weights)\n", uf_shipped_weights(), uf_last_error());
         r18 = uf_resnet_random("resnet18", 1);
         r18_label = "resnet18 (random)";
     }

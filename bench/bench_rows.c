@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backbone/shipped.h"
 #include "backbone/backbone.h"
 #include "bench.h"
-#include "cli/commands.h"
 #include "core/blas.h"
 #include "core/error.h"
 #include "core/rng.h"

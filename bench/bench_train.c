@@ -7,8 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backbone/shipped.h"
 #include "bench.h"
-#include "cli/commands.h"
 #include "core/blas.h"
 #include "core/error.h"
 #include "io/synth.h"
@@ -27,7 +27,7 @@ int bench_train(int verbose, const char *weights) {
     uf_train_options o = uf_train_default_options();
     o.data_dir = data;
     o.out_path = model;
-    o.weights = weights ? weights : cli_default_weights();
+    o.weights = weights ? weights : uf_shipped_weights();
     o.epochs = 2;
     o.batch = 16;
     o.checkpoint_every = 0;

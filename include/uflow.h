@@ -1,45 +1,186 @@
-/* uflow.h - public API of the uflow library (link build/libuflow.a; compile
- * with -Iinclude -Isrc; see the Makefile for the system libraries).
+/* uflow.h - the public C API of libuflow: U-Flow image anomaly detection and
+ * segmentation (Tailanian, Pardo, Muse, "U-Flow: A U-shaped Normalizing Flow for
+ * Anomaly Detection with Unsupervised Threshold", JMIV 2024) on the CPU.
  *
- * uflow implements U-Flow (Tailanian, Pardo, Muse: "U-Flow: A U-shaped
- * Normalizing Flow for Anomaly Detection with Unsupervised Threshold", JMIV
- * 2024): a frozen ImageNet backbone, a U-shaped normalizing flow trained by
- * maximum likelihood, an anomaly map, and an a-contrario (NFA) segmentation.
+ * This header stands alone: compile with -I<prefix>/include and link with
+ * -luflow (pkg-config --cflags --libs uflow). It is C11 and C++ safe. Every name
+ * it declares starts with uflow_ / UFLOW_ (the library's internal code uses uf_,
+ * which libuflow.so does not export).
  *
- * Errors: functions return UF_OK (0) / UF_ERR (-1) or NULL and leave a
- * one-line message for uf_last_error(). Nothing in the library prints, except
- * progress lines when an options struct asks for them (verbose).
+ *     uflow_model *m = uflow_model_load("bottle.safetensors", NULL);
+ *     if (!m) { fprintf(stderr, "%s\n", uflow_last_error()); return 1; }
+ *     uflow_predict_options po = uflow_predict_default_options();
+ *     uflow_result *r = uflow_predict_pixels(m, rgb, width, height, 3, 0, &po);
+ *     if (!r) { fprintf(stderr, "%s\n", uflow_last_error()); ... }
+ *     printf("score %.4f anomalous %d\n", uflow_result_score(r), uflow_result_anomalous(r));
+ *     const float *map = uflow_result_anomaly_map(r);   // height x width, row-major
+ *     uflow_result_free(r);
+ *     uflow_model_free(m);
  *
- * Typical use:
+ * Errors: functions return UFLOW_OK (0) / UFLOW_ERROR (-1) or NULL, and leave one
+ * line saying what and where for uflow_last_error() (per thread). The library never
+ * prints, never calls exit(), and does not abort on bad input: a failed assertion of
+ * an internal invariant (a bug, not something input can cause) is the only abort.
  *
- *     uf_set_num_threads(0);                                  // all cores
- *     uf_train_options o = uf_train_default_options();        // ResNet-18 @256 ...
- *     o.data_dir = "mvtec/bottle";  o.out_path = "bottle.safetensors";
- *     if (uf_train(&o, NULL) != UF_OK) die(uf_last_error());
+ * Threads: a model is used by one thread at a time (it holds the work buffers of its
+ * flow). Load one model per thread to predict in parallel: different models may be
+ * used concurrently, and results, image lists and the log callback are safe to use
+ * from any thread. Each call also runs on several cores itself (uflow_set_threads).
  *
- *     uf_model *m = uf_model_load("bottle.safetensors", NULL, NULL, NULL);
- *     uf_detect_batch b;                                      // up to 8 images at a time
- *     uf_detect_batch_init(&b, m, 8, m->cfg.input.width, m->cfg.input.height);
- *     const char *paths[] = {"a.png", "b.png"};
- *     uf_detect_load(&b, m, paths, 2);
- *     uf_detect_run(&b, m, NULL, NULL);
- *     // b.score[i]: image score; b.amap + i*S*S: anomaly map; b.nfa + i*S*S: -log10 NFA (> 0: detected)
- *     uf_detect_batch_free(&b);
- *     uf_model_free(m);
+ * Results are at the image's own size: the anomaly map and the -log10 NFA field are
+ * upsampled bilinearly from the model's grid; mask = -log10 NFA > 0 (NFA < 1) on the
+ * upsampled field; score and anomalous are decided on the model's grid.
  *
- * Whole-folder helpers: uf_evaluate (metrics on a labelled test split) and
- * uf_predict (maps, overlays and masks written to a folder).
+ * Option structs are returned by value by uflow_*_default_options(); set the fields
+ * you need and pass a pointer. A new field may be added in a later version, with a
+ * new soname.
  */
 #ifndef UFLOW_H
 #define UFLOW_H
 
-#include "core/blas.h"      /* uf_set_num_threads, uf_blas_corename */
-#include "core/error.h"     /* UF_OK, UF_ERR, uf_last_error */
-#include "core/version.h"   /* UFLOW_VERSION, uf_version */
-#include "model/detect.h"   /* uf_detect_batch: images -> scores, maps, NFA */
-#include "model/evaluate.h" /* uf_evaluate: metrics of spec 8 */
-#include "model/model.h"    /* uf_model: load, save, latents */
-#include "model/predict.h"  /* uf_predict: outputs for a folder of images */
-#include "model/train.h"    /* uf_train */
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define UFLOW_VERSION_STRING "0.2.0"
+
+enum { UFLOW_OK = 0, UFLOW_ERROR = -1 };
+
+typedef struct uflow_model uflow_model;           /* a trained detector (opaque) */
+typedef struct uflow_result uflow_result;         /* one image's results (opaque) */
+typedef struct uflow_image_list uflow_image_list; /* images found under paths (opaque) */
+
+/* ---- library ---------------------------------------------------------------------- */
+
+const char *uflow_version(void);     /* "0.2.0" */
+const char *uflow_last_error(void);  /* this thread's last error ("" when none) */
+/* Threads of the library's own parallel loops and of OpenBLAS; n <= 0: all cores. */
+void uflow_set_threads(int n);
+
+/* Log messages: one line each, without newline. PROGRESS lines may be overwritten in
+ * place ("predicted 40/582 images"); INFO is a run's account; WARNING something the
+ * user should know (a skipped file); ERROR one item that failed while the run goes on.
+ * Default: no callback, nothing is printed. The callback may be called from any thread
+ * that runs library code, one call at a time; it must not call back into the library. */
+typedef enum { UFLOW_LOG_PROGRESS = 0, UFLOW_LOG_INFO = 1, UFLOW_LOG_WARNING = 2, UFLOW_LOG_ERROR = 3 } uflow_log_level;
+typedef void (*uflow_log_fn)(int level, const char *message, void *user);
+void uflow_set_log(uflow_log_fn fn, void *user); /* fn NULL: silent */
+
+/* ---- training ----------------------------------------------------------------------- */
+
+/* After each epoch. Return nonzero to stop there (the model file is written and can be
+ * resumed with resume = 1). */
+typedef int (*uflow_epoch_fn)(int epoch, int epochs, double loss, double eta_seconds, void *user);
+
+typedef struct uflow_train_options {
+    const char *data_dir;  /* MVTec-AD / BTAD / VisA category or a folder of normal images */
+    const char *out_path;  /* the model file (.safetensors), also the checkpoint */
+    const char *backbone;  /* "resnet18" (default), "wide_resnet50_2", "mcait" */
+    const char *weights;   /* backbone weights; NULL: the shipped ResNet-18 (or, on resume, the recorded ones) */
+    int width, height;     /* model input; 0, 0: 256 x 256 (448 for mcait); sides multiples of 16 */
+    int keep_aspect;       /* 1: resize the shorter side and centre-crop instead of stretching */
+    int flow_steps;        /* per scale, 4 */
+    int epochs, batch;     /* 100, 16 */
+    double lr, weight_decay; /* 1e-3, 1e-5 */
+    unsigned long long seed; /* 0 */
+    int max_images;        /* the first N training images (0: all) */
+    int skip_bad_images;   /* 1: leave unreadable images out with a warning; 0 (default): stop */
+    int resume;            /* continue the run recorded in out_path */
+    uflow_epoch_fn on_epoch; /* NULL: none */
+    void *user;            /* passed to on_epoch */
+} uflow_train_options;
+
+typedef struct uflow_train_summary {
+    int images, epochs_done, skipped;
+    double first_loss, last_loss; /* mean per image, of the first and last epoch of this run */
+    double seconds;               /* feature extraction + training */
+} uflow_train_summary;
+
+uflow_train_options uflow_train_default_options(void);
+/* Trains and writes o->out_path (atomically). summary may be NULL. */
+int uflow_train(const uflow_train_options *o, uflow_train_summary *summary);
+
+/* ---- models -------------------------------------------------------------------------- */
+
+/* Loads a model file. weights NULL: the backbone inside the file, else the one it records
+ * (as recorded, then beside the model, then the shipped one); its sha256 must match. */
+uflow_model *uflow_model_load(const char *path, const char *weights);
+void uflow_model_free(uflow_model *m);    /* NULL is fine */
+int uflow_model_input_width(const uflow_model *m);
+int uflow_model_input_height(const uflow_model *m);
+const char *uflow_model_backbone(const uflow_model *m); /* e.g. "resnet18" */
+int uflow_model_epochs(const uflow_model *m);           /* epochs trained */
+
+/* ---- prediction -------------------------------------------------------------------------- */
+
+typedef struct uflow_predict_options {
+    int model_size;  /* 1: results at the model's input size instead of the image's */
+    int nfa_block;   /* 1: the older block NFA (spec 7.2) instead of the tree NFA */
+} uflow_predict_options;
+
+uflow_predict_options uflow_predict_default_options(void);
+
+/* One image from memory: 8-bit, row-major, channels 1 (gray), 3 (RGB) or 4 (RGBA, alpha
+ * ignored), stride bytes per row (0: width * channels). Any size up to 65535 x 65535.
+ * o may be NULL (defaults). NULL + error for bad arguments or non-finite latents. */
+uflow_result *uflow_predict_pixels(uflow_model *m, const unsigned char *pixels, int width, int height, int channels,
+                                   size_t stride, const uflow_predict_options *o);
+/* One image file (PNG, JPEG, BMP, TIFF). */
+uflow_result *uflow_predict_file(uflow_model *m, const char *path, const uflow_predict_options *o);
+/* n image files in batches (faster than one at a time). results[i] gets image i's result,
+ * or NULL with errors[i] (when errors is not NULL) set to a malloc'ed message the caller
+ * frees. Returns the number of images that failed, or UFLOW_ERROR when nothing could run
+ * (out of memory). One bad file never costs the others. */
+int uflow_predict_files(uflow_model *m, const char *const *paths, int n, const uflow_predict_options *o,
+                        uflow_result **results, char **errors);
+
+float uflow_result_score(const uflow_result *r);         /* max of the anomaly map */
+int uflow_result_anomalous(const uflow_result *r);       /* 1: some pixel has NFA < 1 */
+int uflow_result_width(const uflow_result *r);
+int uflow_result_height(const uflow_result *r);
+const float *uflow_result_anomaly_map(const uflow_result *r);  /* height x width, in [0, 1] */
+const float *uflow_result_neg_log10_nfa(const uflow_result *r); /* height x width; > 0: detected */
+const unsigned char *uflow_result_mask(const uflow_result *r); /* height x width, 1 where NFA < 1 */
+int uflow_result_detected_pixels(const uflow_result *r);
+float uflow_result_max_neg_log10_nfa(const uflow_result *r);
+/* Writes out_dir/<stem>_map.png (16-bit; or _map.safetensors with map_safetensors),
+ * _overlay.png and _mask.png, as `uflow predict` does; stem may name sub-folders
+ * ("hole/000"), which are made. */
+int uflow_result_write(const uflow_result *r, const char *out_dir, const char *stem, int map_safetensors);
+void uflow_result_free(uflow_result *r); /* NULL is fine */
+
+/* The images `uflow predict` would process for these paths (files, or folders walked
+ * recursively, in its order) and the output stem each gets there, so that work split
+ * over processes or machines writes exactly what one `uflow predict` writes. */
+uflow_image_list *uflow_list_images(const char *const *paths, int n);
+int uflow_image_list_count(const uflow_image_list *l);
+const char *uflow_image_list_path(const uflow_image_list *l, int i);
+const char *uflow_image_list_stem(const uflow_image_list *l, int i);
+void uflow_image_list_free(uflow_image_list *l);
+
+/* ---- testing ------------------------------------------------------------------------------- */
+
+typedef struct uflow_test_options {
+    const char *data_dir; /* a labelled category folder (MVTec-AD, MVTec 3D-AD, BTAD, VisA) */
+    const char *out_dir;  /* NULL, or a folder for metrics.json and report.html */
+    int eval_size;        /* 256 */
+} uflow_test_options;
+
+/* NaN where the data do not allow a metric (e.g. pixel metrics without masks). */
+typedef struct uflow_metrics {
+    int images, good_images, good_with_detection;
+    double image_auroc, pixel_auroc, aupro;
+    double miou_auto, miou_oracle, f1_auto; /* segmentation at NFA = 1, and at the best threshold */
+    int tp, fp, tn, fn;                    /* image-level, anomalous = some pixel with NFA < 1 */
+} uflow_metrics;
+
+uflow_test_options uflow_test_default_options(void);
+int uflow_test(uflow_model *m, const uflow_test_options *o, uflow_metrics *metrics);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,6 +1,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "backbone/shipped.h"
 #include "bench.h"
 #include "cli/args.h"
 #include "core/blas.h"
@@ -67,7 +68,7 @@ int cmd_bench(int argc, char **argv) {
         if (r != CLI_PARSED) return r == CLI_HELP ? 0 : 2;
         if (uf_blas_init() != UF_OK) return cli_fail("bench", NULL);
         uf_set_num_threads(threads);
-        return bench_rows(images, weights ? weights : cli_default_weights(), reps, mcait) == UF_OK
+        return bench_rows(images, weights ? weights : uf_shipped_weights(), reps, mcait) == UF_OK
                    ? 0
                    : cli_fail("bench", NULL);
     }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "backbone/shipped.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/blas.h"
@@ -25,7 +26,7 @@ int cmd_demo(int argc, char **argv) {
     to.epochs = 12;
     to.batch = 8;
     to.checkpoint_every = 0;
-    to.weights = cli_default_weights();
+    to.weights = uf_shipped_weights();
     const cli_opt opts[] = {
         {"output", OPT_STRING, &out, 0, 0, "folder for the data set, model, metrics and maps (-o)"},
         {"weights", OPT_STRING, &to.weights, 0, 0, "backbone weights"},

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backbone/shipped.h"
 #include "backbone/backbone.h"
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -61,7 +62,7 @@ int cmd_features(int argc, char **argv) {
             return cli_fail("features", kind == UF_BACKBONE_MCAIT ? "mcait needs --weights M48.safetensors,S24.safetensors"
                                                                   : "no weights are shipped for wide_resnet50_2: give --weights FILE");
         }
-        weights = cli_default_weights();
+        weights = uf_shipped_weights();
     }
 
     int rc = 1;

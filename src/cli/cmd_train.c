@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "backbone/shipped.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/blas.h"
@@ -97,7 +98,7 @@ int cmd_train(int argc, char **argv) {
                                      "cait_m48_448.fb_dist_in1k and cait_s24_224.fb_dist_in1k files)");
         if (strcmp(backbone, "resnet18"))
             return cli_fail("train", "no weights are shipped for wide_resnet50_2: pass --weights FILE");
-        weights = cli_default_weights();
+        weights = uf_shipped_weights();
     }
     if (o.backbone == UF_BACKBONE_MCAIT && ln)
         return cli_fail("train", "--ln-affine does not apply to mcait (no LayerNorm in front of the flow)");

@@ -5,7 +5,7 @@
 #include "core/blas.h"
 #include "core/conv_blocked.h"
 #include "core/error.h"
-#include "uflow.h"
+#include "core/version.h"
 
 int cmd_version(int argc, char **argv) {
     (void)argc, (void)argv;

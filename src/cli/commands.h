@@ -17,11 +17,6 @@ int cmd_export(int argc, char **argv);
 /* Prints "uflow <cmd>: error: <msg>" (the library's last error when msg is NULL); returns 1. */
 int cli_fail(const char *cmd, const char *msg);
 
-/* Path of the shipped ResNet-18 weights: models/<file> in the current folder
- * if present, else beside the program (<dir of uflow>/../models/<file>), so the
- * program works from any folder. */
-const char *cli_default_weights(void);
-
 /* Creates dir (one level) unless it exists as a folder; 0, or prints the error and returns 1. */
 int cli_make_dir(const char *cmd, const char *dir);
 

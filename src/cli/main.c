@@ -43,27 +43,6 @@ int cli_fail(const char *cmd, const char *msg) {
     return 1;
 }
 
-#define SHIPPED_WEIGHTS "resnet18-in1k-l3-bnfolded.safetensors"
-
-const char *cli_default_weights(void) {
-    static char path[4200];
-    snprintf(path, sizeof path, "models/%s", SHIPPED_WEIGHTS);
-    if (access(path, R_OK) == 0) return path;
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/'); /* <repo>/build/uflow -> <repo>/models/... */
-        if (slash) {
-            *slash = '\0';
-            snprintf(path, sizeof path, "%s/../models/%s", exe, SHIPPED_WEIGHTS);
-            if (access(path, R_OK) == 0) return path;
-        }
-    }
-    snprintf(path, sizeof path, "models/%s", SHIPPED_WEIGHTS); /* reported as missing by the loader */
-    return path;
-}
-
 uf_model *cli_load_model(const char *cmd, const char *path, const char *weights, const char *backbone) {
     uf_model *m = uf_model_load(path, weights, NULL, NULL);
     if (!m) {

@@ -2,7 +2,7 @@
 #ifndef UF_CORE_VERSION_H
 #define UF_CORE_VERSION_H
 
-#define UFLOW_VERSION "0.1.0"
+#define UFLOW_VERSION "0.2.0"
 
 const char *uf_version(void);
 

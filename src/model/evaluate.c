@@ -14,7 +14,7 @@
 #include "core/timer.h"
 #include "io/atomic_file.h"
 #include "io/dataset.h"
-#include "model/detect.h"
+#include "model/batch.h"
 
 /* The evaluation grid (evaluate.h): eval_size on the longer side of the model's input, the
  * other side in the same proportion (eval_size x eval_size for a square model). */
@@ -56,7 +56,7 @@ static int gt_for(const uf_sample *s, int orig_w, int orig_h, const uf_input_geo
 /* *thr = the largest score of the data set's training images (train/good), with the batch
  * b (its paths array of b->cap entries); NaN and *n = 0 when there is no train split. A
  * training image that cannot be read is an error, as any test image is. */
-static int train_max_score(uf_model *m, const uf_evaluate_options *o, uf_detect_batch *b, const char **paths,
+static int train_max_score(uf_model *m, const uf_evaluate_options *o, uf_batch *b, const char **paths,
                            double *thr, int *n_scored) {
     *thr = NAN, *n_scored = 0;
     const char *train_root = o->train_dir ? o->train_dir : o->data_dir;
@@ -71,11 +71,11 @@ static int train_max_score(uf_model *m, const uf_evaluate_options *o, uf_detect_
     for (int i0 = 0; i0 < tr->count && rc == UF_OK; i0 += b->cap) {
         int n = tr->count - i0 < b->cap ? tr->count - i0 : b->cap;
         for (int i = 0; i < n; i++) paths[i] = tr->samples[i0 + i].image_path;
-        uf_detect_load(b, m, paths, n);
-        int bad = uf_detect_first_error(b);
+        uf_batch_load(b, m, paths, n);
+        int bad = uf_batch_first_error(b);
         if (bad < 0) {
-            if (uf_detect_run(b, m, NULL, NULL) != UF_OK) rc = UF_ERR;
-            bad = rc == UF_OK ? uf_detect_first_error(b) : -1;
+            if (uf_batch_run(b, m, NULL, NULL) != UF_OK) rc = UF_ERR;
+            bad = rc == UF_OK ? uf_batch_first_error(b) : -1;
         }
         if (bad >= 0) rc = uf_error("training image: %s", b->error[bad]);
         for (int i = 0; rc == UF_OK && i < n; i++) mx = b->score[i] > mx ? b->score[i] : mx;
@@ -95,7 +95,7 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
     int EW, EH;
     uf_evaluate_grid(m, o->eval_size, &EW, &EH);
     const size_t per = (size_t)EW * EH;
-    uf_detect_batch b;
+    uf_batch b;
     uf_eval *ev = NULL;
     uint8_t *gt = NULL;
     float *tmp = NULL;
@@ -109,7 +109,7 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
         return uf_error("out of memory");
     }
     double z2_sum[UF_FLOW_MAX_SCALES] = {0}, z2_count[UF_FLOW_MAX_SCALES] = {0};
-    if (uf_detect_batch_init(&b, m, B, EW, EH) != UF_OK) goto out_ds;
+    if (uf_batch_init(&b, m, B, EW, EH) != UF_OK) goto out_ds;
     b.nfa_block = o->nfa_block;
     ev = uf_eval_new();
     gt = malloc(per);
@@ -137,12 +137,12 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
         double t0 = uf_now();
         /* Metrics over part of a labelled test set would mislead: any image
          * that cannot be used stops the evaluation, naming it. */
-        uf_detect_load(&b, m, paths, n);
+        uf_batch_load(&b, m, paths, n);
         rep->t_load += uf_now() - t0;
-        int bad = uf_detect_first_error(&b);
+        int bad = uf_batch_first_error(&b);
         if (bad < 0) {
-            if (uf_detect_run(&b, m, &rep->t_latents, &rep->t_detect) != UF_OK) goto out;
-            bad = uf_detect_first_error(&b);
+            if (uf_batch_run(&b, m, &rep->t_latents, &rep->t_detect) != UF_OK) goto out;
+            bad = uf_batch_first_error(&b);
         }
         if (bad >= 0) {
             uf_error("%s", b.error[bad]);
@@ -227,7 +227,7 @@ out:
     free(paths), free(idx), free(gt);
     uf_free(tmp);
     uf_eval_free(ev);
-    uf_detect_batch_free(&b);
+    uf_batch_free(&b);
 out_ds:
     uf_dataset_free(ds);
     return rc;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backbone/shipped.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "io/file_hash.h"
@@ -365,7 +366,9 @@ static int read_config(const uf_safetensors *st, uf_model_config *c) {
 }
 
 /* Finds one weights file: as recorded if it exists, else the recorded file
- * name beside the model file. */
+ * name beside the model file, else (when the recorded file is the shipped ResNet-18,
+ * e.g. a relative "models/..." path read from another folder) the shipped copy. The
+ * caller checks the sha256, so a wrong file is refused, not used. */
 static int resolve_file(const char *model_path, const char *recorded, char *out, size_t cap) {
     FILE *f = fopen(recorded, "rb");
     if (f) {
@@ -380,6 +383,11 @@ static int resolve_file(const char *model_path, const char *recorded, char *out,
     f = fopen(out, "rb");
     if (f) {
         fclose(f);
+        return UF_OK;
+    }
+    if (!strcmp(base, UF_SHIPPED_WEIGHTS) && (f = fopen(uf_shipped_weights(), "rb"))) {
+        fclose(f);
+        if (snprintf(out, cap, "%s", uf_shipped_weights()) >= (int)cap) return uf_error("path too long");
         return UF_OK;
     }
     return uf_error("%s: backbone weights '%s' not found (pass them with --weights)", model_path, recorded);

@@ -16,7 +16,7 @@
 #include "io/dataset.h"
 #include "io/render.h"
 #include "io/safetensors.h"
-#include "model/detect.h"
+#include "model/batch.h"
 
 #define OVERLAY_ALPHA 0.5f
 
@@ -87,6 +87,31 @@ static int output_stem(stem_set *set, const char *path, const char *rel, int ind
     return r < 0 ? uf_error("out of memory") : UF_OK;
 }
 
+int uf_plan_output_stems(const uf_dataset *ds, char ***stems_out) {
+    stem_set set = {0};
+    char **stems = calloc((size_t)ds->count + 1, sizeof(char *));
+    int rc = stems ? UF_OK : uf_error("out of memory");
+    for (int i = 0; rc == UF_OK && i < ds->count; i++) {
+        char stem[1024];
+        const char *rel = ds->samples[i].rel_dir ? ds->samples[i].rel_dir : "";
+        rc = output_stem(&set, ds->samples[i].image_path, rel, i, stem, sizeof stem);
+        if (rc == UF_OK && !(stems[i] = strdup(stem))) rc = uf_error("out of memory");
+    }
+    stem_set_free(&set);
+    if (rc != UF_OK) {
+        uf_free_output_stems(stems, ds->count);
+        return UF_ERR;
+    }
+    *stems_out = stems;
+    return UF_OK;
+}
+
+void uf_free_output_stems(char **stems, int n) {
+    if (!stems) return;
+    for (int i = 0; i < n; i++) free(stems[i]);
+    free(stems);
+}
+
 /* v rounded to `decimals` places, so JSON shows 0.993405 rather than every float digit. */
 static double rounded(double v, int decimals) {
     double scale = pow(10.0, decimals);
@@ -144,75 +169,95 @@ static void field_to_image(const float *f, int gw, int gh, const int win[4], int
             out[(size_t)(win[1] + y) * W + win[0] + x] = tmp[(size_t)y * win[2] + x];
 }
 
-/* Writes image i's map, overlay and mask: at the model's input size, or, when the batch
- * kept the images as loaded (b->original), at the image's own W x H: the anomaly map and
- * the -log10 NFA field upsampled (field_to_image), the mask from the upsampled field, the
- * overlay on the original image. *detected_pixels counts the written mask; *max_nfa and
- * the decision (the caller's) stay on the model's grid, where the a-contrario test ran.
- * *w_out, *h_out: the size written. */
-static int write_outputs(const uf_detect_batch *b, int i, const uf_input_geometry *g, const char *dir,
-                         const char *stem, int map_st, int *detected_pixels, float *max_nfa, int *w_out, int *h_out) {
+void uf_image_result_free(uf_image_result *r) {
+    free(r->anomaly_map), free(r->neg_log10_nfa), free(r->mask);
+    uf_image_free(r->image);
+    memset(r, 0, sizeof *r);
+}
+
+int uf_image_result_from_batch(uf_batch *b, int i, const uf_input_geometry *g, uf_image_result *r) {
+    memset(r, 0, sizeof *r);
     const int GW = b->out_w, GH = b->out_h;
     const float *amap_s = b->amap + (size_t)i * GW * GH, *nfa_s = b->nfa + (size_t)i * GW * GH;
-    const uf_image *base = b->original ? b->original[i] : b->resized[i];
-    const int W = base->width, H = base->height;
+    uf_image **slot = b->original && b->original[i] ? &b->original[i] : &b->resized[i];
+    const int W = (*slot)->width, H = (*slot)->height;
     const size_t np = (size_t)W * H;
-    float *up = NULL;
-    const float *amap = amap_s, *nfa = nfa_s;
-    if (W != GW || H != GH) {
-        int win[4];
-        uf_fit_window(g, W, H, win);
-        if (!(up = malloc(sizeof(float) * (2 * np + (size_t)win[2] * win[3])))) return uf_error("out of memory");
-        field_to_image(amap_s, GW, GH, win, W, H, up, up + 2 * np);
-        field_to_image(nfa_s, GW, GH, win, W, H, up + np, up + 2 * np);
-        amap = up, nfa = up + np;
+    r->width = W, r->height = H;
+    r->score = b->score[i];
+    r->max_neg_log10_nfa = -INFINITY;
+    for (int p = 0; p < GW * GH; p++)
+        if (nfa_s[p] > r->max_neg_log10_nfa) r->max_neg_log10_nfa = nfa_s[p];
+    r->anomalous = r->max_neg_log10_nfa > 0.0f; /* the test's decision, on the model's grid */
+    r->anomaly_map = malloc(sizeof(float) * np);
+    r->neg_log10_nfa = malloc(sizeof(float) * np);
+    r->mask = malloc(np);
+    int win[4];
+    uf_fit_window(g, W, H, win);
+    float *tmp = W != GW || H != GH ? malloc(sizeof(float) * ((size_t)win[2] * win[3])) : NULL;
+    if (!r->anomaly_map || !r->neg_log10_nfa || !r->mask || ((W != GW || H != GH) && !tmp)) {
+        free(tmp);
+        uf_image_result_free(r);
+        return uf_error("out of memory for the results of a %dx%d image", W, H);
     }
+    if (W == GW && H == GH) {
+        memcpy(r->anomaly_map, amap_s, sizeof(float) * np);
+        memcpy(r->neg_log10_nfa, nfa_s, sizeof(float) * np);
+    } else {
+        field_to_image(amap_s, GW, GH, win, W, H, r->anomaly_map, tmp);
+        field_to_image(nfa_s, GW, GH, win, W, H, r->neg_log10_nfa, tmp);
+    }
+    free(tmp);
+    for (size_t p = 0; p < np; p++) r->detected_pixels += r->mask[p] = r->neg_log10_nfa[p] > 0.0f;
+    r->image = *slot; /* taken from the batch: its next load would free it */
+    *slot = NULL;
+    return UF_OK;
+}
+
+int uf_image_result_write(const uf_image_result *r, const char *dir, const char *stem, int map_safetensors) {
+    const int W = r->width, H = r->height;
+    const size_t np = (size_t)W * H;
     char path[4400];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s_overlay.png", dir, stem) >= sizeof path)
+        return uf_error("output path too long: '%s/%s'", dir, stem);
+    const char *slash = strrchr(stem, '/');
+    if (slash) { /* the stem mirrors a sub-folder of the input: make it */
+        char sub[4400];
+        snprintf(sub, sizeof sub, "%s/%.*s", dir, (int)(slash - stem), stem);
+        if (uf_make_dirs(sub) != UF_OK) return UF_ERR;
+    }
     int rc = UF_OK;
-    if (map_st) {
+    if (map_safetensors) {
         snprintf(path, sizeof path, "%s/%s_map.safetensors", dir, stem);
         uf_st_writer *w = uf_st_writer_new();
         int64_t shape[2] = {H, W};
-        rc = w ? uf_st_writer_add_f32(w, "anomaly_map", UF_DT_F32, 2, shape, amap) : UF_ERR;
+        rc = w ? uf_st_writer_add_f32(w, "anomaly_map", UF_DT_F32, 2, shape, r->anomaly_map) : UF_ERR;
         if (rc == UF_OK) rc = uf_st_writer_save(w, path);
         uf_st_writer_free(w);
     } else {
         uint16_t *px = malloc(sizeof(uint16_t) * np);
         rc = px ? UF_OK : uf_error("out of memory");
         for (size_t p = 0; px && p < np; p++) {
-            float a = amap[p] < 0.0f ? 0.0f : amap[p] > 1.0f ? 1.0f : amap[p];
+            float a = r->anomaly_map[p] < 0.0f ? 0.0f : r->anomaly_map[p] > 1.0f ? 1.0f : r->anomaly_map[p];
             px[p] = (uint16_t)lrintf(a * 65535.0f);
         }
         snprintf(path, sizeof path, "%s/%s_map.png", dir, stem);
         if (px) rc = uf_png_write_gray16(path, px, W, H);
         free(px);
     }
-    uf_image *ov = rc == UF_OK ? uf_render_overlay(base, amap, W, H, 0.0f, 1.0f, OVERLAY_ALPHA) : NULL;
+    uf_image *ov = rc == UF_OK ? uf_render_overlay(r->image, r->anomaly_map, W, H, 0.0f, 1.0f, OVERLAY_ALPHA) : NULL;
     if (rc == UF_OK && !ov) rc = UF_ERR;
     if (rc == UF_OK) {
         snprintf(path, sizeof path, "%s/%s_overlay.png", dir, stem);
         rc = uf_image_write_png(path, ov);
     }
     uf_image_free(ov);
-    uint8_t *mask = rc == UF_OK ? malloc(np) : NULL;
-    if (rc == UF_OK && !mask) rc = uf_error("out of memory");
-    int count = 0;
-    for (size_t p = 0; mask && p < np; p++) count += mask[p] = nfa[p] > 0.0f;
-    float mx = -INFINITY;
-    for (int p = 0; p < GW * GH; p++)
-        if (nfa_s[p] > mx) mx = nfa_s[p];
-    uf_image *mimg = mask ? uf_render_mask(mask, W, H) : NULL;
-    free(mask);
+    uf_image *mimg = rc == UF_OK ? uf_render_mask(r->mask, W, H) : NULL;
     if (rc == UF_OK && !mimg) rc = UF_ERR;
     if (rc == UF_OK) {
         snprintf(path, sizeof path, "%s/%s_mask.png", dir, stem);
         rc = uf_image_write_png(path, mimg);
     }
     uf_image_free(mimg);
-    free(up);
-    *detected_pixels = count;
-    *max_nfa = mx;
-    *w_out = W, *h_out = H;
     return rc;
 }
 
@@ -250,20 +295,22 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
         return uf_error("out of memory");
     }
     const int B = o->batch;
-    uf_detect_batch b;
-    stem_set stems = {0};
+    uf_batch b;
+    char **stems = NULL;
     uf_atomic_file csv, jsonl;
     int csv_open = 0, jsonl_open = 0, rc = UF_ERR;
     const char **paths = malloc(sizeof(char *) * B);
     char csv_path[4200], jsonl_path[4200];
     snprintf(csv_path, sizeof csv_path, "%s/results.csv", o->out_dir);
     snprintf(jsonl_path, sizeof jsonl_path, "%s/results.jsonl", o->out_dir);
-    if (uf_detect_batch_init(&b, m, B, m->cfg.input.width, m->cfg.input.height) != UF_OK) goto out_ds;
+    if (uf_batch_init(&b, m, B, m->cfg.input.width, m->cfg.input.height) != UF_OK) goto out_ds;
     if (!o->model_size_outputs && !(b.original = calloc((size_t)B, sizeof *b.original))) {
         uf_error("out of memory");
         goto out;
     }
     if (!paths) goto out;
+    /* Planned for every image up front, so an image's names do not depend on which others fail. */
+    if (uf_plan_output_stems(ds, &stems) != UF_OK) goto out;
     if (uf_atomic_begin(&csv, csv_path) != UF_OK) goto out;
     csv_open = 1;
     if (uf_atomic_begin(&jsonl, jsonl_path) != UF_OK) goto out;
@@ -272,8 +319,8 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
     for (int i0 = 0; i0 < ds->count; i0 += B) {
         int n = ds->count - i0 < B ? ds->count - i0 : B;
         for (int i = 0; i < n; i++) paths[i] = ds->samples[i0 + i].image_path;
-        uf_detect_load(&b, m, paths, n);
-        if (uf_detect_run(&b, m, NULL, NULL) != UF_OK) goto out;
+        uf_batch_load(&b, m, paths, n);
+        if (uf_batch_run(&b, m, NULL, NULL) != UF_OK) goto out;
         for (int i = 0; i < n; i++) {
             rep->n_images++;
             if (b.error[i][0]) {
@@ -287,35 +334,26 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
                 if (write_json_line(jsonl.fp, paths[i], 0, 0, 0, 0, 0, 0, NULL, b.error[i]) != UF_OK) goto out;
                 continue;
             }
-            char stem[1024];
-            int detected = 0, ow = 0, oh = 0;
-            float max_nfa = 0.0f;
-            const char *rel = ds->samples[i0 + i].rel_dir ? ds->samples[i0 + i].rel_dir : "";
-            if (rel[0]) {
-                char dir[4200];
-                if ((size_t)snprintf(dir, sizeof dir, "%s/%s", o->out_dir, rel) >= sizeof dir) {
-                    uf_error("output path too long: '%s/%s'", o->out_dir, rel);
-                    goto out;
-                }
-                if (uf_make_dirs(dir) != UF_OK) goto out;
-            }
-            if (output_stem(&stems, paths[i], rel, i0 + i, stem, sizeof stem) != UF_OK) goto out;
-            if (write_outputs(&b, i, &m->cfg.input, o->out_dir, stem, o->map_safetensors, &detected, &max_nfa, &ow,
-                              &oh) != UF_OK)
-                goto out;
-            int anomalous = max_nfa > 0.0f; /* the test's decision, on the model's grid */
+            uf_image_result r;
+            if (uf_image_result_from_batch(&b, i, &m->cfg.input, &r) != UF_OK) goto out;
+            const char *stem = stems[i0 + i];
+            int wrc = uf_image_result_write(&r, o->out_dir, stem, o->map_safetensors);
+            const float score = r.score, max_nfa = r.max_neg_log10_nfa;
+            const int anomalous = r.anomalous, detected = r.detected_pixels, ow = r.width, oh = r.height;
+            uf_image_result_free(&r);
+            if (wrc != UF_OK) goto out;
             rep->n_anomalous += anomalous;
             const int label = o->n_labels ? label_of(o, paths[i]) : -1;
             if (label >= 0) {
-                lab_score[rep->n_labelled] = b.score[i];
+                lab_score[rep->n_labelled] = score;
                 lab_label[rep->n_labelled] = (uint8_t)label;
                 lab_detected[rep->n_labelled++] = (uint8_t)anomalous;
             }
             csv_string(csv.fp, paths[i]);
-            fprintf(csv.fp, ",%.6f,%d,%d,%.3f,%d,%d,", b.score[i], anomalous, detected, max_nfa, ow, oh);
+            fprintf(csv.fp, ",%.6f,%d,%d,%.3f,%d,%d,", score, anomalous, detected, max_nfa, ow, oh);
             csv_string(csv.fp, stem);
             fputs(",\n", csv.fp);
-            if (write_json_line(jsonl.fp, paths[i], b.score[i], anomalous, detected, max_nfa, ow, oh, stem, NULL) !=
+            if (write_json_line(jsonl.fp, paths[i], score, anomalous, detected, max_nfa, ow, oh, stem, NULL) !=
                 UF_OK)
                 goto out;
         }
@@ -336,8 +374,8 @@ out:
     if (csv_open) uf_atomic_abort(&csv);
     if (jsonl_open) uf_atomic_abort(&jsonl);
     free(paths);
-    stem_set_free(&stems);
-    uf_detect_batch_free(&b);
+    uf_free_output_stems(stems, ds->count);
+    uf_batch_free(&b);
 out_ds:
     free(lab_score), free(lab_label), free(lab_detected);
     uf_dataset_free(ds);

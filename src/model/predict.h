@@ -20,7 +20,7 @@
  *
  * Bad input policy: every readable image is processed. An image that cannot be
  * read (corrupt, truncated, unsupported, unreadable, too large) or gives
- * non-finite latents is reported on stderr and gets a row whose "error" field
+ * non-finite latents is reported (log level error) and gets a row whose "error" field
  * (last CSV column; the only other JSON key is "image") says why; it counts in
  * n_failed and the call still returns UF_OK. UF_ERR is for what stops
  * everything: no inputs, a missing path, an output that cannot be written.
@@ -28,6 +28,8 @@
 #ifndef UF_MODEL_PREDICT_H
 #define UF_MODEL_PREDICT_H
 
+#include "io/dataset.h"
+#include "model/batch.h"
 #include "model/model.h"
 
 #include "eval/metrics.h"
@@ -59,6 +61,36 @@ typedef struct uf_predict_report {
     double image_auroc;        /* NaN with one class only */
     uf_image_confusion at_nfa; /* anomalous = some pixel with NFA < 1 */
 } uf_predict_report;
+
+/* One image's results at the size its outputs are written (the image's own, or the
+ * model's input size), as uf_predict writes them. */
+typedef struct uf_image_result {
+    int width, height;        /* of the fields below */
+    float score;              /* max of the anomaly map on the model's grid */
+    int anomalous;            /* some pixel of the model's grid has -log10 NFA > 0 */
+    int detected_pixels;      /* pixels set in mask */
+    float max_neg_log10_nfa;  /* on the model's grid */
+    float *anomaly_map;       /* (height, width) in [0, 1] */
+    float *neg_log10_nfa;     /* (height, width) */
+    uint8_t *mask;            /* (height, width) 1 where -log10 NFA > 0 */
+    uf_image *image;          /* RGB image the overlay is drawn on (as loaded, or the model input) */
+} uf_image_result;
+
+/* Image i of a batch that ran without error for it: its results at the size of the image
+ * the batch kept (b->original[i] when kept, else the model input b->resized[i], which the
+ * result takes over). UF_ERR when out of memory (*r then empty). */
+int uf_image_result_from_batch(uf_batch *b, int i, const uf_input_geometry *g, uf_image_result *r);
+/* Writes dir/<stem>_map.png (or _map.safetensors), _overlay.png and _mask.png, making the
+ * sub-folders a stem with '/' names. */
+int uf_image_result_write(const uf_image_result *r, const char *dir, const char *stem, int map_safetensors);
+void uf_image_result_free(uf_image_result *r); /* an empty (zeroed) result is fine */
+
+/* The output stem of every image of a uf_dataset_from_paths data set (see above: the
+ * input tree mirrored, repeated names made unique), decided for all images at once so
+ * that they do not depend on which images fail or on how the work is split.
+ * *stems: ds->count strings, free with uf_free_output_stems. */
+int uf_plan_output_stems(const uf_dataset *ds, char ***stems);
+void uf_free_output_stems(char **stems, int n);
 
 int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_predict_options *o,
                uf_predict_report *rep);

@@ -12,7 +12,7 @@
 #include "io/dataset.h"
 #include "io/image.h"
 #include "io/render.h"
-#include "model/detect.h"
+#include "model/batch.h"
 
 /* Pictures in the grid are at most this many pixels on their longer side (the model
  * input is shown as it is when smaller), so that a large model keeps the page small. */
@@ -209,7 +209,7 @@ static int pick_worst(const uf_evaluate_report *rep, int label, shown *out) {
 /* The overlay of batch image i: heat map of its anomaly map (lo..hi), the automatic
  * segmentation outlined in white, the ground truth (mask_path, may be NULL) in magenta;
  * scaled down to SHOWN_MAX_SIDE. NULL + error. */
-static uf_image *overlay_of(const uf_detect_batch *b, int i, const uf_model *m, const char *mask_path, float lo,
+static uf_image *overlay_of(const uf_batch *b, int i, const uf_model *m, const char *mask_path, float lo,
                             float hi) {
     const int W = b->out_w, H = b->out_h;
     const size_t np = (size_t)W * H;
@@ -277,11 +277,11 @@ static int put_worst(FILE *f, uf_model *m, const uf_evaluate_options *o, const u
     const char *paths[2 * UF_REPORT_WORST];
     for (int k = 0; k < n; k++) paths[k] = rep->images[pick[k].index].image_path;
     const int W = m->cfg.input.width, H = m->cfg.input.height;
-    uf_detect_batch b;
-    if (uf_detect_batch_init(&b, m, n, W, H) != UF_OK) return UF_ERR;
+    uf_batch b;
+    if (uf_batch_init(&b, m, n, W, H) != UF_OK) return UF_ERR;
     b.nfa_block = o->nfa_block;
-    uf_detect_load(&b, m, paths, n);
-    int rc = uf_detect_run(&b, m, NULL, NULL);
+    uf_batch_load(&b, m, paths, n);
+    int rc = uf_batch_run(&b, m, NULL, NULL);
     /* one colour scale for every picture, so that they can be compared */
     float lo = INFINITY, hi = -INFINITY;
     const size_t np = (size_t)W * H;
@@ -327,7 +327,7 @@ static int put_worst(FILE *f, uf_model *m, const uf_evaluate_options *o, const u
         fputs("</figcaption></figure>\n", f);
     }
     if (rc == UF_OK) fputs("</div>\n", f);
-    uf_detect_batch_free(&b);
+    uf_batch_free(&b);
     return rc;
 }
 

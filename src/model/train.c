@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backbone/shipped.h"
 #include "core/blas.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -16,7 +17,7 @@
 #include "io/atomic_file.h"
 #include "io/dataset.h"
 #include "io/file_hash.h"
-#include "model/detect.h"
+#include "model/batch.h"
 #include "model/feature_store.h"
 #include "model/model.h"
 
@@ -25,7 +26,7 @@
 uf_train_options uf_train_default_options(void) {
     uf_train_options o;
     memset(&o, 0, sizeof o);
-    o.weights = "models/resnet18-in1k-l3-bnfolded.safetensors";
+    o.weights = uf_shipped_weights();
     o.input = (uf_input_geometry){0, 0, UF_FIT_STRETCH};
     o.n_steps = 4;
     o.epochs = 100;
@@ -103,7 +104,7 @@ static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_ba
         uf_log(UF_LOG_INFO, "caching %s features of %d images (%.0f MB)%s%s", m->cfg.backbone, n_try, bytes / 1e6,
                 store ? ", stored in " : "", store ? store->dir : "");
     float *x = uf_alloc((size_t)FEATURE_GROUP * per_x * sizeof(float));
-    char (*errors)[UF_DETECT_ERROR_LEN] = malloc(sizeof *errors * FEATURE_GROUP);
+    char (*errors)[UF_BATCH_ERROR_LEN] = malloc(sizeof *errors * FEATURE_GROUP);
     const char *paths[FEATURE_GROUP];
     char input_sha[FEATURE_GROUP][65], key[FEATURE_GROUP][65];
     int slot[FEATURE_GROUP]; /* cache index of each image to compute */
@@ -368,7 +369,12 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
             uf_log(UF_LOG_INFO, "epoch %4d/%d  loss %14.2f  %6.1f img/s  ETA %s", epoch + 1, ts.epochs, mean_loss,
                     n / dt, eta);
         }
-        int last = epoch + 1 == ts.epochs || (o->stop_after > 0 && epochs_run >= o->stop_after);
+        int stop = 0;
+        if (o->on_epoch) {
+            uf_epoch_progress p = {epoch + 1, ts.epochs, mean_loss, n / dt, per_epoch * (ts.epochs - epoch - 1)};
+            stop = o->on_epoch(&p, o->on_epoch_user) != 0;
+        }
+        int last = epoch + 1 == ts.epochs || (o->stop_after > 0 && epochs_run >= o->stop_after) || stop;
         if (last || (o->checkpoint_every > 0 && (epoch + 1) % o->checkpoint_every == 0))
             if (uf_model_save(m, o->out_path, &opt) != UF_OK) goto done;
         if (last) break;

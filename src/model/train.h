@@ -17,6 +17,14 @@
 #include "flow/layernorm.h"
 #include "io/image.h"
 
+/* What the epoch callback is told after each epoch. */
+typedef struct uf_epoch_progress {
+    int epoch, epochs;          /* epochs done (1-based, counting a resumed run's earlier ones) and planned */
+    double loss;                /* mean loss per image of this epoch */
+    double images_per_second;   /* of this epoch */
+    double eta_seconds;         /* estimated time left */
+} uf_epoch_progress;
+
 typedef struct uf_train_options {
     const char *data_dir;  /* MVTec-AD category, MVTec 3D-AD category or plain folder of normal images */
     uf_backbone_kind backbone; /* resnet (default) or mcait */
@@ -39,7 +47,11 @@ typedef struct uf_train_options {
     int stop_after;        /* >0: stop (with a checkpoint) after this many epochs in this run (tests) */
     const char *feature_cache; /* folder of stored features (see model/feature_store.h); "auto" (the default):
                                   "<out_path>.features" for mcait, none for resnet; "off" or NULL: none */
-    int verbose;           /* progress lines on stderr */
+    int verbose;           /* progress lines through the log callback (core/log.h) */
+    /* Called after each epoch when not NULL (from the calling thread); a nonzero return stops
+     * training there, the model (a checkpoint, resumable) written, as stop_after does. */
+    int (*on_epoch)(const uf_epoch_progress *progress, void *user);
+    void *on_epoch_user;
 } uf_train_options;
 
 uf_train_options uf_train_default_options(void);
