@@ -484,6 +484,13 @@ struct dn_plan {
     int n_owned;
     dn_op ops[DN_MAX_OPS];
     int n_ops;
+    /* One scratchpad for the plan's primitives, which run one after the other. oneDNN's
+     * default (library) scratchpad is thread-local to the thread that created the
+     * primitive, so a plan built in one thread crashed when run in another (seen with
+     * the AVX-512 Winograd kernels); with its own scratchpad a plan runs in any thread,
+     * and two models' plans run at once. */
+    size_t scratch_size;
+    dnnl_memory_t scratch;
 };
 
 static int dn_fail(const char *what, dnnl_status_t s) {
@@ -495,8 +502,16 @@ static int dn_fail(const char *what, dnnl_status_t s) {
         if (s_ != dnnl_success) return dn_fail(#call, s_);    \
     } while (0)
 
+/* The plan's scratchpad must hold that of primitive descriptor pd. */
+static void dn_note_scratch(dn_plan *p, const_dnnl_primitive_desc_t pd) {
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    size_t sz = md ? dnnl_memory_desc_get_size(md) : 0;
+    if (sz > p->scratch_size) p->scratch_size = sz;
+}
+
 static void dn_plan_free(dn_plan *p) {
     if (!p) return;
+    if (p->scratch) dnnl_memory_destroy(p->scratch);
     for (int i = 0; i < p->n_ops; i++) {
         if (p->ops[i].prim) dnnl_primitive_destroy(p->ops[i].prim);
         if (p->ops[i].wei) dnnl_memory_destroy(p->ops[i].wei);
@@ -545,6 +560,7 @@ static int dn_conv(dn_plan *p, const rn_conv *cv, dnnl_memory_t src, dnnl_memory
     dnnl_primitive_attr_t attr;
     dnnl_post_ops_t po;
     DN(dnnl_primitive_attr_create(&attr));
+    DN(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
     DN(dnnl_post_ops_create(&po));
     if (sum_into) DN(dnnl_post_ops_append_sum(po, 1.0f));
     if (relu) DN(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
@@ -571,6 +587,7 @@ static int dn_conv(dn_plan *p, const rn_conv *cv, dnnl_memory_t src, dnnl_memory
     dnnl_post_ops_destroy(po);
     dnnl_primitive_attr_destroy(attr);
     if (st != dnnl_success) return dn_fail("convolution descriptor", st);
+    dn_note_scratch(p, pd);
     dn_op *op = &p->ops[p->n_ops++];
     memset(op, 0, sizeof *op);
     op->src = src;
@@ -584,13 +601,23 @@ static int dn_conv(dn_plan *p, const rn_conv *cv, dnnl_memory_t src, dnnl_memory
     dnnl_primitive_desc_t rpd = NULL;
     dnnl_primitive_t rp = NULL;
     if (st == dnnl_success) st = dnnl_memory_create(&wsrc, &wuser, p->eng, cv->w);
-    if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&rpd, &wuser, p->eng, qw, p->eng, NULL);
+    /* this reorder too gets its own scratchpad (see dn_plan) */
+    dnnl_primitive_attr_t rattr = NULL;
+    dnnl_memory_t rscratch = NULL;
+    if (st == dnnl_success) st = dnnl_primitive_attr_create(&rattr);
+    if (st == dnnl_success) st = dnnl_primitive_attr_set_scratchpad_mode(rattr, dnnl_scratchpad_mode_user);
+    if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&rpd, &wuser, p->eng, qw, p->eng, rattr);
+    if (rattr) dnnl_primitive_attr_destroy(rattr);
     if (st == dnnl_success) st = dnnl_primitive_create(&rp, rpd);
+    if (st == dnnl_success)
+        st = dnnl_memory_create(&rscratch, dnnl_primitive_desc_query_md(rpd, dnnl_query_scratchpad_md, 0), p->eng,
+                                DNNL_MEMORY_ALLOCATE);
     if (st == dnnl_success) {
-        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, wsrc}, {DNNL_ARG_TO, op->wei}};
-        st = dnnl_primitive_execute(rp, p->st, 2, a);
+        dnnl_exec_arg_t a[3] = {{DNNL_ARG_FROM, wsrc}, {DNNL_ARG_TO, op->wei}, {DNNL_ARG_SCRATCHPAD, rscratch}};
+        st = dnnl_primitive_execute(rp, p->st, 3, a);
         if (st == dnnl_success) st = dnnl_stream_wait(p->st);
     }
+    if (rscratch) dnnl_memory_destroy(rscratch);
     if (rp) dnnl_primitive_destroy(rp);
     if (rpd) dnnl_primitive_desc_destroy(rpd);
     if (wsrc) dnnl_memory_destroy(wsrc);
@@ -613,7 +640,13 @@ static int dn_pool(dn_plan *p, dnnl_memory_t src, dnnl_memory_t *dst) {
     DN(dnnl_pooling_v2_forward_desc_init(&pld, dnnl_forward_inference, dnnl_pooling_max, smd, &dmd, s2, k3, dil, p1,
                                          p1));
     dnnl_primitive_desc_t pd;
-    DN(dnnl_primitive_desc_create(&pd, &pld, NULL, p->eng, NULL));
+    dnnl_primitive_attr_t attr;
+    DN(dnnl_primitive_attr_create(&attr));
+    dnnl_status_t ast = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (ast == dnnl_success) ast = dnnl_primitive_desc_create(&pd, &pld, attr, p->eng, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    if (ast != dnnl_success) return dn_fail("pooling descriptor", ast);
+    dn_note_scratch(p, pd);
     dn_op *op = &p->ops[p->n_ops++];
     memset(op, 0, sizeof *op);
     op->kind = 1;
@@ -633,7 +666,13 @@ static int dn_reorder_out(dn_plan *p, dnnl_memory_t src, int level) {
     DN(dnnl_memory_desc_init_by_tag(&umd, 4, smd->dims, dnnl_f32, dnnl_nchw));
     DN(dnnl_memory_create(&p->out_user[level], &umd, p->eng, DNNL_MEMORY_NONE));
     dnnl_primitive_desc_t rpd;
-    DN(dnnl_reorder_primitive_desc_create(&rpd, smd, p->eng, &umd, p->eng, NULL));
+    dnnl_primitive_attr_t attr;
+    DN(dnnl_primitive_attr_create(&attr));
+    dnnl_status_t ast = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (ast == dnnl_success) ast = dnnl_reorder_primitive_desc_create(&rpd, smd, p->eng, &umd, p->eng, attr);
+    dnnl_primitive_attr_destroy(attr);
+    if (ast != dnnl_success) return dn_fail("reorder descriptor", ast);
+    dn_note_scratch(p, rpd);
     dn_op *op = &p->ops[p->n_ops++];
     memset(op, 0, sizeof *op);
     op->kind = 2;
@@ -664,6 +703,10 @@ static int dn_build(uf_resnet *m, dn_plan *p) {
         }
         if (dn_reorder_out(p, cur, l) != UF_OK) return UF_ERR;
     }
+    dnnl_memory_desc_t smd;
+    const dnnl_dims_t sd = {(dnnl_dim_t)(p->scratch_size ? p->scratch_size : 1)};
+    DN(dnnl_memory_desc_init_by_tag(&smd, 1, sd, dnnl_u8, dnnl_x));
+    DN(dnnl_memory_create(&p->scratch, &smd, p->eng, DNNL_MEMORY_ALLOCATE));
     return UF_OK;
 }
 
@@ -719,8 +762,9 @@ static int dn_forward(uf_resnet *m, dn_plan *p, const float *x, float *out[UF_RE
     double t0 = uf_now();
     for (int i = 0; i < p->n_ops; i++) {
         const dn_op *op = &p->ops[i];
-        dnnl_exec_arg_t a[4];
+        dnnl_exec_arg_t a[5];
         int na = 0;
+        a[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, p->scratch};
         if (op->kind == 2) {
             a[na++] = (dnnl_exec_arg_t){DNNL_ARG_FROM, op->src};
             a[na++] = (dnnl_exec_arg_t){DNNL_ARG_TO, op->dst};

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP */
 /* conv_dnnl.c - oneDNN convolutions:
  * - the forward convolution of conv.h, with plain nchw / oihw arrays (the
  *   caller's layouts; oneDNN picks its gemm-based kernel for them). Measured on
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dnnl_exec.h"
 #include "core/tensor.h"
 
 #define CACHE 48
@@ -24,11 +26,62 @@ typedef struct {
     int flags, has_bias;
     dnnl_primitive_t prim;
     dnnl_memory_t src, wei, bia, dst;
+    dnnl_memory_t scratch; /* its scratchpad (no buffer of its own: see run()), NULL if none */
 } entry;
 
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+/* Guards the caches and runs; recursive, as uf_dnnl_execute takes it again. */
+static pthread_mutex_t lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
 static dnnl_engine_t eng;
 static dnnl_stream_t stream;
+
+/* Every primitive here uses a user scratchpad (dnnl_exec.h says why), all of them the
+ * one buffer below, grown as needed: they run one at a time, under the lock. */
+static void *scratch_buf;
+static size_t scratch_cap;
+
+/* An attribute with the user scratchpad mode (attr NULL: a new one); NULL on failure. */
+static dnnl_primitive_attr_t user_scratch_attr(dnnl_primitive_attr_t attr) {
+    if (!attr && dnnl_primitive_attr_create(&attr) != dnnl_success) return NULL;
+    if (dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) != dnnl_success) {
+        dnnl_primitive_attr_destroy(attr);
+        return NULL;
+    }
+    return attr;
+}
+
+/* 1 and *mem = a bufferless memory for pd's scratchpad (NULL when it needs none), or 0. */
+static int scratch_memory(const_dnnl_primitive_desc_t pd, dnnl_memory_t *mem) {
+    *mem = NULL;
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    if (!md || dnnl_memory_desc_get_size(md) == 0) return 1;
+    return dnnl_memory_create(mem, md, eng, DNNL_MEMORY_NONE) == dnnl_success;
+}
+
+/* With the lock held: runs p with args[0..n) and its scratchpad (args has room for one
+ * more); 1 on success. */
+static int run(dnnl_primitive_t p, dnnl_memory_t scratch, int n, dnnl_exec_arg_t *args) {
+    if (scratch) {
+        const dnnl_memory_desc_t *md = NULL;
+        if (dnnl_memory_get_memory_desc(scratch, &md) != dnnl_success) return 0;
+        const size_t need = dnnl_memory_desc_get_size(md);
+        if (need > scratch_cap) {
+            uf_free(scratch_buf);
+            scratch_cap = (scratch_buf = uf_alloc(need)) ? need : 0;
+            if (!scratch_buf) return 0;
+        }
+        dnnl_memory_set_data_handle(scratch, scratch_buf);
+        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, scratch};
+    }
+    return uf_dnnl_execute(p, stream, n, args) == dnnl_success;
+}
+
+dnnl_status_t uf_dnnl_execute(dnnl_primitive_t p, dnnl_stream_t s, int n_args, const dnnl_exec_arg_t *args) {
+    pthread_mutex_lock(&lock);
+    dnnl_status_t st = dnnl_primitive_execute(p, s, n_args, args);
+    if (st == dnnl_success) st = dnnl_stream_wait(s);
+    pthread_mutex_unlock(&lock);
+    return st;
+}
 static int state; /* 0: not tried, 1: ready, -1: oneDNN unusable */
 static int enabled = 1;
 static entry cache[CACHE];
@@ -45,6 +98,7 @@ static void entry_free(entry *e) {
     if (e->wei) dnnl_memory_destroy(e->wei);
     if (e->bia) dnnl_memory_destroy(e->bia);
     if (e->dst) dnnl_memory_destroy(e->dst);
+    if (e->scratch) dnnl_memory_destroy(e->scratch);
     memset(e, 0, sizeof *e);
 }
 
@@ -73,8 +127,9 @@ static int build(entry *e, const uf_conv_geom *g, int flags, int has_bias) {
     if (ok && (flags & UF_CONV_RELU))
         ok = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f) == dnnl_success;
     if (ok) ok = dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+    if (ok) ok = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success;
     if (ok) ok = dnnl_primitive_desc_create(&pd, &cd, attr, eng, NULL) == dnnl_success;
-    if (ok) ok = dnnl_primitive_create(&e->prim, pd) == dnnl_success;
+    if (ok) ok = dnnl_primitive_create(&e->prim, pd) == dnnl_success && scratch_memory(pd, &e->scratch);
     if (ok) ok = dnnl_memory_create(&e->src, &smd, eng, DNNL_MEMORY_NONE) == dnnl_success &&
                  dnnl_memory_create(&e->wei, &wmd, eng, DNNL_MEMORY_NONE) == dnnl_success &&
                  dnnl_memory_create(&e->dst, &dmd, eng, DNNL_MEMORY_NONE) == dnnl_success &&
@@ -123,14 +178,13 @@ int uf_conv2d_forward_dnnl(const uf_conv_geom *g, const float *x, const float *w
     dnnl_memory_set_data_handle(e->src, (void *)x);
     dnnl_memory_set_data_handle(e->wei, (void *)w);
     dnnl_memory_set_data_handle(e->dst, y);
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->wei}, {DNNL_ARG_DST, e->dst}};
+    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->wei}, {DNNL_ARG_DST, e->dst}};
     int na = 3;
     if (b) {
         dnnl_memory_set_data_handle(e->bia, (void *)b);
         args[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, e->bia};
     }
-    done = dnnl_primitive_execute(e->prim, stream, na, args) == dnnl_success &&
-           dnnl_stream_wait(stream) == dnnl_success;
+    done = run(e->prim, e->scratch, na, args);
 out:
     pthread_mutex_unlock(&lock);
     return done;
@@ -151,6 +205,7 @@ typedef struct {
     dnnl_memory_t wei;      /* weights / diff_weights in the primitive's format (owned buffer) */
     dnnl_memory_t wei_user; /* the same in oihw: the caller's array, or wtmp for bwd-weights */
     dnnl_primitive_t wreorder; /* between wei_user and wei; NULL when the formats agree */
+    dnnl_memory_t scratch, wscratch; /* scratchpads of prim and wreorder (see run()), NULL if none */
     float *wtmp, *btmp;     /* bwd-weights results before they are added to the caller's */
     int winograd;           /* the primitive is oneDNN's Winograd F(4x4, 3x3), not direct */
     /* Winograd fwd / bwd-data: the last few weight arrays transformed, by address, each with
@@ -170,7 +225,7 @@ static int n_bcache, next_bevict;
 static void bentry_free(bentry *e) {
     if (e->prim) dnnl_primitive_destroy(e->prim);
     if (e->wreorder) dnnl_primitive_destroy(e->wreorder);
-    dnnl_memory_t *ms[] = {&e->in, &e->out, &e->bia, &e->wei, &e->wei_user};
+    dnnl_memory_t *ms[] = {&e->in, &e->out, &e->bia, &e->wei, &e->wei_user, &e->scratch, &e->wscratch};
     for (size_t i = 0; i < sizeof ms / sizeof *ms; i++)
         if (*ms[i]) dnnl_memory_destroy(*ms[i]);
     uf_free(e->wtmp), uf_free(e->btmp);
@@ -329,9 +384,9 @@ static int bbuild_alg(bentry *e, const uf_conv_geom *g, int pass, int flags, int
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_desc_t fpd = NULL, pd = NULL;
-    int ok = 1;
-    if (pass == PASS_FWD && (flags & UF_CONV_RELU)) {
-        ok = dnnl_primitive_attr_create(&attr) == dnnl_success && dnnl_post_ops_create(&po) == dnnl_success &&
+    int ok = (attr = user_scratch_attr(NULL)) != NULL;
+    if (ok && pass == PASS_FWD && (flags & UF_CONV_RELU)) {
+        ok = dnnl_post_ops_create(&po) == dnnl_success &&
              dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f) == dnnl_success &&
              dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
     }
@@ -340,19 +395,19 @@ static int bbuild_alg(bentry *e, const uf_conv_geom *g, int pass, int flags, int
         pd = fpd, fpd = NULL;
     } else if (ok && pass == PASS_BWD_DATA) {
         ok = dnnl_convolution_backward_data_desc_init(&cd, alg, &smd, &wany, &dmd, strides, pad, pad) == dnnl_success &&
-             pd_create(&pd, &cd, NULL, fpd, e->winograd) == dnnl_success;
+             pd_create(&pd, &cd, attr, fpd, e->winograd) == dnnl_success;
     } else if (ok) {
         ok = dnnl_convolution_backward_weights_desc_init(&cd, alg, &smd, &wany,
                                                          has_bias ? &bmd : NULL, &dmd, strides, pad,
                                                          pad) == dnnl_success &&
-             pd_create(&pd, &cd, NULL, fpd, e->winograd) == dnnl_success;
+             pd_create(&pd, &cd, attr, fpd, e->winograd) == dnnl_success;
     }
     /* only the jit kernels are worth the layout (jit_wino_4x3, jit_fp32_wino_2x3 for
      * Winograd); a reference or gemm fallback is refused */
     const char *impl = NULL;
     if (ok) ok = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl &&
                  strncmp(impl, "jit", 3) == 0 && (!e->winograd || strstr(impl, "wino"));
-    if (ok) ok = dnnl_primitive_create(&e->prim, pd) == dnnl_success;
+    if (ok) ok = dnnl_primitive_create(&e->prim, pd) == dnnl_success && scratch_memory(pd, &e->scratch);
     const dnnl_memory_desc_t *wq =
         ok ? dnnl_primitive_desc_query_md(pd, pass == PASS_BWD_WEIGHTS ? dnnl_query_diff_weights_md : dnnl_query_weights_md, 0)
            : NULL;
@@ -373,15 +428,18 @@ static int bbuild_alg(bentry *e, const uf_conv_geom *g, int pass, int flags, int
         ok = dnnl_memory_create(&e->wei, wq, eng, DNNL_MEMORY_NONE) == dnnl_success;
     } else if (ok) {
         dnnl_primitive_desc_t rpd = NULL;
+        dnnl_primitive_attr_t rattr = user_scratch_attr(NULL); /* no post-ops on a reorder */
         /* Winograd fwd / bwd-data keep their transformed weights in ws[] (load_weights):
          * e->wei only carries the format there */
         const int slots = e->winograd && pass != PASS_BWD_WEIGHTS;
         ok = dnnl_memory_create(&e->wei, wq, eng, slots ? DNNL_MEMORY_NONE : DNNL_MEMORY_ALLOCATE) == dnnl_success &&
-             (pass == PASS_BWD_WEIGHTS ? dnnl_reorder_primitive_desc_create(&rpd, wq, eng, &wplain, eng, NULL)
-                                       : dnnl_reorder_primitive_desc_create(&rpd, &wplain, eng, wq, eng, NULL)) ==
+             rattr &&
+             (pass == PASS_BWD_WEIGHTS ? dnnl_reorder_primitive_desc_create(&rpd, wq, eng, &wplain, eng, rattr)
+                                       : dnnl_reorder_primitive_desc_create(&rpd, &wplain, eng, wq, eng, rattr)) ==
                  dnnl_success &&
-             dnnl_primitive_create(&e->wreorder, rpd) == dnnl_success;
+             dnnl_primitive_create(&e->wreorder, rpd) == dnnl_success && scratch_memory(rpd, &e->wscratch);
         if (rpd) dnnl_primitive_desc_destroy(rpd);
+        if (rattr) dnnl_primitive_attr_destroy(rattr);
     }
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (fpd) dnnl_primitive_desc_destroy(fpd);
@@ -434,15 +492,12 @@ int uf_cblk_supported(const uf_conv_geom *g, int with_bias) {
     return ok;
 }
 
-static int exec(dnnl_primitive_t p, int n, const dnnl_exec_arg_t *args) {
-    return dnnl_primitive_execute(p, stream, n, args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success;
-}
 
 /* Weights into the primitive's format (fwd, bwd-data); 1 on success. */
 static int reorder_weights(bentry *e, const float *w, dnnl_memory_t to) {
     dnnl_memory_set_data_handle(e->wei_user, (void *)w);
-    dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, e->wei_user}, {DNNL_ARG_TO, to}};
-    return exec(e->wreorder, 2, a);
+    dnnl_exec_arg_t a[3] = {{DNNL_ARG_FROM, e->wei_user}, {DNNL_ARG_TO, to}};
+    return run(e->wreorder, e->wscratch, 2, a);
 }
 
 /* The weights w in the primitive's format (fwd, bwd-data): the memory to pass as
@@ -485,13 +540,13 @@ int uf_cblk_conv_forward(const uf_conv_geom *g, const float *x, const float *w, 
     if (done) {
         dnnl_memory_set_data_handle(e->in, (void *)x);
         dnnl_memory_set_data_handle(e->out, y);
-        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, e->in}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, e->out}};
+        dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, e->in}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, e->out}};
         int na = 3;
         if (b) {
             dnnl_memory_set_data_handle(e->bia, (void *)b);
             a[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, e->bia};
         }
-        done = exec(e->prim, na, a);
+        done = run(e->prim, e->scratch, na, a);
     }
     pthread_mutex_unlock(&lock);
     return done;
@@ -505,8 +560,8 @@ int uf_cblk_conv_backward_data(const uf_conv_geom *g, const float *dy, const flo
     if (done) {
         dnnl_memory_set_data_handle(e->in, (void *)dy);
         dnnl_memory_set_data_handle(e->out, dx);
-        dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, e->in}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, e->out}};
-        done = exec(e->prim, 3, a);
+        dnnl_exec_arg_t a[4] = {{DNNL_ARG_DIFF_DST, e->in}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, e->out}};
+        done = run(e->prim, e->scratch, 3, a);
     }
     pthread_mutex_unlock(&lock);
     return done;
@@ -520,13 +575,13 @@ int uf_cblk_conv_backward_weights(const uf_conv_geom *g, const float *x, const f
         if (!e->wreorder) dnnl_memory_set_data_handle(e->wei, e->wtmp);
         dnnl_memory_set_data_handle(e->in, (void *)x);
         dnnl_memory_set_data_handle(e->out, (void *)dy);
-        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, e->in}, {DNNL_ARG_DIFF_DST, e->out}, {DNNL_ARG_DIFF_WEIGHTS, e->wei}};
+        dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, e->in}, {DNNL_ARG_DIFF_DST, e->out}, {DNNL_ARG_DIFF_WEIGHTS, e->wei}};
         int na = 3;
         if (db) a[na++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_BIAS, e->bia};
-        done = exec(e->prim, na, a);
+        done = run(e->prim, e->scratch, na, a);
         if (done && e->wreorder) {
-            dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, e->wei}, {DNNL_ARG_TO, e->wei_user}};
-            done = exec(e->wreorder, 2, r);
+            dnnl_exec_arg_t r[3] = {{DNNL_ARG_FROM, e->wei}, {DNNL_ARG_TO, e->wei_user}};
+            done = run(e->wreorder, e->wscratch, 2, r);
         }
     }
     if (done) {
