@@ -1,6 +1,7 @@
 # uflow - plain Makefile.
 #   make              build build/uflow and build/libuflow.a
 #   make test         build and run every test (ends with "N passed, N failed"), then make valgrind
+#                     (also the installed library's C/C++ examples and the Python package)
 #   make DEBUG=1      -O0 -g
 #   make SANITIZE=1   AddressSanitizer + UndefinedBehaviorSanitizer (separate build dir)
 #   make NATIVE=0     portable x86-64 build (no -march=native)
@@ -109,8 +110,12 @@ valgrind:
 	@$(MAKE) --no-print-directory VALGRIND=1 build/valgrind/uflow
 	@sh tests/valgrind.sh build/valgrind/uflow
 
-run-tests: $(TEST_BIN) $(PROG)
-	@sh tests/run_all.sh $(TEST_BIN)
+# The installed library with the C and C++ examples, and the Python package with its Dask
+# runner (scripts that print RESULT lines like the test binaries; default build only).
+SCRIPT_TESTS := $(if $(filter build,$(BUILD)),tests/test_embed.sh tests/test_python.sh)
+
+run-tests: $(TEST_BIN) $(PROG) $(BUILD)/libuflow.so
+	@sh tests/run_all.sh $(TEST_BIN) $(SCRIPT_TESTS)
 
 demo: deps
 	@$(MAKE) --no-print-directory all

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "core/timer.h"
 
 /* CBLAS enum values (fixed by the CBLAS standard); we do not include cblas.h
@@ -101,8 +102,14 @@ void uf_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, cons
               const float *b, int ldb, float beta, float *c, int ldc) {
     if (m <= 0 || n <= 0) return;
     if (g_blas.status != UF_OK && uf_blas_init() != UF_OK) {
-        fprintf(stderr, "uflow: %s\n", uf_last_error());
-        abort();
+        /* No OpenBLAS: the public API's entry points report that as an error before
+         * they get here; a direct caller of the internals gets correct, slow results and
+         * one warning instead of an abort. */
+        static int warned;
+        if (!__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+            uf_log(UF_LOG_WARNING, "%s; using a slow portable matrix product", g_blas.error);
+        uf_sgemm_ref(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
     }
     double t0 = uf_now();
     g_blas.sgemm(CBLAS_ROW_MAJOR, trans_a ? CBLAS_TRANS : CBLAS_NO_TRANS,

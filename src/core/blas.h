@@ -9,9 +9,10 @@
  *
  * All matrices are row-major. uf_sgemm computes
  *     C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C[M,N]
- * with op(X) = X or X^T. It initialises BLAS on first use and aborts with a
- * message if no BLAS can be loaded (call uf_blas_init() first to handle that
- * as an error instead).
+ * with op(X) = X or X^T. It initialises BLAS on first use; if no BLAS can be
+ * loaded it computes the product with uf_sgemm_ref (slowly) after one log warning.
+ * Entry points call uf_blas_init() first, so that a missing OpenBLAS is reported
+ * to the user as an error.
  */
 #ifndef UF_CORE_BLAS_H
 #define UF_CORE_BLAS_H

@@ -5,7 +5,9 @@
  *    readable line in a thread-local buffer. The caller may add context with
  *    uf_error_prefix() and returns the failure upward; only the CLI prints it.
  * 2. Broken invariants (programming errors): UF_ASSERT prints file:line and
- *    aborts. Never use it for anything a user's input can trigger.
+ *    aborts. Never use it for anything a user's input can trigger: it is the
+ *    library's only abort (no exit(), no abort() on bad input; the public API,
+ *    include/uflow.h, checks its arguments and returns errors).
  */
 #ifndef UF_CORE_ERROR_H
 #define UF_CORE_ERROR_H
