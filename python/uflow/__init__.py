@@ -206,7 +206,10 @@ class Result:
             self._h = None
 
     def __del__(self):
-        self.close()
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
 
     def __repr__(self):
         return "<uflow.Result %dx%d score %.4f anomalous %s>" % (self.width, self.height, self.score, self.anomalous)
@@ -316,7 +319,10 @@ class Model:
         self.close()
 
     def __del__(self):
-        self.close()
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
 
 
 _TRAIN_KEYS = {"backbone", "weights", "width", "height", "keep_aspect", "flow_steps", "epochs", "batch", "lr",
