@@ -87,13 +87,21 @@ typedef struct uflow_train_options {
     unsigned long long seed; /* 0 */
     int max_images;        /* the first N training images (0: all) */
     int skip_bad_images;   /* 1: leave unreadable images out with a warning; 0 (default): stop */
-    int resume;            /* continue the run recorded in out_path */
+    int resume;            /* continue the run recorded in out_path (or its .checkpoint.safetensors) */
+    double val_split;      /* fraction of the images held out to check calibration, 0.1 (0: none; needs >= 2) */
+    const char *val_dir;   /* instead: a folder of normal validation images */
+    int early_stop;        /* 1 (default): with validation, stop when the held-out z^2 rises above 1.25 or the
+                              validation loss stalls for `patience` epochs; the model file keeps the best epoch
+                              and <model>.checkpoint.safetensors the last state (README: Early stopping) */
+    int patience;          /* 10 */
     uflow_epoch_fn on_epoch; /* NULL: none */
     void *user;            /* passed to on_epoch */
 } uflow_train_options;
 
 typedef struct uflow_train_summary {
     int images, epochs_done, skipped;
+    int val_images, best_epoch, stopped_early; /* best_epoch: the one the model file holds */
+    double val_z2[3];             /* held-out mean z^2 per scale at the last epoch (NaN: no validation) */
     double first_loss, last_loss; /* mean per image, of the first and last epoch of this run */
     double seconds;               /* feature extraction + training */
 } uflow_train_summary;

@@ -55,7 +55,7 @@ def cli_rows(path):
 
 def test_predict(T, model, test_dir, cli):
     m = uflow.Model.load(model)
-    check(m.input_size == (64, 64) and m.backbone == "resnet18" and m.epochs == 2, "model properties")
+    check(m.input_size == (64, 64) and m.backbone == "resnet18" and m.epochs in (1, 2), "model properties")
     img = os.path.join(test_dir, "hole", "000.png")
     rgb = read_png(img)[:, :, :3].copy()
     rf, ra = m.predict(img), m.predict(rgb)
@@ -153,8 +153,9 @@ def test_train(T, data):
     s = uflow.train(data, out, size=64, epochs=2, batch=8, max_images=16,
                     progress=lambda e, n, loss, eta: calls.append((e, n, loss)))
     uflow.set_log(None)
-    check([c[:2] for c in calls] == [(1, 2), (2, 2)] and s["epochs_done"] == 2 and s["images"] == 16 and
-          s["last_loss"] == calls[-1][2], "train: progress after each epoch, summary")
+    check([c[:2] for c in calls] == [(1, 2), (2, 2)] and s["epochs_done"] == 2 and s["images"] == 14 and
+          s["val_images"] == 2 and len(s["val_z2"]) == 3 and s["last_loss"] == calls[-1][2],
+          "train: progress after each epoch, summary (2 of 16 images held out)")
     check(any(level == uflow.LOG_INFO for level, _ in logs), "train: log lines through uflow.set_log")
     s = uflow.train(data, os.path.join(T, "stop.safetensors"), size=64, epochs=5, batch=8, max_images=16,
                     progress=lambda e, n, loss, eta: e >= 2)

@@ -66,11 +66,13 @@ class _TrainOptions(Structure):
                 ("width", c_int), ("height", c_int), ("keep_aspect", c_int), ("flow_steps", c_int),
                 ("epochs", c_int), ("batch", c_int), ("lr", c_double), ("weight_decay", c_double),
                 ("seed", c_ulonglong), ("max_images", c_int), ("skip_bad_images", c_int), ("resume", c_int),
+                ("val_split", c_double), ("val_dir", c_char_p), ("early_stop", c_int), ("patience", c_int),
                 ("on_epoch", _EPOCH_FN), ("user", c_void_p)]
 
 
 class _TrainSummary(Structure):
-    _fields_ = [("images", c_int), ("epochs_done", c_int), ("skipped", c_int), ("first_loss", c_double),
+    _fields_ = [("images", c_int), ("epochs_done", c_int), ("skipped", c_int), ("val_images", c_int),
+                ("best_epoch", c_int), ("stopped_early", c_int), ("val_z2", c_double * 3), ("first_loss", c_double),
                 ("last_loss", c_double), ("seconds", c_double)]
 
 
@@ -326,7 +328,8 @@ class Model:
 
 
 _TRAIN_KEYS = {"backbone", "weights", "width", "height", "keep_aspect", "flow_steps", "epochs", "batch", "lr",
-               "weight_decay", "seed", "max_images", "skip_bad_images", "resume"}
+               "weight_decay", "seed", "max_images", "skip_bad_images", "resume", "val_split", "val_dir",
+               "early_stop", "patience"}
 
 
 def train(data_dir, out, progress=None, size=None, **options):
@@ -336,8 +339,10 @@ def train(data_dir, out, progress=None, size=None, **options):
     training there (the model is written and can be resumed with resume=True). An exception
     raised by progress stops training too and is raised again here. size: N or (width, height).
     Other options (uflow.h's uflow_train_options): backbone, weights, keep_aspect, flow_steps,
-    epochs, batch, lr, weight_decay, seed, max_images, skip_bad_images, resume.
-    Returns a dict: images, epochs_done, skipped, first_loss, last_loss, seconds."""
+    epochs, batch, lr, weight_decay, seed, max_images, skip_bad_images, resume, val_split, val_dir,
+    early_stop, patience.
+    Returns a dict: images, epochs_done, skipped, val_images, best_epoch, stopped_early, val_z2,
+    first_loss, last_loss, seconds."""
     unknown = set(options) - _TRAIN_KEYS
     if unknown:
         raise TypeError("uflow.train: unknown options %s" % ", ".join(sorted(unknown)))
@@ -347,10 +352,10 @@ def train(data_dir, out, progress=None, size=None, **options):
     if size is not None:
         o.width, o.height = (size, size) if isinstance(size, int) else size
     for k, v in options.items():
-        if k in ("backbone", "weights"):
+        if k in ("backbone", "weights", "val_dir"):
             v = None if v is None else (v.encode() if k == "backbone" else _path(v))
             keep.append(v)
-        elif k in ("keep_aspect", "skip_bad_images", "resume"):
+        elif k in ("keep_aspect", "skip_bad_images", "resume", "early_stop"):
             v = int(bool(v))
         setattr(o, k, v)
     raised = []
@@ -368,7 +373,9 @@ def train(data_dir, out, progress=None, size=None, **options):
         raise raised[0]
     if rc != 0:
         _fail()
-    return {k: getattr(s, k) for k, _ in _TrainSummary._fields_}
+    out = {k: getattr(s, k) for k, _ in _TrainSummary._fields_}
+    out["val_z2"] = [v for v in s.val_z2 if v == v]
+    return out
 
 
 def test(model, data_dir, out_dir=None, eval_size=256):

@@ -67,6 +67,9 @@ uflow_train_options uflow_train_default_options(void) {
     o.epochs = d.epochs, o.batch = d.batch;
     o.lr = d.lr, o.weight_decay = d.weight_decay;
     o.seed = d.seed;
+    o.val_split = d.val_split;
+    o.early_stop = d.early_stop;
+    o.patience = d.patience;
     return o;
 }
 
@@ -107,6 +110,8 @@ int uflow_train(const uflow_train_options *o, uflow_train_summary *summary) {
     t.max_images = o->resume && o->max_images == 0 ? -1 : o->max_images;
     t.skip_bad_images = o->skip_bad_images;
     t.resume = o->resume;
+    t.val_split = o->val_split, t.val_dir = o->val_dir, t.early_stop = o->early_stop, t.patience = o->patience;
+    if (t.patience < 1) return uf_error("uflow_train: patience %d (>= 1)", t.patience);
     epoch_adapter a = {o->on_epoch, o->user};
     if (o->on_epoch) t.on_epoch = on_epoch, t.on_epoch_user = &a;
     uf_train_report rep;
@@ -115,6 +120,9 @@ int uflow_train(const uflow_train_options *o, uflow_train_summary *summary) {
         summary->images = rep.n_images, summary->epochs_done = rep.epochs_done, summary->skipped = rep.n_skipped;
         summary->first_loss = rep.first_loss, summary->last_loss = rep.last_loss;
         summary->seconds = rep.feature_seconds + rep.train_seconds;
+        summary->val_images = rep.n_val, summary->best_epoch = rep.best_epoch;
+        summary->stopped_early = rep.stopped_early;
+        for (int l = 0; l < 3; l++) summary->val_z2[l] = l < UF_FLOW_MAX_SCALES ? rep.val_z2[l] : NAN;
     }
     return UF_OK;
 }

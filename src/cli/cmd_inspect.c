@@ -2,10 +2,12 @@
  * offsets and metadata of a weights/model file, after full validation. */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "model/model.h"
 #include "core/error.h"
 #include "io/safetensors.h"
 
@@ -91,6 +93,30 @@ int cmd_inspect(int argc, char **argv) {
         printf(": ");
         put_escaped(uf_st_metadata_value(st, i));
         putchar('\n');
+    }
+    /* A model trained with validation: say what its held-out z^2 means (model/model.h's band). */
+    const char *z2 = uf_st_metadata_get(st, "uflow.val_z2"), *nv = uf_st_metadata_get(st, "uflow.val_images");
+    if (z2 && nv) {
+        int inside = 1, k = 0;
+        for (const char *p = z2; *p; k++) {
+            char *end;
+            double v = strtod(p, &end);
+            if (end == p) {
+                inside = -1;
+                break;
+            }
+            if (!(v >= UF_VAL_Z2_LOW && v <= UF_VAL_Z2_HIGH)) inside = 0;
+            p = *end == ',' ? end + 1 : end;
+            if (*end && *end != ',') {
+                inside = -1;
+                break;
+            }
+        }
+        if (inside >= 0 && k > 0)
+            printf("calibration: %s held-out normal images, mean z^2 per scale %s: %s the band [%.2f, %.2f]%s\n", nv,
+                   z2, inside ? "inside" : "outside", UF_VAL_Z2_LOW, UF_VAL_Z2_HIGH,
+                   inside ? " (the automatic NFA threshold can be trusted)"
+                          : " (the automatic NFA threshold is not trustworthy)");
     }
     uf_st_close(st);
     if (fflush(stdout) != 0) return cli_fail("inspect", "cannot write to standard output");

@@ -1,4 +1,5 @@
 /* uflow train: fit the U-shaped flow on normal images and write a model file. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -15,7 +16,12 @@
     "Bad images: an image that cannot be read (corrupt, truncated, unsupported, too large) stops training\n" \
     "with one line naming it, and nothing is written (an existing model file is left as it was), unless\n"   \
     "--skip-bad-images, which leaves such images out and counts them. --resume checks that the training\n"  \
-    "images are the ones the checkpoint was trained on."
+    "images are the ones the checkpoint was trained on.\n\n"                                                 \
+    "Validation: --val-split of the normal images (0.1; at least 2 images, chosen by --seed) is held out;\n" \
+    "after each epoch their mean loss and per-scale mean z^2 are printed and logged in <model>.train.csv.\n" \
+    "The NFA threshold is trustworthy while that z^2 is in [0.8, 1.25]. --early-stop on (default) ends\n"    \
+    "training when it has been inside and then stays above 1.25 for 2 epochs, or when the validation loss\n" \
+    "has not improved for --patience epochs (10); the model file keeps the best epoch."
 
 /* The --help paragraph listing the presets (spec 5.3). */
 static const char *preset_help(void) {
@@ -37,10 +43,13 @@ int cmd_train(int argc, char **argv) {
     const char *data = NULL, *out = NULL, *weights = NULL;
     const char *size = NULL;
     int threads = 0, resume = 0, keep_aspect = 0;
+    const char *early_stop = "on";
     double seed = 0;
     const cli_opt opts[] = {
         {"data", OPT_STRING, &data, 0, 0, "MVTec-AD category (train/good) or a folder of normal images"},
-        {"output", OPT_STRING, &out, 0, 0, "model file to write (-o); also the checkpoint"},
+        {"output", OPT_STRING, &out, 0, 0,
+         "model file to write (-o); with early stopping it keeps the best epoch and the checkpoint is "
+         "<model>.checkpoint.safetensors, else it is the checkpoint too"},
         {"preset", OPT_STRING, &preset, 0, 0, "the paper's settings for a category, e.g. mvtec/bottle (see below)"},
         {"backbone", OPT_STRING, &backbone, 0, 0, "resnet18 | wide_resnet50_2 | mcait (default resnet18)"},
         {"weights", OPT_STRING, &weights, 0, 0,
@@ -58,6 +67,13 @@ int cmd_train(int argc, char **argv) {
         {"ln-affine", OPT_STRING, &ln, 0, 0, "ResNet LayerNorm affine: logdet | reference | frozen (default logdet)"},
         {"loss", OPT_STRING, &loss, 0, 0, "official | anomalib (batch-summed z term)"},
         {"checkpoint-every", OPT_INT, &o.checkpoint_every, 0, 1000000, "epochs between checkpoints (0: end only)"},
+        {"val-split", OPT_DOUBLE, &o.val_split, 0, 0.9,
+         "fraction of the normal images held out to check calibration each epoch (0: none; chosen by --seed)"},
+        {"val", OPT_STRING, &o.val_dir, 0, 0, "instead of --val-split: a folder of normal validation images"},
+        {"early-stop", OPT_STRING, &early_stop, 0, 0,
+         "on | off: with validation, stop when the held-out z^2 leaves [0.8, 1.25] upwards or the validation "
+         "loss stalls, and keep the best epoch in the model file (default on)"},
+        {"patience", OPT_INT, &o.patience, 1, 1000000, "epochs without a better validation loss before an early stop"},
         {"max-images", OPT_INT, &o.max_images, -1, 1 << 30,
          "use the first N training images (0 or -1: all; on --resume -1 means the checkpoint's)"},
         {"skip-bad-images", OPT_FLAG, &o.skip_bad_images, 0, 0, "leave unreadable images out instead of stopping"},
@@ -114,6 +130,8 @@ int cmd_train(int argc, char **argv) {
         o.input.fit = UF_FIT_KEEP_ASPECT;
         if (!o.input.width) o.input.width = o.input.height = o.backbone == UF_BACKBONE_MCAIT ? 448 : 256;
     }
+    if (strcmp(early_stop, "on") && strcmp(early_stop, "off")) return cli_fail("train", "--early-stop must be on or off");
+    o.early_stop = !strcmp(early_stop, "on");
     o.data_dir = data;
     o.out_path = out;
     o.weights = weights;
@@ -124,6 +142,17 @@ int cmd_train(int argc, char **argv) {
     uf_train_report rep;
     if (uf_train(&o, &rep) != UF_OK) return cli_fail("train", NULL);
     if (rep.n_skipped) fprintf(stderr, "uflow train: warning: %d unreadable images were left out\n", rep.n_skipped);
+    if (rep.n_val) {
+        printf("validation on %d held-out images: loss %.2f, mean z^2 per scale", rep.n_val, rep.val_nll);
+        int in_band = 1;
+        for (int l = 0; l < UF_FLOW_MAX_SCALES && !isnan(rep.val_z2[l]); l++) {
+            printf(" %.3f", rep.val_z2[l]);
+            in_band &= rep.val_z2[l] >= UF_VAL_Z2_LOW && rep.val_z2[l] <= UF_VAL_Z2_HIGH;
+        }
+        printf(" at the last epoch (%s [%.2f, %.2f])\n", in_band ? "inside" : "outside", UF_VAL_Z2_LOW, UF_VAL_Z2_HIGH);
+        if (rep.best_epoch != rep.epochs_done)
+            printf("the model keeps epoch %d (the best on the held-out images)\n", rep.best_epoch);
+    }
     printf("trained %d images, %d epochs done: loss %.2f -> %.2f; features %.1f s (%d from the cache), training "
            "%.1f s (%.1f img/s, %.0f%% in GEMM); model written to %s\n",
            rep.n_images, rep.epochs_done, rep.first_loss, rep.last_loss, rep.feature_seconds,

@@ -86,6 +86,8 @@ static int train_max_score(uf_model *m, const uf_evaluate_options *o, uf_batch *
 }
 
 int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *rep) {
+    char calib[320];
+    if (*uf_model_calibration_warning(&m->cfg, calib, sizeof calib)) uf_log(UF_LOG_WARNING, "%s", calib);
     memset(rep, 0, sizeof *rep);
     double t_start = uf_now();
     uf_dataset *ds = o->data_dir ? uf_dataset_open(o->data_dir, "test")

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,6 +142,27 @@ static int write_metadata(uf_st_writer *w, const uf_model *m, const uf_adam *opt
     rc |= meta_set(w, "uflow.train_max_images", "%d", c->train_max_images);
     rc |= meta_set(w, "uflow.train_images", "%d", c->train_images);
     rc |= meta_set(w, "uflow.train_inputs_sha256", "%s", c->train_inputs_sha256);
+    if (c->val_images > 0) {
+        char z2[160];
+        size_t used = 0;
+        z2[0] = '\0';
+        for (int l = 0; l < c->flow.n_scales; l++)
+            used += (size_t)snprintf(z2 + used, sizeof z2 - used, "%s%.6f", l ? "," : "", c->val_z2[l]);
+        rc |= meta_set(w, "uflow.val_split", "%.17g", c->val_split);
+        rc |= meta_set(w, "uflow.val_dir", "%s", c->val_dir);
+        rc |= meta_set(w, "uflow.val_images", "%d", c->val_images);
+        rc |= meta_set(w, "uflow.val_inputs_sha256", "%s", c->val_inputs_sha256);
+        rc |= meta_set(w, "uflow.val_nll", "%.17g", c->val_nll);
+        rc |= meta_set(w, "uflow.val_z2", "%s", z2);
+        rc |= meta_set(w, "uflow.best_epoch", "%d", c->best_epoch);
+        rc |= meta_set(w, "uflow.best_val_nll", "%.17g", c->best_val_nll);
+        rc |= meta_set(w, "uflow.best_in_band", "%d", c->best_in_band);
+        rc |= meta_set(w, "uflow.min_val_nll", "%.17g", c->min_val_nll);
+        rc |= meta_set(w, "uflow.nll_stall", "%d", c->nll_stall);
+        rc |= meta_set(w, "uflow.above_band", "%d", c->above_band);
+        rc |= meta_set(w, "uflow.stopped_early", "%d", c->stopped_early);
+        rc |= meta_set(w, "uflow.stop_reason", "%s", c->stop_reason);
+    }
     if (opt) rc |= meta_set(w, "uflow.optimizer_step", "%ld", opt->step);
     if (with_backbone) rc |= meta_set(w, "uflow.backbone_embedded", "1");
     return rc ? UF_ERR : UF_OK;
@@ -362,6 +384,38 @@ static int read_config(const uf_safetensors *st, uf_model_config *c) {
             return uf_error("%s: metadata 'uflow.train_inputs_sha256' = '%.80s' is not a sha256", uf_st_path(st), s);
         snprintf(c->train_inputs_sha256, sizeof c->train_inputs_sha256, "%s", s);
     }
+    /* Validation came with format 1's third release: optional, all or nothing. */
+    if (uf_st_metadata_get(st, "uflow.val_images")) {
+        if (meta_int(st, "uflow.val_images", 1, 1 << 30, &c->val_images) != UF_OK) return UF_ERR;
+        if (meta_double(st, "uflow.val_split", &c->val_split) != UF_OK) return UF_ERR;
+        if (meta_double(st, "uflow.val_nll", &c->val_nll) != UF_OK) return UF_ERR;
+        if (!(s = meta_req(st, "uflow.val_dir"))) return UF_ERR;
+        snprintf(c->val_dir, sizeof c->val_dir, "%s", s);
+        if (!(s = meta_req(st, "uflow.val_inputs_sha256"))) return UF_ERR;
+        if (*s && (strlen(s) != 64 || strspn(s, "0123456789abcdef") != 64))
+            return uf_error("%s: metadata 'uflow.val_inputs_sha256' = '%.80s' is not a sha256", uf_st_path(st), s);
+        snprintf(c->val_inputs_sha256, sizeof c->val_inputs_sha256, "%s", s);
+        if (!(s = meta_req(st, "uflow.val_z2"))) return UF_ERR;
+        char *end = (char *)s;
+        for (int l = 0; l < c->flow.n_scales; l++) {
+            c->val_z2[l] = strtod(end, &end);
+            if (!isfinite(c->val_z2[l]) || c->val_z2[l] < 0 || (l + 1 < c->flow.n_scales ? *end != ',' : *end != '\0'))
+                return uf_error("%s: metadata 'uflow.val_z2' = '%.80s' is not %d non-negative numbers", uf_st_path(st),
+                                has_control_char(s) ? "?" : s, c->flow.n_scales);
+            if (*end == ',') end++;
+        }
+        if (meta_int(st, "uflow.best_epoch", 0, 1 << 30, &c->best_epoch) != UF_OK ||
+            meta_int(st, "uflow.best_in_band", 0, 1, &c->best_in_band) != UF_OK ||
+            meta_int(st, "uflow.nll_stall", 0, 1 << 30, &c->nll_stall) != UF_OK ||
+            meta_int(st, "uflow.above_band", 0, 1 << 30, &c->above_band) != UF_OK ||
+            meta_int(st, "uflow.stopped_early", 0, 1, &c->stopped_early) != UF_OK ||
+            meta_double(st, "uflow.best_val_nll", &c->best_val_nll) != UF_OK ||
+            meta_double(st, "uflow.min_val_nll", &c->min_val_nll) != UF_OK || !(s = meta_req(st, "uflow.stop_reason")))
+            return UF_ERR;
+        snprintf(c->stop_reason, sizeof c->stop_reason, "%s", s);
+        if (!(c->val_split >= 0 && c->val_split < 1) || !isfinite(c->val_nll))
+            return uf_error("%s: metadata 'uflow.val_split' / 'uflow.val_nll' out of range", uf_st_path(st));
+    }
     return UF_OK;
 }
 
@@ -543,4 +597,24 @@ int uf_model_latents(uf_model *m, const float *x, int n, float *const *z) {
     }
     for (int l = 0; l < L; l++) uf_free(feats[l]);
     return rc;
+}
+
+int uf_model_val_calibrated(const uf_model_config *c) {
+    if (c->val_images <= 0) return -1;
+    for (int l = 0; l < c->flow.n_scales; l++)
+        if (!(c->val_z2[l] >= UF_VAL_Z2_LOW && c->val_z2[l] <= UF_VAL_Z2_HIGH)) return 0;
+    return 1;
+}
+
+const char *uf_model_calibration_warning(const uf_model_config *c, char *buf, size_t cap) {
+    buf[0] = '\0';
+    if (uf_model_val_calibrated(c) != 0) return buf;
+    size_t used = (size_t)snprintf(buf, cap, "the model's held-out normal images had mean z^2 per scale");
+    for (int l = 0; l < c->flow.n_scales && used < cap; l++)
+        used += (size_t)snprintf(buf + used, cap - used, " %.3f", c->val_z2[l]);
+    if (used < cap)
+        snprintf(buf + used, cap - used,
+                 " at its epoch %d, outside [%.2f, %.2f]: the automatic (NFA) threshold is not trustworthy for it",
+                 c->epochs_done, UF_VAL_Z2_LOW, UF_VAL_Z2_HIGH);
+    return buf;
 }

@@ -41,7 +41,23 @@ typedef struct uf_model_config {
     char train_data[1024];       /* data folder the model was trained on (information) */
     int train_max_images;        /* --max-images of the run (0: all) */
     int train_images;            /* images trained on (after --max-images and skipped bad files) */
-    char train_inputs_sha256[65]; /* sha256 of the normalised training inputs in order; "" if unknown */
+    char train_inputs_sha256[65]; /* sha256 of the normalised inputs of the images read (training and
+                                     validation) in order; "" if unknown */
+    /* Validation (model/train.h): held-out images, their fingerprint (sha256 of their inputs' sha256s
+     * in order; "" with val_dir), and the mean loss per image and per-scale mean z^2 at the saved epoch
+     * (val_images 0: trained without validation, the others unset). */
+    double val_split;
+    int val_images;
+    char val_dir[1024];
+    char val_inputs_sha256[65];
+    double val_nll, val_z2[UF_FLOW_MAX_SCALES];
+    /* Early stopping's state (model/train.h), recorded with validation: the best epoch so far
+     * (the one the model file holds), its loss, whether it is inside the z^2 band, the lowest
+     * validation loss and the epochs since, the epochs in a row above the band, and whether
+     * the rule ended training (stop_reason says why). */
+    int best_epoch, best_in_band, nll_stall, above_band, stopped_early;
+    double best_val_nll, min_val_nll;
+    char stop_reason[160];
 } uf_model_config;
 
 typedef struct uf_model {
@@ -52,6 +68,19 @@ typedef struct uf_model {
     uf_backbone *backbone;      /* frozen extractor (uf_train releases it once the features are cached) */
     uf_flow *flow;
 } uf_model;
+
+/* Validation (held-out normal images): the band of per-scale mean z^2 inside which the
+ * latents of unseen normal images count as calibrated, i.e. N(0, 1) enough for the
+ * automatic NFA threshold. Symmetric in log: 1/1.25 = 0.8. */
+#define UF_VAL_Z2_LOW 0.8
+#define UF_VAL_Z2_HIGH 1.25
+/* 1 when the model's recorded validation z^2 is inside [UF_VAL_Z2_LOW, UF_VAL_Z2_HIGH] at every
+ * scale, 0 when outside, -1 when the model records none (trained without validation). */
+int uf_model_val_calibrated(const uf_model_config *c);
+
+/* The warning to give when the model's validation z^2 is outside the band (for `test` and
+ * `predict`); "" when inside or unknown. */
+const char *uf_model_calibration_warning(const uf_model_config *c, char *buf, size_t cap);
 
 /* A new untrained model: loads the backbone weights (see
  * uf_backbone_weight_files), derives the feature shapes for the input

@@ -275,6 +275,8 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
                uf_predict_report *rep) {
     memset(rep, 0, sizeof *rep);
     rep->image_auroc = NAN;
+    char calib[320];
+    if (*uf_model_calibration_warning(&m->cfg, calib, sizeof calib)) uf_log(UF_LOG_WARNING, "%s", calib);
     rep->at_nfa.f1 = NAN;
     double t0 = uf_now();
     if (o->n_labels < 0 || o->n_labels > UF_PREDICT_MAX_LABELS)

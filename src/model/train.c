@@ -1,6 +1,7 @@
 #include "model/train.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,9 +39,14 @@ uf_train_options uf_train_default_options(void) {
     o.checkpoint_every = 10;
     o.max_images = -1;
     o.feature_cache = "auto";
+    o.val_split = 0.1;
+    o.early_stop = 1;
+    o.patience = UF_EARLY_STOP_PATIENCE;
     o.verbose = 1;
     return o;
 }
+
+
 
 /* Cache of backbone features: feat[l] (n, C_l, H_l, W_l) of the n images
  * that were read; inputs_sha256 fingerprints their normalised inputs in order
@@ -50,9 +56,12 @@ typedef struct feature_cache {
     size_t per_image[UF_FLOW_MAX_SCALES];
     float *feat[UF_FLOW_MAX_SCALES];
     char inputs_sha256[65];
+    char (*image_sha256)[65]; /* (n) each image's normalised input (fingerprints of subsets) */
 } feature_cache;
 
 static void cache_free(feature_cache *c) {
+    free(c->image_sha256);
+    c->image_sha256 = NULL;
     for (int l = 0; l < c->n_scales; l++) {
         uf_free(c->feat[l]);
         c->feat[l] = NULL;
@@ -100,6 +109,10 @@ static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_ba
         }
         bytes += (double)n_try * c->per_image[l] * sizeof(float);
     }
+    if (!(c->image_sha256 = malloc(sizeof *c->image_sha256 * (size_t)n_try))) {
+        cache_free(c);
+        return uf_error("out of memory for the feature cache");
+    }
     if (verbose)
         uf_log(UF_LOG_INFO, "caching %s features of %d images (%.0f MB)%s%s", m->cfg.backbone, n_try, bytes / 1e6,
                 store ? ", stored in " : "", store ? store->dir : "");
@@ -130,11 +143,12 @@ static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_ba
             const float *xi = x + (size_t)i * per_x;
             uf_sha256_update(&sha, xi, per_x * sizeof(float));
             int hit = 0;
-            if (store) { /* the image's own hash keys the store */
-                uf_sha256_ctx one;
-                uf_sha256_init(&one);
-                uf_sha256_update(&one, xi, per_x * sizeof(float));
-                uf_sha256_hex(&one, input_sha[todo]);
+            uf_sha256_ctx one; /* the image's own hash: validation fingerprints, and it keys the store */
+            uf_sha256_init(&one);
+            uf_sha256_update(&one, xi, per_x * sizeof(float));
+            uf_sha256_hex(&one, input_sha[todo]);
+            memcpy(c->image_sha256[c->n], input_sha[todo], 65);
+            if (store) {
                 uf_feature_store_key(store, input_sha[todo], key[todo]);
                 float *dst[UF_FLOW_MAX_SCALES];
                 for (int l = 0; l < L; l++) dst[l] = c->feat[l] + (size_t)c->n * c->per_image[l];
@@ -223,6 +237,160 @@ static void epoch_order(uint64_t seed, int epoch, int n, int *order) {
     }
 }
 
+/* The held-out images: n_val of the n cached ones, chosen by a generator seeded from the
+ * training seed (another stream than the epochs'); both lists in cache order. */
+static void split_validation(uint64_t seed, int n, int n_val, int *train_idx, int *val_idx) {
+    uf_rng r = uf_rng_seed(seed * 0x9E3779B97F4A7C15ULL + 0x76616C6964ULL);
+    int *perm = train_idx; /* scratch: a partial Fisher-Yates, the first n_val picks */
+    for (int i = 0; i < n; i++) perm[i] = i;
+    for (int i = 0; i < n_val; i++) {
+        int j = i + (int)uf_rng_below(&r, (uint64_t)(n - i));
+        int t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    char *held = calloc((size_t)n, 1);
+    for (int i = 0; i < n_val; i++) held[perm[i]] = 1;
+    int a = 0, b = 0;
+    for (int i = 0; i < n; i++) {
+        if (held[i])
+            val_idx[b++] = i;
+        else
+            train_idx[a++] = i;
+    }
+    free(held);
+}
+
+/* sha256 of the per-image fingerprints of cache images idx[0..n) in order. */
+static void subset_sha256(const feature_cache *c, const int *idx, int n, char out[65]) {
+    uf_sha256_ctx ctx;
+    uf_sha256_init(&ctx);
+    for (int i = 0; i < n; i++) uf_sha256_update(&ctx, c->image_sha256[idx ? idx[i] : i], 64);
+    uf_sha256_hex(&ctx, out);
+}
+
+/* Mean loss per image and per-scale mean z^2 of cache images idx[0..n) (idx NULL: all),
+ * by an inference forward in batches of B through the given buffers. */
+static int validate(uf_model *m, const feature_cache *c, const int *idx, int n, int B, float *const *fb,
+                    float *const *z, double *logdet, double *per_sample, const size_t *zn, double *nll,
+                    double z2[UF_FLOW_MAX_SCALES]) {
+    const int L = c->n_scales;
+    double loss_sum = 0.0, zsum[UF_FLOW_MAX_SCALES] = {0};
+    for (int b0 = 0; b0 < n; b0 += B) {
+        const int bs = n - b0 < B ? n - b0 : B;
+        for (int l = 0; l < L; l++)
+            for (int i = 0; i < bs; i++)
+                memcpy(fb[l] + (size_t)i * c->per_image[l], c->feat[l] + (size_t)(idx ? idx[b0 + i] : b0 + i) * c->per_image[l],
+                       c->per_image[l] * sizeof(float));
+        if (uf_flow_forward(m->flow, bs, (const float *const *)fb, z, logdet, 0) != UF_OK) return UF_ERR;
+        uf_flow_nll(bs, L, zn, (const float *const *)z, logdet, NULL, NULL, per_sample, 0);
+        for (int i = 0; i < bs; i++) loss_sum += per_sample[i];
+        for (int l = 0; l < L; l++) {
+            const float *zl = z[l]; /* serial: the same sum whatever the thread count */
+            for (size_t k = 0; k < (size_t)bs * zn[l]; k++) zsum[l] += (double)zl[k] * zl[k];
+        }
+    }
+    *nll = loss_sum / n;
+    for (int l = 0; l < L; l++) z2[l] = zsum[l] / ((double)n * zn[l]);
+    return isfinite(*nll) ? UF_OK : uf_error("the validation loss became %g", *nll);
+}
+
+/* Appends printf-style text to the growing string *buf (length *len). */
+static int append_text(char **buf, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int append_text(char **buf, size_t *len, const char *fmt, ...) {
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (k < 0 || (size_t)k >= sizeof line) return uf_error("log line too long");
+    char *grown = realloc(*buf, *len + (size_t)k + 1);
+    if (!grown) return uf_error("out of memory");
+    memcpy(grown + *len, line, (size_t)k + 1);
+    *buf = grown, *len += (size_t)k;
+    return UF_OK;
+}
+
+/* A whole text file (at most 64 MiB), or NULL. */
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = NULL;
+    size_t len = 0, cap = 0, k;
+    char chunk[4096];
+    while ((k = fread(chunk, 1, sizeof chunk, f)) > 0 && len < ((size_t)64 << 20)) {
+        if (len + k + 1 > cap) {
+            cap = 2 * (len + k + 1);
+            char *g = realloc(buf, cap);
+            if (!g) break;
+            buf = g;
+        }
+        memcpy(buf + len, chunk, k);
+        len += k;
+    }
+    fclose(f);
+    if (buf) buf[len] = '\0';
+    return buf;
+}
+
+/* The checkpoint beside the model when early stopping keeps the best epoch in the model file:
+ * "<out without .safetensors>.checkpoint.safetensors". */
+static void checkpoint_path(const char *out_path, char *buf, size_t cap) {
+    size_t n = strlen(out_path);
+    const char *ext = ".safetensors";
+    if (n > strlen(ext) && !strcmp(out_path + n - strlen(ext), ext)) n -= strlen(ext);
+    snprintf(buf, cap, "%.*s.checkpoint.safetensors", (int)n, out_path);
+}
+
+static int file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+/* Early stopping after an epoch with validation (the rule of train.h): updates the state in
+ * c (whose val_nll / val_z2 are this epoch's); *is_best when this epoch becomes the best.
+ * Returns 1 when training should stop (c->stop_reason says why). */
+static int early_stop_update(uf_model_config *c, int patience, int *is_best) {
+    int in_band = 1, above = 0;
+    for (int l = 0; l < c->flow.n_scales; l++) {
+        in_band &= c->val_z2[l] >= UF_VAL_Z2_LOW && c->val_z2[l] <= UF_VAL_Z2_HIGH;
+        above |= c->val_z2[l] > UF_VAL_Z2_HIGH;
+    }
+    *is_best = c->best_epoch == 0 || (in_band && !c->best_in_band) ||
+               (in_band == c->best_in_band && c->val_nll < c->best_val_nll);
+    if (*is_best) {
+        c->best_epoch = c->epochs_done;
+        c->best_val_nll = c->val_nll;
+        c->best_in_band = in_band;
+    }
+    if (c->epochs_done == 1 || c->val_nll < c->min_val_nll) {
+        c->min_val_nll = c->val_nll;
+        c->nll_stall = 0;
+    } else {
+        c->nll_stall++;
+    }
+    c->above_band = above ? c->above_band + 1 : 0;
+    if (c->best_in_band && c->above_band >= UF_VAL_ABOVE_EPOCHS) {
+        snprintf(c->stop_reason, sizeof c->stop_reason,
+                 "the held-out z^2 was above %.2f for %d epochs in a row (over-fitting)", UF_VAL_Z2_HIGH, c->above_band);
+        return 1;
+    }
+    if (c->nll_stall >= patience) {
+        snprintf(c->stop_reason, sizeof c->stop_reason, "the validation loss did not improve for %d epochs",
+                 c->nll_stall);
+        return 1;
+    }
+    return 0;
+}
+
+/* CSV log path beside the model: "<out without .safetensors>.train.csv". */
+static void log_path(const char *out_path, char *buf, size_t cap) {
+    size_t n = strlen(out_path);
+    const char *ext = ".safetensors";
+    if (n > strlen(ext) && !strcmp(out_path + n - strlen(ext), ext)) n -= strlen(ext);
+    snprintf(buf, cap, "%.*s.train.csv", (int)n, out_path);
+}
 
 int uf_train(const uf_train_options *o, uf_train_report *report) {
     uf_train_report rep;
@@ -238,16 +406,36 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     uf_model *m = NULL;
     uf_adam opt;
     memset(&opt, 0, sizeof opt);
-    feature_cache cache;
+    feature_cache cache, vcache;
     memset(&cache, 0, sizeof cache);
+    memset(&vcache, 0, sizeof vcache);
+    uf_dataset *vds = NULL;
     float *fb[UF_FLOW_MAX_SCALES] = {0}, *z[UF_FLOW_MAX_SCALES] = {0};
-    double *logdet = NULL, *g_ld = NULL;
-    int *order = NULL, rc = UF_ERR;
+    double *logdet = NULL, *g_ld = NULL, *per_sample = NULL;
+    int *order = NULL, *train_idx = NULL, *val_idx = NULL, rc = UF_ERR;
+    float *best_params = NULL; /* early stopping: the best epoch's parameters and configuration */
+    uf_model_config best_cfg;
+    memset(&best_cfg, 0, sizeof best_cfg);
+    uf_model *best_file = NULL;
+    char *csv = NULL; /* the CSV log's text */
+    size_t csv_len = 0;
+    rep.val_nll = NAN;
+    for (int l = 0; l < UF_FLOW_MAX_SCALES; l++) rep.val_z2[l] = NAN;
 
+    char ckpt_file[4300];
+    checkpoint_path(o->out_path, ckpt_file, sizeof ckpt_file);
+    const int from_ckpt = o->resume && file_exists(ckpt_file);
     if (o->resume) {
         int has_opt = 0;
-        m = uf_model_load(o->out_path, o->weights, &opt, &has_opt);
+        m = uf_model_load(from_ckpt ? ckpt_file : o->out_path, o->weights, &opt, &has_opt);
         if (!m) goto done;
+        if (m->cfg.stopped_early && o->early_stop) {
+            uf_error("%s: training stopped early at epoch %d (%s); resume with --early-stop off to go on",
+                     o->out_path, m->cfg.epochs_done, m->cfg.stop_reason);
+            goto done;
+        }
+        m->cfg.stopped_early = 0; /* going on: the earlier stop no longer describes the run */
+        m->cfg.stop_reason[0] = '\0';
         if (!has_opt) {
             uf_error("%s: no optimizer state to resume from (not a checkpoint)", o->out_path);
             goto done;
@@ -277,6 +465,13 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
         m->cfg.train = (uf_train_settings){o->epochs, o->batch, o->lr, o->weight_decay, o->seed, o->anomalib_loss};
         snprintf(m->cfg.train_data, sizeof m->cfg.train_data, "%s", o->data_dir);
         m->cfg.train_max_images = o->max_images > 0 ? o->max_images : 0;
+        if (!(o->val_split >= 0.0 && o->val_split < 1.0)) {
+            uf_error("--val-split %g: expected a fraction in [0, 1)", o->val_split);
+            goto done;
+        }
+        m->cfg.val_split = o->val_dir ? 0.0 : o->val_split;
+        m->cfg.best_val_nll = m->cfg.min_val_nll = INFINITY;
+        snprintf(m->cfg.val_dir, sizeof m->cfg.val_dir, "%s", o->val_dir ? o->val_dir : "");
         if (uf_adam_init(&opt, m->flow->n_trainable, o->lr) != UF_OK) goto done;
         opt.weight_decay = o->weight_decay;
     }
@@ -301,16 +496,76 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     }
     if (cache_build(m, ds, n, o->skip_bad_images, fs, o->verbose, &cache) != UF_OK) goto done;
     rep.features_from_cache = fs ? fs->n_hits : 0;
+    if (o->resume && check_resume_data(m, &cache, o->out_path) != UF_OK) goto done;
+    n = cache.n;
+    rep.n_skipped = cache.n_skipped;
+    m->cfg.train_images = n;
+    snprintf(m->cfg.train_inputs_sha256, sizeof m->cfg.train_inputs_sha256, "%s", cache.inputs_sha256);
+
+    /* Validation: a folder of its own, or held out of the training images (a resumed run keeps
+     * the checkpoint's choice: its settings are in the model, the split follows from the seed). */
+    const char *val_dir = m->cfg.val_dir[0] ? m->cfg.val_dir : NULL;
+    int n_val = 0;
+    train_idx = malloc(sizeof(int) * (size_t)n);
+    val_idx = malloc(sizeof(int) * (size_t)n);
+    if (!train_idx || !val_idx) {
+        uf_error("out of memory");
+        goto done;
+    }
+    const feature_cache *vc = &cache;
+    if (val_dir) {
+        if (!(vds = uf_dataset_open(val_dir, "train"))) goto done;
+        if (cache_build(m, vds, vds->count, o->skip_bad_images, NULL, o->verbose, &vcache) != UF_OK) goto done;
+        n_val = vcache.n;
+        vc = &vcache;
+        for (int i = 0; i < n_val; i++) val_idx[i] = i;
+        for (int i = 0; i < n; i++) train_idx[i] = i;
+    } else {
+        n_val = (int)floor(m->cfg.val_split * n + 0.5);
+        if (n_val >= n) n_val = n - 1;
+        if (n_val < UF_VAL_MIN_IMAGES) {
+            if (m->cfg.val_split > 0 && o->verbose)
+                uf_log(UF_LOG_INFO, "no validation: %g of %d images is fewer than %d held-out images", m->cfg.val_split,
+                       n, UF_VAL_MIN_IMAGES);
+            n_val = 0;
+        }
+        split_validation(ts.seed, n, n_val, train_idx, val_idx);
+    }
     /* Training needs only the features: the backbone (1.3 GB for MS-CaiT) goes. */
     uf_backbone_free(m->backbone);
     m->backbone = NULL;
     rep.feature_seconds = uf_now() - t0;
-    if (o->resume && check_resume_data(m, &cache, o->out_path) != UF_OK) goto done;
-    n = cache.n;
-    rep.n_images = n;
-    rep.n_skipped = cache.n_skipped;
-    m->cfg.train_images = n;
-    snprintf(m->cfg.train_inputs_sha256, sizeof m->cfg.train_inputs_sha256, "%s", cache.inputs_sha256);
+    const int n_train = n - (val_dir ? 0 : n_val);
+    char val_sha[65] = "";
+    if (n_val) subset_sha256(vc, val_idx, n_val, val_sha);
+    if (o->resume && m->cfg.val_images && (n_val != m->cfg.val_images || strcmp(val_sha, m->cfg.val_inputs_sha256))) {
+        uf_error("%s: --resume with other validation images than the checkpoint's (%d now, %d then)", o->out_path,
+                 n_val, m->cfg.val_images);
+        goto done;
+    }
+    m->cfg.val_images = n_val;
+    snprintf(m->cfg.val_inputs_sha256, sizeof m->cfg.val_inputs_sha256, "%s", val_sha);
+    rep.n_images = n_train;
+    rep.n_val = n_val;
+    const int es = n_val > 0 && o->early_stop;
+    if (es) {
+        if (!(best_params = malloc(sizeof(float) * m->flow->n_params))) {
+            uf_error("out of memory");
+            goto done;
+        }
+        best_cfg = m->cfg;
+        if (from_ckpt && m->cfg.best_epoch > 0) { /* the best so far is the model file's */
+            if (!(best_file = uf_model_load(o->out_path, o->weights, NULL, NULL))) goto done;
+            if (best_file->flow->n_params != m->flow->n_params) {
+                uf_error("%s does not match its checkpoint %s", o->out_path, ckpt_file);
+                goto done;
+            }
+            memcpy(best_params, best_file->flow->params, sizeof(float) * m->flow->n_params);
+            best_cfg = best_file->cfg;
+            uf_model_free(best_file);
+            best_file = NULL;
+        }
+    }
 
     size_t zn[UF_FLOW_MAX_SCALES];
     for (int l = 0; l < L; l++) {
@@ -321,8 +576,9 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     }
     logdet = malloc(sizeof(double) * B);
     g_ld = malloc(sizeof(double) * B);
+    per_sample = malloc(sizeof(double) * B);
     order = malloc(sizeof(int) * n);
-    if (!logdet || !g_ld || !order || uf_flow_alloc_grads(m->flow) != UF_OK) {
+    if (!logdet || !g_ld || !per_sample || !order || uf_flow_alloc_grads(m->flow) != UF_OK) {
         uf_error("out of memory for training buffers");
         goto done;
     }
@@ -330,21 +586,34 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
         uf_log(UF_LOG_INFO, "training %s@%dx%d%s flow (%zu trainable parameters, LayerNorm %s) on %d images: %d epochs, "
                             "batch %d, lr %g, seed %llu, %d threads",
                 m->cfg.backbone, m->cfg.input.width, m->cfg.input.height,
-                m->cfg.input.fit == UF_FIT_KEEP_ASPECT ? " keep-aspect" : "", m->flow->n_trainable, uf_ln_mode_name(m->cfg.flow.ln_mode), n,
+                m->cfg.input.fit == UF_FIT_KEEP_ASPECT ? " keep-aspect" : "", m->flow->n_trainable, uf_ln_mode_name(m->cfg.flow.ln_mode), n_train,
                 ts.epochs, B, ts.lr, (unsigned long long)ts.seed, uf_get_num_threads());
+
+    /* The CSV log beside the model: one row per epoch, this run's appended to a resumed one's. */
+    char csv_file[4300];
+    log_path(o->out_path, csv_file, sizeof csv_file);
+    if (o->resume && (csv = read_text(csv_file))) csv_len = strlen(csv);
+    if (!csv_len) {
+        free(csv);
+        csv = NULL;
+        if (append_text(&csv, &csv_len, "epoch,train_loss,val_nll") != UF_OK) goto done;
+        for (int l = 0; l < L; l++)
+            if (append_text(&csv, &csv_len, ",val_z2_scale%d", l) != UF_OK) goto done;
+        if (append_text(&csv, &csv_len, ",seconds\n") != UF_OK) goto done;
+    }
 
     const int start = m->cfg.epochs_done;
     double t_train = uf_now(), gemm0 = uf_gemm_seconds(), gflop0 = uf_gemm_flops();
     int epochs_run = 0;
     for (int epoch = start; epoch < ts.epochs; epoch++) {
         double te = uf_now(), loss_sum = 0.0;
-        epoch_order(ts.seed, epoch, n, order);
-        for (int b0 = 0; b0 < n; b0 += B) {
-            int bs = n - b0 < B ? n - b0 : B;
+        epoch_order(ts.seed, epoch, n_train, order);
+        for (int b0 = 0; b0 < n_train; b0 += B) {
+            int bs = n_train - b0 < B ? n_train - b0 : B;
             for (int l = 0; l < L; l++)
                 for (int i = 0; i < bs; i++)
                     memcpy(fb[l] + (size_t)i * cache.per_image[l],
-                           cache.feat[l] + (size_t)order[b0 + i] * cache.per_image[l],
+                           cache.feat[l] + (size_t)train_idx[order[b0 + i]] * cache.per_image[l],
                            cache.per_image[l] * sizeof(float));
             if (uf_flow_forward(m->flow, bs, (const float *const *)fb, z, logdet, 1) != UF_OK) goto done;
             double loss = uf_flow_nll(bs, L, zn, (const float *const *)z, logdet, z, g_ld, NULL, ts.anomalib_loss);
@@ -357,38 +626,96 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
             if (uf_flow_backward(m->flow, bs, (const float *const *)z, g_ld, NULL) != UF_OK) goto done;
             uf_adam_step(&opt, m->flow->params, m->flow->grads);
         }
-        double mean_loss = loss_sum / n;
+        double mean_loss = loss_sum / n_train;
         if (epochs_run == 0) rep.first_loss = mean_loss;
         rep.last_loss = mean_loss;
         epochs_run++;
         m->cfg.epochs_done = epoch + 1;
-        double dt = uf_now() - te, per_epoch = (uf_now() - t_train) / epochs_run;
+        double dt = uf_now() - te;
+        uf_epoch_progress p = {epoch + 1, ts.epochs, mean_loss, n_train / dt, 0.0, n_val, NAN, {0}};
+        for (int l = 0; l < UF_FLOW_MAX_SCALES; l++) p.val_z2[l] = NAN;
+        char val_text[160] = "";
+        if (n_val) {
+            if (validate(m, vc, val_idx, n_val, B, fb, z, logdet, per_sample, zn, &p.val_nll, p.val_z2) != UF_OK) {
+                uf_error_prefix("epoch %d", epoch + 1);
+                goto done;
+            }
+            m->cfg.val_nll = rep.val_nll = p.val_nll;
+            size_t used = (size_t)snprintf(val_text, sizeof val_text, "  val %12.2f  z2", p.val_nll);
+            for (int l = 0; l < L; l++) {
+                m->cfg.val_z2[l] = rep.val_z2[l] = p.val_z2[l];
+                used += (size_t)snprintf(val_text + used, sizeof val_text - used, " %.3f", p.val_z2[l]);
+            }
+        }
+        double per_epoch = (uf_now() - t_train) / epochs_run;
+        p.eta_seconds = per_epoch * (ts.epochs - epoch - 1);
         if (o->verbose) {
             char eta[32];
-            format_duration(per_epoch * (ts.epochs - epoch - 1), eta, sizeof eta);
-            uf_log(UF_LOG_INFO, "epoch %4d/%d  loss %14.2f  %6.1f img/s  ETA %s", epoch + 1, ts.epochs, mean_loss,
-                    n / dt, eta);
+            format_duration(p.eta_seconds, eta, sizeof eta);
+            uf_log(UF_LOG_INFO, "epoch %4d/%d  loss %14.2f%s  %6.1f img/s  ETA %s", epoch + 1, ts.epochs, mean_loss,
+                   val_text, n_train / dt, eta);
         }
+        if (append_text(&csv, &csv_len, "%d,%.17g,%.17g", epoch + 1, mean_loss, p.val_nll) != UF_OK) goto done;
+        for (int l = 0; l < L; l++)
+            if (append_text(&csv, &csv_len, ",%.17g", p.val_z2[l]) != UF_OK) goto done;
+        if (append_text(&csv, &csv_len, ",%.3f\n", uf_now() - te) != UF_OK) goto done;
         int stop = 0;
-        if (o->on_epoch) {
-            uf_epoch_progress p = {epoch + 1, ts.epochs, mean_loss, n / dt, per_epoch * (ts.epochs - epoch - 1)};
-            stop = o->on_epoch(&p, o->on_epoch_user) != 0;
+        if (es) {
+            int is_best = 0;
+            stop = early_stop_update(&m->cfg, o->patience, &is_best);
+            if (is_best) {
+                memcpy(best_params, m->flow->params, sizeof(float) * m->flow->n_params);
+                best_cfg = m->cfg;
+            }
+            if (stop) {
+                m->cfg.stopped_early = 1;
+                if (o->verbose)
+                    uf_log(UF_LOG_INFO, "early stop after epoch %d: %s; the model keeps epoch %d", epoch + 1,
+                           m->cfg.stop_reason, m->cfg.best_epoch);
+            }
         }
+        if (o->on_epoch && o->on_epoch(&p, o->on_epoch_user) != 0) stop = 1;
         int last = epoch + 1 == ts.epochs || (o->stop_after > 0 && epochs_run >= o->stop_after) || stop;
-        if (last || (o->checkpoint_every > 0 && (epoch + 1) % o->checkpoint_every == 0))
-            if (uf_model_save(m, o->out_path, &opt) != UF_OK) goto done;
+        if (last || (o->checkpoint_every > 0 && (epoch + 1) % o->checkpoint_every == 0)) {
+            if (!es) {
+                if (uf_model_save(m, o->out_path, &opt) != UF_OK) goto done;
+            } else {
+                /* the checkpoint: the last state; the model file: the best epoch, with the run's state */
+                if (uf_model_save(m, ckpt_file, &opt) != UF_OK) goto done;
+                uf_model_config last_cfg = m->cfg;
+                m->cfg = best_cfg;
+                m->cfg.train = last_cfg.train;
+                memcpy(m->cfg.stop_reason, last_cfg.stop_reason, sizeof last_cfg.stop_reason);
+                m->cfg.stopped_early = last_cfg.stopped_early, m->cfg.nll_stall = last_cfg.nll_stall;
+                m->cfg.above_band = last_cfg.above_band, m->cfg.min_val_nll = last_cfg.min_val_nll;
+                float *cur = m->flow->params;
+                m->flow->params = best_params; /* views are taken from params at each use */
+                int src = uf_model_save(m, o->out_path, NULL);
+                m->flow->params = cur;
+                m->cfg = last_cfg;
+                if (src != UF_OK) goto done;
+            }
+            if (uf_write_file_atomic(csv_file, csv, csv_len) != UF_OK) goto done;
+        }
         if (last) break;
     }
     rep.train_seconds = uf_now() - t_train;
     rep.gemm_seconds = uf_gemm_seconds() - gemm0;
     rep.gemm_flops = uf_gemm_flops() - gflop0;
     rep.epochs_done = m->cfg.epochs_done;
-    rep.images_per_second = rep.train_seconds > 0 ? (double)n * epochs_run / rep.train_seconds : 0.0;
+    rep.best_epoch = es ? m->cfg.best_epoch : m->cfg.epochs_done;
+    rep.stopped_early = m->cfg.stopped_early;
+    snprintf(rep.stop_reason, sizeof rep.stop_reason, "%s", m->cfg.stop_reason);
+    rep.images_per_second = rep.train_seconds > 0 ? (double)n_train * epochs_run / rep.train_seconds : 0.0;
     rc = UF_OK;
 done:
     for (int l = 0; l < UF_FLOW_MAX_SCALES; l++) uf_free(fb[l]), uf_free(z[l]);
-    free(logdet), free(g_ld), free(order);
+    free(logdet), free(g_ld), free(per_sample), free(order), free(train_idx), free(val_idx), free(csv);
+    free(best_params);
+    uf_model_free(best_file);
     cache_free(&cache);
+    cache_free(&vcache);
+    uf_dataset_free(vds);
     if (opt.m) uf_adam_free(&opt);
     uf_model_free(m);
     uf_dataset_free(ds);

@@ -16,6 +16,21 @@
 #include "backbone/backbone.h"
 #include "flow/layernorm.h"
 #include "io/image.h"
+#include "model/model.h"
+
+/* Validation needs at least this many held-out images: with fewer it is off (a note says so). */
+#define UF_VAL_MIN_IMAGES 2
+/* Early stopping (with validation, early_stop on): training ends when
+ *  - the held-out z^2 has been inside the band and is then above UF_VAL_Z2_HIGH at some scale
+ *    for UF_VAL_ABOVE_EPOCHS epochs in a row (the flow over-fits its training images: the
+ *    latents of unseen normal images spread, and the NFA threshold with them), or
+ *  - the validation loss has not improved for `patience` epochs.
+ * The model file then holds the best epoch: the one with the lowest validation loss among
+ * those inside the band (among all epochs while none was). z^2 below the band does not stop
+ * training (it is the flow's state early on, and only makes the threshold conservative). The
+ * checkpoint for resume, with the last epoch's state, is "<model>.checkpoint.safetensors". */
+#define UF_VAL_ABOVE_EPOCHS 2
+#define UF_EARLY_STOP_PATIENCE 10
 
 /* What the epoch callback is told after each epoch. */
 typedef struct uf_epoch_progress {
@@ -23,6 +38,9 @@ typedef struct uf_epoch_progress {
     double loss;                /* mean loss per image of this epoch */
     double images_per_second;   /* of this epoch */
     double eta_seconds;         /* estimated time left */
+    int n_val;                  /* held-out images (0: no validation; the two below are then NaN) */
+    double val_nll;             /* mean loss per held-out image (the training loss's definition) */
+    double val_z2[UF_FLOW_MAX_SCALES]; /* per-scale mean z^2 of the held-out images */
 } uf_epoch_progress;
 
 typedef struct uf_train_options {
@@ -43,6 +61,11 @@ typedef struct uf_train_options {
     int max_images;        /* use the first N images (0: all); -1 (the default): all, or on resume the checkpoint's */
     int skip_bad_images;   /* 0: an unreadable training image stops training (nothing is written);
                               1: it is left out with a warning and counted */
+    double val_split;      /* fraction of the normal images held out for validation, 0.1 (0: none); which
+                              ones is decided by seed, and recorded in the model */
+    const char *val_dir;   /* instead: a folder of normal validation images (val_split is then ignored) */
+    int early_stop;        /* 1 (default): the rule above, when there is validation */
+    int patience;          /* epochs without a better validation loss before stopping, UF_EARLY_STOP_PATIENCE */
     int resume;            /* continue from out_path */
     int stop_after;        /* >0: stop (with a checkpoint) after this many epochs in this run (tests) */
     const char *feature_cache; /* folder of stored features (see model/feature_store.h); "auto" (the default):
@@ -64,7 +87,14 @@ typedef struct uf_train_report {
     double feature_seconds, train_seconds, images_per_second;
     double gemm_seconds;          /* time inside SGEMM during training epochs */
     double gemm_flops;            /* SGEMM FLOPs during training epochs */
+    int n_val;                    /* held-out images (0: no validation) */
+    int best_epoch;               /* the epoch the model file holds */
+    int stopped_early;            /* 1: the rule ended training; stop_reason says why */
+    char stop_reason[160];
+    double val_nll, val_z2[UF_FLOW_MAX_SCALES]; /* of the last epoch run (NaN without validation) */
 } uf_train_report;
+
+
 
 /* Trains (or resumes) and writes the model to o->out_path. UF_OK or UF_ERR. */
 int uf_train(const uf_train_options *o, uf_train_report *report);
