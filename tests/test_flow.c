@@ -361,15 +361,15 @@ static void block_float_vs_ref(int channels) {
         uf_flow_block_params(m, bi, &p);
         uf_flow_block_grads(m, bi, &gp);
         uf_flow_zero_grads(m);
-        uf_block_forward(&g, &p, x, y, r, st, ld, work);
+        CHECK(uf_block_forward(&g, &p, x, y, r, st, ld, work) == UF_OK, "%s", uf_last_error());
         uf_ref_block_forward(blk, B, dp + blk->param_off, xd, yd, ldd);
         CHECK(rel_err_fd(y, yd, n) < 1e-5, "k=%d forward rel err %.3g", blk->k, rel_err_fd(y, yd, n));
         g_seen.block_y = fmax(g_seen.block_y, rel_err_fd(y, yd, n));
         for (int b = 0; b < B; b++) CHECK_CLOSE(ld[b], ldd[b], 1e-4, 1e-6);
         for (int b = 0; b < B; b++) g_seen.block_ld = fmax(g_seen.block_ld, fabs(ld[b] - ldd[b]));
-        uf_block_inverse(&g, &p, y, xi, work);
+        CHECK(uf_block_inverse(&g, &p, y, xi, work) == UF_OK, "%s", uf_last_error());
         check_block_inverse(blk, B, dp + blk->param_off, xd, y, xi);
-        uf_block_backward(&g, &p, x, r, st, dy, gld, dx, &gp, work);
+        CHECK(uf_block_backward(&g, &p, x, r, st, dy, gld, dx, &gp, work) == UF_OK, "%s", uf_last_error());
         uf_ref_block_backward(blk, B, dp + blk->param_off, xd, dyd, gld, dxd, gpd);
         float *gflat = m->grads + blk->param_off;
         double ex = rel_err_fd(dx, dxd, n);

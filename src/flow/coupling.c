@@ -181,16 +181,18 @@ static void st_from_blocked(const uf_block_geom *g, const float *ab, float *st, 
 
 /* The subnet on the blocked kernels: x (B, C, HW) -> r (blocked, saved), st (B, 2 C2, HW),
  * s_sum as st_from_blocked. x1b and ab: blocked scratch. */
-static void subnet_forward_blocked(const uf_block_geom *g, const uf_block_params *p, const float *x, float *x1b,
-                                   float *r, float *ab, float *st, double *s_sum) {
+static int subnet_forward_blocked(const uf_block_geom *g, const uf_block_params *p, const float *x, float *x1b,
+                                  float *r, float *ab, float *st, double *s_sum) {
     const size_t hw = (size_t)g->h * g->w;
     const int c1 = uf_block_c1(g->c);
     uf_conv_geom g1 = conv1_geom(g), g2 = conv2_geom(g);
     uf_cblk_from_nchw(g->b, c1, hw, x, g->c, x1b);
     int ok = uf_cblk_conv_forward(&g1, x1b, p->w1, p->b1, r, UF_CONV_RELU) &&
              uf_cblk_conv_forward(&g2, r, p->w2, p->b2, ab, 0);
-    UF_ASSERT(ok); /* the primitives were built by blocked(); running them cannot fail */
+    /* the primitives were built by blocked(): only memory can fail them (their scratchpad) */
+    if (!ok) return uf_error("a flow convolution (oneDNN) failed: out of memory?");
     st_from_blocked(g, ab, st, s_sum);
+    return UF_OK;
 }
 
 /* r = relu(conv1(x1)); st = [2 tanh(0.1 conv2(r)[0:C2]), 0.1 conv2(r)[C2:]] */
@@ -207,8 +209,8 @@ static void subnet_forward(const uf_block_geom *g, const uf_block_params *p, con
     st_from_a(g, st);
 }
 
-void uf_block_forward(const uf_block_geom *g, const uf_block_params *p, const float *x, float *y, float *r,
-                      float *st, double *logdet, float *work) {
+int uf_block_forward(const uf_block_geom *g, const uf_block_params *p, const float *x, float *y, float *r,
+                     float *st, double *logdet, float *work) {
     UF_ASSERT(g->c >= 2 && (g->k == 1 || g->k == 3));
     block_work w = carve(g, work);
     const size_t hw = (size_t)g->h * g->w;
@@ -217,7 +219,7 @@ void uf_block_forward(const uf_block_geom *g, const uf_block_params *p, const fl
     double *s_sum = NULL;
     if (blocked(g)) {
         s_sum = logdet ? w.sums : NULL;
-        subnet_forward_blocked(g, p, x, w.x1, r, w.gab, st, s_sum);
+        if (subnet_forward_blocked(g, p, x, w.x1, r, w.gab, st, s_sum) != UF_OK) return UF_ERR;
     } else {
         copy_passive(g, x, w.x1);
         subnet_forward(g, p, w.x1, r, st, w.conv);
@@ -237,7 +239,7 @@ void uf_block_forward(const uf_block_geom *g, const uf_block_params *p, const fl
                 for (size_t i = 0; i < hw; i++) yp[i] = (xp[i] * uf_vexpf(sp[i]) + tp[i]) * gs + o;
             }
         }
-    if (!logdet) return;
+    if (!logdet) return UF_OK;
     double lg = 0.0;
     for (int c = 0; c < C; c++) lg += log(uf_block_global_scale(p->gamma[c]));
     lg *= (double)hw;
@@ -252,9 +254,10 @@ void uf_block_forward(const uf_block_geom *g, const uf_block_params *p, const fl
         }
         logdet[b] += acc + lg;
     }
+    return UF_OK;
 }
 
-void uf_block_inverse(const uf_block_geom *g, const uf_block_params *p, const float *y, float *x, float *work) {
+int uf_block_inverse(const uf_block_geom *g, const uf_block_params *p, const float *y, float *x, float *work) {
     UF_ASSERT(g->c >= 2 && (g->k == 1 || g->k == 3));
     block_work w = carve(g, work);
     const size_t hw = (size_t)g->h * g->w;
@@ -272,7 +275,7 @@ void uf_block_inverse(const uf_block_geom *g, const uf_block_params *p, const fl
         }
     float *r = w.gr, *st = w.ga;
     if (blocked(g)) {
-        subnet_forward_blocked(g, p, x, w.x1, r, w.gab, st, NULL);
+        if (subnet_forward_blocked(g, p, x, w.x1, r, w.gab, st, NULL) != UF_OK) return UF_ERR;
     } else {
         copy_passive(g, x, w.x1);
         subnet_forward(g, p, w.x1, r, st, w.conv);
@@ -284,6 +287,7 @@ void uf_block_inverse(const uf_block_geom *g, const uf_block_params *p, const fl
             const float *sp = st + ((size_t)b * 2 * c2 + j) * hw, *tp = sp + (size_t)c2 * hw;
             for (size_t i = 0; i < hw; i++) xp[i] = (xp[i] - tp[i]) * uf_vexpf(-sp[i]);
         }
+    return UF_OK;
 }
 
 /* Through the subnet's ReLU: gr = 0 where r (its output) is not positive. n floats,
@@ -329,9 +333,9 @@ static inline void active_grad_row(size_t hw, const float *dyp, const float *xp,
     *so += o, *sg += g;
 }
 
-void uf_block_backward(const uf_block_geom *g, const uf_block_params *p, const float *x, const float *r,
-                       const float *st, const float *dy, const double *g_ld, float *dx,
-                       const uf_block_params *grad, float *work) {
+int uf_block_backward(const uf_block_geom *g, const uf_block_params *p, const float *x, const float *r,
+                      const float *st, const float *dy, const double *g_ld, float *dx,
+                      const uf_block_params *grad, float *work) {
     UF_ASSERT(g->c >= 2 && (g->k == 1 || g->k == 3));
     block_work w = carve(g, work);
     const size_t hw = (size_t)g->h * g->w;
@@ -390,11 +394,12 @@ void uf_block_backward(const uf_block_geom *g, const uf_block_params *p, const f
         uf_cblk_from_nchw(B, c1, hw, x, C, w.x1);
         if (ok && grad->w1) ok = uf_cblk_conv_backward_weights(&g1, w.x1, w.gr, grad->w1, grad->b1);
         if (ok && dx) ok = uf_cblk_conv_backward_data(&g1, w.gr, p->w1, w.dx1b);
-        UF_ASSERT(ok); /* the primitives were built by blocked(); running them cannot fail */
-        if (!dx) return;
+        /* the primitives were built by blocked(): only memory can fail them (their scratchpad) */
+        if (!ok) return uf_error("a flow convolution (oneDNN) failed: out of memory?");
+        if (!dx) return UF_OK;
         add_passive_grad(g, w.dx1, dx);
         uf_cblk_to_nchw(B, c1, hw, w.dx1b, dx, C, 1);
-        return;
+        return UF_OK;
     }
     /* conv2 backward: G_r = conv2^T(G_a), then through the ReLU */
     size_t nr = (size_t)B * c1 * hw;
@@ -403,6 +408,7 @@ void uf_block_backward(const uf_block_geom *g, const uf_block_params *p, const f
     relu_backward(r, w.gr, nr);
     copy_passive(g, x, w.x1);
     uf_conv2d_backward(&g1, w.x1, p->w1, w.gr, dx ? w.dx1 : NULL, grad->w1, grad->b1, w.conv);
-    if (!dx) return;
+    if (!dx) return UF_OK;
     add_passive_grad(g, w.dx1, dx);
+    return UF_OK;
 }

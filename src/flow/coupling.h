@@ -67,19 +67,20 @@ size_t uf_block_r_floats(const uf_block_geom *g);
 
 /* y (B,C,H,W) from x (B,C,H,W); y must not alias x. Writes r (B,C1,H,W) and
  * st (B,2*C2,H,W) (saved for backward, or scratch). ADDS each sample's log-det
- * to logdet[b] (may be NULL). */
-void uf_block_forward(const uf_block_geom *g, const uf_block_params *p, const float *x, float *y, float *r,
-                      float *st, double *logdet, float *work);
+ * to logdet[b] (may be NULL). UF_OK, or UF_ERR when a oneDNN convolution fails (out of
+ * memory); likewise below. */
+int uf_block_forward(const uf_block_geom *g, const uf_block_params *p, const float *x, float *y, float *r,
+                     float *st, double *logdet, float *work);
 
 /* x (B,C,H,W) from y; x must not alias y. */
-void uf_block_inverse(const uf_block_geom *g, const uf_block_params *p, const float *y, float *x, float *work);
+int uf_block_inverse(const uf_block_geom *g, const uf_block_params *p, const float *y, float *x, float *work);
 
 /* Given the forward's input x and saved r, st, the output gradient dy (B,C,H,W)
  * and the log-det gradient g_ld[b] per sample: ACCUMULATES dx (B,C,H,W; may be
  * NULL) and the parameter gradients into grad (views; gamma/offset/w/b may each be
  * NULL to skip). dx must not alias dy. */
-void uf_block_backward(const uf_block_geom *g, const uf_block_params *p, const float *x, const float *r,
-                       const float *st, const float *dy, const double *g_ld, float *dx,
-                       const uf_block_params *grad, float *work);
+int uf_block_backward(const uf_block_geom *g, const uf_block_params *p, const float *x, const float *r,
+                      const float *st, const float *dy, const double *g_ld, float *dx,
+                      const uf_block_params *grad, float *work);
 
 #endif

@@ -347,8 +347,9 @@ int uf_flow_forward(uf_flow *m, int batch, const float *const *feats, float *con
             uf_block_geom g = geom_of(&m->blocks[bi], batch);
             uf_block_params p;
             uf_flow_block_params(m, bi, &p);
-            uf_block_forward(&g, &p, a->act[l * (T + 1) + t], a->act[l * (T + 1) + t + 1], a->r[l * T + t],
-                             a->st[l * T + t], logdet, a->work);
+            if (uf_block_forward(&g, &p, a->act[l * (T + 1) + t], a->act[l * (T + 1) + t + 1], a->r[l * T + t],
+                                 a->st[l * T + t], logdet, a->work) != UF_OK)
+                return UF_ERR;
         }
         const float *out = a->act[l * (T + 1) + T];
         const size_t zn = (size_t)m->z_ch[l] * hw, skip = (size_t)m->n_up[l] * hw;
@@ -378,8 +379,9 @@ int uf_flow_backward(uf_flow *m, int batch, const float *const *gz, const double
             uf_flow_block_params(m, bi, &p);
             uf_flow_block_grads(m, bi, &gp);
             memset(gtmp, 0, sizeof(float) * nv);
-            uf_block_backward(&g, &p, a->act[l * (T + 1) + t], a->r[l * T + t], a->st[l * T + t], gcur, g_ld,
-                              gtmp, &gp, a->work);
+            if (uf_block_backward(&g, &p, a->act[l * (T + 1) + t], a->r[l * T + t], a->st[l * T + t], gcur, g_ld,
+                                  gtmp, &gp, a->work) != UF_OK)
+                return UF_ERR;
             float *s = gcur;
             gcur = gtmp, gtmp = s;
         }
@@ -429,7 +431,8 @@ int uf_flow_inverse(uf_flow *m, int batch, const float *const *z, float *const *
             uf_block_geom g = geom_of(&m->blocks[bi], batch);
             uf_block_params p;
             uf_flow_block_params(m, bi, &p);
-            uf_block_inverse(&g, &p, a->act[l * (T + 1) + t + 1], a->act[l * (T + 1) + t], a->work);
+            if (uf_block_inverse(&g, &p, a->act[l * (T + 1) + t + 1], a->act[l * (T + 1) + t], a->work) != UF_OK)
+                return UF_ERR;
         }
         const float *in = a->act[l * (T + 1)];
         for (int b = 0; b < batch; b++) {
