@@ -174,6 +174,15 @@ static void test_resumed_early_stop_equals_uninterrupted(void) {
           "held out %d; epochs %d / %d, best %d / %d", ra.n_val, ra.epochs_done, rb.epochs_done, ra.best_epoch,
           rb.best_epoch);
     CHECK(uf_test_files_equal(a, b) && uf_test_files_equal(ca, cb), "interrupted + resumed = uninterrupted, bit for bit");
+    /* A new run without validation to the same file removes the old checkpoint, so that a later
+     * --resume continues this run, not the old one. */
+    o = options(a);
+    o.val_dir = NULL, o.val_split = 0, o.epochs = 1;
+    FILE *f = fopen(ca, "rb");
+    CHECK(f != NULL, "checkpoint before");
+    if (f) fclose(f);
+    CHECK(uf_train(&o, NULL) == UF_OK && !(f = fopen(ca, "rb")), "stale checkpoint removed");
+    if (f) fclose(f);
 }
 
 /* The held-out images are chosen by the seed: the same seed, the same ones. */

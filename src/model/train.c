@@ -548,6 +548,14 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     rep.n_images = n_train;
     rep.n_val = n_val;
     const int es = n_val > 0 && o->early_stop;
+    if (!o->resume && !es && file_exists(ckpt_file)) {
+        /* a checkpoint left by an earlier run to this model file: --resume must not pick it up */
+        if (remove(ckpt_file) != 0) {
+            uf_error("cannot remove the stale checkpoint '%s'", ckpt_file);
+            goto done;
+        }
+        if (o->verbose) uf_log(UF_LOG_INFO, "removed %s, left by an earlier run", ckpt_file);
+    }
     if (es) {
         if (!(best_params = malloc(sizeof(float) * m->flow->n_params))) {
             uf_error("out of memory");
