@@ -265,12 +265,20 @@ static void split_validation(uint64_t seed, int n, int n_val, int *train_idx, in
 static void subset_sha256(const feature_cache *c, const int *idx, int n, char out[65]) {
     uf_sha256_ctx ctx;
     uf_sha256_init(&ctx);
-    for (int i = 0; i < n; i++) uf_sha256_update(&ctx, c->image_sha256[idx ? idx[i] : i], 64);
+    for (int i = 0; i < n; i++) uf_sha256_update(&ctx, c->image_sha256[idx[i]], 64);
     uf_sha256_hex(&ctx, out);
 }
 
-/* Mean loss per image and per-scale mean z^2 of cache images idx[0..n) (idx NULL: all),
- * by an inference forward in batches of B through the given buffers. */
+/* fb[l] (bs, per_image[l]) <- the cached features of images idx[0..bs). */
+static void gather_batch(const feature_cache *c, const int *idx, int bs, float *const *fb) {
+    for (int l = 0; l < c->n_scales; l++)
+        for (int i = 0; i < bs; i++)
+            memcpy(fb[l] + (size_t)i * c->per_image[l], c->feat[l] + (size_t)idx[i] * c->per_image[l],
+                   c->per_image[l] * sizeof(float));
+}
+
+/* Mean loss per image and per-scale mean z^2 of cache images idx[0..n), by an inference
+ * forward in batches of B through the given buffers. */
 static int validate(uf_model *m, const feature_cache *c, const int *idx, int n, int B, float *const *fb,
                     float *const *z, double *logdet, double *per_sample, const size_t *zn, double *nll,
                     double z2[UF_FLOW_MAX_SCALES]) {
@@ -278,10 +286,7 @@ static int validate(uf_model *m, const feature_cache *c, const int *idx, int n, 
     double loss_sum = 0.0, zsum[UF_FLOW_MAX_SCALES] = {0};
     for (int b0 = 0; b0 < n; b0 += B) {
         const int bs = n - b0 < B ? n - b0 : B;
-        for (int l = 0; l < L; l++)
-            for (int i = 0; i < bs; i++)
-                memcpy(fb[l] + (size_t)i * c->per_image[l], c->feat[l] + (size_t)(idx ? idx[b0 + i] : b0 + i) * c->per_image[l],
-                       c->per_image[l] * sizeof(float));
+        gather_batch(c, idx + b0, bs, fb);
         if (uf_flow_forward(m->flow, bs, (const float *const *)fb, z, logdet, 0) != UF_OK) return UF_ERR;
         uf_flow_nll(bs, L, zn, (const float *const *)z, logdet, NULL, NULL, per_sample, 0);
         for (int i = 0; i < bs; i++) loss_sum += per_sample[i];
@@ -333,13 +338,14 @@ static char *read_text(const char *path) {
     return buf;
 }
 
-/* The checkpoint beside the model when early stopping keeps the best epoch in the model file:
- * "<out without .safetensors>.checkpoint.safetensors". */
-static void checkpoint_path(const char *out_path, char *buf, size_t cap) {
+/* A file beside the model: "<out without .safetensors><suffix>", e.g. the CSV log
+ * ".train.csv" and, when early stopping keeps the best epoch in the model file, the
+ * checkpoint ".checkpoint.safetensors". */
+static void sibling_path(const char *out_path, const char *suffix, char *buf, size_t cap) {
     size_t n = strlen(out_path);
     const char *ext = ".safetensors";
     if (n > strlen(ext) && !strcmp(out_path + n - strlen(ext), ext)) n -= strlen(ext);
-    snprintf(buf, cap, "%.*s.checkpoint.safetensors", (int)n, out_path);
+    snprintf(buf, cap, "%.*s%s", (int)n, out_path, suffix);
 }
 
 static int file_exists(const char *path) {
@@ -384,13 +390,6 @@ static int early_stop_update(uf_model_config *c, int patience, int *is_best) {
     return 0;
 }
 
-/* CSV log path beside the model: "<out without .safetensors>.train.csv". */
-static void log_path(const char *out_path, char *buf, size_t cap) {
-    size_t n = strlen(out_path);
-    const char *ext = ".safetensors";
-    if (n > strlen(ext) && !strcmp(out_path + n - strlen(ext), ext)) n -= strlen(ext);
-    snprintf(buf, cap, "%.*s.train.csv", (int)n, out_path);
-}
 
 int uf_train(const uf_train_options *o, uf_train_report *report) {
     uf_train_report rep;
@@ -412,7 +411,7 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     uf_dataset *vds = NULL;
     float *fb[UF_FLOW_MAX_SCALES] = {0}, *z[UF_FLOW_MAX_SCALES] = {0};
     double *logdet = NULL, *g_ld = NULL, *per_sample = NULL;
-    int *order = NULL, *train_idx = NULL, *val_idx = NULL, rc = UF_ERR;
+    int *order = NULL, *train_idx = NULL, *val_idx = NULL, *batch_idx = NULL, rc = UF_ERR;
     float *best_params = NULL; /* early stopping: the best epoch's parameters and configuration */
     uf_model_config best_cfg;
     memset(&best_cfg, 0, sizeof best_cfg);
@@ -423,7 +422,7 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     for (int l = 0; l < UF_FLOW_MAX_SCALES; l++) rep.val_z2[l] = NAN;
 
     char ckpt_file[4300];
-    checkpoint_path(o->out_path, ckpt_file, sizeof ckpt_file);
+    sibling_path(o->out_path, ".checkpoint.safetensors", ckpt_file, sizeof ckpt_file);
     const int from_ckpt = o->resume && file_exists(ckpt_file);
     if (o->resume) {
         int has_opt = 0;
@@ -585,8 +584,9 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     logdet = malloc(sizeof(double) * B);
     g_ld = malloc(sizeof(double) * B);
     per_sample = malloc(sizeof(double) * B);
+    batch_idx = malloc(sizeof(int) * B);
     order = malloc(sizeof(int) * n);
-    if (!logdet || !g_ld || !per_sample || !order || uf_flow_alloc_grads(m->flow) != UF_OK) {
+    if (!logdet || !g_ld || !per_sample || !batch_idx || !order || uf_flow_alloc_grads(m->flow) != UF_OK) {
         uf_error("out of memory for training buffers");
         goto done;
     }
@@ -599,7 +599,7 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
 
     /* The CSV log beside the model: one row per epoch, this run's appended to a resumed one's. */
     char csv_file[4300];
-    log_path(o->out_path, csv_file, sizeof csv_file);
+    sibling_path(o->out_path, ".train.csv", csv_file, sizeof csv_file);
     if (o->resume && (csv = read_text(csv_file))) csv_len = strlen(csv);
     if (!csv_len) {
         free(csv);
@@ -618,11 +618,8 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
         epoch_order(ts.seed, epoch, n_train, order);
         for (int b0 = 0; b0 < n_train; b0 += B) {
             int bs = n_train - b0 < B ? n_train - b0 : B;
-            for (int l = 0; l < L; l++)
-                for (int i = 0; i < bs; i++)
-                    memcpy(fb[l] + (size_t)i * cache.per_image[l],
-                           cache.feat[l] + (size_t)train_idx[order[b0 + i]] * cache.per_image[l],
-                           cache.per_image[l] * sizeof(float));
+            for (int i = 0; i < bs; i++) batch_idx[i] = train_idx[order[b0 + i]];
+            gather_batch(&cache, batch_idx, bs, fb);
             if (uf_flow_forward(m->flow, bs, (const float *const *)fb, z, logdet, 1) != UF_OK) goto done;
             double loss = uf_flow_nll(bs, L, zn, (const float *const *)z, logdet, z, g_ld, NULL, ts.anomalib_loss);
             if (!isfinite(loss)) {
@@ -718,7 +715,7 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     rc = UF_OK;
 done:
     for (int l = 0; l < UF_FLOW_MAX_SCALES; l++) uf_free(fb[l]), uf_free(z[l]);
-    free(logdet), free(g_ld), free(per_sample), free(order), free(train_idx), free(val_idx), free(csv);
+    free(logdet), free(g_ld), free(per_sample), free(batch_idx), free(order), free(train_idx), free(val_idx), free(csv);
     free(best_params);
     uf_model_free(best_file);
     cache_free(&cache);
