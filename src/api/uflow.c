@@ -171,7 +171,7 @@ static int ready_batch(uflow_model *h) {
     if (h->batch_ready) return UF_OK;
     if (uf_batch_init(&h->batch, h->m, API_BATCH, h->m->cfg.input.width, h->m->cfg.input.height) != UF_OK)
         return UF_ERR;
-    if (!(h->batch.original = calloc(API_BATCH, sizeof *h->batch.original))) {
+    if (!h->batch.original && !(h->batch.original = calloc(API_BATCH, sizeof *h->batch.original))) {
         uf_batch_free(&h->batch);
         return uf_error("out of memory");
     }

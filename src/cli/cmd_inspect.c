@@ -1,6 +1,7 @@
 /* cmd_inspect.c - `uflow inspect FILE.safetensors`: tensors, dtypes, shapes,
  * offsets and metadata of a weights/model file, after full validation. */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +118,24 @@ int cmd_inspect(int argc, char **argv) {
                    z2, inside ? "inside" : "outside", UF_VAL_Z2_LOW, UF_VAL_Z2_HIGH,
                    inside ? " (the automatic NFA threshold can be trusted)"
                           : " (the automatic NFA threshold is not trustworthy)");
+    }
+    const char *tile = uf_st_metadata_get(st, "uflow.tile");
+    printf("tiling: %s", tile ? tile : "off (images resized to the model input)");
+    if (tile)
+        printf(" (overlap %s, working shorter side <= %s)", uf_st_metadata_get(st, "uflow.tile_overlap"),
+               uf_st_metadata_get(st, "uflow.tile_max_short"));
+    putchar('\n');
+    const char *cn = uf_st_metadata_get(st, "uflow.calib_images");
+    if (cn) {
+        const char *cz = uf_st_metadata_get(st, "uflow.calib_z2"), *co = uf_st_metadata_get(st, "uflow.calib_log10_offset");
+        const char *fs = uf_st_metadata_get(st, "uflow.calib_flagged_spec"), *fc = uf_st_metadata_get(st, "uflow.calib_flagged");
+        const char *cr = uf_st_metadata_get(st, "uflow.calib_rate");
+        printf("NFA null hypothesis: calibrated on %s normal images: latent variance per scale %s, log10 N_T + %.3f; "
+               "images with a detection %.1f%% under the spec's test, %.1f%% calibrated (target <= %.0f%%)\n",
+               cn, cz ? cz : "?", co ? atof(co) : NAN, fs ? 100 * atof(fs) : NAN, fc ? 100 * atof(fc) : NAN,
+               cr ? 100 * atof(cr) : NAN);
+    } else {
+        printf("NFA null hypothesis: the spec's (N(0, 1) latents; not calibrated)\n");
     }
     uf_st_close(st);
     if (fflush(stdout) != 0) return cli_fail("inspect", "cannot write to standard output");

@@ -21,7 +21,16 @@
     "after each epoch their mean loss and per-scale mean z^2 are printed and logged in <model>.train.csv.\n" \
     "The NFA threshold is trustworthy while that z^2 is in [0.8, 1.25]. --early-stop on (default) ends\n"    \
     "training when it has been inside and then stays above 1.25 for 2 epochs, or when the validation loss\n" \
-    "has not improved for --patience epochs (10); the model file keeps the best epoch."
+    "has not improved for --patience epochs (10); the model file keeps the best epoch.\n\n"                 \
+    "Tiling (--tile auto, the default): when the training images' median shorter side is at least 1.5x\n"  \
+    "the model input's, each image is looked at near its own resolution (shorter side at most 2x the\n"     \
+    "input's) and cut into input-sized tiles overlapping by 1/8 of a tile, instead of being resized to\n"  \
+    "the input: small defects keep their pixels. The tiles' maps are stitched over the whole image and\n"  \
+    "the NFA counts the tests of all of them. --tile on|off forces it; the model file records it.\n\n"     \
+    "Calibrated threshold: after training, the held-out normal images (or --val DIR, or the data set's\n"  \
+    "own validation/good folder) set the NFA's null hypothesis: a per-scale latent variance and an\n"      \
+    "offset on the number of tests such that at most --calib-rate (0.05) of such normal images get a\n"   \
+    "detection (a conformal bound; --calib-rate 0: the spec's test)."
 
 /* The --help paragraph listing the presets (spec 5.3). */
 static const char *preset_help(void) {
@@ -43,7 +52,7 @@ int cmd_train(int argc, char **argv) {
     const char *data = NULL, *out = NULL, *weights = NULL;
     const char *size = NULL;
     int threads = 0, resume = 0, keep_aspect = 0;
-    const char *early_stop = "on";
+    const char *early_stop = "on", *tile = "auto";
     double seed = 0;
     const cli_opt opts[] = {
         {"data", OPT_STRING, &data, 0, 0, "MVTec-AD category (train/good) or a folder of normal images"},
@@ -79,6 +88,10 @@ int cmd_train(int argc, char **argv) {
         {"skip-bad-images", OPT_FLAG, &o.skip_bad_images, 0, 0, "leave unreadable images out instead of stopping"},
         {"feature-cache", OPT_STRING, &o.feature_cache, 0, 0,
          "DIR | auto (MODEL.features for mcait) | off: backbone features kept on disk for reruns and --resume"},
+        {"tile", OPT_STRING, &tile, 0, 0, "auto | on | off: cut large images into input-sized tiles (see below)"},
+        {"tile-overlap", OPT_INT, &o.tile_overlap, 0, 8192, "pixels shared by neighbouring tiles (default 1/8 tile)"},
+        {"calib-rate", OPT_DOUBLE, &o.calib_rate, 0, 0.5,
+         "share of normal images allowed a detection by the calibrated NFA (0.05; 0: uncalibrated)"},
         {"resume", OPT_FLAG, &resume, 0, 0, "continue the training saved in the output file"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
     };
@@ -132,6 +145,12 @@ int cmd_train(int argc, char **argv) {
     }
     if (strcmp(early_stop, "on") && strcmp(early_stop, "off")) return cli_fail("train", "--early-stop must be on or off");
     o.early_stop = !strcmp(early_stop, "on");
+    if (!strcmp(tile, "auto"))
+        o.tile = -1;
+    else if (!strcmp(tile, "on") || !strcmp(tile, "off"))
+        o.tile = !strcmp(tile, "on");
+    else
+        return cli_fail("train", "--tile must be auto, on or off");
     o.data_dir = data;
     o.out_path = out;
     o.weights = weights;
@@ -152,6 +171,12 @@ int cmd_train(int argc, char **argv) {
         printf(" at the last epoch (%s [%.2f, %.2f])\n", in_band ? "inside" : "outside", UF_VAL_Z2_LOW, UF_VAL_Z2_HIGH);
         if (rep.best_epoch != rep.epochs_done)
             printf("the model keeps epoch %d (the best on the held-out images)\n", rep.best_epoch);
+    }
+    if (rep.calib.n_images) {
+        printf("NFA calibrated on %d normal images (%s): images with a detection %.1f%% with the spec's test, %.1f%% "
+               "calibrated (target <= %.0f%%)\n",
+               rep.calib.n_images, rep.calib.source, 100 * rep.calib.flagged_spec, 100 * rep.calib.flagged,
+               100 * rep.calib.rate);
     }
     printf("trained %d images, %d epochs done: loss %.2f -> %.2f; features %.1f s (%d from the cache), training "
            "%.1f s (%.1f img/s, %.0f%% in GEMM); model written to %s\n",

@@ -384,12 +384,48 @@ int uf_nfa_tree_log10p(const float *z, int c, int h, int w, float *lp, uf_nfa_tr
     return rc;
 }
 
+uf_nfa_null uf_nfa_null_standard(void) {
+    uf_nfa_null n;
+    for (int l = 0; l < UF_MAX_SCALES; l++) n.z2_scale[l] = 1.0;
+    n.log10_extra_tests = 0.0;
+    return n;
+}
+
 int uf_nfa_tree_score(const uf_latent_view *scales, int n_scales, int out_h, int out_w, float *score) {
+    const uf_nfa_null standard = uf_nfa_null_standard();
+    return uf_nfa_tree_score_null(scales, n_scales, &standard, out_h, out_w, score);
+}
+
+/* Tree NFA of one scale whose latents are N(0, var) under H0: Q / var. */
+static int scale_log10p(const uf_latent_view *s, double var, float *lp) {
+    if (var == 1.0) return uf_nfa_tree_log10p(s->z, s->c, s->h, s->w, lp, NULL);
+    if (s->c < 1 || s->h < 1 || s->w < 1 || (int64_t)s->h * s->w > (INT32_MAX / 2))
+        return uf_error("tree NFA: bad latent shape (%d, %d, %d)", s->c, s->h, s->w);
+    const size_t n = (size_t)s->h * s->w;
+    double *q = uf_calloc(n, sizeof(double));
+    if (!q) return uf_error_prefix("tree NFA");
+    for (int k = 0; k < s->c; k++) {
+        const float *zk = s->z + (size_t)k * n;
+        for (size_t p = 0; p < n; p++) q[p] += (double)zk[p] * zk[p];
+    }
+    for (size_t p = 0; p < n; p++) q[p] /= var;
+    int rc = uf_nfa_tree_log10p_q(q, s->c, s->h, s->w, lp, NULL);
+    uf_free(q);
+    return rc;
+}
+
+int uf_nfa_tree_score_null(const uf_latent_view *scales, int n_scales, const uf_nfa_null *null, int out_h, int out_w,
+                           float *score) {
     if (uf_latent_views_check(scales, n_scales, out_h, out_w, "tree NFA") != UF_OK) return UF_ERR;
+    for (int l = 0; l < n_scales; l++)
+        if (!(null->z2_scale[l] > 0 && isfinite(null->z2_scale[l])))
+            return uf_error("tree NFA: scale %d: null variance %g is not positive", l, null->z2_scale[l]);
+    if (!(null->log10_extra_tests >= 0 && isfinite(null->log10_extra_tests)))
+        return uf_error("tree NFA: extra tests 10^%g", null->log10_extra_tests);
     size_t n_out = (size_t)out_h * (size_t)out_w;
     int cells[UF_MAX_SCALES] = {0};
     for (int l = 0; l < n_scales; l++) cells[l] = (int)((size_t)scales[l].h * (size_t)scales[l].w);
-    const float log_nt = (float)uf_nfa_log10_ntests(cells, n_scales);
+    const float log_nt = (float)(uf_nfa_log10_ntests(cells, n_scales) + null->log10_extra_tests);
     size_t total_cells = 0, off[UF_MAX_SCALES];
     for (int l = 0; l < n_scales; l++) off[l] = total_cells, total_cells += (size_t)cells[l];
     float *lp = uf_alloc(sizeof(float) * total_cells); /* every scale's (h_l, w_l), one after another */
@@ -406,7 +442,7 @@ int uf_nfa_tree_score(const uf_latent_view *scales, int n_scales, int out_h, int
 #pragma omp parallel for schedule(dynamic, 1) if (n_scales > 1)
     for (int l = 0; l < n_scales; l++) {
         const uf_latent_view *s = &scales[l];
-        rc[l] = uf_nfa_tree_log10p(s->z, s->c, s->h, s->w, lp + off[l], NULL);
+        rc[l] = scale_log10p(s, null->z2_scale[l], lp + off[l]);
         if (rc[l] != UF_OK) snprintf(msg[l], sizeof msg[l], "%s", uf_last_error());
     }
     for (int l = 0; l < n_scales; l++)

@@ -50,4 +50,24 @@ int uf_nfa_tree_log10p(const float *z, int c, int h, int w, float *lp, uf_nfa_tr
 /* -log10 NFA map of one image: score (out_h, out_w). Detection is score > 0. */
 int uf_nfa_tree_score(const uf_latent_view *scales, int n_scales, int out_h, int out_w, float *score);
 
+/* The null hypothesis of the test and its number of tests, when they differ from the
+ * spec's (N(0, 1) latents, one image = one grid of tests):
+ *  - z2_scale[l] > 0: under H0 the latents of scale l are N(0, z2_scale[l]) (a variance
+ *    measured on held-out normal images, model/calibration.h); the energies become
+ *    Q_l / z2_scale[l] before the Chernoff bound. 1 = the spec.
+ *  - log10_extra_tests >= 0: added to log10 N_T, i.e. N_T multiplied by 10^extra: the
+ *    tests of the other tiles of a tiled image (log10 of their count) plus the calibrated
+ *    offset. 0 = the spec.
+ * With every z2_scale 1 and extra 0 the result is uf_nfa_tree_score's, bit for bit. */
+typedef struct uf_nfa_null {
+    double z2_scale[UF_MAX_SCALES];
+    double log10_extra_tests;
+} uf_nfa_null;
+
+/* The spec's null hypothesis (z2_scale 1, no extra tests). */
+uf_nfa_null uf_nfa_null_standard(void);
+
+int uf_nfa_tree_score_null(const uf_latent_view *scales, int n_scales, const uf_nfa_null *null, int out_h, int out_w,
+                           float *score);
+
 #endif

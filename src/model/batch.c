@@ -11,6 +11,8 @@
 #include "detect/anomaly_map.h"
 #include "detect/nfa_block.h"
 #include "detect/nfa_tree.h"
+#include "io/tiling.h"
+#include "core/interp.h"
 
 /* Block NFA parameters of the official training code (spec 7.2). */
 #define NFA_BLOCK_WIN 5
@@ -25,7 +27,11 @@ void uf_batch_free(uf_batch *b) {
     if (b->original)
         for (int i = 0; i < b->cap; i++) uf_image_free(b->original[i]);
     free(b->original);
-    free(b->resized), free(b->orig_w), free(b->orig_h), free(b->error);
+    if (b->tiled_amap)
+        for (int i = 0; i < b->cap; i++) free(b->tiled_amap[i]), free(b->tiled_nfa[i]);
+    free(b->tiled_amap), free(b->tiled_nfa), free(b->n_tiles), free(b->max_nfa);
+    uf_free(b->tile_map), uf_free(b->tile_nfa);
+    free(b->resized), free(b->orig_w), free(b->orig_h), free(b->error), free(b->z2);
     memset(b, 0, sizeof *b);
 }
 
@@ -45,7 +51,15 @@ int uf_batch_init(uf_batch *b, const uf_model *m, int cap, int out_w, int out_h)
     ok = ok && (b->amap = uf_alloc(cap * per * sizeof(float))) && (b->nfa = uf_alloc(cap * per * sizeof(float))) &&
          (b->score = uf_alloc(cap * sizeof(float)));
     ok = ok && (b->resized = calloc(cap, sizeof *b->resized)) && (b->orig_w = calloc(cap, sizeof(int))) &&
-         (b->orig_h = calloc(cap, sizeof(int))) && (b->error = calloc(cap, sizeof *b->error));
+         (b->orig_h = calloc(cap, sizeof(int))) && (b->error = calloc(cap, sizeof *b->error)) &&
+         (b->z2 = calloc(cap, sizeof *b->z2));
+    if (ok && m->cfg.tiling.enabled) {
+        const size_t tile = (size_t)m->cfg.input.width * m->cfg.input.height;
+        b->tiled = 1;
+        ok = (b->original = calloc(cap, sizeof *b->original)) && (b->tiled_amap = calloc(cap, sizeof(float *))) &&
+             (b->tiled_nfa = calloc(cap, sizeof(float *))) && (b->n_tiles = calloc(cap, sizeof(int))) && (b->max_nfa = calloc(cap, sizeof(float))) &&
+             (b->tile_map = uf_alloc(cap * tile * sizeof(float))) && (b->tile_nfa = uf_alloc(cap * tile * sizeof(float)));
+    }
     if (!ok) {
         uf_batch_free(b);
         return uf_error("out of memory for a detection batch of %d images", cap);
@@ -153,32 +167,143 @@ int uf_batch_first_error(const uf_batch *b) {
     return -1;
 }
 
+/* Mean z^2 per scale of latents z[l] + i * size, over n consecutive items, into out. */
+static void mean_z2(const uf_model *m, float *const *z, int i, int n, double *out) {
+    for (int l = 0; l < m->cfg.flow.n_scales; l++) {
+        int c, h, w;
+        uf_model_latent_shape(m, l, &c, &h, &w);
+        const size_t per = (size_t)c * h * w;
+        const float *zl = z[l] + (size_t)i * per;
+        double acc = 0.0;
+        for (size_t k = 0; k < per * (size_t)n; k++) acc += (double)zl[k] * zl[k];
+        out[l] = acc / ((double)per * n);
+    }
+}
+
+/* Map and -log10 NFA of the latents of item i of z (one image, or one tile of an image of
+ * n_tiles tiles) at oh x ow. UF_OK, or UF_ERR with the reason in err. */
+static int detect_one(const uf_batch *b, uf_model *m, float *const *z, int i, int n_tiles, int oh, int ow, float *amap,
+                      float *nfa, float *score, const char *name, char *err) {
+    const int L = b->n_scales;
+    uf_latent_view v[UF_FLOW_MAX_SCALES];
+    int finite = 1;
+    for (int l = 0; l < L; l++) {
+        uf_model_latent_shape(m, l, &v[l].c, &v[l].h, &v[l].w);
+        v[l].z = z[l] + (size_t)i * v[l].c * v[l].h * v[l].w;
+        finite = finite && uf_all_finite(v[l].z, (size_t)v[l].c * v[l].h * v[l].w);
+    }
+    if (!finite) {
+        snprintf(err, UF_BATCH_ERROR_LEN, "image '%s': the model gives non-finite latents (NaN or Inf)", name);
+        return UF_ERR;
+    }
+    const uf_nfa_null null = uf_model_nfa_null(&m->cfg, n_tiles);
+    int rc = uf_anomaly_map(v, L, oh, ow, amap, score);
+    if (rc == UF_OK)
+        rc = b->nfa_block ? uf_nfa_block_score(v, L, NFA_BLOCK_WIN, NFA_BLOCK_PTHR, oh, ow, nfa)
+                          : uf_nfa_tree_score_null(v, L, &null, oh, ow, nfa);
+    if (rc != UF_OK) snprintf(err, UF_BATCH_ERROR_LEN, "image '%s': %s", name, uf_last_error());
+    return rc;
+}
+
+/* Image i of a tiled batch: its tiles through the model in chunks of b->cap, their fields
+ * stitched, then resized to the image's own size. UF_ERR only for what stops the batch
+ * (out of memory in the model); an image's own failure goes to b->error[i]. */
+static int run_tiled_image(uf_batch *b, uf_model *m, int i, double *t_lat, double *t_det) {
+    free(b->tiled_amap[i]), free(b->tiled_nfa[i]);
+    b->tiled_amap[i] = b->tiled_nfa[i] = NULL;
+    const uf_image *img = b->original[i];
+    const int L = b->n_scales, TW = m->cfg.input.width, TH = m->cfg.input.height;
+    const size_t tile = (size_t)TW * TH, per_x = 3 * tile;
+    uf_tile_grid g;
+    if (uf_tile_grid_plan(&m->cfg.tiling, &m->cfg.input, img->width, img->height, &g) != UF_OK) {
+        snprintf(b->error[i], UF_BATCH_ERROR_LEN, "image '%s': %s", b->paths[i], uf_last_error());
+        return UF_OK;
+    }
+    const int nt = uf_tile_count(&g);
+    const size_t nw = (size_t)g.work_w * g.work_h, no = (size_t)img->width * img->height;
+    uf_image *work = uf_tile_work_image(img, &g);
+    float *sum = malloc(nw * sizeof(float)), *weight = malloc(nw * sizeof(float)), *best = malloc(nw * sizeof(float));
+    float *amap = malloc(no * sizeof(float)), *nfa = malloc(no * sizeof(float));
+    int rc = UF_OK;
+    if (!work || !sum || !weight || !best || !amap || !nfa) {
+        snprintf(b->error[i], UF_BATCH_ERROR_LEN, "image '%s': out of memory for its %d tiles", b->paths[i], nt);
+        goto out;
+    }
+    b->n_tiles[i] = nt;
+    uf_tile_stitch_begin(&g, sum, weight, best);
+    double z2[UF_FLOW_MAX_SCALES] = {0};
+    for (int t0 = 0; t0 < nt && rc == UF_OK && !b->error[i][0]; t0 += b->cap) {
+        const int k = nt - t0 < b->cap ? nt - t0 : b->cap;
+        double ta = uf_now();
+        for (int t = 0; t < k; t++) uf_tile_to_imagenet(work, &g, t0 + t, b->x + (size_t)t * per_x);
+        if ((rc = uf_model_latents(m, b->x, k, b->z)) != UF_OK) break;
+        double tb = uf_now();
+        double zc[UF_FLOW_MAX_SCALES];
+        mean_z2(m, b->z, 0, k, zc);
+        for (int l = 0; l < L; l++) z2[l] += zc[l] * k;
+        int failed = 0;
+        char err[UF_BATCH_ERROR_LEN] = "";
+#pragma omp parallel for schedule(dynamic) reduction(+ : failed)
+        for (int t = 0; t < k; t++) {
+            float s;
+            char e[UF_BATCH_ERROR_LEN];
+            if (detect_one(b, m, b->z, t, nt, TH, TW, b->tile_map + t * tile, b->tile_nfa + t * tile, &s, b->paths[i],
+                           e) != UF_OK) {
+                failed++;
+#pragma omp critical
+                snprintf(err, sizeof err, "%s", e);
+            }
+        }
+        if (failed) {
+            snprintf(b->error[i], UF_BATCH_ERROR_LEN, "%s", err);
+            break;
+        }
+        for (int t = 0; t < k; t++)
+            uf_tile_stitch_add(&g, t0 + t, b->tile_map + t * tile, b->tile_nfa + t * tile, sum, weight, best);
+        if (t_lat) *t_lat += tb - ta;
+        if (t_det) *t_det += uf_now() - tb;
+    }
+    if (rc != UF_OK || b->error[i][0]) goto out;
+    uf_tile_stitch_end(&g, sum, weight);
+    float mx = -INFINITY;
+    for (size_t p = 0; p < nw; p++) mx = sum[p] > mx ? sum[p] : mx;
+    b->score[i] = mx;
+    mx = -INFINITY;
+    for (size_t p = 0; p < nw; p++) mx = best[p] > mx ? best[p] : mx;
+    b->max_nfa[i] = mx;
+    for (int l = 0; l < L; l++) b->z2[i][l] = z2[l] / nt;
+    if (nw == no) {
+        memcpy(amap, sum, no * sizeof(float));
+        memcpy(nfa, best, no * sizeof(float));
+    } else {
+        uf_interp_bilinear(sum, 1, g.work_h, g.work_w, amap, img->height, img->width);
+        uf_interp_bilinear(best, 1, g.work_h, g.work_w, nfa, img->height, img->width);
+    }
+    b->tiled_amap[i] = amap, b->tiled_nfa[i] = nfa;
+    amap = nfa = NULL;
+out:
+    uf_image_free(work);
+    free(sum), free(weight), free(best), free(amap), free(nfa);
+    uf_tile_grid_free(&g);
+    return rc;
+}
+
 int uf_batch_run(uf_batch *b, uf_model *m, double *t_latents, double *t_detect) {
+    if (b->tiled) {
+        for (int i = 0; i < b->n; i++)
+            if (!b->error[i][0] && run_tiled_image(b, m, i, t_latents, t_detect) != UF_OK) return UF_ERR;
+        return UF_OK;
+    }
     double t0 = uf_now();
     if (uf_model_latents(m, b->x, b->n, b->z) != UF_OK) return UF_ERR;
     double t1 = uf_now();
-    const int L = b->n_scales, ow = b->out_w, oh = b->out_h;
+    const int ow = b->out_w, oh = b->out_h;
 #pragma omp parallel for schedule(dynamic)
     for (int i = 0; i < b->n; i++) {
         if (b->error[i][0]) continue;
-        uf_latent_view v[UF_FLOW_MAX_SCALES];
-        int finite = 1;
-        for (int l = 0; l < L; l++) {
-            uf_model_latent_shape(m, l, &v[l].c, &v[l].h, &v[l].w);
-            v[l].z = b->z[l] + (size_t)i * v[l].c * v[l].h * v[l].w;
-            finite = finite && uf_all_finite(v[l].z, (size_t)v[l].c * v[l].h * v[l].w);
-        }
-        if (!finite) {
-            snprintf(b->error[i], UF_BATCH_ERROR_LEN, "image '%s': the model gives non-finite latents (NaN or Inf)",
-                     b->paths[i]);
-            continue;
-        }
         float *amap = b->amap + (size_t)i * ow * oh, *nfa = b->nfa + (size_t)i * ow * oh;
-        int rc = uf_anomaly_map(v, L, oh, ow, amap, &b->score[i]);
-        if (rc == UF_OK)
-            rc = b->nfa_block ? uf_nfa_block_score(v, L, NFA_BLOCK_WIN, NFA_BLOCK_PTHR, oh, ow, nfa)
-                              : uf_nfa_tree_score(v, L, oh, ow, nfa);
-        if (rc != UF_OK) snprintf(b->error[i], UF_BATCH_ERROR_LEN, "image '%s': %s", b->paths[i], uf_last_error());
+        if (detect_one(b, m, b->z, i, 1, oh, ow, amap, nfa, &b->score[i], b->paths[i], b->error[i]) == UF_OK)
+            mean_z2(m, b->z, i, 1, b->z2[i]);
     }
     if (t_latents) *t_latents += t1 - t0;
     if (t_detect) *t_detect += uf_now() - t1;

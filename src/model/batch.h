@@ -34,8 +34,22 @@ typedef struct uf_batch {
     char (*error)[UF_BATCH_ERROR_LEN]; /* (cap) "" or why image i has no results */
     const char *const *paths;          /* the n paths of the last uf_batch_load (the caller's array) */
     int nfa_block;                     /* 1: the older block/binomial NFA instead of the tree (spec 7.2) */
+    double (*z2)[UF_FLOW_MAX_SCALES];  /* (cap) per image and scale, the mean z^2 of its latents (of all its
+                                        * tiles when tiled) */
+    /* Tiled models (m->cfg.tiling, io/tiling.h): the images as loaded are always kept (original),
+     * and uf_batch_run writes image i's stitched fields at its own size orig_w[i] x orig_h[i]
+     * into tiled_amap[i] / tiled_nfa[i] (allocated by the run) instead of amap / nfa; score[i]
+     * is the stitched map's maximum. The NFA counts the tests of all the image's tiles. */
+    int tiled;
+    float **tiled_amap, **tiled_nfa;   /* (cap) */
+    int *n_tiles;                      /* (cap) tiles of image i */
+    float *max_nfa;                    /* (cap) the largest -log10 NFA of image i at the working resolution,
+                                        * where the test runs (anomalous: > 0) */
+    float *tile_map, *tile_nfa;        /* (cap, H, W) one chunk of tiles' fields */
 } uf_batch;
 
+/* out_w x out_h: the size of amap / nfa (not used by tiled models, whose fields are at each
+ * image's own size). */
 int uf_batch_init(uf_batch *b, const uf_model *m, int cap, int out_w, int out_h);
 void uf_batch_free(uf_batch *b);
 

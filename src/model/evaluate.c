@@ -53,6 +53,21 @@ static int gt_for(const uf_sample *s, int orig_w, int orig_h, const uf_input_geo
     return UF_OK;
 }
 
+/* Ground truth of a tiled model's image at its own w x h: the mask > 0.5 (*gt grown as needed). */
+static int tiled_gt(const uf_sample *s, int w, int h, uint8_t **gt, size_t *cap) {
+    const size_t n = (size_t)w * h;
+    if (n > *cap) {
+        uint8_t *g = realloc(*gt, n);
+        if (!g) return uf_error("out of memory");
+        *gt = g, *cap = n;
+    }
+    uf_image *mask = uf_mask_load(s->mask_path, s->image_path, w, h);
+    if (!mask) return UF_ERR;
+    for (size_t i = 0; i < n; i++) (*gt)[i] = mask->pixels[i] / 255.0f > 0.5f;
+    uf_image_free(mask);
+    return UF_OK;
+}
+
 /* *thr = the largest score of the data set's training images (train/good), with the batch
  * b (its paths array of b->cap entries); NaN and *n = 0 when there is no train split. A
  * training image that cannot be read is an error, as any test image is. */
@@ -103,6 +118,7 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
     float *tmp = NULL;
     const char **paths = NULL;
     int *idx = NULL, rc = UF_ERR, n_masked_anomalous = 0;
+    size_t gt_cap = per;
     float *img_score = NULL;
     uint8_t *img_label = NULL, *img_detected = NULL;
     rep->images = calloc((size_t)(ds->count > 0 ? ds->count : 1), sizeof *rep->images);
@@ -154,8 +170,14 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
         for (int i = 0; i < n; i++) {
             const uf_sample *s = &ds->samples[idx[i]];
             float *amap = b.amap + (size_t)i * per, *nfa = b.nfa + (size_t)i * per;
-            int detected = 0;
-            for (size_t p = 0; p < per && !detected; p++) detected = nfa[p] > 0.0f;
+            int detected = 0, ew = EW, eh = EH;
+            if (b.tiled) { /* the stitched fields, at the image's own size */
+                amap = b.tiled_amap[i], nfa = b.tiled_nfa[i];
+                ew = b.orig_w[i], eh = b.orig_h[i];
+                detected = b.max_nfa[i] > 0.0f;
+            } else {
+                for (size_t p = 0; p < per && !detected; p++) detected = nfa[p] > 0.0f;
+            }
             img_score[rep->n_images] = b.score[i];
             img_label[rep->n_images] = (uint8_t)(s->label != 0);
             img_detected[rep->n_images] = (uint8_t)detected;
@@ -169,8 +191,12 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
                 goto out;
             }
             if (uf_sample_has_pixel_gt(s)) {
-                if (gt_for(s, b.orig_w[i], b.orig_h[i], &m->cfg.input, EW, EH, gt, tmp) != UF_OK) goto out;
-                if (uf_eval_add(ev, EH, EW, amap, nfa, gt, s->label, NAN) != UF_OK) {
+                if (b.tiled) {
+                    if (tiled_gt(s, ew, eh, &gt, &gt_cap) != UF_OK) goto out;
+                } else if (gt_for(s, b.orig_w[i], b.orig_h[i], &m->cfg.input, EW, EH, gt, tmp) != UF_OK) {
+                    goto out;
+                }
+                if (uf_eval_add(ev, eh, ew, amap, nfa, gt, s->label, NAN) != UF_OK) {
                     uf_error_prefix("%s", s->image_path);
                     goto out;
                 }
@@ -181,15 +207,7 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
             if (s->label == 0) {
                 rep->n_good++;
                 rep->n_good_with_detection += detected;
-                for (int l = 0; l < L; l++) {
-                    int c, h, w;
-                    uf_model_latent_shape(m, l, &c, &h, &w);
-                    const float *z = b.z[l] + (size_t)i * c * h * w;
-                    double acc = 0.0;
-                    for (size_t k = 0; k < (size_t)c * h * w; k++) acc += (double)z[k] * z[k];
-                    z2_sum[l] += acc;
-                    z2_count[l] += (double)c * h * w;
-                }
+                for (int l = 0; l < L; l++) z2_sum[l] += b.z2[i][l], z2_count[l] += 1.0;
             }
         }
         rep->t_metrics += uf_now() - t1;

@@ -163,6 +163,25 @@ static int write_metadata(uf_st_writer *w, const uf_model *m, const uf_adam *opt
         rc |= meta_set(w, "uflow.stopped_early", "%d", c->stopped_early);
         rc |= meta_set(w, "uflow.stop_reason", "%s", c->stop_reason);
     }
+    if (c->tiling.enabled) {
+        rc |= meta_set(w, "uflow.tile", "on");
+        rc |= meta_set(w, "uflow.tile_overlap", "%d", c->tiling.overlap);
+        rc |= meta_set(w, "uflow.tile_max_short", "%d", c->tiling.max_short);
+    }
+    if (c->calib.n_images > 0) {
+        char z2[160];
+        size_t used = 0;
+        z2[0] = '\0';
+        for (int l = 0; l < c->flow.n_scales; l++)
+            used += (size_t)snprintf(z2 + used, sizeof z2 - used, "%s%.6f", l ? "," : "", c->calib.z2[l]);
+        rc |= meta_set(w, "uflow.calib_images", "%d", c->calib.n_images);
+        rc |= meta_set(w, "uflow.calib_z2", "%s", z2);
+        rc |= meta_set(w, "uflow.calib_log10_offset", "%.17g", c->calib.log10_offset);
+        rc |= meta_set(w, "uflow.calib_rate", "%.17g", c->calib.rate);
+        rc |= meta_set(w, "uflow.calib_flagged_spec", "%.17g", c->calib.flagged_spec);
+        rc |= meta_set(w, "uflow.calib_flagged", "%.17g", c->calib.flagged);
+        rc |= meta_set(w, "uflow.calib_source", "%s", c->calib.source);
+    }
     if (opt) rc |= meta_set(w, "uflow.optimizer_step", "%ld", opt->step);
     if (with_backbone) rc |= meta_set(w, "uflow.backbone_embedded", "1");
     return rc ? UF_ERR : UF_OK;
@@ -329,6 +348,43 @@ static int meta_int_list(const uf_safetensors *st, const char *key, int n, int *
     return UF_OK;
 }
 
+/* Tiling and the NFA calibration came with format 1's fourth release: absent means off and
+ * uncalibrated (the spec's test), so older models predict as before. */
+static int read_tiling_and_calibration(const uf_safetensors *st, uf_model_config *c) {
+    const char *s = uf_st_metadata_get(st, "uflow.tile");
+    if (s) {
+        if (strcmp(s, "on"))
+            return uf_error("%s: metadata 'uflow.tile' = '%.40s' (expected on)", uf_st_path(st),
+                            has_control_char(s) ? "?" : s);
+        const int shorter = c->input.width < c->input.height ? c->input.width : c->input.height;
+        c->tiling.enabled = 1;
+        if (meta_int(st, "uflow.tile_overlap", 0, shorter - 1, &c->tiling.overlap) != UF_OK ||
+            meta_int(st, "uflow.tile_max_short", 0, UF_IMAGE_MAX_SIDE, &c->tiling.max_short) != UF_OK)
+            return UF_ERR;
+    }
+    if (!uf_st_metadata_get(st, "uflow.calib_images")) return UF_OK;
+    uf_calibration *k = &c->calib;
+    if (meta_int(st, "uflow.calib_images", 1, 1 << 30, &k->n_images) != UF_OK ||
+        meta_double(st, "uflow.calib_log10_offset", &k->log10_offset) != UF_OK ||
+        meta_double(st, "uflow.calib_rate", &k->rate) != UF_OK ||
+        meta_double(st, "uflow.calib_flagged_spec", &k->flagged_spec) != UF_OK ||
+        meta_double(st, "uflow.calib_flagged", &k->flagged) != UF_OK || !(s = meta_req(st, "uflow.calib_source")))
+        return UF_ERR;
+    snprintf(k->source, sizeof k->source, "%s", s);
+    if (!(k->log10_offset >= 0 && isfinite(k->log10_offset)) || !(k->rate > 0 && k->rate < 1))
+        return uf_error("%s: metadata 'uflow.calib_log10_offset' / 'uflow.calib_rate' out of range", uf_st_path(st));
+    if (!(s = meta_req(st, "uflow.calib_z2"))) return UF_ERR;
+    char *end = (char *)s;
+    for (int l = 0; l < c->flow.n_scales; l++) {
+        k->z2[l] = strtod(end, &end);
+        if (!isfinite(k->z2[l]) || !(k->z2[l] > 0) || (l + 1 < c->flow.n_scales ? *end != ',' : *end != '\0'))
+            return uf_error("%s: metadata 'uflow.calib_z2' = '%.80s' is not %d positive numbers", uf_st_path(st),
+                            has_control_char(s) ? "?" : s, c->flow.n_scales);
+        if (*end == ',') end++;
+    }
+    return UF_OK;
+}
+
 static int read_config(const uf_safetensors *st, uf_model_config *c) {
     memset(c, 0, sizeof *c);
     const char *fmt = meta_req(st, "uflow.format");
@@ -416,7 +472,7 @@ static int read_config(const uf_safetensors *st, uf_model_config *c) {
         if (!(c->val_split >= 0 && c->val_split < 1) || !isfinite(c->val_nll))
             return uf_error("%s: metadata 'uflow.val_split' / 'uflow.val_nll' out of range", uf_st_path(st));
     }
-    return UF_OK;
+    return read_tiling_and_calibration(st, c);
 }
 
 /* Finds one weights file: as recorded if it exists, else the recorded file
@@ -597,6 +653,16 @@ int uf_model_latents(uf_model *m, const float *x, int n, float *const *z) {
     }
     for (int l = 0; l < L; l++) uf_free(feats[l]);
     return rc;
+}
+
+uf_nfa_null uf_model_nfa_null(const uf_model_config *c, int n_tiles) {
+    uf_nfa_null null = uf_nfa_null_standard();
+    if (c->calib.n_images > 0) {
+        for (int l = 0; l < c->flow.n_scales; l++) null.z2_scale[l] = c->calib.z2[l];
+        null.log10_extra_tests = c->calib.log10_offset;
+    }
+    if (n_tiles > 1) null.log10_extra_tests += log10((double)n_tiles);
+    return null;
 }
 
 int uf_model_val_calibrated(const uf_model_config *c) {

@@ -21,7 +21,9 @@
 #include "backbone/backbone.h"
 #include "flow/adam.h"
 #include "flow/graph.h"
+#include "detect/nfa_tree.h"
 #include "io/image.h"
+#include "io/tiling.h"
 
 typedef struct uf_train_settings {
     int epochs, batch;
@@ -29,6 +31,25 @@ typedef struct uf_train_settings {
     uint64_t seed;
     int anomalib_loss; /* 1: the paper-time/anomalib batch-summed z term (spec 5.1) */
 } uf_train_settings;
+
+/* The a-contrario test's null hypothesis as measured on normal images the flow did not train
+ * on (model/calibration.h). n_images 0: not calibrated, the spec's null (N(0, 1) latents, the
+ * spec's number of tests), which is what models written before it get.
+ *  - z2[l]: the variance of scale l's latents under H0, the median over the calibration images
+ *    of their mean z^2; the tree NFA divides the energies by it.
+ *  - log10_offset >= 0: added to log10 N_T, so that with z2 applied at most a share `rate` of
+ *    the calibration images keeps a detection (conformal quantile, calibration.h says what
+ *    that guarantees).
+ *  - flagged_spec / flagged: the share of calibration images with a detection under the spec's
+ *    null and under this one. */
+typedef struct uf_calibration {
+    int n_images;
+    double z2[UF_FLOW_MAX_SCALES];
+    double log10_offset;
+    double rate;
+    double flagged_spec, flagged;
+    char source[64]; /* "validation split" or the folder */
+} uf_calibration;
 
 typedef struct uf_model_config {
     char backbone[112];          /* architecture, e.g. "resnet18" or "mcait" */
@@ -58,6 +79,8 @@ typedef struct uf_model_config {
     int best_epoch, best_in_band, nll_stall, above_band, stopped_early;
     double best_val_nll, min_val_nll;
     char stop_reason[160];
+    uf_tiling tiling;            /* io/tiling.h: off (every model before it), or tiles of input's size */
+    uf_calibration calib;
 } uf_model_config;
 
 typedef struct uf_model {
@@ -81,6 +104,10 @@ int uf_model_val_calibrated(const uf_model_config *c);
 /* The warning to give when the model's validation z^2 is outside the band (for `test` and
  * `predict`); "" when inside or unknown. */
 const char *uf_model_calibration_warning(const uf_model_config *c, char *buf, size_t cap);
+
+/* The NFA's null hypothesis for model m on an image cut into n_tiles tiles (1 when not tiled):
+ * the calibrated variances and offset (the spec's when uncalibrated) plus log10 n_tiles tests. */
+uf_nfa_null uf_model_nfa_null(const uf_model_config *c, int n_tiles);
 
 /* A new untrained model: loads the backbone weights (see
  * uf_backbone_weight_files), derives the feature shapes for the input

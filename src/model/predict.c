@@ -175,8 +175,29 @@ void uf_image_result_free(uf_image_result *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* A tiled image's results: the batch's stitched fields, already at the image's size, taken over. */
+static int tiled_result(uf_batch *b, int i, uf_image_result *r) {
+    const int W = b->orig_w[i], H = b->orig_h[i];
+    const size_t np = (size_t)W * H;
+    r->width = W, r->height = H;
+    r->score = b->score[i];
+    r->anomaly_map = b->tiled_amap[i], r->neg_log10_nfa = b->tiled_nfa[i];
+    b->tiled_amap[i] = b->tiled_nfa[i] = NULL;
+    if (!(r->mask = malloc(np))) {
+        uf_image_result_free(r);
+        return uf_error("out of memory for the results of a %dx%d image", W, H);
+    }
+    for (size_t p = 0; p < np; p++) r->detected_pixels += r->mask[p] = r->neg_log10_nfa[p] > 0.0f;
+    r->max_neg_log10_nfa = b->max_nfa[i];
+    r->anomalous = r->max_neg_log10_nfa > 0.0f; /* the test's decision, at the working resolution */
+    r->image = b->original[i];
+    b->original[i] = NULL;
+    return UF_OK;
+}
+
 int uf_image_result_from_batch(uf_batch *b, int i, const uf_input_geometry *g, uf_image_result *r) {
     memset(r, 0, sizeof *r);
+    if (b->tiled) return tiled_result(b, i, r);
     const int GW = b->out_w, GH = b->out_h;
     const float *amap_s = b->amap + (size_t)i * GW * GH, *nfa_s = b->nfa + (size_t)i * GW * GH;
     uf_image **slot = b->original && b->original[i] ? &b->original[i] : &b->resized[i];
@@ -306,7 +327,7 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
     snprintf(csv_path, sizeof csv_path, "%s/results.csv", o->out_dir);
     snprintf(jsonl_path, sizeof jsonl_path, "%s/results.jsonl", o->out_dir);
     if (uf_batch_init(&b, m, B, m->cfg.input.width, m->cfg.input.height) != UF_OK) goto out_ds;
-    if (!o->model_size_outputs && !(b.original = calloc((size_t)B, sizeof *b.original))) {
+    if (!o->model_size_outputs && !b.original && !(b.original = calloc((size_t)B, sizeof *b.original))) {
         uf_error("out of memory");
         goto out;
     }

@@ -211,16 +211,20 @@ static int pick_worst(const uf_evaluate_report *rep, int label, shown *out) {
  * scaled down to SHOWN_MAX_SIDE. NULL + error. */
 static uf_image *overlay_of(const uf_batch *b, int i, const uf_model *m, const char *mask_path, float lo,
                             float hi) {
-    const int W = b->out_w, H = b->out_h;
+    /* a tiled model's fields are at the image's own size, on the image as loaded */
+    const int W = b->tiled ? b->orig_w[i] : b->out_w, H = b->tiled ? b->orig_h[i] : b->out_h;
     const size_t np = (size_t)W * H;
+    const float *amap = b->tiled ? b->tiled_amap[i] : b->amap + i * np;
+    const float *nfa = b->tiled ? b->tiled_nfa[i] : b->nfa + i * np;
     uint8_t *mask = malloc(np);
-    uf_image *ov = mask ? uf_render_overlay(b->resized[i], b->amap + i * np, W, H, lo, hi, 0.5f) : NULL;
+    uf_image *ov = mask ? uf_render_overlay(b->tiled ? b->original[i] : b->resized[i], amap, W, H, lo, hi, 0.5f) : NULL;
     if (!ov) goto fail;
-    for (size_t p = 0; p < np; p++) mask[p] = b->nfa[i * np + p] > 0.0f;
+    for (size_t p = 0; p < np; p++) mask[p] = nfa[p] > 0.0f;
     uf_render_outline(ov, mask, SEGMENTATION_RGB);
     if (mask_path) {
         uf_image *gt = uf_mask_load(mask_path, b->paths[i], b->orig_w[i], b->orig_h[i]);
-        uf_image *fit = gt ? uf_image_fit(gt, &m->cfg.input) : NULL;
+        uf_image *fit = gt && b->tiled ? gt : gt ? uf_image_fit(gt, &m->cfg.input) : NULL;
+        if (fit == gt) gt = NULL;
         uf_image_free(gt);
         if (!fit) goto fail;
         for (size_t p = 0; p < np; p++) mask[p] = fit->pixels[p] > 127;
@@ -287,10 +291,9 @@ static int put_worst(FILE *f, uf_model *m, const uf_evaluate_options *o, const u
     const size_t np = (size_t)W * H;
     for (int k = 0; rc == UF_OK && k < n; k++) {
         if (b.error[k][0]) continue;
-        for (size_t p = 0; p < np; p++) {
-            const float v = b.amap[k * np + p];
-            lo = v < lo ? v : lo, hi = v > hi ? v : hi;
-        }
+        const size_t nk = b.tiled ? (size_t)b.orig_w[k] * b.orig_h[k] : np;
+        const float *a = b.tiled ? b.tiled_amap[k] : b.amap + k * np;
+        for (size_t p = 0; p < nk; p++) lo = a[p] < lo ? a[p] : lo, hi = a[p] > hi ? a[p] : hi;
     }
     if (!(hi > lo)) lo = 0.0f, hi = 1.0f;
     if (rc == UF_OK)

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "backbone/shipped.h"
 #include "core/blas.h"
@@ -18,7 +19,9 @@
 #include "io/atomic_file.h"
 #include "io/dataset.h"
 #include "io/file_hash.h"
+#include "io/tiling.h"
 #include "model/batch.h"
+#include "model/calibration.h"
 #include "model/feature_store.h"
 #include "model/model.h"
 
@@ -42,6 +45,9 @@ uf_train_options uf_train_default_options(void) {
     o.val_split = 0.1;
     o.early_stop = 1;
     o.patience = UF_EARLY_STOP_PATIENCE;
+    o.tile = -1;
+    o.tile_overlap = -1;
+    o.calib_rate = UF_CALIB_RATE;
     o.verbose = 1;
     return o;
 }
@@ -52,16 +58,19 @@ uf_train_options uf_train_default_options(void) {
  * that were read; inputs_sha256 fingerprints their normalised inputs in order
  * (what makes a resumed run bit-identical, whatever the files are called). */
 typedef struct feature_cache {
-    int n, n_scales, n_skipped;
-    size_t per_image[UF_FLOW_MAX_SCALES];
+    int n, n_scales, n_skipped;  /* n entries: images, or tiles of images for a tiled model */
+    size_t per_image[UF_FLOW_MAX_SCALES]; /* floats per entry */
     float *feat[UF_FLOW_MAX_SCALES];
     char inputs_sha256[65];
-    char (*image_sha256)[65]; /* (n) each image's normalised input (fingerprints of subsets) */
+    char (*image_sha256)[65]; /* (n) each entry's normalised input (fingerprints of subsets) */
+    int n_images;             /* images read (= n when not tiled) */
+    int *entry_image;         /* (n) the image of each entry, 0..n_images */
+    int *image_sample;        /* (n_images) its index in the data set */
 } feature_cache;
 
 static void cache_free(feature_cache *c) {
-    free(c->image_sha256);
-    c->image_sha256 = NULL;
+    free(c->image_sha256), free(c->entry_image), free(c->image_sample);
+    c->image_sha256 = NULL, c->entry_image = c->image_sample = NULL;
     for (int l = 0; l < c->n_scales; l++) {
         uf_free(c->feat[l]);
         c->feat[l] = NULL;
@@ -109,7 +118,8 @@ static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_ba
         }
         bytes += (double)n_try * c->per_image[l] * sizeof(float);
     }
-    if (!(c->image_sha256 = malloc(sizeof *c->image_sha256 * (size_t)n_try))) {
+    if (!(c->image_sha256 = malloc(sizeof *c->image_sha256 * (size_t)n_try)) ||
+        !(c->entry_image = malloc(sizeof(int) * (size_t)n_try)) || !(c->image_sample = malloc(sizeof(int) * (size_t)n_try))) {
         cache_free(c);
         return uf_error("out of memory for the feature cache");
     }
@@ -148,6 +158,7 @@ static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_ba
             uf_sha256_update(&one, xi, per_x * sizeof(float));
             uf_sha256_hex(&one, input_sha[todo]);
             memcpy(c->image_sha256[c->n], input_sha[todo], 65);
+            c->entry_image[c->n] = c->n, c->image_sample[c->n] = i0 + i;
             if (store) {
                 uf_feature_store_key(store, input_sha[todo], key[todo]);
                 float *dst[UF_FLOW_MAX_SCALES];
@@ -203,8 +214,182 @@ static int cache_build(uf_model *m, const uf_dataset *ds, int n_try, int skip_ba
     if (rc == UF_OK && c->n == 0)
         rc = uf_error("no readable training images in '%s' (%d skipped)", ds->root, c->n_skipped);
     if (rc == UF_OK) uf_sha256_hex(&sha, c->inputs_sha256);
+    c->n_images = c->n;
     if (rc != UF_OK) cache_free(c);
     return rc;
+}
+
+/* Grows the cache's entry arrays to hold `need` entries. */
+static int cache_reserve(feature_cache *c, int need, int *cap) {
+    if (need <= *cap) return UF_OK;
+    int nc = *cap ? *cap : 256;
+    while (nc < need) nc *= 2;
+    for (int l = 0; l < c->n_scales; l++) {
+        float *f = uf_alloc((size_t)nc * c->per_image[l] * sizeof(float));
+        if (!f) return uf_error("out of memory for the features of %d tiles", nc);
+        if (c->feat[l]) memcpy(f, c->feat[l], (size_t)c->n * c->per_image[l] * sizeof(float));
+        uf_free(c->feat[l]);
+        c->feat[l] = f;
+    }
+    void *a = realloc(c->image_sha256, sizeof *c->image_sha256 * (size_t)nc);
+    if (a) c->image_sha256 = a;
+    void *e = a ? realloc(c->entry_image, sizeof(int) * (size_t)nc) : NULL;
+    if (e) c->entry_image = e;
+    if (!a || !e) return uf_error("out of memory for the feature cache");
+    *cap = nc;
+    return UF_OK;
+}
+
+/* The tiled model's cache (io/tiling.h): every image of ds[0..n_try) cut into its tiles, each
+ * tile an entry. Memory: at most UF_TRAIN_TILE_CACHE_BYTES of features; when the tiles of
+ * all images would need more, each image keeps an equal share of its tiles, a subset drawn
+ * by a generator seeded from (seed, image). Bad images as in cache_build. */
+static int cache_build_tiled(uf_model *m, const uf_dataset *ds, int n_try, int skip_bad, uint64_t seed, int verbose,
+                             feature_cache *c) {
+    const uf_input_geometry in = m->cfg.input;
+    const int L = m->cfg.flow.n_scales;
+    const size_t per_x = (size_t)3 * in.width * in.height;
+    memset(c, 0, sizeof *c);
+    c->n_scales = L;
+    double per_tile = 0;
+    for (int l = 0; l < L; l++) {
+        c->per_image[l] = (size_t)m->cfg.flow.channels[l] * m->cfg.flow.height[l] * m->cfg.flow.width[l];
+        per_tile += (double)c->per_image[l] * sizeof(float);
+    }
+    int max_tiles = (int)fmin(1e6, floor(UF_TRAIN_TILE_CACHE_BYTES / (per_tile * n_try)));
+    if (max_tiles < 1) max_tiles = 1;
+    int cap = 0, rc = UF_OK, limited = 0;
+    float *x = uf_alloc((size_t)FEATURE_GROUP * per_x * sizeof(float));
+    float *out[UF_FLOW_MAX_SCALES] = {0};
+    for (int l = 0; l < L; l++)
+        if (!(out[l] = uf_alloc((size_t)FEATURE_GROUP * c->per_image[l] * sizeof(float)))) rc = UF_ERR;
+    if (!(c->image_sample = malloc(sizeof(int) * (size_t)n_try)) || !x || rc != UF_OK)
+        rc = uf_error("out of memory for the feature cache");
+    uf_sha256_ctx sha;
+    uf_sha256_init(&sha);
+    double t_start = uf_now(), t_report = t_start;
+    char tiling[128];
+    if (verbose)
+        uf_log(UF_LOG_INFO, "caching %s features of the %dx%d tiles of %d images, tiling %s, at most %d tiles per image",
+               m->cfg.backbone, in.width, in.height, n_try, uf_tiling_describe(&m->cfg.tiling, tiling, sizeof tiling),
+               max_tiles);
+    for (int i = 0; i < n_try && rc == UF_OK; i++) {
+        const char *path = ds->samples[i].image_path;
+        uf_image *img = uf_image_load(path, 3);
+        uf_tile_grid g;
+        memset(&g, 0, sizeof g);
+        uf_image *work = NULL;
+        if (img && uf_tile_grid_plan(&m->cfg.tiling, &in, img->width, img->height, &g) == UF_OK)
+            work = uf_tile_work_image(img, &g);
+        uf_image_free(img);
+        if (!work) {
+            uf_tile_grid_free(&g);
+            if (!skip_bad) {
+                rc = uf_error("image '%s': %s (--skip-bad-images leaves such files out)", path, uf_last_error());
+                break;
+            }
+            uf_log(UF_LOG_WARNING, "skipped image '%s': %s", path, uf_last_error());
+            c->n_skipped++;
+            continue;
+        }
+        const int nt = uf_tile_count(&g);
+        int *pick = malloc(sizeof(int) * (size_t)nt);
+        if (!pick) rc = uf_error("out of memory");
+        int keep = nt < max_tiles ? nt : max_tiles;
+        limited |= keep < nt;
+        if (rc == UF_OK) { /* the first `keep` of a seeded partial shuffle, in tile order */
+            uf_rng r = uf_rng_seed(seed * 0xD1B54A32D192ED03ULL + (uint64_t)i + 0x7469ULL);
+            for (int t = 0; t < nt; t++) pick[t] = t;
+            for (int t = 0; t < keep && keep < nt; t++) {
+                int j = t + (int)uf_rng_below(&r, (uint64_t)(nt - t));
+                int tmp = pick[t];
+                pick[t] = pick[j], pick[j] = tmp;
+            }
+            if (keep < nt)
+                for (int a = 1; a < keep; a++) /* insertion sort: tile order */
+                    for (int b2 = a; b2 > 0 && pick[b2 - 1] > pick[b2]; b2--) {
+                        int tmp = pick[b2];
+                        pick[b2] = pick[b2 - 1], pick[b2 - 1] = tmp;
+                    }
+            rc = cache_reserve(c, c->n + keep, &cap);
+        }
+        for (int t0 = 0; t0 < keep && rc == UF_OK; t0 += FEATURE_GROUP) {
+            const int k = keep - t0 < FEATURE_GROUP ? keep - t0 : FEATURE_GROUP;
+            for (int t = 0; t < k; t++) uf_tile_to_imagenet(work, &g, pick[t0 + t], x + (size_t)t * per_x);
+            rc = uf_backbone_forward(m->backbone, x, k, in.height, in.width, out);
+            for (int l = 0; l < L && rc == UF_OK; l++)
+                if (!uf_all_finite(out[l], (size_t)k * c->per_image[l]))
+                    rc = uf_error("backbone features of '%s' are not finite (NaN or Inf): check the backbone weights "
+                                  "'%s'",
+                                  path, m->cfg.backbone_file);
+            for (int t = 0; t < k && rc == UF_OK; t++) {
+                const float *xt = x + (size_t)t * per_x;
+                uf_sha256_update(&sha, xt, per_x * sizeof(float));
+                uf_sha256_ctx one;
+                uf_sha256_init(&one);
+                uf_sha256_update(&one, xt, per_x * sizeof(float));
+                uf_sha256_hex(&one, c->image_sha256[c->n]);
+                c->entry_image[c->n] = c->n_images;
+                for (int l = 0; l < L; l++)
+                    memcpy(c->feat[l] + (size_t)c->n * c->per_image[l], out[l] + (size_t)t * c->per_image[l],
+                           c->per_image[l] * sizeof(float));
+                c->n++;
+            }
+        }
+        if (rc == UF_OK) c->image_sample[c->n_images++] = i;
+        free(pick);
+        uf_image_free(work);
+        uf_tile_grid_free(&g);
+        if (verbose && i + 1 < n_try && uf_now() - t_report >= PROGRESS_SECONDS) {
+            report_progress(i + 1, n_try, i + 1, t_start);
+            t_report = uf_now();
+        }
+    }
+    uf_free(x);
+    for (int l = 0; l < L; l++) uf_free(out[l]);
+    if (rc == UF_OK && c->n == 0)
+        rc = uf_error("no readable training images in '%s' (%d skipped)", ds->root, c->n_skipped);
+    if (rc == UF_OK) uf_sha256_hex(&sha, c->inputs_sha256);
+    if (rc == UF_OK && verbose)
+        uf_log(UF_LOG_INFO, "%d tiles of %d images (%.0f MB of features)%s", c->n, c->n_images, c->n * per_tile / 1e6,
+               limited ? ": a seeded subset of each image's tiles, to bound memory" : "");
+    if (rc != UF_OK) cache_free(c);
+    return rc;
+}
+
+/* The tiling for a new model: the user's (tile 0/1, overlap >= 0), or uf_tiling_choose on
+ * the sizes of up to TILING_PROBE training images spread over the set. */
+#define TILING_PROBE 32
+static int choose_tiling(const uf_train_options *o, const uf_dataset *ds, int n, uf_model *m) {
+    uf_tiling t = {0, 0, 0};
+    const uf_input_geometry *g = &m->cfg.input;
+    const int gshort = g->width < g->height ? g->width : g->height;
+    if (o->tile == 1) {
+        t.enabled = 1, t.overlap = gshort / UF_TILE_OVERLAP_DIV, t.max_short = UF_TILE_MAX_SHORT_TILES * gshort;
+    } else if (o->tile < 0 && n > 0) {
+        int k = n < TILING_PROBE ? n : TILING_PROBE, got = 0, w[TILING_PROBE], h[TILING_PROBE];
+        for (int j = 0; j < k; j++) {
+            uf_image *img = uf_image_load(ds->samples[(int)((long)j * n / k)].image_path, 3);
+            if (img) w[got] = img->width, h[got++] = img->height;
+            uf_image_free(img);
+        }
+        uf_error_clear();
+        if (got) t = uf_tiling_choose(w, h, got, g);
+        if (t.enabled && o->verbose) {
+            uf_log(UF_LOG_INFO, "tiling on: the training images (median shorter side >= %.1f x the model's %d) would "
+                                "lose small defects if resized; --tile off resizes them instead", UF_TILE_WHEN_RATIO, gshort);
+        }
+    }
+    if (t.enabled && o->tile_overlap >= 0) t.overlap = o->tile_overlap;
+    if (t.enabled && o->tile_max_short > 0) t.max_short = o->tile_max_short;
+    if (t.enabled && t.overlap >= gshort)
+        return uf_error("--tile-overlap %d: must be below the tile's shorter side %d", t.overlap, gshort);
+    if (t.enabled && m->cfg.input.fit != UF_FIT_STRETCH)
+        return uf_error("tiling and --keep-aspect do not go together (tiles keep the aspect already); --tile off");
+    if (t.enabled && m->backbone->kind == UF_BACKBONE_MCAIT)
+        t.enabled = 0; /* 448 x 448 inputs of one fixed size: MS-CaiT is not tiled (its cost per tile is 3 s) */
+    m->cfg.tiling = t;
+    return UF_OK;
 }
 
 /* On --resume, the cached training set must be the one the checkpoint was
@@ -249,7 +434,7 @@ static void split_validation(uint64_t seed, int n, int n_val, int *train_idx, in
         perm[i] = perm[j];
         perm[j] = t;
     }
-    char *held = calloc((size_t)n, 1);
+    char *held = calloc(n > 0 ? (size_t)n : 1, 1);
     for (int i = 0; i < n_val; i++) held[perm[i]] = 1;
     int a = 0, b = 0;
     for (int i = 0; i < n; i++) {
@@ -391,6 +576,41 @@ static int early_stop_update(uf_model_config *c, int patience, int *is_best) {
 }
 
 
+/* The data set's own folder of normal validation images, if its layout has one: MVTec 3D-AD's
+ * validation/good/rgb (or a validation/good folder). 1 and its path in buf, or 0. */
+static int dataset_validation_folder(const char *data_dir, char *buf, size_t cap) {
+    static const char *const sub[2] = {"validation/good/rgb", "validation/good"};
+    for (int k = 0; k < 2; k++) {
+        if ((size_t)snprintf(buf, cap, "%s/%s", data_dir, sub[k]) >= cap) return 0;
+        struct stat st;
+        if (stat(buf, &st) == 0 && S_ISDIR(st.st_mode)) return 1;
+    }
+    return 0;
+}
+
+/* Calibrates the NFA of the model file just written (model/calibration.h) on the held-out
+ * images and writes it again, optimizer state kept. Fewer than UF_CALIB_MIN_IMAGES: a note,
+ * the model keeps the spec's test. */
+static int calibrate_model_file(const uf_train_options *o, const char *const *paths, int n, const char *source,
+                                uf_train_report *rep) {
+    if (n < UF_CALIB_MIN_IMAGES) {
+        if (o->verbose)
+            uf_log(UF_LOG_INFO, "NFA not calibrated: %d held-out images, fewer than %d", n, UF_CALIB_MIN_IMAGES);
+        return UF_OK;
+    }
+    uf_adam opt;
+    memset(&opt, 0, sizeof opt);
+    int has_opt = 0;
+    uf_model *cm = uf_model_load(o->out_path, o->weights, &opt, &has_opt);
+    if (!cm) return uf_error_prefix("calibration");
+    int rc = uf_calibrate(cm, paths, n, o->calib_rate, source, o->verbose);
+    if (rc == UF_OK) rc = uf_model_save(cm, o->out_path, has_opt ? &opt : NULL);
+    if (rc == UF_OK) rep->calib = cm->cfg.calib;
+    if (opt.m) uf_adam_free(&opt);
+    uf_model_free(cm);
+    return rc;
+}
+
 int uf_train(const uf_train_options *o, uf_train_report *report) {
     uf_train_report rep;
     memset(&rep, 0, sizeof rep);
@@ -411,7 +631,7 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     uf_dataset *vds = NULL;
     float *fb[UF_FLOW_MAX_SCALES] = {0}, *z[UF_FLOW_MAX_SCALES] = {0};
     double *logdet = NULL, *g_ld = NULL, *per_sample = NULL;
-    int *order = NULL, *train_idx = NULL, *val_idx = NULL, *batch_idx = NULL, rc = UF_ERR;
+    int *order = NULL, *train_idx = NULL, *val_idx = NULL, *val_images = NULL, *batch_idx = NULL, rc = UF_ERR;
     float *best_params = NULL; /* early stopping: the best epoch's parameters and configuration */
     uf_model_config best_cfg;
     memset(&best_cfg, 0, sizeof best_cfg);
@@ -470,7 +690,14 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
         }
         m->cfg.val_split = o->val_dir ? 0.0 : o->val_split;
         m->cfg.best_val_nll = m->cfg.min_val_nll = INFINITY;
-        snprintf(m->cfg.val_dir, sizeof m->cfg.val_dir, "%s", o->val_dir ? o->val_dir : "");
+        const char *val_dir_given = o->val_dir;
+        char own_val[sizeof m->cfg.val_dir];
+        if (!val_dir_given && o->val_split > 0 && dataset_validation_folder(o->data_dir, own_val, sizeof own_val)) {
+            val_dir_given = own_val; /* the data set's own normal validation images (MVTec 3D-AD layout) */
+            m->cfg.val_split = 0.0;
+            if (o->verbose) uf_log(UF_LOG_INFO, "validation images: %s (the data set's own)", own_val);
+        }
+        snprintf(m->cfg.val_dir, sizeof m->cfg.val_dir, "%s", val_dir_given ? val_dir_given : "");
         if (uf_adam_init(&opt, m->flow->n_trainable, o->lr) != UF_OK) goto done;
         opt.weight_decay = o->weight_decay;
     }
@@ -479,6 +706,8 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     const int max_images = o->resume && o->max_images < 0 ? m->cfg.train_max_images : o->max_images;
     int n = ds->count;
     if (max_images > 0 && max_images < n) n = max_images;
+    if (!o->resume && choose_tiling(o, ds, n, m) != UF_OK) goto done;
+    const int tiled = m->cfg.tiling.enabled;
 
     double t0 = uf_now();
     uf_feature_store store, *fs = NULL;
@@ -488,47 +717,76 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
             snprintf(store_dir, sizeof store_dir, "%s.features", o->out_path);
         else
             snprintf(store_dir, sizeof store_dir, "%s", o->feature_cache);
-        if (strcmp(o->feature_cache, "auto") || m->backbone->kind == UF_BACKBONE_MCAIT) {
+        if (!tiled && (strcmp(o->feature_cache, "auto") || m->backbone->kind == UF_BACKBONE_MCAIT)) {
             if (uf_feature_store_open(&store, store_dir, m) != UF_OK) goto done;
             fs = &store;
         }
     }
-    if (cache_build(m, ds, n, o->skip_bad_images, fs, o->verbose, &cache) != UF_OK) goto done;
+    if ((tiled ? cache_build_tiled(m, ds, n, o->skip_bad_images, ts.seed, o->verbose, &cache)
+               : cache_build(m, ds, n, o->skip_bad_images, fs, o->verbose, &cache)) != UF_OK)
+        goto done;
     rep.features_from_cache = fs ? fs->n_hits : 0;
     if (o->resume && check_resume_data(m, &cache, o->out_path) != UF_OK) goto done;
-    n = cache.n;
+    n = cache.n; /* entries: images, or tiles */
     rep.n_skipped = cache.n_skipped;
-    m->cfg.train_images = n;
+    m->cfg.train_images = cache.n_images;
     snprintf(m->cfg.train_inputs_sha256, sizeof m->cfg.train_inputs_sha256, "%s", cache.inputs_sha256);
 
     /* Validation: a folder of its own, or held out of the training images (a resumed run keeps
      * the checkpoint's choice: its settings are in the model, the split follows from the seed). */
     const char *val_dir = m->cfg.val_dir[0] ? m->cfg.val_dir : NULL;
-    int n_val = 0;
+    int n_val = 0, n_val_images = 0; /* held-out entries and images (equal when not tiled) */
     train_idx = malloc(sizeof(int) * (size_t)n);
     val_idx = malloc(sizeof(int) * (size_t)n);
-    if (!train_idx || !val_idx) {
+    val_images = malloc(sizeof(int) * (size_t)cache.n_images);
+    if (!train_idx || !val_idx || !val_images) {
         uf_error("out of memory");
         goto done;
     }
     const feature_cache *vc = &cache;
     if (val_dir) {
         if (!(vds = uf_dataset_open(val_dir, "train"))) goto done;
-        if (cache_build(m, vds, vds->count, o->skip_bad_images, NULL, o->verbose, &vcache) != UF_OK) goto done;
+        if ((tiled ? cache_build_tiled(m, vds, vds->count, o->skip_bad_images, ts.seed, o->verbose, &vcache)
+                   : cache_build(m, vds, vds->count, o->skip_bad_images, NULL, o->verbose, &vcache)) != UF_OK)
+            goto done;
         n_val = vcache.n;
+        n_val_images = vcache.n_images;
         vc = &vcache;
         for (int i = 0; i < n_val; i++) val_idx[i] = i;
         for (int i = 0; i < n; i++) train_idx[i] = i;
     } else {
-        n_val = (int)floor(m->cfg.val_split * n + 0.5);
-        if (n_val >= n) n_val = n - 1;
-        if (n_val < UF_VAL_MIN_IMAGES) {
+        const int ni = cache.n_images;
+        n_val_images = (int)floor(m->cfg.val_split * ni + 0.5);
+        if (n_val_images >= ni) n_val_images = ni - 1;
+        if (n_val_images < UF_VAL_MIN_IMAGES) {
             if (m->cfg.val_split > 0 && o->verbose)
                 uf_log(UF_LOG_INFO, "no validation: %g of %d images is fewer than %d held-out images", m->cfg.val_split,
-                       n, UF_VAL_MIN_IMAGES);
-            n_val = 0;
+                       ni, UF_VAL_MIN_IMAGES);
+            n_val_images = 0;
         }
-        split_validation(ts.seed, n, n_val, train_idx, val_idx);
+        if (!tiled) {
+            split_validation(ts.seed, n, n_val_images, train_idx, val_idx);
+            n_val = n_val_images;
+            memcpy(val_images, val_idx, sizeof(int) * (size_t)n_val);
+        } else { /* held out by image: all the tiles of an image on the same side */
+            int *img_train = malloc(sizeof(int) * (size_t)ni);
+            char *held = calloc((size_t)ni, 1);
+            if (!img_train || !held) {
+                free(img_train), free(held);
+                uf_error("out of memory");
+                goto done;
+            }
+            split_validation(ts.seed, ni, n_val_images, img_train, val_images);
+            for (int j = 0; j < n_val_images; j++) held[val_images[j]] = 1;
+            int a = 0;
+            for (int k = 0; k < n; k++) {
+                if (held[cache.entry_image[k]])
+                    val_idx[n_val++] = k;
+                else
+                    train_idx[a++] = k;
+            }
+            free(img_train), free(held);
+        }
     }
     /* Training needs only the features: the backbone (1.3 GB for MS-CaiT) goes. */
     uf_backbone_free(m->backbone);
@@ -537,15 +795,16 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     const int n_train = n - (val_dir ? 0 : n_val);
     char val_sha[65] = "";
     if (n_val) subset_sha256(vc, val_idx, n_val, val_sha);
-    if (o->resume && m->cfg.val_images && (n_val != m->cfg.val_images || strcmp(val_sha, m->cfg.val_inputs_sha256))) {
+    if (o->resume && m->cfg.val_images &&
+        (n_val_images != m->cfg.val_images || strcmp(val_sha, m->cfg.val_inputs_sha256))) {
         uf_error("%s: --resume with other validation images than the checkpoint's (%d now, %d then)", o->out_path,
-                 n_val, m->cfg.val_images);
+                 n_val_images, m->cfg.val_images);
         goto done;
     }
-    m->cfg.val_images = n_val;
+    m->cfg.val_images = n_val_images;
     snprintf(m->cfg.val_inputs_sha256, sizeof m->cfg.val_inputs_sha256, "%s", val_sha);
-    rep.n_images = n_train;
-    rep.n_val = n_val;
+    rep.n_images = n_train; /* entries: tiles when tiled */
+    rep.n_val = n_val_images;
     const int es = n_val > 0 && o->early_stop;
     if (!o->resume && !es && file_exists(ckpt_file)) {
         /* a checkpoint left by an earlier run to this model file: --resume must not pick it up */
@@ -712,10 +971,24 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     rep.stopped_early = m->cfg.stopped_early;
     snprintf(rep.stop_reason, sizeof rep.stop_reason, "%s", m->cfg.stop_reason);
     rep.images_per_second = rep.train_seconds > 0 ? (double)n_train * epochs_run / rep.train_seconds : 0.0;
+    if (n_val_images > 0 && o->calib_rate > 0) {
+        const char **paths = malloc(sizeof(char *) * (size_t)n_val_images);
+        if (!paths) {
+            uf_error("out of memory");
+            goto done;
+        }
+        for (int j = 0; j < n_val_images; j++)
+            paths[j] = val_dir ? vds->samples[vcache.image_sample[j]].image_path
+                               : ds->samples[cache.image_sample[val_images[j]]].image_path;
+        int crc = calibrate_model_file(o, paths, n_val_images, val_dir ? val_dir : "validation split", &rep);
+        free(paths);
+        if (crc != UF_OK) goto done;
+    }
     rc = UF_OK;
 done:
     for (int l = 0; l < UF_FLOW_MAX_SCALES; l++) uf_free(fb[l]), uf_free(z[l]);
     free(logdet), free(g_ld), free(per_sample), free(batch_idx), free(order), free(train_idx), free(val_idx), free(csv);
+    free(val_images);
     free(best_params);
     uf_model_free(best_file);
     cache_free(&cache);

@@ -31,6 +31,8 @@
  * checkpoint for resume, with the last epoch's state, is "<model>.checkpoint.safetensors". */
 #define UF_VAL_ABOVE_EPOCHS 2
 #define UF_EARLY_STOP_PATIENCE 10
+/* A tiled model's training keeps at most this many bytes of tile features in memory. */
+#define UF_TRAIN_TILE_CACHE_BYTES 4e9
 
 /* What the epoch callback is told after each epoch. */
 typedef struct uf_epoch_progress {
@@ -66,6 +68,12 @@ typedef struct uf_train_options {
     const char *val_dir;   /* instead: a folder of normal validation images (val_split is then ignored) */
     int early_stop;        /* 1 (default): the rule above, when there is validation */
     int patience;          /* epochs without a better validation loss before stopping, UF_EARLY_STOP_PATIENCE */
+    int tile;              /* -1 (default): tile when the training images are large (io/tiling.h,
+                              uf_tiling_choose); 0: never (resize); 1: always */
+    int tile_overlap;      /* -1: the default (tile's shorter side / 8) */
+    int tile_max_short;    /* 0: the default (2 x the tile's shorter side); the working resolution's cap */
+    double calib_rate;     /* model/calibration.h: share of normal images allowed a detection, 0.05 (0: the
+                              spec's uncalibrated test) */
     int resume;            /* continue from out_path */
     int stop_after;        /* >0: stop (with a checkpoint) after this many epochs in this run (tests) */
     const char *feature_cache; /* folder of stored features (see model/feature_store.h); "auto" (the default):
@@ -92,6 +100,7 @@ typedef struct uf_train_report {
     int stopped_early;            /* 1: the rule ended training; stop_reason says why */
     char stop_reason[160];
     double val_nll, val_z2[UF_FLOW_MAX_SCALES]; /* of the last epoch run (NaN without validation) */
+    uf_calibration calib;         /* the model's NFA calibration (n_images 0: none) */
 } uf_train_report;
 
 
