@@ -17,12 +17,24 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+int uf_calibration_allowed(int n, double rate) {
+    /* P(Bin(n, rate) <= j), summed in the log domain term by term */
+    const double lq = log1p(-rate), lp = log(rate);
+    double cdf = 0.0;
+    int j = -1;
+    for (int k = 0; k <= n; k++) {
+        const double lterm = lgamma(n + 1.0) - lgamma(k + 1.0) - lgamma(n - k + 1.0) + k * lp + (n - k) * lq;
+        cdf += exp(lterm);
+        if (cdf > 1.0 - UF_CALIB_CONFIDENCE) break;
+        j = k;
+    }
+    return j < 0 ? 0 : j;
+}
+
 double uf_calibration_offset(double *s, int n, double rate) {
     qsort(s, (size_t)n, sizeof(double), cmp_double);
-    int k = (int)ceil((n + 1) * (1.0 - rate) - 1e-9);
-    if (k > n) k = n;
-    if (k < 1) k = 1;
-    return s[k - 1] > 0 ? s[k - 1] : 0.0;
+    const double v = s[n - 1 - uf_calibration_allowed(n, rate)];
+    return v > 0 ? v : 0.0;
 }
 
 /* One pass over the images with the model's current null: per image its mean z^2 per scale

@@ -11,19 +11,24 @@
  *  1. z2[l], the null variance of scale l: the median over the images of their mean z^2.
  *     H0 becomes "z_l ~ N(0, z2[l])": the energies are divided by z2[l].
  *  2. log10_offset: with (1) applied, s_i = the largest -log10 NFA of calibration image i
- *     (over its pixels, and tiles); offset = max(0, s_(k)), the k-th smallest with
- *     k = ceil((n + 1)(1 - rate)), or the largest when k > n. The test then detects where
- *     -log10 NFA > offset, i.e. it counts 10^offset times more tests.
+ *     (over its pixels, and tiles); sorted, s_(1) <= ... <= s_(n). offset = max(0, s_(n-j)):
+ *     the test then detects where -log10 NFA > offset, i.e. it counts 10^offset times more
+ *     tests, and j of the n calibration images keep a detection. j is the largest count with
+ *     P(Bin(n, rate) <= j) <= 1 - UF_CALIB_CONFIDENCE (0 when even j = 0 does not reach it:
+ *     the largest s_i is used).
  *
- * What the corrected test guarantees: for a normal image drawn from the same law as the
- * calibration images (exchangeable with them), P(any detection) <= rate when k <= n (the
- * conformal quantile bound: the image's s falls above the k-th smallest of n + 1 values
- * with probability at most 1 - k/(n + 1)), and <= 1/(n + 1) otherwise. This is stronger
- * than the spec's promise (expected false detections per image <= 1), and it holds without
- * the N(0, 1) assumption. The variance step (1) only sets the shape of the test; (2) alone
- * gives the guarantee. It only holds for normal images like the calibration ones: images
- * of a kind not among them (a new product variant) can still be flagged, which is why
- * `test` and `predict` keep warning when the model's validation z^2 is off.
+ * What the corrected test guarantees, for normal images drawn from the same law as the
+ * calibration images (exchangeable with them): with probability at least UF_CALIB_CONFIDENCE
+ * (0.9) over the draw of the calibration images, the share of such normal images that get a
+ * detection is at most `rate` (the share above the (n-j)-th smallest of n values is a
+ * Beta(n - j, j + 1) variable: the training-conditional conformal bound). That needs
+ * n >= ln(1 - 0.9) / ln(1 - rate) images (45 for 5%); with fewer, the bound is the weaker
+ * marginal one, P(detection) <= 1/(n + 1). Both are stronger than the spec's promise
+ * (expected false detections per image <= 1) and hold without the N(0, 1) assumption. The
+ * variance step (1) only shapes the test (which regions stand out); (2) alone gives the
+ * guarantee. It holds only for normal images like the calibration ones: a kind of normal
+ * image not among them (a new product variant) can still be flagged, which is why `test`
+ * and `predict` keep warning when the model's validation z^2 is off.
  *
  * When the latents are already N(0, 1) enough, every s_i is below 0 and the offset is 0:
  * the test is the spec's, up to the variance step.
@@ -33,13 +38,16 @@
 
 #include "model/model.h"
 
-/* The default share of normal images allowed a detection. */
+/* The default share of normal images allowed a detection, and the confidence of that bound. */
 #define UF_CALIB_RATE 0.05
+#define UF_CALIB_CONFIDENCE 0.9
 /* Fewer calibration images than this: no calibration (the model keeps the spec's null). */
 #define UF_CALIB_MIN_IMAGES 5
 
-/* The offset of step 2 from s[0..n) (n >= 1; s is reordered): max(0, conformal quantile). */
+/* The offset of step 2 from s[0..n) (n >= 1; s is reordered): max(0, s_(n-j)). */
 double uf_calibration_offset(double *s, int n, double rate);
+/* j of step 2: the calibration images allowed to keep a detection. */
+int uf_calibration_allowed(int n, double rate);
 
 /* Calibrates model m (its calib is replaced) on the normal images paths[0..n): two passes
  * through the model as `predict` runs it (tiles included). An unreadable image is an error.

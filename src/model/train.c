@@ -366,7 +366,8 @@ static int choose_tiling(const uf_train_options *o, const uf_dataset *ds, int n,
     const int gshort = g->width < g->height ? g->width : g->height;
     if (o->tile == 1) {
         t.enabled = 1, t.overlap = gshort / UF_TILE_OVERLAP_DIV, t.max_short = UF_TILE_MAX_SHORT_TILES * gshort;
-    } else if (o->tile < 0 && n > 0) {
+    } else if (o->tile < 0 && n > 0 && !o->input.width && !o->input.height) {
+        /* auto: only at the default input size; a user who chose --size chose the resolution */
         int k = n < TILING_PROBE ? n : TILING_PROBE, got = 0, w[TILING_PROBE], h[TILING_PROBE];
         for (int j = 0; j < k; j++) {
             uf_image *img = uf_image_load(ds->samples[(int)((long)j * n / k)].image_path, 3);
@@ -752,6 +753,12 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
         n_val = vcache.n;
         n_val_images = vcache.n_images;
         vc = &vcache;
+        int *grown = realloc(val_idx, sizeof(int) * (size_t)(n_val > 0 ? n_val : 1)); /* more than training's */
+        if (!grown) {
+            uf_error("out of memory");
+            goto done;
+        }
+        val_idx = grown;
         for (int i = 0; i < n_val; i++) val_idx[i] = i;
         for (int i = 0; i < n; i++) train_idx[i] = i;
     } else {

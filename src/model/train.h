@@ -69,7 +69,8 @@ typedef struct uf_train_options {
     int early_stop;        /* 1 (default): the rule above, when there is validation */
     int patience;          /* epochs without a better validation loss before stopping, UF_EARLY_STOP_PATIENCE */
     int tile;              /* -1 (default): tile when the training images are large (io/tiling.h,
-                              uf_tiling_choose); 0: never (resize); 1: always */
+                              uf_tiling_choose) and the input size is the default one (an explicit
+                              input size is a choice of resolution: resized); 0: never; 1: always */
     int tile_overlap;      /* -1: the default (tile's shorter side / 8) */
     int tile_max_short;    /* 0: the default (2 x the tile's shorter side); the working resolution's cap */
     double calib_rate;     /* model/calibration.h: share of normal images allowed a detection, 0.05 (0: the

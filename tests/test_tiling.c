@@ -1,0 +1,338 @@
+/* Tiling of large images and the calibrated NFA (issue 24), on generated data:
+ *  - the tile plan (positions, overlap, working resolution) against hand-computed values;
+ *  - the stitched -log10 NFA field of a tiled image equals each tile's own field (computed
+ *    independently from the tile's pixels, with the image's number of tests) where tiles do
+ *    not overlap, and their maximum where they do; the map is their mean;
+ *  - a defect of a few pixels in a large image is found with tiling and missed without;
+ *  - a set whose validation normals are noisier than the training normals: the calibrated
+ *    NFA flags at most 5% of such normal test images, the spec's (uncalibrated) test more;
+ *  - the conformal offset against hand-computed quantiles; the null-hypothesis NFA with the
+ *    spec's null equals the plain tree NFA bit for bit (old models predict as before).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "core/tensor.h"
+#include "detect/anomaly_map.h"
+#include "detect/nfa_tree.h"
+#include "harness.h"
+#include "io/atomic_file.h"
+#include "io/image.h"
+#include "io/synth.h"
+#include "io/tiling.h"
+#include "model/batch.h"
+#include "model/calibration.h"
+#include "model/model.h"
+#include "model/train.h"
+
+#define WEIGHTS "models/resnet18-in1k-l3-bnfolded.safetensors"
+
+static void test_tile_plan(void) {
+    const uf_input_geometry g = {256, 256, UF_FIT_STRETCH};
+    uf_tiling t = {1, 32, 512};
+    uf_tile_grid grid;
+    /* BSD's usual 1130 x 460: own resolution, 5 x 2 tiles */
+    CHECK(uf_tile_grid_plan(&t, &g, 1130, 460, &grid) == UF_OK, "%s", uf_last_error());
+    CHECK(grid.work_w == 1130 && grid.work_h == 460, "work %dx%d", grid.work_w, grid.work_h);
+    CHECK(grid.nx == 5 && grid.ny == 2, "tiles %dx%d", grid.nx, grid.ny);
+    const int want_x[5] = {0, 219, 437, 656, 874}; /* round(i * 874 / 4), halves away from 0 */
+    for (int i = 0; i < 5 && grid.nx == 5; i++) CHECK(grid.x0[i] == want_x[i], "x0[%d] = %d", i, grid.x0[i]);
+    CHECK(grid.ny == 2 && grid.y0[0] == 0 && grid.y0[1] == 204, "y0 %d %d", grid.y0[0], grid.y0[1]);
+    for (int i = 1; i < grid.nx; i++) CHECK(grid.x0[i - 1] + 256 - grid.x0[i] >= 32, "overlap %d", i);
+    uf_tile_grid_free(&grid);
+    /* a large image is brought to a shorter side of 512 first */
+    CHECK(uf_tile_grid_plan(&t, &g, 2000, 1000, &grid) == UF_OK, "%s", uf_last_error());
+    CHECK(grid.work_w == 1024 && grid.work_h == 512 && grid.nx == 5 && grid.ny == 3, "work %dx%d tiles %dx%d",
+          grid.work_w, grid.work_h, grid.nx, grid.ny);
+    uf_tile_grid_free(&grid);
+    /* a small one is scaled up until a tile fits; one tile */
+    CHECK(uf_tile_grid_plan(&t, &g, 100, 50, &grid) == UF_OK, "%s", uf_last_error());
+    CHECK(grid.work_w == 512 && grid.work_h == 256 && grid.nx == 3 && grid.ny == 1, "work %dx%d tiles %dx%d",
+          grid.work_w, grid.work_h, grid.nx, grid.ny);
+    uf_tile_grid_free(&grid);
+    /* exact fit without overlap: tiles side by side */
+    uf_tiling t0 = {1, 0, 0};
+    CHECK(uf_tile_grid_plan(&t0, &g, 768, 256, &grid) == UF_OK, "%s", uf_last_error());
+    CHECK(grid.nx == 3 && grid.ny == 1 && grid.x0[1] == 256 && grid.x0[2] == 512, "tiles %d: %d %d", grid.nx,
+          grid.x0[1], grid.x0[2]);
+    uf_tile_grid_free(&grid);
+    /* bad overlap */
+    uf_tiling bad = {1, 256, 0};
+    CHECK(uf_tile_grid_plan(&bad, &g, 1000, 1000, &grid) == UF_ERR, "overlap = tile side refused");
+    /* the default rule */
+    int w[3] = {1130, 1130, 1540}, h[3] = {460, 460, 645};
+    uf_tiling c = uf_tiling_choose(w, h, 3, &g);
+    CHECK(c.enabled && c.overlap == 32 && c.max_short == 512, "BSD-like sizes: tiling %d %d %d", c.enabled, c.overlap,
+          c.max_short);
+    int w2[3] = {295, 300, 630}, h2[3] = {330, 240, 400};
+    c = uf_tiling_choose(w2, h2, 3, &g);
+    CHECK(!c.enabled, "MTD-like sizes (median shorter side 300 < 384): no tiling");
+}
+
+/* j = the largest count with P(Bin(n, rate) <= j) <= 0.1, checked against values computed
+ * with Python's exact math.comb (rate 0.2, n 20: 1; rate 0.05, n 200: 5; n 1000: 40). */
+static void test_calibration_offset(void) {
+    CHECK(uf_calibration_allowed(20, 0.05) == 0, "n 20: none allowed (%d)", uf_calibration_allowed(20, 0.05));
+    CHECK(uf_calibration_allowed(20, 0.2) == 1, "n 20, rate 0.2: %d", uf_calibration_allowed(20, 0.2));
+    CHECK(uf_calibration_allowed(200, 0.05) == 5, "n 200: %d", uf_calibration_allowed(200, 0.05));
+    CHECK(uf_calibration_allowed(1000, 0.05) == 40, "n 1000: %d", uf_calibration_allowed(1000, 0.05));
+    double s[200];
+    for (int i = 0; i < 20; i++) s[i] = 19 - i; /* 0..19, reversed */
+    CHECK(uf_calibration_offset(s, 20, 0.05) == 19.0, "n 20: the largest");
+    for (int i = 0; i < 20; i++) s[i] = i;
+    CHECK(uf_calibration_offset(s, 20, 0.2) == 18.0, "n 20, rate 0.2: the second largest");
+    for (int i = 0; i < 200; i++) s[i] = (i * 37) % 200; /* a permutation of 0..199 */
+    CHECK(uf_calibration_offset(s, 200, 0.05) == 194.0, "n 200: the sixth largest (%g)", s[194]);
+    for (int i = 0; i < 20; i++) s[i] = -5.0 - i;
+    CHECK(uf_calibration_offset(s, 20, 0.05) == 0.0, "never below 0");
+}
+
+/* The spec's null through the new entry point: the plain tree NFA bit for bit. */
+static void test_standard_null_is_the_spec(void) {
+    const int C[2] = {24, 8}, H[2] = {12, 6}, W[2] = {16, 8};
+    float *z[2];
+    uf_rng r = uf_rng_seed(7);
+    uf_latent_view v[2];
+    for (int l = 0; l < 2; l++) {
+        const size_t n = (size_t)C[l] * H[l] * W[l];
+        z[l] = malloc(sizeof(float) * n);
+        for (size_t k = 0; k < n; k++) z[l][k] = (float)(uf_rng_uniform(&r) * 4.0 - 2.0);
+        /* a bright square, so that something is detected */
+        for (int y = 2; y < 6; y++)
+            for (int x = 3; x < 7; x++) z[l][(size_t)y * W[l] + x] = 6.0f;
+        v[l] = (uf_latent_view){z[l], C[l], H[l], W[l]};
+    }
+    float *a = malloc(sizeof(float) * 48 * 64), *b = malloc(sizeof(float) * 48 * 64);
+    uf_nfa_null null = uf_nfa_null_standard();
+    CHECK(uf_nfa_tree_score(v, 2, 48, 64, a) == UF_OK && uf_nfa_tree_score_null(v, 2, &null, 48, 64, b) == UF_OK,
+          "%s", uf_last_error());
+    CHECK(!memcmp(a, b, sizeof(float) * 48 * 64), "standard null = spec, bit for bit");
+    /* 10^3 more tests lower every score by 3 */
+    null.log10_extra_tests = 3.0;
+    CHECK(uf_nfa_tree_score_null(v, 2, &null, 48, 64, b) == UF_OK, "%s", uf_last_error());
+    float worst = 0;
+    for (int p = 0; p < 48 * 64; p++) worst = fmaxf(worst, fabsf(a[p] - 3.0f - b[p]));
+    CHECK(worst < 1e-3f, "extra tests shift the score by 3 (max error %g)", worst);
+    /* doubling every latent's variance under H0 = halving the energies */
+    null = uf_nfa_null_standard();
+    null.z2_scale[0] = null.z2_scale[1] = 4.0;
+    for (int l = 0; l < 2; l++)
+        for (size_t k = 0; k < (size_t)C[l] * H[l] * W[l]; k++) z[l][k] *= 2.0f;
+    CHECK(uf_nfa_tree_score_null(v, 2, &null, 48, 64, b) == UF_OK, "%s", uf_last_error());
+    worst = 0;
+    for (int p = 0; p < 48 * 64; p++) worst = fmaxf(worst, fabsf(a[p] - b[p]));
+    CHECK(worst < 1e-2f, "N(0, 4) null on 2z = spec on z (max error %g)", worst);
+    null.z2_scale[1] = 0.0;
+    CHECK(uf_nfa_tree_score_null(v, 2, &null, 48, 64, b) == UF_ERR, "a zero variance is refused");
+    free(a), free(b), free(z[0]), free(z[1]);
+}
+
+/* A tiled image's fields against each tile's own, computed from the tile's pixels. */
+static void check_stitch(int overlap) {
+    uf_model *m = uf_model_create(UF_BACKBONE_RESNET, WEIGHTS, (uf_input_geometry){64, 64, UF_FIT_STRETCH}, 1,
+                                  UF_LN_LOGDET, 3);
+    CHECK(m != NULL, "%s", uf_last_error());
+    if (!m) return;
+    m->cfg.tiling = (uf_tiling){1, overlap, 0};
+    uf_image *img = NULL;
+    CHECK(uf_synth_render(4, UF_SYNTH_STREAM_TEST_DEFECT, 1, UF_SYNTH_HOLE, 160, &img, NULL) == UF_OK, "%s",
+          uf_last_error());
+    uf_image *cut = uf_image_new(160, 112, 3); /* not a multiple of the tile: the last tiles shift back */
+    for (int y = 0; y < 112; y++) memcpy(cut->pixels + (size_t)y * 160 * 3, img->pixels + (size_t)y * 160 * 3, 160 * 3);
+    uf_batch b;
+    CHECK(uf_batch_init(&b, m, 4, 64, 64) == UF_OK, "%s", uf_last_error());
+    const char *name = "cut";
+    const uf_image *imgs[1] = {cut};
+    CHECK(uf_batch_load_images(&b, m, imgs, &name, 1) == 0 && uf_batch_run(&b, m, NULL, NULL) == UF_OK, "%s",
+          uf_last_error());
+    CHECK(b.tiled && !b.error[0][0] && b.orig_w[0] == 160 && b.orig_h[0] == 112, "tiled run: %s", b.error[0]);
+    uf_tile_grid g;
+    CHECK(uf_tile_grid_plan(&m->cfg.tiling, &m->cfg.input, 160, 112, &g) == UF_OK, "%s", uf_last_error());
+    const int nt = uf_tile_count(&g);
+    CHECK(g.work_w == 160 && g.work_h == 112 && nt == (overlap ? 3 * 2 : 3 * 2), "grid %dx%d", g.nx, g.ny);
+    /* each tile alone: latents from its pixels, map and NFA with the whole image's tests */
+    float *x = malloc(sizeof(float) * 3 * 64 * 64), *tmap = malloc(sizeof(float) * nt * 64 * 64),
+          *tnfa = malloc(sizeof(float) * nt * 64 * 64);
+    float *z[UF_FLOW_MAX_SCALES];
+    const int L = m->cfg.flow.n_scales;
+    uf_latent_view v[UF_FLOW_MAX_SCALES];
+    for (int l = 0; l < L; l++) {
+        uf_model_latent_shape(m, l, &v[l].c, &v[l].h, &v[l].w);
+        z[l] = uf_alloc(sizeof(float) * v[l].c * v[l].h * v[l].w);
+        v[l].z = z[l];
+    }
+    const uf_nfa_null null = uf_model_nfa_null(&m->cfg, nt);
+    /* the latents in the batch's chunks of 4 tiles: some kernels' rounding depends on the batch */
+    float *xs = malloc(sizeof(float) * 4 * 3 * 4096);
+    for (int l = 0; l < L; l++) {
+        uf_free(z[l]);
+        z[l] = uf_alloc(sizeof(float) * 4 * v[l].c * v[l].h * v[l].w);
+    }
+    for (int t0 = 0; t0 < nt; t0 += 4) {
+        const int k = nt - t0 < 4 ? nt - t0 : 4;
+        for (int t = 0; t < k; t++) {
+            uf_image *tile = uf_tile_crop(cut, &g, t0 + t);
+            uf_image_to_imagenet(tile, xs + (size_t)t * 3 * 4096);
+            uf_image_free(tile);
+        }
+        CHECK(uf_model_latents(m, xs, k, z) == UF_OK, "%s", uf_last_error());
+        for (int t = 0; t < k; t++) {
+            float score;
+            for (int l = 0; l < L; l++) v[l].z = z[l] + (size_t)t * v[l].c * v[l].h * v[l].w;
+            CHECK(uf_anomaly_map(v, L, 64, 64, tmap + (size_t)(t0 + t) * 4096, &score) == UF_OK &&
+                      uf_nfa_tree_score_null(v, L, &null, 64, 64, tnfa + (size_t)(t0 + t) * 4096) == UF_OK,
+                  "%s", uf_last_error());
+        }
+    }
+    free(xs);
+    /* compare pixel by pixel: covered once -> that tile's values exactly */
+    int once = 0, more = 0, bad_once = 0, bad_more = 0, positive = 0;
+    for (int y = 0; y < 112; y++)
+        for (int x0 = 0; x0 < 160; x0++) {
+            int n_cov = 0;
+            float best = -INFINITY, sum = 0, single_map = 0, single_nfa = 0;
+            for (int t = 0; t < nt; t++) {
+                const int tx = g.x0[t % g.nx], ty = g.y0[t / g.nx];
+                if (x0 < tx || x0 >= tx + 64 || y < ty || y >= ty + 64) continue;
+                const size_t o = (size_t)(y - ty) * 64 + (x0 - tx);
+                n_cov++;
+                sum += tmap[(size_t)t * 4096 + o];
+                best = fmaxf(best, tnfa[(size_t)t * 4096 + o]);
+                single_map = tmap[(size_t)t * 4096 + o], single_nfa = tnfa[(size_t)t * 4096 + o];
+            }
+            const float sm = b.tiled_amap[0][(size_t)y * 160 + x0], sn = b.tiled_nfa[0][(size_t)y * 160 + x0];
+            positive += sn > 0;
+            if (n_cov == 1) {
+                once++;
+                bad_once += sm != single_map || sn != single_nfa;
+            } else {
+                more++;
+                bad_more += sn != best || fabsf(sm - sum / n_cov) > 1e-6f;
+            }
+        }
+    CHECK(once > 0 && bad_once == 0, "overlap %d: %d of %d singly covered pixels differ from their tile", overlap,
+          bad_once, once);
+    CHECK(bad_more == 0, "overlap %d: %d of %d overlapping pixels are not the tiles' max NFA / mean map", overlap,
+          bad_more, more);
+    if (overlap == 0) CHECK(more == 0 || g.x0[g.nx - 1] + 64 == 160, "no overlap but the last shifted tile");
+    for (int l = 0; l < L; l++) uf_free(z[l]);
+    free(x), free(tmap), free(tnfa);
+    uf_tile_grid_free(&g);
+    uf_batch_free(&b);
+    uf_image_free(cut);
+    uf_image_free(img);
+    uf_model_free(m);
+    (void)positive;
+}
+
+static void test_stitched_fields_equal_tiles(void) {
+    check_stitch(0);
+    check_stitch(16);
+}
+
+/* Writes images first..first+n-1 of stream `stream` (fabric of `seed`) at size x size into dir, with
+ * Gaussian noise of sd `noise` (0-255 scale) added when noise > 0. */
+static void write_normals(const char *dir, uint64_t seed, int stream, int first, int n, int size, double noise) {
+    CHECK(uf_make_dirs(dir) == UF_OK, "%s", uf_last_error());
+    uf_rng r = uf_rng_seed(seed * 31 + (uint64_t)stream * 7 + (uint64_t)first);
+    for (int i = 0; i < n; i++) {
+        uf_image *img = NULL;
+        CHECK(uf_synth_render(seed, stream, first + i, UF_SYNTH_NONE, size, &img, NULL) == UF_OK, "%s", uf_last_error());
+        if (!img) return;
+        if (noise > 0)
+            for (size_t p = 0; p < (size_t)size * size * 3; p++) {
+                double u1 = uf_rng_uniform(&r) + 1e-12, u2 = uf_rng_uniform(&r);
+                double v = img->pixels[p] + noise * sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2);
+                img->pixels[p] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : lround(v));
+            }
+        char path[700];
+        snprintf(path, sizeof path, "%s/%03d.png", dir, i);
+        CHECK(uf_image_write_png(path, img) == UF_OK, "%s", uf_last_error());
+        uf_image_free(img);
+    }
+}
+
+/* Share of the images in dir with a detection (NFA < 1) under model m. */
+static double share_flagged(uf_model *m, const char *dir, int n) {
+    char paths_buf[64][700];
+    const char *paths[64];
+    for (int i = 0; i < n; i++) {
+        snprintf(paths_buf[i], sizeof paths_buf[i], "%s/%03d.png", dir, i);
+        paths[i] = paths_buf[i];
+    }
+    uf_batch b;
+    CHECK(uf_batch_init(&b, m, n, m->cfg.input.width, m->cfg.input.height) == UF_OK, "%s", uf_last_error());
+    uf_batch_load(&b, m, paths, n);
+    CHECK(uf_batch_run(&b, m, NULL, NULL) == UF_OK && uf_batch_first_error(&b) < 0, "%s", uf_last_error());
+    const size_t per = (size_t)b.out_w * b.out_h;
+    int flagged = 0;
+    for (int i = 0; i < n; i++) {
+        int det = 0;
+        for (size_t p = 0; p < per && !det; p++) det = b.nfa[(size_t)i * per + p] > 0;
+        flagged += det;
+    }
+    uf_batch_free(&b);
+    return (double)flagged / n;
+}
+
+/* Validation normals noisier than the training ones (a camera that changed, a new batch of
+ * parts): the spec's test fires on such normal images; the calibrated one at most 5%. */
+static void test_calibration_on_noisier_normals(void) {
+    char data[600], val[600], test_good[600], model[600];
+    snprintf(data, sizeof data, "%s/cal/train/good", uf_test_tmpdir());
+    snprintf(val, sizeof val, "%s/cal_val", uf_test_tmpdir());
+    snprintf(test_good, sizeof test_good, "%s/cal_test", uf_test_tmpdir());
+    snprintf(model, sizeof model, "%s/cal.safetensors", uf_test_tmpdir());
+    write_normals(data, 11, UF_SYNTH_STREAM_TRAIN, 0, 24, 64, 0.0);
+    /* validation and test normals: the same law (noisy), different images */
+    write_normals(val, 11, UF_SYNTH_STREAM_TEST_GOOD, 0, 50, 64, 10.0); /* >= 45: the 90% bound holds */
+    write_normals(test_good, 11, UF_SYNTH_STREAM_TEST_GOOD, 50, 40, 64, 10.0);
+    snprintf(data, sizeof data, "%s/cal", uf_test_tmpdir());
+    uf_train_options o = uf_train_default_options();
+    o.data_dir = data;
+    o.val_dir = val;
+    o.weights = WEIGHTS;
+    o.out_path = model;
+    o.input = (uf_input_geometry){64, 64, UF_FIT_STRETCH};
+    o.n_steps = 2;
+    o.epochs = 12;
+    o.batch = 8;
+    o.lr = 2e-3;
+    o.seed = 2;
+    o.early_stop = 0;
+    o.checkpoint_every = 0;
+    o.verbose = 0;
+    uf_train_report tr;
+    CHECK(uf_train(&o, &tr) == UF_OK, "%s", uf_last_error());
+    CHECK(tr.calib.n_images == 50, "calibrated on the 50 validation images (%d)", tr.calib.n_images);
+    uf_model *m = uf_model_load(model, WEIGHTS, NULL, NULL);
+    CHECK(m != NULL, "%s", uf_last_error());
+    if (!m) return;
+    CHECK(m->cfg.calib.n_images == 50 && m->cfg.calib.rate == UF_CALIB_RATE, "the model file records it");
+    for (int l = 0; l < m->cfg.flow.n_scales; l++)
+        CHECK(m->cfg.calib.z2[l] > 1.0, "scale %d: the noisy normals' variance %g is above 1", l, m->cfg.calib.z2[l]);
+    const double calibrated = share_flagged(m, test_good, 40);
+    uf_calibration k = m->cfg.calib;
+    m->cfg.calib.n_images = 0; /* the spec's test on the same model */
+    const double spec = share_flagged(m, test_good, 40);
+    m->cfg.calib = k;
+    printf("  noisy normal test images with a detection: spec's NFA %.1f%%, calibrated %.1f%% (validation: %.1f%% "
+           "-> %.1f%%; variance %.3f %.3f %.3f, offset %.2f)\n",
+           100 * spec, 100 * calibrated, 100 * k.flagged_spec, 100 * k.flagged, k.z2[0], k.z2[1], k.z2[2],
+           k.log10_offset);
+    CHECK(calibrated <= 0.05, "calibrated: %.1f%% of normal test images flagged (<= 5%%)", 100 * calibrated);
+    CHECK(spec > calibrated && spec > 0.05, "the spec's test flags more: %.1f%%", 100 * spec);
+    uf_model_free(m);
+}
+
+int main(void) {
+    UF_TEST(test_tile_plan);
+    UF_TEST(test_calibration_offset);
+    UF_TEST(test_standard_null_is_the_spec);
+    UF_TEST(test_stitched_fields_equal_tiles);
+    UF_TEST(test_calibration_on_noisier_normals);
+    return uf_test_summary();
+}
