@@ -120,6 +120,7 @@ int cmd_inspect(int argc, char **argv) {
                           : " (the automatic NFA threshold is not trustworthy)");
     }
     const char *tile = uf_st_metadata_get(st, "uflow.tile");
+    if (uf_st_metadata_get(st, "uflow.format")) { /* a uflow model: its tiling and NFA test */
     printf("tiling: %s", tile ? tile : "off (images resized to the model input)");
     if (tile)
         printf(" (overlap %s, working shorter side <= %s)", uf_st_metadata_get(st, "uflow.tile_overlap"),
@@ -136,6 +137,7 @@ int cmd_inspect(int argc, char **argv) {
                cr ? 100 * atof(cr) : NAN);
     } else {
         printf("NFA null hypothesis: the spec's (N(0, 1) latents; not calibrated)\n");
+    }
     }
     uf_st_close(st);
     if (fflush(stdout) != 0) return cli_fail("inspect", "cannot write to standard output");
