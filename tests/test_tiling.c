@@ -27,6 +27,7 @@
 #include "model/calibration.h"
 #include "model/model.h"
 #include "model/train.h"
+#include "eval/metrics.h"
 
 #define WEIGHTS "models/resnet18-in1k-l3-bnfolded.safetensors"
 
@@ -328,11 +329,123 @@ static void test_calibration_on_noisier_normals(void) {
     uf_model_free(m);
 }
 
+/* A 4 x 4 px dark pit on 256 x 256 fabric, for a 64 x 64 model: resized, the pit is about one
+ * input pixel, a fraction of a cell of the finest latent grid; tiled at the image's own
+ * resolution it keeps its 16 pixels. Both models are trained on the same 16 normal images. */
+#define PIT 4
+static void write_pitted(const char *dir, int first, int n, int pitted, int *px, int *py) {
+    CHECK(uf_make_dirs(dir) == UF_OK, "%s", uf_last_error());
+    uf_rng r = uf_rng_seed(99 + (uint64_t)first);
+    for (int i = 0; i < n; i++) {
+        uf_image *img = NULL;
+        CHECK(uf_synth_render(13, UF_SYNTH_STREAM_TEST_GOOD, first + i, UF_SYNTH_NONE, 256, &img, NULL) == UF_OK, "%s",
+              uf_last_error());
+        if (!img) return;
+        if (pitted) {
+            px[i] = 20 + (int)uf_rng_below(&r, 256 - 40), py[i] = 20 + (int)uf_rng_below(&r, 256 - 40);
+            for (int y = py[i]; y < py[i] + PIT; y++)
+                for (int x = px[i]; x < px[i] + PIT; x++) memset(img->pixels + ((size_t)y * 256 + x) * 3, 12, 3);
+        }
+        char path[700];
+        snprintf(path, sizeof path, "%s/%03d.png", dir, i);
+        CHECK(uf_image_write_png(path, img) == UF_OK, "%s", uf_last_error());
+        uf_image_free(img);
+    }
+}
+
+/* Image scores, whether the map's maximum lies on the pit (within 4 px), and whether a
+ * detection (NFA < 1) touches it, for n images of dir under model m, at the image's size. */
+static void score_images(uf_model *m, const char *dir, int n, const int *px, const int *py, float *score, int *on_pit,
+                         int *detected_on_pit) {
+    for (int i = 0; i < n; i++) {
+        char path[700];
+        snprintf(path, sizeof path, "%s/%03d.png", dir, i);
+        const char *paths[1] = {path};
+        uf_batch b;
+        CHECK(uf_batch_init(&b, m, 4, 256, 256) == UF_OK, "%s", uf_last_error());
+        uf_batch_load(&b, m, paths, 1);
+        CHECK(uf_batch_run(&b, m, NULL, NULL) == UF_OK && !b.error[0][0], "%s %s", uf_last_error(), b.error[0]);
+        const float *amap = b.tiled ? b.tiled_amap[0] : b.amap, *nfa = b.tiled ? b.tiled_nfa[0] : b.nfa;
+        int arg = 0, det = 0;
+        for (int p = 0; p < 256 * 256; p++) {
+            if (amap[p] > amap[arg]) arg = p;
+            if (px && nfa[p] > 0) {
+                const int x = p % 256, y = p / 256;
+                det |= x >= px[i] - 4 && x < px[i] + PIT + 4 && y >= py[i] - 4 && y < py[i] + PIT + 4;
+            }
+        }
+        score[i] = b.score[0];
+        if (px) {
+            const int x = arg % 256, y = arg / 256;
+            on_pit[i] = x >= px[i] - 4 && x < px[i] + PIT + 4 && y >= py[i] - 4 && y < py[i] + PIT + 4;
+            detected_on_pit[i] = det;
+        }
+        uf_batch_free(&b);
+    }
+}
+
+static void test_small_defect_needs_tiling(void) {
+    char data[600], good[600], pits[600], tiled[600], resized[600];
+    snprintf(data, sizeof data, "%s/pits/train/good", uf_test_tmpdir());
+    snprintf(good, sizeof good, "%s/pits_good", uf_test_tmpdir());
+    snprintf(pits, sizeof pits, "%s/pits_bad", uf_test_tmpdir());
+    snprintf(tiled, sizeof tiled, "%s/tiled.safetensors", uf_test_tmpdir());
+    snprintf(resized, sizeof resized, "%s/resized.safetensors", uf_test_tmpdir());
+    int px[8], py[8];
+    write_pitted(data, 0, 16, 0, NULL, NULL);
+    write_pitted(good, 100, 8, 0, NULL, NULL);
+    write_pitted(pits, 200, 8, 1, px, py);
+    snprintf(data, sizeof data, "%s/pits", uf_test_tmpdir());
+    const char *models[2] = {tiled, resized};
+    double auroc[2];
+    int hits[2] = {0, 0}, found[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        uf_train_options o = uf_train_default_options();
+        o.data_dir = data;
+        o.weights = WEIGHTS;
+        o.out_path = models[k];
+        o.input = (uf_input_geometry){64, 64, UF_FIT_STRETCH};
+        o.tile = k == 0; /* the same model input; tiles at the image's own resolution, or the image resized */
+        o.tile_max_short = -1;
+        o.n_steps = 2;
+        o.epochs = k == 0 ? 4 : 40; /* the same number of optimizer steps: 25 tiles per image */
+        o.batch = 16;
+        o.lr = 2e-3;
+        o.seed = 4;
+        o.val_split = 0;
+        o.checkpoint_every = 0;
+        o.verbose = 0;
+        uf_train_report tr;
+        CHECK(uf_train(&o, &tr) == UF_OK, "%s", uf_last_error());
+        uf_model *m = uf_model_load(models[k], WEIGHTS, NULL, NULL);
+        CHECK(m != NULL && m->cfg.tiling.enabled == (k == 0), "%s", uf_last_error());
+        if (!m) return;
+        float s[16];
+        int on[8], det[8];
+        score_images(m, good, 8, NULL, NULL, s, NULL, NULL);
+        score_images(m, pits, 8, px, py, s + 8, on, det);
+        uint8_t label[16];
+        for (int i = 0; i < 16; i++) label[i] = i >= 8;
+        auroc[k] = uf_auroc(s, label, 16);
+        for (int i = 0; i < 8; i++) hits[k] += on[i], found[k] += det[i];
+        uf_model_free(m);
+    }
+    printf("  4x4 px pits in 256x256 images, 64x64 model: tiled: image AUROC %.3f, map maximum on the pit %d/8, "
+           "detection on the pit %d/8; resized: %.3f, %d/8, %d/8\n",
+           auroc[0], hits[0], found[0], auroc[1], hits[1], found[1]);
+    CHECK(auroc[0] >= 0.9 && found[0] >= 6, "tiled: the pits are found (AUROC %.3f, detected on %d/8)", auroc[0],
+          found[0]);
+    CHECK(auroc[1] < 0.8 && found[1] <= 2 && hits[1] <= 2,
+          "resized: the pits are missed (AUROC %.3f, detected on %d/8, map maximum on %d/8)", auroc[1], found[1],
+          hits[1]);
+}
+
 int main(void) {
     UF_TEST(test_tile_plan);
     UF_TEST(test_calibration_offset);
     UF_TEST(test_standard_null_is_the_spec);
     UF_TEST(test_stitched_fields_equal_tiles);
     UF_TEST(test_calibration_on_noisier_normals);
+    UF_TEST(test_small_defect_needs_tiling);
     return uf_test_summary();
 }

@@ -382,7 +382,7 @@ static int choose_tiling(const uf_train_options *o, const uf_dataset *ds, int n,
         }
     }
     if (t.enabled && o->tile_overlap >= 0) t.overlap = o->tile_overlap;
-    if (t.enabled && o->tile_max_short > 0) t.max_short = o->tile_max_short;
+    if (t.enabled && o->tile_max_short != 0) t.max_short = o->tile_max_short > 0 ? o->tile_max_short : 0;
     if (t.enabled && t.overlap >= gshort)
         return uf_error("--tile-overlap %d: must be below the tile's shorter side %d", t.overlap, gshort);
     if (t.enabled && m->cfg.input.fit != UF_FIT_STRETCH)

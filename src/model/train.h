@@ -72,7 +72,8 @@ typedef struct uf_train_options {
                               uf_tiling_choose) and the input size is the default one (an explicit
                               input size is a choice of resolution: resized); 0: never; 1: always */
     int tile_overlap;      /* -1: the default (tile's shorter side / 8) */
-    int tile_max_short;    /* 0: the default (2 x the tile's shorter side); the working resolution's cap */
+    int tile_max_short;    /* the working resolution's cap on the shorter side: 0 the default (2 x the
+                              tile's shorter side), -1 none (the image's own resolution) */
     double calib_rate;     /* model/calibration.h: share of normal images allowed a detection, 0.05 (0: the
                               spec's uncalibrated test) */
     int resume;            /* continue from out_path */
