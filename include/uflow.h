@@ -94,6 +94,10 @@ typedef struct uflow_train_options {
                               validation loss stalls for `patience` epochs; the model file keeps the best epoch
                               and <model>.checkpoint.safetensors the last state (README: Early stopping) */
     int patience;          /* 10 */
+    int tile;              /* -1 (default): cut large training images into input-sized tiles when the input
+                              size is the default (README: Large images are tiled); 0: never; 1: always */
+    double calib_rate;     /* 0.05: the NFA is calibrated on the held-out normal images so that at most this
+                              share of such images gets a detection (90% confidence); 0: the spec's test */
     uflow_epoch_fn on_epoch; /* NULL: none */
     void *user;            /* passed to on_epoch */
 } uflow_train_options;

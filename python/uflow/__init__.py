@@ -67,7 +67,7 @@ class _TrainOptions(Structure):
                 ("epochs", c_int), ("batch", c_int), ("lr", c_double), ("weight_decay", c_double),
                 ("seed", c_ulonglong), ("max_images", c_int), ("skip_bad_images", c_int), ("resume", c_int),
                 ("val_split", c_double), ("val_dir", c_char_p), ("early_stop", c_int), ("patience", c_int),
-                ("on_epoch", _EPOCH_FN), ("user", c_void_p)]
+                ("tile", c_int), ("calib_rate", c_double), ("on_epoch", _EPOCH_FN), ("user", c_void_p)]
 
 
 class _TrainSummary(Structure):
@@ -329,7 +329,7 @@ class Model:
 
 _TRAIN_KEYS = {"backbone", "weights", "width", "height", "keep_aspect", "flow_steps", "epochs", "batch", "lr",
                "weight_decay", "seed", "max_images", "skip_bad_images", "resume", "val_split", "val_dir",
-               "early_stop", "patience"}
+               "early_stop", "patience", "tile", "calib_rate"}
 
 
 def train(data_dir, out, progress=None, size=None, **options):
@@ -340,7 +340,7 @@ def train(data_dir, out, progress=None, size=None, **options):
     raised by progress stops training too and is raised again here. size: N or (width, height).
     Other options (uflow.h's uflow_train_options): backbone, weights, keep_aspect, flow_steps,
     epochs, batch, lr, weight_decay, seed, max_images, skip_bad_images, resume, val_split, val_dir,
-    early_stop, patience.
+    early_stop, patience, tile (-1 auto, 0 off, 1 on), calib_rate (0.05; 0: uncalibrated NFA).
     Returns a dict: images, epochs_done, skipped, val_images, best_epoch, stopped_early, val_z2,
     first_loss, last_loss, seconds."""
     unknown = set(options) - _TRAIN_KEYS

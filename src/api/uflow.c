@@ -70,6 +70,8 @@ uflow_train_options uflow_train_default_options(void) {
     o.val_split = d.val_split;
     o.early_stop = d.early_stop;
     o.patience = d.patience;
+    o.tile = d.tile;
+    o.calib_rate = d.calib_rate;
     return o;
 }
 
@@ -112,6 +114,10 @@ int uflow_train(const uflow_train_options *o, uflow_train_summary *summary) {
     t.resume = o->resume;
     t.val_split = o->val_split, t.val_dir = o->val_dir, t.early_stop = o->early_stop, t.patience = o->patience;
     if (t.patience < 1) return uf_error("uflow_train: patience %d (>= 1)", t.patience);
+    if (o->tile < -1 || o->tile > 1) return uf_error("uflow_train: tile %d (-1 auto, 0 off, 1 on)", o->tile);
+    if (!(o->calib_rate >= 0 && o->calib_rate < 1))
+        return uf_error("uflow_train: calib_rate %g (a share in [0, 1))", o->calib_rate);
+    t.tile = o->tile, t.calib_rate = o->calib_rate;
     epoch_adapter a = {o->on_epoch, o->user};
     if (o->on_epoch) t.on_epoch = on_epoch, t.on_epoch_user = &a;
     uf_train_report rep;
