@@ -29,7 +29,8 @@ int cmd_predict(int argc, char **argv) {
         {"backbone", OPT_STRING, &backbone, 0, 0, "the model's backbone (resnet18 | wide_resnet50_2 | mcait), checked"},
         {"map-format", OPT_STRING, &format, 0, 0, "png16 | safetensors"},
         {"output-size", OPT_STRING, &out_size, 0, 0,
-         "input (maps, masks and overlays at each image's own size) | model (at the model's input size)"},
+         "input (maps, masks and overlays at each image's own size) | model (at the model's input size; a tiled "
+         "model always writes at the image's size)"},
         {"labels", OPT_STRING, &labels, 0, 0,
          "good=DIR,defect=DIR[,...]: folders of known label, predicted too; prints image AUROC, F1 and the "
          "confusion at NFA = 1"},
