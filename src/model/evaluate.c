@@ -283,9 +283,22 @@ int uf_evaluate_write_json(const uf_model *m, const uf_evaluate_options *o, cons
     cJSON_AddStringToObject(root, "input_fit", uf_fit_mode_name(m->cfg.input.fit));
     int ew, eh;
     uf_evaluate_grid(m, o->eval_size, &ew, &eh);
-    cJSON_AddNumberToObject(root, "eval_size", o->eval_size);
-    cJSON_AddNumberToObject(root, "eval_width", ew);
-    cJSON_AddNumberToObject(root, "eval_height", eh);
+    cJSON_AddBoolToObject(root, "tiled", m->cfg.tiling.enabled);
+    if (m->cfg.tiling.enabled) { /* scored at each image's own size */
+        cJSON_AddStringToObject(root, "eval_grid", "image");
+    } else {
+        cJSON_AddNumberToObject(root, "eval_size", o->eval_size);
+        cJSON_AddNumberToObject(root, "eval_width", ew);
+        cJSON_AddNumberToObject(root, "eval_height", eh);
+    }
+    cJSON *cal = cJSON_AddObjectToObject(root, "nfa_calibration");
+    cJSON_AddNumberToObject(cal, "images", m->cfg.calib.n_images);
+    if (m->cfg.calib.n_images) {
+        cJSON_AddNumberToObject(cal, "log10_offset", m->cfg.calib.log10_offset);
+        cJSON_AddNumberToObject(cal, "rate", m->cfg.calib.rate);
+        cJSON_AddNumberToObject(cal, "validation_flagged_spec", m->cfg.calib.flagged_spec);
+        cJSON_AddNumberToObject(cal, "validation_flagged", m->cfg.calib.flagged);
+    }
     cJSON_AddStringToObject(root, "nfa", o->nfa_block ? "block" : "tree");
     const uf_eval_result *r = &rep->metrics;
     cJSON *mt = cJSON_AddObjectToObject(root, "metrics");
@@ -317,8 +330,8 @@ int uf_evaluate_write_json(const uf_model *m, const uf_evaluate_options *o, cons
     cJSON_AddNumberToObject(cnt, "regions", r->n_regions);
     cJSON_AddNumberToObject(cnt, "good_images", rep->n_good);
     cJSON_AddNumberToObject(cnt, "good_images_with_detection", rep->n_good_with_detection);
-    cJSON *cal = cJSON_AddArrayToObject(root, "good_mean_z2_per_scale");
-    for (int l = 0; l < m->cfg.flow.n_scales; l++) cJSON_AddItemToArray(cal, cJSON_CreateNumber(rep->good_mean_z2[l]));
+    cJSON *z2 = cJSON_AddArrayToObject(root, "good_mean_z2_per_scale");
+    for (int l = 0; l < m->cfg.flow.n_scales; l++) cJSON_AddItemToArray(z2, cJSON_CreateNumber(rep->good_mean_z2[l]));
     cJSON *t = cJSON_AddObjectToObject(root, "seconds");
     cJSON_AddNumberToObject(t, "load", rep->t_load);
     cJSON_AddNumberToObject(t, "backbone_and_flow", rep->t_latents);
