@@ -178,10 +178,11 @@ int cmd_train(int argc, char **argv) {
                rep.calib.n_images, rep.calib.source, 100 * rep.calib.flagged_spec, 100 * rep.calib.flagged,
                100 * rep.calib.rate);
     }
-    printf("trained %d images, %d epochs done: loss %.2f -> %.2f; features %.1f s (%d from the cache), training "
+    if (rep.n_tiled_images) printf("tiled: %d tiles of %d training images\n", rep.n_images, rep.n_tiled_images);
+    printf("trained %d %s, %d epochs done: loss %.2f -> %.2f; features %.1f s (%d from the cache), training "
            "%.1f s (%.1f img/s, %.0f%% in GEMM); model written to %s\n",
-           rep.n_images, rep.epochs_done, rep.first_loss, rep.last_loss, rep.feature_seconds,
-           rep.features_from_cache, rep.train_seconds, rep.images_per_second,
+           rep.n_images, rep.n_tiled_images ? "tiles" : "images", rep.epochs_done, rep.first_loss, rep.last_loss,
+           rep.feature_seconds, rep.features_from_cache, rep.train_seconds, rep.images_per_second,
            rep.train_seconds > 0 ? 100.0 * rep.gemm_seconds / rep.train_seconds : 0.0, out);
     return 0;
 }

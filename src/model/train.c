@@ -811,6 +811,7 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     m->cfg.val_images = n_val_images;
     snprintf(m->cfg.val_inputs_sha256, sizeof m->cfg.val_inputs_sha256, "%s", val_sha);
     rep.n_images = n_train; /* entries: tiles when tiled */
+    rep.n_tiled_images = tiled ? cache.n_images - (val_dir ? 0 : n_val_images) : 0;
     rep.n_val = n_val_images;
     const int es = n_val > 0 && o->early_stop;
     if (!o->resume && !es && file_exists(ckpt_file)) {
@@ -857,10 +858,11 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
         goto done;
     }
     if (o->verbose)
-        uf_log(UF_LOG_INFO, "training %s@%dx%d%s flow (%zu trainable parameters, LayerNorm %s) on %d images: %d epochs, "
+        uf_log(UF_LOG_INFO, "training %s@%dx%d%s flow (%zu trainable parameters, LayerNorm %s) on %d %s: %d epochs, "
                             "batch %d, lr %g, seed %llu, %d threads",
                 m->cfg.backbone, m->cfg.input.width, m->cfg.input.height,
                 m->cfg.input.fit == UF_FIT_KEEP_ASPECT ? " keep-aspect" : "", m->flow->n_trainable, uf_ln_mode_name(m->cfg.flow.ln_mode), n_train,
+                tiled ? "tiles" : "images",
                 ts.epochs, B, ts.lr, (unsigned long long)ts.seed, uf_get_num_threads());
 
     /* The CSV log beside the model: one row per epoch, this run's appended to a resumed one's. */

@@ -90,7 +90,8 @@ typedef struct uf_train_options {
 uf_train_options uf_train_default_options(void);
 
 typedef struct uf_train_report {
-    int n_images, epochs_done;
+    int n_images, epochs_done;    /* n_images: training samples (tiles for a tiled model) */
+    int n_tiled_images;           /* a tiled model: the images the n_images tiles came from (0: not tiled) */
     int n_skipped;                /* unreadable images left out (skip_bad_images) */
     int features_from_cache;      /* images whose features came from the disk store */
     double first_loss, last_loss; /* mean loss per image of the first and last epoch run */
