@@ -151,7 +151,7 @@ static void test_early_stop_keeps_calibration(void) {
     const char *ia[] = {"inspect", off, NULL};
     CHECK(uf_test_run_uflow(ia, po, pe) == 0, "inspect");
     char *out = uf_test_read_text(po);
-    CHECK(out && strstr(out, "calibration: 6 held-out") && strstr(out, "outside the band"), "inspect: %s",
+    CHECK(out && strstr(out, "validation: 6 held-out") && strstr(out, "outside the band"), "inspect: %s",
           out ? "no calibration line" : "");
     free(out);
 }

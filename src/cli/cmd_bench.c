@@ -7,6 +7,8 @@
 #include "core/blas.h"
 #include "core/error.h"
 #include "cli/commands.h"
+#include "knn.h"
+#include "model/model.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -21,6 +23,8 @@ static void usage(FILE *f) {
             "            weights without --weights)\n"
             "  rows      the uflow side of make bench-compare: one \"row<TAB>value<TAB>unit\" line per\n"
             "            measurement (uflow bench rows --help)\n"
+            "  knn       --model M --data DIR: a nearest-neighbour score (PatchCore-style, no coreset) on\n"
+            "            the model's backbone features, with uflow test's metrics (uflow bench knn --help)\n"
             "options: --threads N (default: all cores)\n");
 }
 
@@ -71,6 +75,46 @@ int cmd_bench(int argc, char **argv) {
         return bench_rows(images, weights ? weights : uf_shipped_weights(), reps, mcait) == UF_OK
                    ? 0
                    : cli_fail("bench", NULL);
+    }
+    if (!strcmp(argv[1], "knn")) {
+        bench_knn_options o = bench_knn_default_options();
+        const char *model = NULL, *json = NULL;
+        int threads = 0;
+        const cli_opt opts[] = {
+            {"model", OPT_STRING, &model, 0, 0, "model file written by 'uflow train' (its backbone and input size)"},
+            {"data", OPT_STRING, &o.data_dir, 0, 0, "category folder: its train split is the bank, its test split scored"},
+            {"max-train-features", OPT_INT, &o.max_train_features, 1, 1e8,
+             "memory bank size: a seeded random subset of the training locations"},
+            {"eval-size", OPT_INT, &o.eval_size, 8, 4096, "size of the maps and masks the metrics use"},
+            {"json", OPT_STRING, &json, 0, 0, "also write the metrics to this JSON file"},
+            {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
+        };
+        char *pos[1];
+        int npos;
+        argv[1] = (char *)"bench knn";
+        int r = cli_parse(argc - 1, argv + 1,
+                          "--model MODEL --data DIR [--max-train-features N] [--eval-size N] [--json OUT.json]\n\n"
+                          "Nearest-neighbour anomaly scores on the same backbone features as the model's flow\n"
+                          "(scales 0 and 1, 3x3 mean; distance to the nearest training feature, PatchCore without\n"
+                          "the coreset), scored like uflow test: image AUROC, pixel AUROC, AUPRO.",
+                          opts, (int)(sizeof opts / sizeof *opts), pos, &npos, 0);
+        if (r != CLI_PARSED) return r == CLI_HELP ? 0 : 2;
+        if (!model || !o.data_dir) {
+            fprintf(stderr, "uflow bench knn: error: --model and --data are required (see 'uflow bench knn --help')\n");
+            return 2;
+        }
+        if (uf_blas_init() != UF_OK) return cli_fail("bench knn", NULL);
+        uf_set_num_threads(threads);
+        uf_model *m = cli_load_model("bench knn", model, NULL, NULL);
+        if (!m) return 1;
+        bench_knn_result res;
+        int rc = bench_knn(m, &o, &res);
+        uf_model_free(m);
+        if (rc != UF_OK) return cli_fail("bench knn", NULL);
+        printf("knn: image AUROC %.4f  pixel AUROC %.4f  AUPRO %.4f  (%d train features, %d test images, %.1f s)\n",
+               res.image_auroc, res.pixel_auroc, res.aupro, res.n_train_features, res.n_test_images, res.seconds);
+        if (json && bench_knn_write_json(&res, &o, json) != UF_OK) return cli_fail("bench knn", NULL);
+        return 0;
     }
     fprintf(stderr, "uflow bench: error: unknown benchmark '%s'\n", argv[1]);
     usage(stderr);

@@ -42,6 +42,34 @@ static const char *grouped(uint64_t v, char *buf, size_t cap) {
     return buf;
 }
 
+/* A uflow model's tiling and the null hypothesis of its NFA test (model/calibration.h). */
+static void put_tiling_and_test(const uf_safetensors *st) {
+    const char *tile = uf_st_metadata_get(st, "uflow.tile");
+    if (tile) {
+        const char *ov = uf_st_metadata_get(st, "uflow.tile_overlap"), *ms = uf_st_metadata_get(st, "uflow.tile_max_short");
+        printf("tiling: on, tiles of the input size overlapping by ");
+        put_escaped(ov ? ov : "?");
+        printf(" px, working shorter side <= ");
+        put_escaped(ms ? ms : "?");
+        printf(" (0: the image's own)\n");
+    } else {
+        printf("tiling: off (images resized to the model input)\n");
+    }
+    const char *cn = uf_st_metadata_get(st, "uflow.calib_images");
+    if (!cn) {
+        printf("NFA null hypothesis: the spec's (N(0, 1) latents; not calibrated)\n");
+        return;
+    }
+    const char *cz = uf_st_metadata_get(st, "uflow.calib_z2"), *co = uf_st_metadata_get(st, "uflow.calib_log10_offset");
+    const char *fs = uf_st_metadata_get(st, "uflow.calib_flagged_spec"), *fc = uf_st_metadata_get(st, "uflow.calib_flagged");
+    const char *cr = uf_st_metadata_get(st, "uflow.calib_rate");
+    printf("NFA null hypothesis: calibrated on %d normal images: latent variance per scale ", atoi(cn));
+    put_escaped(cz ? cz : "?");
+    printf(", log10 N_T + %.3f; images with a detection %.1f%% under the spec's test, %.1f%% calibrated "
+           "(target <= %.0f%%)\n",
+           co ? atof(co) : NAN, fs ? 100 * atof(fs) : NAN, fc ? 100 * atof(fc) : NAN, cr ? 100 * atof(cr) : NAN);
+}
+
 int cmd_inspect(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "-h")) {
@@ -114,31 +142,12 @@ int cmd_inspect(int argc, char **argv) {
             }
         }
         if (inside >= 0 && k > 0)
-            printf("calibration: %s held-out normal images, mean z^2 per scale %s: %s the band [%.2f, %.2f]%s\n", nv,
+            printf("validation: %s held-out normal images, mean z^2 per scale %s: %s the band [%.2f, %.2f]%s\n", nv,
                    z2, inside ? "inside" : "outside", UF_VAL_Z2_LOW, UF_VAL_Z2_HIGH,
                    inside ? " (the automatic NFA threshold can be trusted)"
                           : " (the automatic NFA threshold is not trustworthy)");
     }
-    const char *tile = uf_st_metadata_get(st, "uflow.tile");
-    if (uf_st_metadata_get(st, "uflow.format")) { /* a uflow model: its tiling and NFA test */
-    printf("tiling: %s", tile ? tile : "off (images resized to the model input)");
-    if (tile)
-        printf(" (overlap %s, working shorter side <= %s)", uf_st_metadata_get(st, "uflow.tile_overlap"),
-               uf_st_metadata_get(st, "uflow.tile_max_short"));
-    putchar('\n');
-    const char *cn = uf_st_metadata_get(st, "uflow.calib_images");
-    if (cn) {
-        const char *cz = uf_st_metadata_get(st, "uflow.calib_z2"), *co = uf_st_metadata_get(st, "uflow.calib_log10_offset");
-        const char *fs = uf_st_metadata_get(st, "uflow.calib_flagged_spec"), *fc = uf_st_metadata_get(st, "uflow.calib_flagged");
-        const char *cr = uf_st_metadata_get(st, "uflow.calib_rate");
-        printf("NFA null hypothesis: calibrated on %s normal images: latent variance per scale %s, log10 N_T + %.3f; "
-               "images with a detection %.1f%% under the spec's test, %.1f%% calibrated (target <= %.0f%%)\n",
-               cn, cz ? cz : "?", co ? atof(co) : NAN, fs ? 100 * atof(fs) : NAN, fc ? 100 * atof(fc) : NAN,
-               cr ? 100 * atof(cr) : NAN);
-    } else {
-        printf("NFA null hypothesis: the spec's (N(0, 1) latents; not calibrated)\n");
-    }
-    }
+    if (uf_st_metadata_get(st, "uflow.format")) put_tiling_and_test(st);
     uf_st_close(st);
     if (fflush(stdout) != 0) return cli_fail("inspect", "cannot write to standard output");
     return 0;
