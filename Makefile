@@ -6,6 +6,8 @@
 #   make SANITIZE=1   AddressSanitizer + UndefinedBehaviorSanitizer (separate build dir)
 #   make NATIVE=0     portable x86-64 build (no -march=native)
 #   make valgrind     memcheck on a short train + predict (build/valgrind, no AVX-512)
+#   make bench-quality [DATA="dir1 dir2"] [EPOCHS=10] [THREADS=N] [OUT=bench-quality-out]
+#                     train + test + kNN diagnostic per data set, one table (bench/quality/README.md)
 #   make deps         install the Debian packages uflow needs (as root)
 #   make fuzz         build the libFuzzer targets (clang, build/fuzz/) and run each for FUZZ_SECONDS
 #   make fuzz-build   only build them
@@ -58,7 +60,8 @@ SONAME   := libuflow.so.$(firstword $(subst ., ,$(VERSION)))
 SHLIB    := $(BUILD)/libuflow.so.$(VERSION)
 PREFIX   ?= /usr/local
 
-.PHONY: all test run-tests valgrind demo check-report deps clean fuzz fuzz-build fuzz-seeds bench-compare install
+.PHONY: all test run-tests valgrind demo check-report deps clean fuzz fuzz-build fuzz-seeds bench-compare bench-quality \
+        install
 all: $(PROG) $(LIB) $(BUILD)/libuflow.so
 .SECONDARY:
 
@@ -131,6 +134,19 @@ bench-compare: deps
 	@sh tools/install_deps.sh bench
 	@$(MAKE) --no-print-directory all
 	/usr/bin/python3 bench/compare/run.py
+
+# U-Flow's quality with the product defaults (epochs capped by EPOCHS, default 10) on each data set of
+# DATA (default: ../shared/data/mtd and bsd when present, and the demo set), with a kNN diagnostic row
+# (uflow bench knn); the table goes to OUT/quality.md (default OUT: bench-quality-out). bench/quality/README.md.
+BENCH_QUALITY_DEMO := $(BUILD)/bench/quality_demo_data
+
+$(BENCH_QUALITY_DEMO): $(BUILD)/obj/bench/quality/demo_data.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+bench-quality: deps
+	@$(MAKE) --no-print-directory all $(BENCH_QUALITY_DEMO)
+	UFLOW=$(PROG) DEMO_DATA=$(BENCH_QUALITY_DEMO) bash bench/quality/run.sh $(DATA)
 
 deps:
 	@sh tools/install_deps.sh
