@@ -333,6 +333,7 @@ static void test_calibration_on_noisier_normals(void) {
  * input pixel, a fraction of a cell of the finest latent grid; tiled at the image's own
  * resolution it keeps its 16 pixels. Both models are trained on the same 16 normal images. */
 #define PIT 4
+static int g_px[8], g_py[8]; /* the pits of pits_bad/, for the command-line test */
 static void write_pitted(const char *dir, int first, int n, int pitted, int *px, int *py) {
     CHECK(uf_make_dirs(dir) == UF_OK, "%s", uf_last_error());
     uf_rng r = uf_rng_seed(99 + (uint64_t)first);
@@ -395,6 +396,7 @@ static void test_small_defect_needs_tiling(void) {
     write_pitted(data, 0, 16, 0, NULL, NULL);
     write_pitted(good, 100, 8, 0, NULL, NULL);
     write_pitted(pits, 200, 8, 1, px, py);
+    memcpy(g_px, px, sizeof px), memcpy(g_py, py, sizeof py);
     snprintf(data, sizeof data, "%s/pits", uf_test_tmpdir());
     const char *models[2] = {tiled, resized};
     double auroc[2];
@@ -440,6 +442,73 @@ static void test_small_defect_needs_tiling(void) {
           hits[1]);
 }
 
+/* The command line: train --tile on, predict writes at the image's size, test scores at full
+ * resolution, inspect shows the tiling; a bad --tile is refused with one line. Runs after
+ * test_small_defect_needs_tiling (its pits data set). */
+static void test_cli_tiled(void) {
+    char data[600], model[600], pred[600], evald[600], out[600], err[600], img[600];
+    snprintf(data, sizeof data, "%s/pits", uf_test_tmpdir());
+    snprintf(model, sizeof model, "%s/cli_tiled.safetensors", uf_test_tmpdir());
+    snprintf(pred, sizeof pred, "%s/cli_pred", uf_test_tmpdir());
+    snprintf(evald, sizeof evald, "%s/cli_eval", uf_test_tmpdir());
+    snprintf(out, sizeof out, "%s/cli.out", uf_test_tmpdir());
+    snprintf(err, sizeof err, "%s/cli.err", uf_test_tmpdir());
+    snprintf(img, sizeof img, "%s/pits_bad/000.png", uf_test_tmpdir());
+    const char *bad[] = {"train", "--data", data, "-o", model, "--tile", "sometimes", NULL};
+    CHECK(uf_test_run_uflow(bad, out, err) == 1, "--tile sometimes is refused");
+    char *e = uf_test_read_text(err);
+    CHECK(e && strstr(e, "--tile must be auto, on or off") && uf_test_count_lines(e) == 1, "one line: %s", e ? e : "");
+    free(e);
+    const char *tr[] = {"train", "--data", data, "-o", model, "--tile", "on", "--size", "64", "--epochs", "1",
+                        "--steps", "1", "--weights", WEIGHTS, NULL};
+    CHECK(uf_test_run_uflow(tr, out, err) == 0, "train --tile on");
+    char *o = uf_test_read_text(out);
+    CHECK(o && strstr(o, "tiled: ") && strstr(o, " tiles of 14 training images"), "train output: %s", o ? o : "");
+    free(o);
+    const char *in[] = {"inspect", model, NULL};
+    CHECK(uf_test_run_uflow(in, out, err) == 0, "inspect");
+    o = uf_test_read_text(out);
+    CHECK(o && strstr(o, "tiling: on, tiles of the input size overlapping by 8 px"), "inspect: %s", o ? o : "");
+    free(o);
+    const char *pr[] = {"predict", "--model", model, "-o", pred, img, NULL};
+    CHECK(uf_test_run_uflow(pr, out, err) == 0, "predict");
+    const char *kinds[3] = {"map", "mask", "overlay"};
+    for (int k = 0; k < 3; k++) {
+        char path[700];
+        snprintf(path, sizeof path, "%s/000_%s.png", pred, kinds[k]);
+        uf_image *im = uf_image_load(path, 0);
+        CHECK(im && im->width == 256 && im->height == 256, "%s at the image's 256x256", kinds[k]);
+        uf_image_free(im);
+    }
+    /* a test split: the good and pitted images with their masks (MVTec layout) */
+    char dir[700], from[700], to[700];
+    const char *sub[3] = {"test/good", "test/pit", "ground_truth/pit"};
+    for (int k = 0; k < 3; k++) {
+        snprintf(dir, sizeof dir, "%s/%s", data, sub[k]);
+        CHECK(uf_make_dirs(dir) == UF_OK, "%s", uf_last_error());
+    }
+    for (int i = 0; i < 8; i++) {
+        snprintf(from, sizeof from, "%s/pits_good/%03d.png", uf_test_tmpdir(), i);
+        snprintf(to, sizeof to, "%s/test/good/%03d.png", data, i);
+        CHECK(uf_test_copy_file(from, to) == 0, "copy %s", from);
+        snprintf(from, sizeof from, "%s/pits_bad/%03d.png", uf_test_tmpdir(), i);
+        snprintf(to, sizeof to, "%s/test/pit/%03d.png", data, i);
+        CHECK(uf_test_copy_file(from, to) == 0, "copy %s", from);
+        uf_image *mask = uf_image_new(256, 256, 1);
+        for (int y = g_py[i]; y < g_py[i] + PIT; y++) memset(mask->pixels + (size_t)y * 256 + g_px[i], 255, PIT);
+        snprintf(to, sizeof to, "%s/ground_truth/pit/%03d_mask.png", data, i);
+        CHECK(uf_image_write_png(to, mask) == UF_OK, "%s", uf_last_error());
+        uf_image_free(mask);
+    }
+    const char *te[] = {"test", "--model", model, "--data", data, "-o", evald, NULL};
+    CHECK(uf_test_run_uflow(te, out, err) == 0, "test");
+    snprintf(to, sizeof to, "%s/metrics.json", evald);
+    char *js = uf_test_read_text(to);
+    CHECK(js && strstr(js, "\"tiled\":\ttrue") && strstr(js, "\"eval_grid\":\t\"image\""),
+          "metrics.json: tiled, scored at the image's size: %.300s", js ? js : "");
+    free(js);
+}
+
 int main(void) {
     UF_TEST(test_tile_plan);
     UF_TEST(test_calibration_offset);
@@ -447,5 +516,6 @@ int main(void) {
     UF_TEST(test_stitched_fields_equal_tiles);
     UF_TEST(test_calibration_on_noisier_normals);
     UF_TEST(test_small_defect_needs_tiling);
+    UF_TEST(test_cli_tiled);
     return uf_test_summary();
 }
