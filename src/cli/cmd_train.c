@@ -22,11 +22,12 @@
     "The NFA threshold is trustworthy while that z^2 is in [0.8, 1.25]. --early-stop on (default) ends\n"    \
     "training when it has been inside and then stays above 1.25 for 2 epochs, or when the validation loss\n" \
     "has not improved for --patience epochs (10); the model file keeps the best epoch.\n\n"                 \
-    "Tiling (--tile auto, the default): when the training images' median shorter side is at least 1.5x\n"  \
-    "the model input's, each image is looked at near its own resolution (shorter side at most 2x the\n"     \
-    "input's) and cut into input-sized tiles overlapping by 1/8 of a tile, instead of being resized to\n"  \
-    "the input: small defects keep their pixels. The tiles' maps are stitched over the whole image and\n"  \
-    "the NFA counts the tests of all of them. --tile on|off forces it; the model file records it.\n\n"     \
+    "Tiling (--tile auto, the default at the default input size): when the training images' median\n"     \
+    "shorter side is at least 1.5x the model input's, each image is looked at near its own resolution\n"   \
+    "(shorter side at most 2x the input's) and cut into input-sized tiles overlapping by 1/8 of a tile,\n" \
+    "instead of being resized: small defects keep their pixels. Each epoch takes one random tile of each\n"\
+    "image. The tiles' maps are stitched over the whole image and the NFA counts the tests of all of\n"    \
+    "them. --tile on|off forces it; the model file records it.\n\n"                                       \
     "Calibrated threshold: after training, the held-out normal images (or --val DIR, or the data set's\n"  \
     "own validation/good folder) set the NFA's null hypothesis: a per-scale latent variance and an\n"      \
     "offset on the number of tests such that at most --calib-rate (0.05) of such normal images get a\n"   \
@@ -178,7 +179,9 @@ int cmd_train(int argc, char **argv) {
                rep.calib.n_images, rep.calib.source, 100 * rep.calib.flagged_spec, 100 * rep.calib.flagged,
                100 * rep.calib.rate);
     }
-    if (rep.n_tiled_images) printf("tiled: %d tiles of %d training images\n", rep.n_images, rep.n_tiled_images);
+    if (rep.n_tiled_images)
+        printf("tiled: %d tiles of %d training images (each epoch, one tile of each image, drawn at random)\n",
+               rep.n_images, rep.n_tiled_images);
     printf("trained %d %s, %d epochs done: loss %.2f -> %.2f; features %.1f s (%d from the cache), training "
            "%.1f s (%.1f img/s, %.0f%% in GEMM); model written to %s\n",
            rep.n_images, rep.n_tiled_images ? "tiles" : "images", rep.epochs_done, rep.first_loss, rep.last_loss,

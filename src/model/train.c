@@ -633,6 +633,7 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     float *fb[UF_FLOW_MAX_SCALES] = {0}, *z[UF_FLOW_MAX_SCALES] = {0};
     double *logdet = NULL, *g_ld = NULL, *per_sample = NULL;
     int *order = NULL, *train_idx = NULL, *val_idx = NULL, *val_images = NULL, *batch_idx = NULL, rc = UF_ERR;
+    int *tile_first = NULL, *tile_count = NULL; /* a tiled model's training images: their tiles in train_idx */
     float *best_params = NULL; /* early stopping: the best epoch's parameters and configuration */
     uf_model_config best_cfg;
     memset(&best_cfg, 0, sizeof best_cfg);
@@ -878,14 +879,40 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
         if (append_text(&csv, &csv_len, ",seconds\n") != UF_OK) goto done;
     }
 
+    /* A tiled model's epoch is one pass over the training images, each giving one of its cached
+     * tiles drawn at random (seeded by the epoch): an epoch costs what it costs without tiling,
+     * and the tiles of an image take turns. tile_first / tile_count: each training image's
+     * entries in train_idx (consecutive: an image's tiles are cached one after the other). */
+    int n_steps_epoch = n_train;
+    if (tiled) {
+        tile_first = malloc(sizeof(int) * (size_t)(n_train > 0 ? n_train : 1));
+        tile_count = malloc(sizeof(int) * (size_t)(n_train > 0 ? n_train : 1));
+        if (!tile_first || !tile_count) {
+            uf_error("out of memory");
+            goto done;
+        }
+        n_steps_epoch = 0;
+        for (int k = 0; k < n_train; k++) {
+            if (k == 0 || cache.entry_image[train_idx[k]] != cache.entry_image[train_idx[k - 1]])
+                tile_first[n_steps_epoch] = k, tile_count[n_steps_epoch++] = 0;
+            tile_count[n_steps_epoch - 1]++;
+        }
+    }
     const int start = m->cfg.epochs_done;
     double t_train = uf_now(), gemm0 = uf_gemm_seconds(), gflop0 = uf_gemm_flops();
     int epochs_run = 0;
     for (int epoch = start; epoch < ts.epochs; epoch++) {
         double te = uf_now(), loss_sum = 0.0;
-        epoch_order(ts.seed, epoch, n_train, order);
-        for (int b0 = 0; b0 < n_train; b0 += B) {
-            int bs = n_train - b0 < B ? n_train - b0 : B;
+        epoch_order(ts.seed, epoch, n_steps_epoch, order);
+        if (tiled) { /* order[i]: image -> one of its tiles (an index into train_idx) */
+            uf_rng r = uf_rng_seed(ts.seed * 0xA0761D6478BD642FULL + (uint64_t)epoch + 0x74696C65ULL);
+            for (int i = 0; i < n_steps_epoch; i++) {
+                const int img = order[i];
+                order[i] = tile_first[img] + (int)uf_rng_below(&r, (uint64_t)tile_count[img]);
+            }
+        }
+        for (int b0 = 0; b0 < n_steps_epoch; b0 += B) {
+            int bs = n_steps_epoch - b0 < B ? n_steps_epoch - b0 : B;
             for (int i = 0; i < bs; i++) batch_idx[i] = train_idx[order[b0 + i]];
             gather_batch(&cache, batch_idx, bs, fb);
             if (uf_flow_forward(m->flow, bs, (const float *const *)fb, z, logdet, 1) != UF_OK) goto done;
@@ -899,13 +926,13 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
             if (uf_flow_backward(m->flow, bs, (const float *const *)z, g_ld, NULL) != UF_OK) goto done;
             uf_adam_step(&opt, m->flow->params, m->flow->grads);
         }
-        double mean_loss = loss_sum / n_train;
+        double mean_loss = loss_sum / n_steps_epoch;
         if (epochs_run == 0) rep.first_loss = mean_loss;
         rep.last_loss = mean_loss;
         epochs_run++;
         m->cfg.epochs_done = epoch + 1;
         double dt = uf_now() - te;
-        uf_epoch_progress p = {epoch + 1, ts.epochs, mean_loss, n_train / dt, 0.0, n_val, NAN, {0}};
+        uf_epoch_progress p = {epoch + 1, ts.epochs, mean_loss, n_steps_epoch / dt, 0.0, n_val, NAN, {0}};
         for (int l = 0; l < UF_FLOW_MAX_SCALES; l++) p.val_z2[l] = NAN;
         char val_text[160] = "";
         if (n_val) {
@@ -926,7 +953,7 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
             char eta[32];
             format_duration(p.eta_seconds, eta, sizeof eta);
             uf_log(UF_LOG_INFO, "epoch %4d/%d  loss %14.2f%s  %6.1f img/s  ETA %s", epoch + 1, ts.epochs, mean_loss,
-                   val_text, n_train / dt, eta);
+                   val_text, n_steps_epoch / dt, eta);
         }
         if (append_text(&csv, &csv_len, "%d,%.17g,%.17g", epoch + 1, mean_loss, p.val_nll) != UF_OK) goto done;
         for (int l = 0; l < L; l++)
@@ -979,7 +1006,7 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
     rep.best_epoch = es ? m->cfg.best_epoch : m->cfg.epochs_done;
     rep.stopped_early = m->cfg.stopped_early;
     snprintf(rep.stop_reason, sizeof rep.stop_reason, "%s", m->cfg.stop_reason);
-    rep.images_per_second = rep.train_seconds > 0 ? (double)n_train * epochs_run / rep.train_seconds : 0.0;
+    rep.images_per_second = rep.train_seconds > 0 ? (double)n_steps_epoch * epochs_run / rep.train_seconds : 0.0;
     if (n_val_images > 0 && o->calib_rate > 0) {
         const char **paths = malloc(sizeof(char *) * (size_t)n_val_images);
         if (!paths) {
@@ -997,7 +1024,7 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
 done:
     for (int l = 0; l < UF_FLOW_MAX_SCALES; l++) uf_free(fb[l]), uf_free(z[l]);
     free(logdet), free(g_ld), free(per_sample), free(batch_idx), free(order), free(train_idx), free(val_idx), free(csv);
-    free(val_images);
+    free(val_images), free(tile_first), free(tile_count);
     free(best_params);
     uf_model_free(best_file);
     cache_free(&cache);
