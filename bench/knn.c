@@ -348,36 +348,6 @@ static int test_inputs(knn_ctx *k, void *user, const knn_image *im, int tile0, i
  * uflow test has it: the mask (0/255) fitted to the model input like the image (tiled models:
  * kept at the image's size), bilinear to the grid, > 0.5. A shim of evaluate.c's static gt_for
  * and tiled_gt. */
-static int knn_gt(const uf_model *m, const uf_sample *s, int w, int h, int ew, int eh, uint8_t *gt) {
-    const size_t ne = (size_t)ew * eh;
-    if (!s->mask_path) {
-        memset(gt, 0, ne);
-        return UF_OK;
-    }
-    uf_image *mask = uf_mask_load(s->mask_path, s->image_path, w, h);
-    if (!mask) return UF_ERR;
-    uf_image *r = m->cfg.tiling.enabled ? mask : uf_image_fit(mask, &m->cfg.input);
-    if (r != mask) uf_image_free(mask);
-    if (!r) return UF_ERR;
-    const size_t ni = (size_t)r->width * r->height;
-    int rc = UF_OK;
-    if (r->width == ew && r->height == eh) {
-        for (size_t i = 0; i < ne; i++) gt[i] = r->pixels[i] / 255.0f > 0.5f;
-    } else {
-        float *src = malloc((ni + ne) * sizeof(float)), *dst = src + ni;
-        if (src) {
-            for (size_t i = 0; i < ni; i++) src[i] = r->pixels[i] / 255.0f;
-            uf_interp_bilinear(src, 1, r->height, r->width, dst, eh, ew);
-            for (size_t i = 0; i < ne; i++) gt[i] = dst[i] > 0.5f;
-        } else {
-            rc = uf_error("out of memory");
-        }
-        free(src);
-    }
-    uf_image_free(r);
-    return rc;
-}
-
 static int test_done(knn_ctx *k, void *user, const knn_image *im) {
     knn_test *t = user;
     int ew = t->ew, eh = t->eh;
@@ -406,7 +376,7 @@ static int test_done(knn_ctx *k, void *user, const knn_image *im) {
         t->n_skipped++;
         return UF_OK;
     }
-    if (knn_gt(k->m, im->s, im->w, im->h, ew, eh, t->gt) != UF_OK) return UF_ERR;
+    if (uf_evaluate_gt(k->m, im->s, im->w, im->h, ew, eh, t->gt) != UF_OK) return UF_ERR;
     if (uf_eval_add(t->ev, eh, ew, t->amap, NULL, t->gt, im->s->label, NAN) != UF_OK)
         return uf_error_prefix("%s", im->s->image_path);
     t->n_masked_anomalous += im->s->label != 0;

@@ -25,47 +25,34 @@ void uf_evaluate_grid(const uf_model *m, int eval_size, int *ew, int *eh) {
     *eh = H >= W ? eval_size : (int)(shorter > 0 ? shorter : 1);
 }
 
-/* Ground truth on the ew x eh grid, as the official pipeline: mask (0/255) -> the
- * image's own fit to the W x H model input (Pillow bilinear, uint8; keep-aspect:
- * resize + the same centre crop) -> bilinear (align_corners False) to the grid ->
- * > 0.5. gt (eh, ew) receives 0/1; tmp holds W * H + ew * eh floats. */
-static int gt_for(const uf_sample *s, int orig_w, int orig_h, const uf_input_geometry *g, int ew, int eh, uint8_t *gt,
-                  float *tmp) {
-    const size_t ne = (size_t)ew * eh, ni = (size_t)g->width * g->height;
+int uf_evaluate_gt(const uf_model *m, const uf_sample *s, int orig_w, int orig_h, int ew, int eh, uint8_t *gt) {
+    const size_t ne = (size_t)ew * eh;
     if (!s->mask_path) {
         memset(gt, 0, ne);
         return UF_OK;
     }
     uf_image *mask = uf_mask_load(s->mask_path, s->image_path, orig_w, orig_h);
     if (!mask) return UF_ERR;
-    uf_image *r = uf_image_fit(mask, g);
-    uf_image_free(mask);
+    uf_image *r = m->cfg.tiling.enabled ? mask : uf_image_fit(mask, &m->cfg.input);
+    if (r != mask) uf_image_free(mask);
     if (!r) return UF_ERR;
-    if (g->width == ew && g->height == eh) {
+    int rc = UF_OK;
+    if (r->width == ew && r->height == eh) {
         for (size_t i = 0; i < ne; i++) gt[i] = r->pixels[i] / 255.0f > 0.5f;
     } else {
-        float *src = tmp, *dst = tmp + ni;
-        for (size_t i = 0; i < ni; i++) src[i] = r->pixels[i] / 255.0f;
-        uf_interp_bilinear(src, 1, g->height, g->width, dst, eh, ew);
-        for (size_t i = 0; i < ne; i++) gt[i] = dst[i] > 0.5f;
+        const size_t ni = (size_t)r->width * r->height;
+        float *src = uf_alloc((ni + ne) * sizeof(float)), *dst = src ? src + ni : NULL;
+        if (src) {
+            for (size_t i = 0; i < ni; i++) src[i] = r->pixels[i] / 255.0f;
+            uf_interp_bilinear(src, 1, r->height, r->width, dst, eh, ew);
+            for (size_t i = 0; i < ne; i++) gt[i] = dst[i] > 0.5f;
+        } else {
+            rc = uf_error("out of memory");
+        }
+        uf_free(src);
     }
     uf_image_free(r);
-    return UF_OK;
-}
-
-/* Ground truth of a tiled model's image at its own w x h: the mask > 0.5 (*gt grown as needed). */
-static int tiled_gt(const uf_sample *s, int w, int h, uint8_t **gt, size_t *cap) {
-    const size_t n = (size_t)w * h;
-    if (n > *cap) {
-        uint8_t *g = realloc(*gt, n);
-        if (!g) return uf_error("out of memory");
-        *gt = g, *cap = n;
-    }
-    uf_image *mask = uf_mask_load(s->mask_path, s->image_path, w, h);
-    if (!mask) return UF_ERR;
-    for (size_t i = 0; i < n; i++) (*gt)[i] = mask->pixels[i] / 255.0f > 0.5f;
-    uf_image_free(mask);
-    return UF_OK;
+    return rc;
 }
 
 /* *thr = the largest score of the data set's training images (train/good), with the batch
@@ -115,7 +102,6 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
     uf_batch b;
     uf_eval *ev = NULL;
     uint8_t *gt = NULL;
-    float *tmp = NULL;
     const char **paths = NULL;
     int *idx = NULL, rc = UF_ERR, n_masked_anomalous = 0;
     size_t gt_cap = per;
@@ -131,10 +117,9 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
     b.nfa_block = o->nfa_block;
     ev = uf_eval_new();
     gt = malloc(per);
-    tmp = uf_alloc(((size_t)m->cfg.input.width * m->cfg.input.height + per) * sizeof(float));
     paths = malloc(sizeof(char *) * B);
     idx = malloc(sizeof(int) * B);
-    if (!ev || !gt || !tmp || !paths || !idx) {
+    if (!ev || !gt || !paths || !idx) {
         uf_error("out of memory");
         goto out;
     }
@@ -191,11 +176,15 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
                 goto out;
             }
             if (uf_sample_has_pixel_gt(s)) {
-                if (b.tiled) {
-                    if (tiled_gt(s, ew, eh, &gt, &gt_cap) != UF_OK) goto out;
-                } else if (gt_for(s, b.orig_w[i], b.orig_h[i], &m->cfg.input, EW, EH, gt, tmp) != UF_OK) {
-                    goto out;
+                if ((size_t)ew * eh > gt_cap) { /* a tiled model's image at its own size */
+                    uint8_t *g = realloc(gt, (size_t)ew * eh);
+                    if (!g) {
+                        uf_error("out of memory");
+                        goto out;
+                    }
+                    gt = g, gt_cap = (size_t)ew * eh;
                 }
+                if (uf_evaluate_gt(m, s, b.orig_w[i], b.orig_h[i], ew, eh, gt) != UF_OK) goto out;
                 if (uf_eval_add(ev, eh, ew, amap, nfa, gt, s->label, NAN) != UF_OK) {
                     uf_error_prefix("%s", s->image_path);
                     goto out;
@@ -245,7 +234,6 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
 out:
     free(img_score), free(img_label), free(img_detected);
     free(paths), free(idx), free(gt);
-    uf_free(tmp);
     uf_eval_free(ev);
     uf_batch_free(&b);
 out_ds:

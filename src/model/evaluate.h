@@ -59,6 +59,14 @@ void uf_evaluate_report_free(uf_evaluate_report *rep);
  * the other side in proportion. */
 void uf_evaluate_grid(const uf_model *m, int eval_size, int *width, int *height);
 
+/* The ground truth of test sample s (an image of orig_w x orig_h) on an ew x eh grid, into gt
+ * (0/1), as `test` scores it: the mask (0/255) fitted like the image to the model input (Pillow
+ * bilinear; keep-aspect: the same centre crop), or for a tiled model the mask at the image's own
+ * size, then bilinear (align_corners False) to the grid when its size differs, > 0.5. All zero
+ * without a mask. UF_ERR for a missing or wrong-size mask. */
+struct uf_sample;
+int uf_evaluate_gt(const uf_model *m, const struct uf_sample *s, int orig_w, int orig_h, int ew, int eh, uint8_t *gt);
+
 /* Writes the report as JSON (atomically). */
 int uf_evaluate_write_json(const uf_model *m, const uf_evaluate_options *o, const uf_evaluate_report *rep,
                            const char *path);
