@@ -23,7 +23,7 @@ status=0
 $VG "$UFLOW" train --data "$T/train" -o "$T/m.safetensors" --size 64 --epochs 2 --batch 2 --steps 1 \
     --threads 1 >"$T/train.out" 2>"$T/train.err" || status=$?
 if [ "$status" -ne 0 ]; then
-    cat "$T/train.err"; echo "FAIL valgrind train (status $status)"; echo "0 passed, 3 failed"; exit 1
+    cat "$T/train.err"; echo "FAIL valgrind train (status $status)"; echo "0 passed, 4 failed"; exit 1
 fi
 echo "PASS valgrind train"
 status=0
@@ -32,7 +32,7 @@ $VG "$UFLOW" predict --model "$T/m.safetensors" -o "$T/pred" --threads 1 "$T/in"
 # predict exits 1 for the bad image; 99 would be valgrind's own verdict.
 if [ "$status" -ne 1 ] || grep -q '^==' "$T/pred.err" ||
    ! grep -q '1 of 3 images could not be processed' "$T/pred.err" || [ ! -s "$T/pred/la_map.png" ]; then
-    cat "$T/pred.err"; echo "FAIL valgrind predict (status $status)"; echo "1 passed, 2 failed"; exit 1
+    cat "$T/pred.err"; echo "FAIL valgrind predict (status $status)"; echo "1 passed, 3 failed"; exit 1
 fi
 echo "PASS valgrind predict"
 status=0
@@ -40,7 +40,24 @@ $VG "$UFLOW" train --backbone mcait --weights tests/data/cait/tiny_m.safetensors
     --data "$T/train" -o "$T/c.safetensors" --epochs 1 --batch 2 --steps 1 --threads 1 >"$T/cait.out" \
     2>"$T/cait.err" || status=$?
 if [ "$status" -ne 0 ] || [ "$(ls "$T/c.safetensors.features" | wc -l)" -ne 4 ]; then
-    cat "$T/cait.err"; echo "FAIL valgrind train mcait (status $status)"; echo "2 passed, 1 failed"; exit 1
+    cat "$T/cait.err"; echo "FAIL valgrind train mcait (status $status)"; echo "2 passed, 2 failed"; exit 1
 fi
 echo "PASS valgrind train mcait"
-echo "3 passed, 0 failed"
+# a tiled model (32x32 tiles at the images' own resolution) with a calibrated NFA (--val: 4 images
+# repeated to reach the 5 calibration needs), trained and predicting
+mkdir "$T/val"
+for i in 1 2; do for f in "$T"/train/*.png; do cp "$f" "$T/val/$i$(basename "$f")"; done; done
+status=0
+$VG "$UFLOW" train --data "$T/train" --val "$T/val" -o "$T/t.safetensors" --size 32 --tile on --epochs 1 --batch 2 \
+    --steps 1 --threads 1 >"$T/tile.out" 2>"$T/tile.err" || status=$?
+if [ "$status" -eq 0 ]; then
+    $VG "$UFLOW" predict --model "$T/t.safetensors" -o "$T/tpred" --threads 1 "$T/in" >>"$T/tile.out" \
+        2>>"$T/tile.err" || status=$?
+fi
+# predict exits 1 for the bad image
+if [ "$status" -ne 1 ] || grep -q '^==' "$T/tile.err" || ! grep -q 'NFA calibrated on 8' "$T/tile.out" ||
+   [ ! -s "$T/tpred/la_map.png" ]; then
+    cat "$T/tile.err"; echo "FAIL valgrind tiled train + predict (status $status)"; echo "3 passed, 1 failed"; exit 1
+fi
+echo "PASS valgrind tiled train + predict"
+echo "4 passed, 0 failed"
