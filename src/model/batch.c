@@ -29,7 +29,7 @@ void uf_batch_free(uf_batch *b) {
     free(b->original);
     if (b->tiled_amap)
         for (int i = 0; i < b->cap; i++) free(b->tiled_amap[i]), free(b->tiled_nfa[i]);
-    free(b->tiled_amap), free(b->tiled_nfa), free(b->n_tiles), free(b->max_nfa);
+    free(b->tiled_amap), free(b->tiled_nfa), free(b->max_nfa);
     uf_free(b->tile_map), uf_free(b->tile_nfa);
     free(b->resized), free(b->orig_w), free(b->orig_h), free(b->error), free(b->z2);
     memset(b, 0, sizeof *b);
@@ -57,7 +57,7 @@ int uf_batch_init(uf_batch *b, const uf_model *m, int cap, int out_w, int out_h)
         const size_t tile = (size_t)m->cfg.input.width * m->cfg.input.height;
         b->tiled = 1;
         ok = (b->original = calloc(cap, sizeof *b->original)) && (b->tiled_amap = calloc(cap, sizeof(float *))) &&
-             (b->tiled_nfa = calloc(cap, sizeof(float *))) && (b->n_tiles = calloc(cap, sizeof(int))) && (b->max_nfa = calloc(cap, sizeof(float))) &&
+             (b->tiled_nfa = calloc(cap, sizeof(float *))) && (b->max_nfa = calloc(cap, sizeof(float))) &&
              (b->tile_map = uf_alloc(cap * tile * sizeof(float))) && (b->tile_nfa = uf_alloc(cap * tile * sizeof(float)));
     }
     if (!ok) {
@@ -229,7 +229,6 @@ static int run_tiled_image(uf_batch *b, uf_model *m, int i, double *t_lat, doubl
         snprintf(b->error[i], UF_BATCH_ERROR_LEN, "image '%s': out of memory for its %d tiles", b->paths[i], nt);
         goto out;
     }
-    b->n_tiles[i] = nt;
     uf_tile_stitch_begin(&g, sum, weight, best);
     double z2[UF_FLOW_MAX_SCALES] = {0};
     for (int t0 = 0; t0 < nt && rc == UF_OK && !b->error[i][0]; t0 += b->cap) {

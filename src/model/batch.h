@@ -42,7 +42,6 @@ typedef struct uf_batch {
      * is the stitched map's maximum. The NFA counts the tests of all the image's tiles. */
     int tiled;
     float **tiled_amap, **tiled_nfa;   /* (cap) */
-    int *n_tiles;                      /* (cap) tiles of image i */
     float *max_nfa;                    /* (cap) the largest -log10 NFA of image i at the working resolution,
                                         * where the test runs (anomalous: > 0) */
     float *tile_map, *tile_nfa;        /* (cap, H, W) one chunk of tiles' fields */
