@@ -326,7 +326,8 @@ float uflow_result_max_neg_log10_nfa(const uflow_result *r) { return r ? r->r.ma
 int uflow_result_write(const uflow_result *r, const char *out_dir, const char *stem, int map_safetensors) {
     if (!r || !out_dir || !stem || !*stem) return uf_error("uflow_result_write: no result, folder or stem");
     if (uf_make_dirs(out_dir) != UF_OK) return UF_ERR;
-    return uf_image_result_write(&r->r, out_dir, stem, map_safetensors);
+    const uf_output_options wo = {.map_safetensors = map_safetensors};
+    return uf_image_result_write(&r->r, out_dir, stem, &wo);
 }
 
 void uflow_result_free(uflow_result *r) {

@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "knn.h"
 #include "model/model.h"
+#include "model/predict.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -23,9 +24,35 @@ static void usage(FILE *f) {
             "            weights without --weights)\n"
             "  rows      the uflow side of make bench-compare: one \"row<TAB>value<TAB>unit\" line per\n"
             "            measurement (uflow bench rows --help)\n"
+            "  predict   end-to-end images/s of uflow predict (900x900 PNGs, default outputs) next to the\n"
+            "            model-only images/s of the same run (uflow bench predict --help)\n"
             "  knn       --model M --data DIR: a nearest-neighbour score (PatchCore-style, no coreset) on\n"
             "            the model's backbone features, with uflow test's metrics (uflow bench knn --help)\n"
             "options: --threads N (default: all cores)\n");
+}
+
+static int bench_predict_command(int argc, char **argv) {
+    const char *model = NULL, *images = NULL;
+    int threads = 0, n = 24, size = 900, reps = 2;
+    uf_predict_options o = {.batch = 8};
+    const cli_opt opts[] = {
+        {"model", OPT_STRING, &model, 0, 0, "model file (default: an untrained ResNet-18 U-Flow at 256)"},
+        {"images", OPT_STRING, &images, 0, 0, "folder of images (default: generated PNGs)"},
+        {"count", OPT_INT, &n, 1, 10000, "generated images"},
+        {"size", OPT_INT, &size, 32, 8192, "side of the generated images"},
+        {"reps", OPT_INT, &reps, 1, 20, "end-to-end runs (the best counts)"},
+        {"batch", OPT_INT, &o.batch, 1, 256, "images per batch"},
+        {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
+    };
+    char *pos[1];
+    int npos;
+    argv[1] = (char *)"bench predict";
+    int r = cli_parse(argc - 1, argv + 1, "[options]   (end to end against the model alone, same run)", opts,
+                      (int)(sizeof opts / sizeof *opts), pos, &npos, 0);
+    if (r != CLI_PARSED) return r == CLI_HELP ? 0 : 2;
+    if (uf_blas_init() != UF_OK) return cli_fail("bench predict", NULL);
+    uf_set_num_threads(threads);
+    return bench_predict(model, images, n, size, reps, &o) == UF_OK ? 0 : cli_fail("bench predict", NULL);
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -76,6 +103,7 @@ int cmd_bench(int argc, char **argv) {
                    ? 0
                    : cli_fail("bench", NULL);
     }
+    if (!strcmp(argv[1], "predict")) return bench_predict_command(argc, argv);
     if (!strcmp(argv[1], "knn")) {
         bench_knn_options o = bench_knn_default_options();
         const char *model = NULL, *json = NULL;

@@ -1,6 +1,8 @@
+#define _GNU_SOURCE /* syncfs */
 #include "io/atomic_file.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,13 +66,13 @@ static void fault_kill_at_commit(FILE *fp) {
     raise(SIGKILL);
 }
 
-int uf_atomic_commit(uf_atomic_file *af) {
+static int commit(uf_atomic_file *af, int durable) {
     fault_kill_at_commit(af->fp);
     if (af->failed || ferror(af->fp)) {
         uf_atomic_abort(af);
         return uf_error("%s: write failed", af->path);
     }
-    if (fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0) {
+    if (fflush(af->fp) != 0 || (durable && fsync(fileno(af->fp)) != 0)) {
         int e = errno;
         uf_atomic_abort(af);
         return uf_error("%s: write failed: %s", af->path, strerror(e));
@@ -88,6 +90,18 @@ int uf_atomic_commit(uf_atomic_file *af) {
         return uf_error("%s: cannot rename the temporary file into place: %s", af->path, strerror(e));
     }
     return UF_OK;
+}
+
+int uf_atomic_commit(uf_atomic_file *af) { return commit(af, 1); }
+int uf_atomic_commit_unsynced(uf_atomic_file *af) { return commit(af, 0); }
+
+int uf_sync_filesystem(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return uf_error("%s: cannot open to sync: %s", path, strerror(errno));
+    int rc = syncfs(fd);
+    int e = errno;
+    close(fd);
+    return rc == 0 ? UF_OK : uf_error("%s: sync failed: %s", path, strerror(e));
 }
 
 int uf_write_file_atomic(const char *path, const void *data, size_t n) {

@@ -29,6 +29,13 @@ int uf_atomic_begin(uf_atomic_file *af, const char *path);
 int uf_atomic_write(uf_atomic_file *af, const void *data, size_t n);
 /* Flushes, fsyncs, closes and renames; UF_ERR (and cleanup) if anything failed. */
 int uf_atomic_commit(uf_atomic_file *af);
+/* The same without the fsync: readers still see the old or the whole new file, but after a
+ * crash of the machine (not of the process) the new one may be empty. For many small
+ * outputs: the caller makes them durable together with uf_sync_filesystem before it
+ * publishes anything that refers to them. */
+int uf_atomic_commit_unsynced(uf_atomic_file *af);
+/* syncfs(2) on the file system holding path: every write to it so far reaches the disk. */
+int uf_sync_filesystem(const char *path);
 void uf_atomic_abort(uf_atomic_file *af);
 
 /* Whole-buffer convenience: writes data to path atomically. */

@@ -7,6 +7,8 @@
 #include <math.h>
 #include <omp.h>
 #include <png.h>
+#include <turbojpeg.h>
+#include <zlib.h> /* the deflate strategies */
 #include <setjmp.h>
 #include <stb_image.h>
 #include <stdarg.h>
@@ -978,7 +980,7 @@ static unsigned char *png_decode_8bit(const unsigned char *data, size_t len, int
 /* Writes rows to an open FILE with libpng. bit_depth 8: rows are the image's
  * bytes; bit_depth 16 (gray): samples are converted to big-endian per row. */
 static int png_write_stream(FILE *fp, const char *path, int width, int height, int channels,
-                            int bit_depth, const void *pixels) {
+                            int bit_depth, const void *pixels, uf_png_mode mode) {
     png_err_ctx ctx;
     ctx.msg[0] = 0;
     ctx.fp = fp;
@@ -1000,6 +1002,14 @@ static int png_write_stream(FILE *fp, const char *path, int width, int height, i
         return uf_error("png '%s': libpng: %s", path, ctx.msg);
     }
     png_init_io(png, fp);
+    if (mode == UF_PNG_FAST) {
+        png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_UP);
+        png_set_compression_strategy(png, Z_HUFFMAN_ONLY);
+    } else if (mode == UF_PNG_FAST_MASK) {
+        png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_NONE);
+        png_set_compression_strategy(png, Z_RLE);
+        png_set_compression_level(png, 1);
+    }
     png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, bit_depth,
                  channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
@@ -1024,27 +1034,64 @@ static int png_write_stream(FILE *fp, const char *path, int width, int height, i
 }
 
 static int png_write_atomic(const char *path, int width, int height, int channels, int bit_depth,
-                            const void *pixels) {
+                            const void *pixels, uf_png_mode mode, int durable) {
     if (!path || !*path) return uf_error("png: empty path");
     if (!pixels) return uf_error("png '%s': NULL pixels", path);
     if (check_dims(width, height) != UF_OK) return uf_error_prefix("png '%s'", path);
     uf_atomic_file af;
     if (uf_atomic_begin(&af, path) != UF_OK) return UF_ERR;
-    if (png_write_stream(af.fp, path, width, height, channels, bit_depth, pixels) != UF_OK) {
+    if (png_write_stream(af.fp, path, width, height, channels, bit_depth, pixels, mode) != UF_OK) {
         uf_atomic_abort(&af);
         return UF_ERR;
     }
-    return uf_atomic_commit(&af);
+    return durable ? uf_atomic_commit(&af) : uf_atomic_commit_unsynced(&af);
+}
+
+int uf_image_write_png_as(const char *path, const uf_image *img, uf_png_mode mode, int durable) {
+    if (!img || !img->pixels || (img->channels != 1 && img->channels != 3))
+        return uf_error("png '%s': image must be 8-bit gray or RGB", path ? path : "(null)");
+    return png_write_atomic(path, img->width, img->height, img->channels, 8, img->pixels, mode, durable);
+}
+
+int uf_png_write_gray16_as(const char *path, const uint16_t *pixels, int width, int height, uf_png_mode mode,
+                           int durable) {
+    return png_write_atomic(path, width, height, 1, 16, pixels, mode, durable);
 }
 
 int uf_image_write_png(const char *path, const uf_image *img) {
-    if (!img || !img->pixels || (img->channels != 1 && img->channels != 3))
-        return uf_error("png '%s': image must be 8-bit gray or RGB", path ? path : "(null)");
-    return png_write_atomic(path, img->width, img->height, img->channels, 8, img->pixels);
+    return uf_image_write_png_as(path, img, UF_PNG_COMPACT, 1);
 }
 
 int uf_png_write_gray16(const char *path, const uint16_t *pixels, int width, int height) {
-    return png_write_atomic(path, width, height, 1, 16, pixels);
+    return uf_png_write_gray16_as(path, pixels, width, height, UF_PNG_COMPACT, 1);
+}
+
+int uf_image_write_jpeg(const char *path, const uf_image *img, int quality, int durable) {
+    if (!img || !img->pixels || (img->channels != 1 && img->channels != 3))
+        return uf_error("jpeg '%s': image must be 8-bit gray or RGB", path ? path : "(null)");
+    if (check_dims(img->width, img->height) != UF_OK) return uf_error_prefix("jpeg '%s'", path);
+    tjhandle tj = tjInitCompress();
+    if (!tj) return uf_error("jpeg '%s': cannot create a libjpeg-turbo compressor", path);
+    unsigned char *buf = NULL;
+    unsigned long len = 0;
+    const int gray = img->channels == 1;
+    int rc = UF_OK;
+    if (tjCompress2(tj, img->pixels, img->width, 0, img->height, gray ? TJPF_GRAY : TJPF_RGB, &buf, &len,
+                    gray ? TJSAMP_GRAY : TJSAMP_420, quality, 0) != 0)
+        rc = uf_error("jpeg '%s': libjpeg-turbo: %s", path, tjGetErrorStr2(tj));
+    tjDestroy(tj);
+    if (rc == UF_OK) {
+        uf_atomic_file af;
+        rc = uf_atomic_begin(&af, path);
+        if (rc == UF_OK && uf_atomic_write(&af, buf, len) != UF_OK) {
+            uf_atomic_abort(&af);
+            rc = UF_ERR;
+        } else if (rc == UF_OK) {
+            rc = durable ? uf_atomic_commit(&af) : uf_atomic_commit_unsynced(&af);
+        }
+    }
+    tjFree(buf);
+    return rc;
 }
 
 int uf_image_encode_png(const uf_image *img, unsigned char **data, size_t *len) {
@@ -1056,7 +1103,7 @@ int uf_image_encode_png(const uf_image *img, unsigned char **data, size_t *len) 
     size_t n = 0;
     FILE *fp = open_memstream(&buf, &n);
     if (!fp) return uf_error("png in memory: out of memory");
-    int rc = png_write_stream(fp, "(memory)", img->width, img->height, img->channels, 8, img->pixels);
+    int rc = png_write_stream(fp, "(memory)", img->width, img->height, img->channels, 8, img->pixels, UF_PNG_COMPACT);
     if (fclose(fp) != 0 && rc == UF_OK) rc = uf_error("png in memory: out of memory");
     if (rc != UF_OK) {
         free(buf);

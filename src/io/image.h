@@ -110,6 +110,27 @@ int uf_image_load_for_backbone(const char *path, int size, float *out);
 int uf_image_write_png(const char *path, const uf_image *img);
 int uf_png_write_gray16(const char *path, const uint16_t *pixels, int width, int height);
 
+/* How a PNG is compressed; a decoder reads the same pixels from each. Measured on 900x900
+ * predict outputs (docs/results.md, issue 25): for maps and overlays, filter Up with
+ * Huffman-only deflate is 2-15x faster than libpng's default (zlib 6, adaptive filters) and
+ * no larger (overlays) or 20% larger (16-bit maps); for 0/255 masks, no filter with
+ * run-length deflate is 2x faster and the smallest. */
+typedef enum {
+    UF_PNG_COMPACT = 0, /* libpng's defaults: zlib level 6, adaptive filters */
+    UF_PNG_FAST,        /* filter Up, Huffman-only deflate: images, maps */
+    UF_PNG_FAST_MASK,   /* no filter, run-length deflate: images of few distinct runs */
+} uf_png_mode;
+
+/* Output writers: as above, with a compression mode; durable 0 skips the fsync
+ * (uf_atomic_commit_unsynced: the caller syncs the file system before it publishes them). */
+int uf_image_write_png_as(const char *path, const uf_image *img, uf_png_mode mode, int durable);
+int uf_png_write_gray16_as(const char *path, const uint16_t *pixels, int width, int height, uf_png_mode mode,
+                           int durable);
+
+/* A JPEG file (libjpeg-turbo, 4:2:0, the given quality 1..100) of an 8-bit gray or RGB image,
+ * written like the PNG writers (atomic; durable 0: no fsync). */
+int uf_image_write_jpeg(const char *path, const uf_image *img, int quality, int durable);
+
 /* The PNG file of an 8-bit gray or RGB image, in memory: *data (malloc; the caller
  * frees it) of *len bytes. UF_ERR + message (nothing allocated) otherwise. */
 int uf_image_encode_png(const uf_image *img, unsigned char **data, size_t *len);

@@ -6,16 +6,20 @@
 
 static float clamp01(float v) { return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; }
 
-void uf_colormap_jet(float v, uint8_t rgb[3]) {
+/* lrintf for 0 <= v < 2^23 in the default rounding mode (to nearest, ties to even), without
+ * the library call: adding and removing 2^23 leaves v rounded to an integer, the very
+ * rounding lrintf does, so the bytes are the same. */
+static inline uint8_t round_byte(float v) { return (uint8_t)(int)((v + 0x1p23f) - 0x1p23f); }
+
+static inline void jet(float v, uint8_t rgb[3]) {
     v = clamp01(v);
     /* Piecewise-linear jet: each channel is a clamped tent centred at .75/.5/.25. */
-    float r = clamp01(1.5f - fabsf(4.0f * v - 3.0f));
-    float g = clamp01(1.5f - fabsf(4.0f * v - 2.0f));
-    float b = clamp01(1.5f - fabsf(4.0f * v - 1.0f));
-    rgb[0] = (uint8_t)lrintf(255.0f * r);
-    rgb[1] = (uint8_t)lrintf(255.0f * g);
-    rgb[2] = (uint8_t)lrintf(255.0f * b);
+    rgb[0] = round_byte(255.0f * clamp01(1.5f - fabsf(4.0f * v - 3.0f)));
+    rgb[1] = round_byte(255.0f * clamp01(1.5f - fabsf(4.0f * v - 2.0f)));
+    rgb[2] = round_byte(255.0f * clamp01(1.5f - fabsf(4.0f * v - 1.0f)));
 }
+
+void uf_colormap_jet(float v, uint8_t rgb[3]) { jet(v, rgb); }
 
 uf_image *uf_render_overlay(const uf_image *base, const float *map, int width, int height, float lo, float hi,
                             float alpha) {
@@ -25,15 +29,15 @@ uf_image *uf_render_overlay(const uf_image *base, const float *map, int width, i
     }
     uf_image *out = uf_image_new(width, height, 3);
     if (!out) return NULL;
-    float span = hi > lo ? hi - lo : 1.0f;
-    for (int i = 0; i < width * height; i++) {
+    const float span = hi > lo ? hi - lo : 1.0f, keep = 1.0f - alpha;
+    const int bch = base->channels;
+    const size_t n = (size_t)width * height;
+    for (size_t i = 0; i < n; i++) {
         uint8_t heat[3];
-        uf_colormap_jet((map[i] - lo) / span, heat);
-        for (int c = 0; c < 3; c++) {
-            int bc = base->channels == 3 ? c : 0;
-            float v = (1.0f - alpha) * base->pixels[i * base->channels + bc] + alpha * heat[c];
-            out->pixels[i * 3 + c] = (uint8_t)lrintf(v);
-        }
+        jet((map[i] - lo) / span, heat);
+        const uint8_t *b = base->pixels + i * bch;
+        uint8_t *o = out->pixels + i * 3;
+        for (int c = 0; c < 3; c++) o[c] = round_byte(keep * b[bch == 3 ? c : 0] + alpha * heat[c]);
     }
     return out;
 }

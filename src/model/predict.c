@@ -17,8 +17,10 @@
 #include "io/render.h"
 #include "io/safetensors.h"
 #include "model/batch.h"
+#include "model/pipeline.h"
 
 #define OVERLAY_ALPHA 0.5f
+#define UF_OVERLAY_JPEG_QUALITY 90
 
 /* A set of output stems, to give repeated names a suffix. */
 typedef struct stem_set {
@@ -175,67 +177,133 @@ void uf_image_result_free(uf_image_result *r) {
     memset(r, 0, sizeof *r);
 }
 
-/* A tiled image's results: the batch's stitched fields, already at the image's size, taken over. */
-static int tiled_result(uf_batch *b, int i, uf_image_result *r) {
-    const int W = b->orig_w[i], H = b->orig_h[i];
-    const size_t np = (size_t)W * H;
-    r->width = W, r->height = H;
-    r->score = b->score[i];
-    r->anomaly_map = b->tiled_amap[i], r->neg_log10_nfa = b->tiled_nfa[i];
-    b->tiled_amap[i] = b->tiled_nfa[i] = NULL;
-    if (!(r->mask = malloc(np))) {
-        uf_image_result_free(r);
-        return uf_error("out of memory for the results of a %dx%d image", W, H);
-    }
-    for (size_t p = 0; p < np; p++) r->detected_pixels += r->mask[p] = r->neg_log10_nfa[p] > 0.0f;
-    r->max_neg_log10_nfa = b->max_nfa[i];
-    r->anomalous = r->max_neg_log10_nfa > 0.0f; /* the test's decision, at the working resolution */
-    r->image = b->original[i];
-    b->original[i] = NULL;
-    return UF_OK;
+void uf_pending_free(uf_pending_result *p) {
+    free(p->amap), free(p->nfa);
+    uf_image_free(p->image);
+    memset(p, 0, sizeof *p);
 }
 
-int uf_image_result_from_batch(uf_batch *b, int i, const uf_input_geometry *g, uf_image_result *r) {
-    memset(r, 0, sizeof *r);
-    if (b->tiled) return tiled_result(b, i, r);
+int uf_pending_take(uf_batch *b, int i, uf_pending_result *p) {
+    memset(p, 0, sizeof *p);
+    p->score = b->score[i];
+    if (b->tiled) { /* the stitched fields, already at the image's size, taken over */
+        p->tiled = 1;
+        p->grid_w = b->orig_w[i], p->grid_h = b->orig_h[i];
+        p->amap = b->tiled_amap[i], p->nfa = b->tiled_nfa[i];
+        b->tiled_amap[i] = b->tiled_nfa[i] = NULL;
+        p->max_nfa = b->max_nfa[i];
+        p->image = b->original[i];
+        b->original[i] = NULL;
+        return UF_OK;
+    }
     const int GW = b->out_w, GH = b->out_h;
-    const float *amap_s = b->amap + (size_t)i * GW * GH, *nfa_s = b->nfa + (size_t)i * GW * GH;
+    const size_t np = (size_t)GW * GH;
+    p->grid_w = GW, p->grid_h = GH;
+    p->amap = malloc(sizeof(float) * np);
+    p->nfa = malloc(sizeof(float) * np);
+    if (!p->amap || !p->nfa) {
+        uf_pending_free(p);
+        return uf_error("out of memory");
+    }
+    memcpy(p->amap, b->amap + (size_t)i * np, sizeof(float) * np);
+    memcpy(p->nfa, b->nfa + (size_t)i * np, sizeof(float) * np);
+    p->max_nfa = -INFINITY;
+    for (size_t q = 0; q < np; q++)
+        if (p->nfa[q] > p->max_nfa) p->max_nfa = p->nfa[q];
     uf_image **slot = b->original && b->original[i] ? &b->original[i] : &b->resized[i];
-    const int W = (*slot)->width, H = (*slot)->height;
-    const size_t np = (size_t)W * H;
-    r->width = W, r->height = H;
-    r->score = b->score[i];
-    r->max_neg_log10_nfa = -INFINITY;
-    for (int p = 0; p < GW * GH; p++)
-        if (nfa_s[p] > r->max_neg_log10_nfa) r->max_neg_log10_nfa = nfa_s[p];
-    r->anomalous = r->max_neg_log10_nfa > 0.0f; /* the test's decision, on the model's grid */
-    r->anomaly_map = malloc(sizeof(float) * np);
-    r->neg_log10_nfa = malloc(sizeof(float) * np);
-    r->mask = malloc(np);
-    int win[4];
-    uf_fit_window(g, W, H, win);
-    float *tmp = W != GW || H != GH ? malloc(sizeof(float) * ((size_t)win[2] * win[3])) : NULL;
-    if (!r->anomaly_map || !r->neg_log10_nfa || !r->mask || ((W != GW || H != GH) && !tmp)) {
-        free(tmp);
-        uf_image_result_free(r);
-        return uf_error("out of memory for the results of a %dx%d image", W, H);
-    }
-    if (W == GW && H == GH) {
-        memcpy(r->anomaly_map, amap_s, sizeof(float) * np);
-        memcpy(r->neg_log10_nfa, nfa_s, sizeof(float) * np);
-    } else {
-        field_to_image(amap_s, GW, GH, win, W, H, r->anomaly_map, tmp);
-        field_to_image(nfa_s, GW, GH, win, W, H, r->neg_log10_nfa, tmp);
-    }
-    free(tmp);
-    for (size_t p = 0; p < np; p++) r->detected_pixels += r->mask[p] = r->neg_log10_nfa[p] > 0.0f;
-    r->image = *slot; /* taken from the batch: its next load would free it */
+    p->image = *slot; /* taken from the batch: its next load would free it */
     *slot = NULL;
     return UF_OK;
 }
 
-int uf_image_result_write(const uf_image_result *r, const char *dir, const char *stem, int map_safetensors) {
-    const int W = r->width, H = r->height;
+int uf_pending_finish(uf_pending_result *p, const uf_input_geometry *g, uf_image_result *r) {
+    memset(r, 0, sizeof *r);
+    const int GW = p->grid_w, GH = p->grid_h;
+    const int W = p->image->width, H = p->image->height;
+    const size_t np = (size_t)W * H;
+    r->width = W, r->height = H;
+    r->score = p->score;
+    r->max_neg_log10_nfa = p->max_nfa;
+    /* The test's decision: on the model's grid, or for a tiled image at the working resolution. */
+    r->anomalous = p->max_nfa > 0.0f;
+    if (p->tiled || (W == GW && H == GH)) { /* the fields are at the image's size: taken over */
+        r->anomaly_map = p->amap, r->neg_log10_nfa = p->nfa;
+        p->amap = p->nfa = NULL;
+    } else {
+        int win[4];
+        uf_fit_window(g, W, H, win);
+        r->anomaly_map = malloc(sizeof(float) * np);
+        r->neg_log10_nfa = malloc(sizeof(float) * np);
+        float *tmp = malloc(sizeof(float) * ((size_t)win[2] * win[3]));
+        if (r->anomaly_map && r->neg_log10_nfa && tmp) {
+            field_to_image(p->amap, GW, GH, win, W, H, r->anomaly_map, tmp);
+            field_to_image(p->nfa, GW, GH, win, W, H, r->neg_log10_nfa, tmp);
+        }
+        free(tmp);
+        if (!r->anomaly_map || !r->neg_log10_nfa) {
+            uf_image_result_free(r);
+            uf_pending_free(p);
+            return uf_error("out of memory for the results of a %dx%d image", W, H);
+        }
+    }
+    if (!(r->mask = malloc(np))) {
+        uf_image_result_free(r);
+        uf_pending_free(p);
+        return uf_error("out of memory for the results of a %dx%d image", W, H);
+    }
+    for (size_t q = 0; q < np; q++) r->detected_pixels += r->mask[q] = r->neg_log10_nfa[q] > 0.0f;
+    r->image = p->image;
+    p->image = NULL;
+    uf_pending_free(p);
+    return UF_OK;
+}
+
+int uf_image_result_from_batch(uf_batch *b, int i, const uf_input_geometry *g, uf_image_result *r) {
+    uf_pending_result p;
+    memset(r, 0, sizeof *r);
+    if (uf_pending_take(b, i, &p) != UF_OK) return UF_ERR;
+    return uf_pending_finish(&p, g, r);
+}
+
+int uf_outputs_parse(const char *list, unsigned *outputs) {
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } words[] = {{"map", UF_OUTPUT_MAP}, {"mask", UF_OUTPUT_MASK}, {"overlay", UF_OUTPUT_OVERLAY},
+                 {"nfa", UF_OUTPUT_NFA}, {"default", UF_OUTPUTS_DEFAULT}, {"none", UF_OUTPUT_NONE}};
+    unsigned bits = 0;
+    const char *w = list;
+    for (;;) {
+        size_t len = strcspn(w, ",");
+        unsigned bit = 0;
+        for (size_t k = 0; k < sizeof words / sizeof *words; k++)
+            if (strlen(words[k].name) == len && !strncmp(w, words[k].name, len)) bit = words[k].bit;
+        if (!bit) return uf_error("outputs: unknown '%.*s' (map, mask, overlay, nfa, default or none)", (int)len, w);
+        bits |= bit;
+        if (!w[len]) break;
+        w += len + 1;
+    }
+    if ((bits & UF_OUTPUT_NONE) && bits != UF_OUTPUT_NONE) return uf_error("outputs: 'none' with other outputs");
+    *outputs = bits;
+    return UF_OK;
+}
+
+/* A float32 [H, W] field as <path> (safetensors, one tensor). */
+static int write_field(const char *path, const char *name, const float *field, int W, int H, int durable) {
+    uf_st_writer *w = uf_st_writer_new();
+    int64_t shape[2] = {H, W};
+    int rc = w ? uf_st_writer_add_f32(w, name, UF_DT_F32, 2, shape, field) : UF_ERR;
+    if (rc == UF_OK) rc = durable ? uf_st_writer_save(w, path) : uf_st_writer_save_unsynced(w, path);
+    uf_st_writer_free(w);
+    return rc;
+}
+
+int uf_image_result_write(const uf_image_result *r, const char *dir, const char *stem, const uf_output_options *o) {
+    const uf_output_options def = {0};
+    if (!o) o = &def;
+    const unsigned out = o->outputs ? o->outputs : UF_OUTPUTS_DEFAULT;
+    if (out & UF_OUTPUT_NONE) return UF_OK;
+    const int W = r->width, H = r->height, durable = !o->unsynced;
     const size_t np = (size_t)W * H;
     char path[4400];
     if ((size_t)snprintf(path, sizeof path, "%s/%s_overlay.png", dir, stem) >= sizeof path)
@@ -247,14 +315,10 @@ int uf_image_result_write(const uf_image_result *r, const char *dir, const char 
         if (uf_make_dirs(sub) != UF_OK) return UF_ERR;
     }
     int rc = UF_OK;
-    if (map_safetensors) {
+    if ((out & UF_OUTPUT_MAP) && o->map_safetensors) {
         snprintf(path, sizeof path, "%s/%s_map.safetensors", dir, stem);
-        uf_st_writer *w = uf_st_writer_new();
-        int64_t shape[2] = {H, W};
-        rc = w ? uf_st_writer_add_f32(w, "anomaly_map", UF_DT_F32, 2, shape, r->anomaly_map) : UF_ERR;
-        if (rc == UF_OK) rc = uf_st_writer_save(w, path);
-        uf_st_writer_free(w);
-    } else {
+        rc = write_field(path, "anomaly_map", r->anomaly_map, W, H, durable);
+    } else if (out & UF_OUTPUT_MAP) {
         uint16_t *px = malloc(sizeof(uint16_t) * np);
         rc = px ? UF_OK : uf_error("out of memory");
         for (size_t p = 0; px && p < np; p++) {
@@ -262,23 +326,34 @@ int uf_image_result_write(const uf_image_result *r, const char *dir, const char 
             px[p] = (uint16_t)lrintf(a * 65535.0f);
         }
         snprintf(path, sizeof path, "%s/%s_map.png", dir, stem);
-        if (px) rc = uf_png_write_gray16(path, px, W, H);
+        if (px) rc = uf_png_write_gray16_as(path, px, W, H, UF_PNG_FAST, durable);
         free(px);
     }
-    uf_image *ov = rc == UF_OK ? uf_render_overlay(r->image, r->anomaly_map, W, H, 0.0f, 1.0f, OVERLAY_ALPHA) : NULL;
-    if (rc == UF_OK && !ov) rc = UF_ERR;
-    if (rc == UF_OK) {
-        snprintf(path, sizeof path, "%s/%s_overlay.png", dir, stem);
-        rc = uf_image_write_png(path, ov);
+    if (rc == UF_OK && (out & UF_OUTPUT_OVERLAY)) {
+        uf_image *ov = uf_render_overlay(r->image, r->anomaly_map, W, H, 0.0f, 1.0f, OVERLAY_ALPHA);
+        if (!ov) rc = UF_ERR;
+        if (rc == UF_OK && o->overlay_jpeg) {
+            snprintf(path, sizeof path, "%s/%s_overlay.jpg", dir, stem);
+            rc = uf_image_write_jpeg(path, ov, UF_OVERLAY_JPEG_QUALITY, durable);
+        } else if (rc == UF_OK) {
+            snprintf(path, sizeof path, "%s/%s_overlay.png", dir, stem);
+            rc = uf_image_write_png_as(path, ov, UF_PNG_FAST, durable);
+        }
+        uf_image_free(ov);
     }
-    uf_image_free(ov);
-    uf_image *mimg = rc == UF_OK ? uf_render_mask(r->mask, W, H) : NULL;
-    if (rc == UF_OK && !mimg) rc = UF_ERR;
-    if (rc == UF_OK) {
-        snprintf(path, sizeof path, "%s/%s_mask.png", dir, stem);
-        rc = uf_image_write_png(path, mimg);
+    if (rc == UF_OK && (out & UF_OUTPUT_MASK)) {
+        uf_image *mimg = uf_render_mask(r->mask, W, H);
+        if (!mimg) rc = UF_ERR;
+        if (rc == UF_OK) {
+            snprintf(path, sizeof path, "%s/%s_mask.png", dir, stem);
+            rc = uf_image_write_png_as(path, mimg, UF_PNG_FAST_MASK, durable);
+        }
+        uf_image_free(mimg);
     }
-    uf_image_free(mimg);
+    if (rc == UF_OK && (out & UF_OUTPUT_NFA)) {
+        snprintf(path, sizeof path, "%s/%s_nfa.safetensors", dir, stem);
+        rc = write_field(path, "neg_log10_nfa", r->neg_log10_nfa, W, H, durable);
+    }
     return rc;
 }
 
@@ -292,6 +367,59 @@ static int label_of(const uf_predict_options *o, const char *path) {
     return -1;
 }
 
+/* What uf_predict's pipeline callbacks share. */
+typedef struct predict_run {
+    const uf_predict_options *o;
+    const uf_output_options *wo;
+    const uf_dataset *ds;
+    char **stems;
+    FILE *csv, *jsonl;
+    uf_predict_report *rep;
+    float *lab_score;
+    uint8_t *lab_label, *lab_detected;
+} predict_run;
+
+/* Worker thread: image index's files. */
+static int predict_consume(void *user, int index, uf_image_result *r) {
+    const predict_run *run = user;
+    int rc = uf_image_result_write(r, run->o->out_dir, run->stems[index], run->wo);
+    uf_image_result_free(r);
+    return rc;
+}
+
+/* Calling thread, in order: image index's rows. */
+static int predict_row(void *user, int index, const uf_image_summary *s, const char *error) {
+    predict_run *run = user;
+    const char *path = run->ds->samples[index].image_path;
+    uf_predict_report *rep = run->rep;
+    rep->n_images++;
+    if (error) {
+        /* Policy: a bad image is reported and the others go on. */
+        rep->n_failed++;
+        uf_log(UF_LOG_ERROR, "%s", error);
+        csv_string(run->csv, path);
+        fputs(",,,,,,,,", run->csv);
+        csv_string(run->csv, error);
+        fputc('\n', run->csv);
+        return write_json_line(run->jsonl, path, 0, 0, 0, 0, 0, 0, NULL, error);
+    }
+    const char *stem = run->stems[index];
+    rep->n_anomalous += s->anomalous;
+    const int label = run->o->n_labels ? label_of(run->o, path) : -1;
+    if (label >= 0) {
+        run->lab_score[rep->n_labelled] = s->score;
+        run->lab_label[rep->n_labelled] = (uint8_t)label;
+        run->lab_detected[rep->n_labelled++] = (uint8_t)s->anomalous;
+    }
+    csv_string(run->csv, path);
+    fprintf(run->csv, ",%.6f,%d,%d,%.3f,%d,%d,", s->score, s->anomalous, s->detected_pixels, s->max_neg_log10_nfa,
+            s->width, s->height);
+    csv_string(run->csv, stem);
+    fputs(",\n", run->csv);
+    return write_json_line(run->jsonl, path, s->score, s->anomalous, s->detected_pixels, s->max_neg_log10_nfa,
+                           s->width, s->height, stem, NULL);
+}
+
 int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_predict_options *o,
                uf_predict_report *rep) {
     memset(rep, 0, sizeof *rep);
@@ -302,6 +430,7 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
     double t0 = uf_now();
     if (o->n_labels < 0 || o->n_labels > UF_PREDICT_MAX_LABELS)
         return uf_error("at most %d labelled folders", UF_PREDICT_MAX_LABELS);
+    if (o->batch < 1) return uf_error("batch %d (>= 1)", o->batch);
     const char **all = malloc(sizeof(char *) * (size_t)(n_inputs + o->n_labels + 1));
     if (!all) return uf_error("out of memory");
     for (int i = 0; i < n_inputs; i++) all[i] = inputs[i];
@@ -309,98 +438,56 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
     uf_dataset *ds = uf_dataset_from_paths(all, n_inputs + o->n_labels);
     free(all);
     if (!ds) return UF_ERR;
-    float *lab_score = o->n_labels ? malloc(sizeof(float) * (size_t)ds->count) : NULL;
-    uint8_t *lab_label = o->n_labels ? malloc((size_t)ds->count) : NULL,
-            *lab_detected = o->n_labels ? malloc((size_t)ds->count) : NULL;
-    if (o->n_labels && (!lab_score || !lab_label || !lab_detected)) {
-        free(lab_score), free(lab_label), free(lab_detected);
-        uf_dataset_free(ds);
-        return uf_error("out of memory");
-    }
-    const int B = o->batch;
-    uf_batch b;
-    char **stems = NULL;
+    const uf_output_options wo = {.outputs = o->outputs, .map_safetensors = o->map_safetensors,
+                                  .overlay_jpeg = o->overlay_jpeg, .unsynced = 1};
+    predict_run run = {.o = o, .wo = &wo, .ds = ds, .rep = rep};
     uf_atomic_file csv, jsonl;
     int csv_open = 0, jsonl_open = 0, rc = UF_ERR;
-    const char **paths = malloc(sizeof(char *) * B);
+    const char **paths = malloc(sizeof(char *) * (size_t)(ds->count + 1));
     char csv_path[4200], jsonl_path[4200];
     snprintf(csv_path, sizeof csv_path, "%s/results.csv", o->out_dir);
     snprintf(jsonl_path, sizeof jsonl_path, "%s/results.jsonl", o->out_dir);
-    if (uf_batch_init(&b, m, B, m->cfg.input.width, m->cfg.input.height) != UF_OK) goto out_ds;
-    if (!o->model_size_outputs && !b.original && !(b.original = calloc((size_t)B, sizeof *b.original))) {
+    if (o->n_labels) {
+        run.lab_score = malloc(sizeof(float) * (size_t)(ds->count + 1));
+        run.lab_label = malloc((size_t)ds->count + 1);
+        run.lab_detected = malloc((size_t)ds->count + 1);
+    }
+    if (!paths || (o->n_labels && (!run.lab_score || !run.lab_label || !run.lab_detected))) {
         uf_error("out of memory");
         goto out;
     }
-    if (!paths) goto out;
+    for (int i = 0; i < ds->count; i++) paths[i] = ds->samples[i].image_path;
     /* Planned for every image up front, so an image's names do not depend on which others fail. */
-    if (uf_plan_output_stems(ds, &stems) != UF_OK) goto out;
+    if (uf_plan_output_stems(ds, &run.stems) != UF_OK) goto out;
     if (uf_atomic_begin(&csv, csv_path) != UF_OK) goto out;
     csv_open = 1;
     if (uf_atomic_begin(&jsonl, jsonl_path) != UF_OK) goto out;
     jsonl_open = 1;
+    run.csv = csv.fp, run.jsonl = jsonl.fp;
     fprintf(csv.fp, "image,score,anomalous,detected_pixels,max_neg_log10_nfa,width,height,outputs,error\n");
-    for (int i0 = 0; i0 < ds->count; i0 += B) {
-        int n = ds->count - i0 < B ? ds->count - i0 : B;
-        for (int i = 0; i < n; i++) paths[i] = ds->samples[i0 + i].image_path;
-        uf_batch_load(&b, m, paths, n);
-        if (uf_batch_run(&b, m, NULL, NULL) != UF_OK) goto out;
-        for (int i = 0; i < n; i++) {
-            rep->n_images++;
-            if (b.error[i][0]) {
-                /* Policy: a bad image is reported and the others go on. */
-                rep->n_failed++;
-                uf_log(UF_LOG_ERROR, "%s", b.error[i]);
-                csv_string(csv.fp, paths[i]);
-                fputs(",,,,,,,,", csv.fp);
-                csv_string(csv.fp, b.error[i]);
-                fputc('\n', csv.fp);
-                if (write_json_line(jsonl.fp, paths[i], 0, 0, 0, 0, 0, 0, NULL, b.error[i]) != UF_OK) goto out;
-                continue;
-            }
-            uf_image_result r;
-            if (uf_image_result_from_batch(&b, i, &m->cfg.input, &r) != UF_OK) goto out;
-            const char *stem = stems[i0 + i];
-            int wrc = uf_image_result_write(&r, o->out_dir, stem, o->map_safetensors);
-            const float score = r.score, max_nfa = r.max_neg_log10_nfa;
-            const int anomalous = r.anomalous, detected = r.detected_pixels, ow = r.width, oh = r.height;
-            uf_image_result_free(&r);
-            if (wrc != UF_OK) goto out;
-            rep->n_anomalous += anomalous;
-            const int label = o->n_labels ? label_of(o, paths[i]) : -1;
-            if (label >= 0) {
-                lab_score[rep->n_labelled] = score;
-                lab_label[rep->n_labelled] = (uint8_t)label;
-                lab_detected[rep->n_labelled++] = (uint8_t)anomalous;
-            }
-            csv_string(csv.fp, paths[i]);
-            fprintf(csv.fp, ",%.6f,%d,%d,%.3f,%d,%d,", score, anomalous, detected, max_nfa, ow, oh);
-            csv_string(csv.fp, stem);
-            fputs(",\n", csv.fp);
-            if (write_json_line(jsonl.fp, paths[i], score, anomalous, detected, max_nfa, ow, oh, stem, NULL) !=
-                UF_OK)
-                goto out;
-        }
-        if (o->verbose) uf_log(UF_LOG_PROGRESS, "predicted %d/%d images", i0 + n, ds->count);
-    }
+    const uf_pipeline_options po = {.batch = o->batch, .model_size_outputs = o->model_size_outputs,
+                                    .workers = o->workers, .verbose = o->verbose};
+    if (uf_pipeline_run(m, paths, ds->count, &po, predict_consume, predict_row, &run) != UF_OK) goto out;
     if (o->verbose) uf_log(UF_LOG_INFO, "predicted %d images", ds->count);
+    /* The image files were renamed into place unsynced: make them durable before the
+     * results that name them. */
+    if (uf_sync_filesystem(o->out_dir) != UF_OK) goto out;
     csv_open = 0;
     if (uf_atomic_commit(&csv) != UF_OK) goto out;
     jsonl_open = 0;
     if (uf_atomic_commit(&jsonl) != UF_OK) goto out;
     rep->seconds = uf_now() - t0;
     if (rep->n_labelled) {
-        rep->image_auroc = uf_auroc(lab_score, lab_label, (size_t)rep->n_labelled);
-        rep->at_nfa = uf_image_confusion_of(lab_label, lab_detected, rep->n_labelled);
+        rep->image_auroc = uf_auroc(run.lab_score, run.lab_label, (size_t)rep->n_labelled);
+        rep->at_nfa = uf_image_confusion_of(run.lab_label, run.lab_detected, rep->n_labelled);
     }
     rc = UF_OK;
 out:
     if (csv_open) uf_atomic_abort(&csv);
     if (jsonl_open) uf_atomic_abort(&jsonl);
     free(paths);
-    uf_free_output_stems(stems, ds->count);
-    uf_batch_free(&b);
-out_ds:
-    free(lab_score), free(lab_label), free(lab_detected);
+    uf_free_output_stems(run.stems, ds->count);
+    free(run.lab_score), free(run.lab_label), free(run.lab_detected);
     uf_dataset_free(ds);
     return rc;
 }
