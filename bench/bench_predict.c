@@ -16,6 +16,7 @@
 #include "core/timer.h"
 #include "io/dataset.h"
 #include "io/image.h"
+#include "io/atomic_file.h"
 #include "io/synth.h"
 #include "model/batch.h"
 #include "model/predict.h"
@@ -23,7 +24,7 @@
 #define BENCH_PREDICT_BATCH 8
 
 static void remove_tree(const char *dir) {
-    char cmd[4200];
+    char cmd[4300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
 }
@@ -34,7 +35,7 @@ static int write_images(const char *dir, int n, int size) {
         uf_image *img = NULL;
         int defect = i % 4 == 3 ? (i / 4) % UF_SYNTH_N_DEFECTS : UF_SYNTH_NONE;
         if (uf_synth_render(7, UF_SYNTH_STREAM_TEST_DEFECT, i, defect, size, &img, NULL) != UF_OK) return UF_ERR;
-        char path[4200];
+        char path[4300];
         snprintf(path, sizeof path, "%s/%03d.png", dir, i);
         int rc = uf_image_write_png(path, img);
         uf_image_free(img);

@@ -32,7 +32,7 @@ static void usage(FILE *f) {
 }
 
 static int bench_predict_command(int argc, char **argv) {
-    const char *model = NULL, *images = NULL;
+    const char *model = NULL, *images = NULL, *outputs = "map,mask,overlay", *overlay_format = "png";
     int threads = 0, n = 24, size = 900, reps = 2;
     uf_predict_options o = {.batch = 8};
     const cli_opt opts[] = {
@@ -42,6 +42,8 @@ static int bench_predict_command(int argc, char **argv) {
         {"size", OPT_INT, &size, 32, 8192, "side of the generated images"},
         {"reps", OPT_INT, &reps, 1, 20, "end-to-end runs (the best counts)"},
         {"batch", OPT_INT, &o.batch, 1, 256, "images per batch"},
+        {"outputs", OPT_STRING, &outputs, 0, 0, "as uflow predict --outputs (default: map,mask,overlay)"},
+        {"overlay-format", OPT_STRING, &overlay_format, 0, 0, "png | jpeg"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
     };
     char *pos[1];
@@ -50,8 +52,11 @@ static int bench_predict_command(int argc, char **argv) {
     int r = cli_parse(argc - 1, argv + 1, "[options]   (end to end against the model alone, same run)", opts,
                       (int)(sizeof opts / sizeof *opts), pos, &npos, 0);
     if (r != CLI_PARSED) return r == CLI_HELP ? 0 : 2;
+    if (uf_outputs_parse(outputs, &o.outputs) != UF_OK) return cli_fail("bench predict", NULL);
+    o.overlay_jpeg = !strcmp(overlay_format, "jpeg");
     if (uf_blas_init() != UF_OK) return cli_fail("bench predict", NULL);
     uf_set_num_threads(threads);
+    cli_keep_freed_memory(); /* as uflow predict does */
     return bench_predict(model, images, n, size, reps, &o) == UF_OK ? 0 : cli_fail("bench predict", NULL);
 }
 

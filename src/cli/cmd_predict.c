@@ -19,7 +19,7 @@
 int cmd_predict(int argc, char **argv) {
     uf_predict_options o = {.batch = 8, .verbose = 1};
     const char *model = NULL, *weights = NULL, *backbone = NULL, *format = "png16", *out_size = "input",
-               *labels = NULL;
+               *labels = NULL, *outputs = "map,mask,overlay", *overlay_format = "png";
     int threads = 0;
     const cli_opt opts[] = {
         {"model", OPT_STRING, &model, 0, 0, "model file written by 'uflow train'"},
@@ -27,7 +27,11 @@ int cmd_predict(int argc, char **argv) {
         {"weights", OPT_STRING, &weights, 0, 0,
          "backbone weights (default: the paths recorded in the model); mcait: M48,S24"},
         {"backbone", OPT_STRING, &backbone, 0, 0, "the model's backbone (resnet18 | wide_resnet50_2 | mcait), checked"},
+        {"outputs", OPT_STRING, &outputs, 0, 0,
+         "files per image: any of map,mask,overlay,nfa (nfa: <stem>_nfa.safetensors, the -log10 NFA field), "
+         "or none (results.csv / .jsonl only)"},
         {"map-format", OPT_STRING, &format, 0, 0, "png16 | safetensors"},
+        {"overlay-format", OPT_STRING, &overlay_format, 0, 0, "png | jpeg (libjpeg-turbo, quality 90: smaller, faster)"},
         {"output-size", OPT_STRING, &out_size, 0, 0,
          "input (maps, masks and overlays at each image's own size) | model (at the model's input size; a tiled "
          "model always writes at the image's size)"},
@@ -35,6 +39,7 @@ int cmd_predict(int argc, char **argv) {
          "good=DIR,defect=DIR[,...]: folders of known label, predicted too; prints image AUROC, F1 and the "
          "confusion at NFA = 1"},
         {"batch", OPT_INT, &o.batch, 1, 256, "images per batch"},
+        {"writers", OPT_INT, &o.workers, 0, 1024, "threads that encode and write the outputs (0: one per core)"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
     };
     int cap = argc > 1 ? argc : 1;
@@ -87,6 +92,15 @@ int cmd_predict(int argc, char **argv) {
         goto done;
     }
     o.model_size_outputs = !strcmp(out_size, "model");
+    if (uf_outputs_parse(outputs, &o.outputs) != UF_OK) {
+        rc = cli_fail("predict", NULL);
+        goto done;
+    }
+    if (strcmp(overlay_format, "png") && strcmp(overlay_format, "jpeg")) {
+        rc = cli_fail("predict", "--overlay-format must be png or jpeg");
+        goto done;
+    }
+    o.overlay_jpeg = !strcmp(overlay_format, "jpeg");
     rc = 1;
     if (cli_make_dir("predict", o.out_dir)) goto done;
     if (uf_blas_init() != UF_OK) {
@@ -94,6 +108,7 @@ int cmd_predict(int argc, char **argv) {
         goto done;
     }
     uf_set_num_threads(threads);
+    cli_keep_freed_memory();
     uf_model *m = cli_load_model("predict", model, weights, backbone);
     if (!m) goto done;
     uf_predict_report rep;

@@ -15,6 +15,9 @@ int cmd_features(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 
 /* Prints "uflow <cmd>: error: <msg>" (the library's last error when msg is NULL); returns 1. */
+/* For commands that process many large images (predict): glibc keeps freed blocks for reuse
+ * instead of unmapping them (see main.c). */
+void cli_keep_freed_memory(void);
 int cli_fail(const char *cmd, const char *msg);
 
 /* Creates dir (one level) unless it exists as a folder; 0, or prints the error and returns 1. */

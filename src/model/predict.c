@@ -1,6 +1,7 @@
 #include "model/predict.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -351,8 +352,17 @@ int uf_image_result_write(const uf_image_result *r, const char *dir, const char 
         uf_image_free(mimg);
     }
     if (rc == UF_OK && (out & UF_OUTPUT_NFA)) {
+        /* safetensors holds finite values: an infinite -log10 NFA (a probability below the
+         * float range) is written as +-FLT_MAX, which reads as the same decision. */
+        float *f = malloc(sizeof(float) * np);
+        rc = f ? UF_OK : uf_error("out of memory");
+        for (size_t p = 0; f && p < np; p++) {
+            const float v = r->neg_log10_nfa[p];
+            f[p] = isnan(v) ? 0.0f : v > FLT_MAX ? FLT_MAX : v < -FLT_MAX ? -FLT_MAX : v;
+        }
         snprintf(path, sizeof path, "%s/%s_nfa.safetensors", dir, stem);
-        rc = write_field(path, "neg_log10_nfa", r->neg_log10_nfa, W, H, durable);
+        if (f) rc = write_field(path, "neg_log10_nfa", f, W, H, durable);
+        free(f);
     }
     return rc;
 }
