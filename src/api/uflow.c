@@ -24,6 +24,7 @@
 #include "model/batch.h"
 #include "model/evaluate.h"
 #include "model/model.h"
+#include "model/pipeline.h"
 #include "model/predict.h"
 #include "model/report.h"
 #include "model/train.h"
@@ -213,6 +214,34 @@ static int collect(uflow_model *h, const uflow_predict_options *o, int n, uflow_
     return failed;
 }
 
+typedef struct files_run {
+    uflow_result **results;
+    char **errors;
+    int failed;
+} files_run;
+
+/* Pipeline worker: the result goes to results[index]. */
+static int files_consume(void *user, int index, uf_image_result *r) {
+    files_run *run = user;
+    uflow_result *out = calloc(1, sizeof *out);
+    if (!out) {
+        uf_image_result_free(r);
+        return uf_error("out of memory");
+    }
+    out->r = *r; /* taken over */
+    run->results[index] = out;
+    return UF_OK;
+}
+
+static int files_row(void *user, int index, const uf_image_summary *s, const char *error) {
+    files_run *run = user;
+    (void)s;
+    if (!error) return UF_OK;
+    run->failed++;
+    if (run->errors && !(run->errors[index] = strdup(error))) return uf_error("out of memory");
+    return UF_OK;
+}
+
 int uflow_predict_files(uflow_model *h, const char *const *paths, int n, const uflow_predict_options *o,
                         uflow_result **results, char **errors) {
     uflow_predict_options def = uflow_predict_default_options();
@@ -222,21 +251,19 @@ int uflow_predict_files(uflow_model *h, const char *const *paths, int n, const u
         results[i] = NULL;
         if (errors) errors[i] = NULL;
     }
-    if (ready_batch(h) != UF_OK) return UF_ERR;
-    h->batch.nfa_block = o->nfa_block;
-    int failed = 0;
-    for (int i0 = 0; i0 < n; i0 += API_BATCH) {
-        const int k = n - i0 < API_BATCH ? n - i0 : API_BATCH;
-        uf_batch_load(&h->batch, h->m, paths + i0, k);
-        if (uf_batch_run(&h->batch, h->m, NULL, NULL) != UF_OK) {
-            for (int i = 0; i < i0; i++) uflow_result_free(results[i]), results[i] = NULL;
-            if (errors)
-                for (int i = 0; i < i0; i++) free(errors[i]), errors[i] = NULL;
-            return UF_ERR;
+    /* The pipeline of uflow predict (model/pipeline.h): decoding, the model and the
+     * upsampling of the results overlap. */
+    files_run run = {results, errors, 0};
+    const uf_pipeline_options po = {.batch = API_BATCH, .model_size_outputs = o->model_size,
+                                    .nfa_block = o->nfa_block};
+    if (uf_pipeline_run(h->m, paths, n, &po, files_consume, files_row, &run) != UF_OK) {
+        for (int i = 0; i < n; i++) {
+            uflow_result_free(results[i]), results[i] = NULL;
+            if (errors) free(errors[i]), errors[i] = NULL;
         }
-        failed += collect(h, o, k, results + i0, errors ? errors + i0 : NULL);
+        return UF_ERR;
     }
-    return failed;
+    return run.failed;
 }
 
 /* The batch's error for a single image as the thread's error; NULL. */

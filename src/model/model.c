@@ -40,7 +40,7 @@ static int hash_weights(uf_backbone_kind kind, const char *weights, char *out, s
     if (n < 0) return UF_ERR;
     out[0] = '\0';
     for (int i = 0; i < n; i++) {
-        if (uf_sha256_file(files[i], sha) != UF_OK) return UF_ERR;
+        if (uf_sha256_file_cached(files[i], sha) != UF_OK) return UF_ERR;
         size_t used = strlen(out);
         snprintf(out + used, cap - used, "%s%s", i ? "," : "", sha);
     }
