@@ -141,7 +141,9 @@ uflow_result *uflow_predict_pixels(uflow_model *m, const unsigned char *pixels, 
                                    size_t stride, const uflow_predict_options *o);
 /* One image file (PNG, JPEG, BMP, TIFF). */
 uflow_result *uflow_predict_file(uflow_model *m, const char *path, const uflow_predict_options *o);
-/* n image files in batches (faster than one at a time). results[i] gets image i's result,
+/* n image files in batches (faster than one at a time; the next batch is decoded and the
+ * previous results are upsampled on other threads while the model runs: uflow predict's
+ * pipeline, same results). results[i] gets image i's result,
  * or NULL with errors[i] (when errors is not NULL) set to a malloc'ed message the caller
  * frees. Returns the number of images that failed, or UFLOW_ERROR when nothing could run
  * (out of memory). One bad file never costs the others. */
