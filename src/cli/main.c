@@ -1,5 +1,6 @@
 /* main.c - `uflow` command-line entry: dispatches to the subcommands. */
 #include <errno.h>
+#include <stdlib.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -111,7 +112,22 @@ static void print_log(int level, const char *message, void *user) {
         fprintf(stderr, "%s\n", message);
 }
 
+/* predict runs the model's OpenMP threads beside the pipeline's writer threads, and libgomp's
+ * default wait (spinning at every barrier) then burns the cores the writers need: end to end
+ * 56 -> 45 ms per 900x900 image on 2 cores (docs/results.md), the model alone unchanged.
+ * libgomp reads OMP_WAIT_POLICY once, when it is loaded, so predict re-executes itself with
+ * it set to passive, unless the user set it (then theirs is kept). */
+static void passive_openmp_for_pipelines(int argc, char **argv) {
+    const int pipelined = argc >= 2 && (!strcmp(argv[1], "predict") ||
+                                        (argc >= 3 && !strcmp(argv[1], "bench") && !strcmp(argv[2], "predict")));
+    if (!pipelined || getenv("OMP_WAIT_POLICY")) return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    unsetenv("OMP_WAIT_POLICY"); /* no re-execution to be had: run as we are */
+}
+
 int main(int argc, char **argv) {
+    passive_openmp_for_pipelines(argc, argv);
     /* A file-size limit (ulimit -f) must fail a write with EFBIG, which the
      * writers report and clean up after, not kill the process mid-file. */
     signal(SIGXFSZ, SIG_IGN);
