@@ -42,7 +42,7 @@ CPPFLAGS := -Iinclude -Isrc -Ibench -I/usr/include/stb -D_DEFAULT_SOURCE -D_POSI
 # -fPIC: the same objects make build/libuflow.a and build/libuflow.so.
 CFLAGS   := -std=c11 -Wall -Wextra -fopenmp -fPIC $(OPT) -MMD -MP
 LDFLAGS  := -fopenmp $(filter -fsanitize=%,$(OPT))
-LDLIBS   := -ldnnl -lcjson -lstb -lpng -lturbojpeg -ltiff -lnettle -ldl -lpthread -lm
+LDLIBS   := -ldnnl -lcjson -lstb -lpng -lturbojpeg -lisal -lz -ltiff -lnettle -ldl -lpthread -lm
 
 LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/backbone/*.c src/flow/*.c src/detect/*.c src/eval/*.c \
                               src/model/*.c src/api/*.c))

@@ -8,7 +8,6 @@
 #include <omp.h>
 #include <png.h>
 #include <turbojpeg.h>
-#include <zlib.h> /* the deflate strategies */
 #include <setjmp.h>
 #include <stb_image.h>
 #include <stdarg.h>
@@ -21,6 +20,7 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "io/atomic_file.h"
+#include "io/png_fast.h"
 
 /* ------------------------------------------------------------------------ */
 /* Allocation                                                               */
@@ -980,7 +980,7 @@ static unsigned char *png_decode_8bit(const unsigned char *data, size_t len, int
 /* Writes rows to an open FILE with libpng. bit_depth 8: rows are the image's
  * bytes; bit_depth 16 (gray): samples are converted to big-endian per row. */
 static int png_write_stream(FILE *fp, const char *path, int width, int height, int channels,
-                            int bit_depth, const void *pixels, uf_png_mode mode) {
+                            int bit_depth, const void *pixels) {
     png_err_ctx ctx;
     ctx.msg[0] = 0;
     ctx.fp = fp;
@@ -1002,14 +1002,6 @@ static int png_write_stream(FILE *fp, const char *path, int width, int height, i
         return uf_error("png '%s': libpng: %s", path, ctx.msg);
     }
     png_init_io(png, fp);
-    if (mode == UF_PNG_FAST) {
-        png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_UP);
-        png_set_compression_strategy(png, Z_HUFFMAN_ONLY);
-    } else if (mode == UF_PNG_FAST_MASK) {
-        png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_NONE);
-        png_set_compression_strategy(png, Z_RLE);
-        png_set_compression_level(png, 1);
-    }
     png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, bit_depth,
                  channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
@@ -1040,7 +1032,10 @@ static int png_write_atomic(const char *path, int width, int height, int channel
     if (check_dims(width, height) != UF_OK) return uf_error_prefix("png '%s'", path);
     uf_atomic_file af;
     if (uf_atomic_begin(&af, path) != UF_OK) return UF_ERR;
-    if (png_write_stream(af.fp, path, width, height, channels, bit_depth, pixels, mode) != UF_OK) {
+    const int rc = mode == UF_PNG_COMPACT
+                       ? png_write_stream(af.fp, path, width, height, channels, bit_depth, pixels)
+                       : uf_png_fast_write(af.fp, path, width, height, channels, bit_depth, pixels, mode == UF_PNG_FAST);
+    if (rc != UF_OK) {
         uf_atomic_abort(&af);
         return UF_ERR;
     }
@@ -1103,7 +1098,7 @@ int uf_image_encode_png(const uf_image *img, unsigned char **data, size_t *len) 
     size_t n = 0;
     FILE *fp = open_memstream(&buf, &n);
     if (!fp) return uf_error("png in memory: out of memory");
-    int rc = png_write_stream(fp, "(memory)", img->width, img->height, img->channels, 8, img->pixels, UF_PNG_COMPACT);
+    int rc = png_write_stream(fp, "(memory)", img->width, img->height, img->channels, 8, img->pixels);
     if (fclose(fp) != 0 && rc == UF_OK) rc = uf_error("png in memory: out of memory");
     if (rc != UF_OK) {
         free(buf);
