@@ -165,6 +165,33 @@ float uflow_result_max_neg_log10_nfa(const uflow_result *r);
 int uflow_result_write(const uflow_result *r, const char *out_dir, const char *stem, int map_safetensors);
 void uflow_result_free(uflow_result *r); /* NULL is fine */
 
+/* Predicting straight to files, as `uflow predict` does (its pipeline: decoding, the model,
+ * and the encoding and writing of the outputs overlap on all cores). */
+typedef struct uflow_write_options {
+    const char *outputs; /* any of "map,mask,overlay,nfa" (comma-separated) or "none"; NULL: map,mask,overlay */
+    int map_safetensors; /* 1: <stem>_map.safetensors (float32) instead of the 16-bit PNG */
+    int overlay_jpeg;    /* 1: <stem>_overlay.jpg instead of .png */
+    int model_size;      /* 1: outputs at the model's input size */
+    int nfa_block;       /* 1: the older block NFA */
+} uflow_write_options;
+
+uflow_write_options uflow_write_default_options(void);
+
+/* One image's row of uflow predict's results.csv. */
+typedef struct uflow_row {
+    int ok; /* 1: the image gave results (the fields below); 0: it failed (errors[i]) */
+    float score, max_neg_log10_nfa;
+    int anomalous, detected_pixels, width, height;
+} uflow_row;
+
+/* Predicts paths[i] and writes its files as out_dir/<stems[i]>_map.png etc. (stems from
+ * uflow_list_images give uflow predict's names; sub-folders are made); rows[i] gets its row
+ * and errors[i] (when errors is not NULL) a malloc'ed message if it failed. The files are
+ * on disk (synced) when the call returns. Returns the number of images that failed, or
+ * UFLOW_ERROR when the run stopped (a write failed, out of memory: the message names it). */
+int uflow_predict_to_files(uflow_model *m, const char *const *paths, const char *const *stems, int n,
+                           const char *out_dir, const uflow_write_options *o, uflow_row *rows, char **errors);
+
 /* The images `uflow predict` would process for these paths (files, or folders walked
  * recursively, in its order) and the output stem each gets there, so that work split
  * over processes or machines writes exactly what one `uflow predict` writes. */

@@ -209,7 +209,36 @@ static void test_bad_arguments(void) {
               uflow_result_anomalous(single) == uflow_result_anomalous(res[3]),
           "batch result = single result");
     uflow_result_free(single);
-    for (int i = 0; i < 4; i++) uflow_result_free(res[i]), free(err[i]);
+
+    /* Straight to files: the rows are the results', the files are there, the bad ones say why. */
+    char out[700], f[900];
+    snprintf(out, sizeof out, "%s/to_files", uf_test_tmpdir());
+    const char *stems[] = {"g/000", "missing", "corrupt", "h000"};
+    uflow_row rows[4];
+    char *err2[4];
+    CHECK(uflow_predict_to_files(m, paths, stems, 4, out, NULL, rows, err2) == 2, "%s", uflow_last_error());
+    CHECK(rows[0].ok && rows[3].ok && !rows[1].ok && !rows[2].ok && err2[1] && strstr(err2[1], "/nonexistent/y.png") &&
+              err2[2] && strstr(err2[2], "corrupt.png") && !err2[0] && !err2[3],
+          "rows and errors");
+    for (int i = 0; i < 4; i += 3)
+        CHECK(res[i] && rows[i].score == uflow_result_score(res[i]) &&
+                  rows[i].anomalous == uflow_result_anomalous(res[i]) &&
+                  rows[i].detected_pixels == uflow_result_detected_pixels(res[i]) &&
+                  rows[i].width == uflow_result_width(res[i]),
+              "image %d: row differs from uflow_predict_files' result", i);
+    static const char *files[] = {"g/000_map.png", "g/000_overlay.png", "g/000_mask.png", "h000_mask.png"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(f, sizeof f, "%s/%s", out, files[i]);
+        FILE *fp = fopen(f, "rb");
+        CHECK(fp != NULL, "missing %s", f);
+        if (fp) fclose(fp);
+    }
+    uflow_write_options wo = uflow_write_default_options();
+    wo.outputs = "mask,bogus";
+    CHECK(uflow_predict_to_files(m, paths, stems, 4, out, &wo, rows, NULL) == UFLOW_ERROR &&
+              strstr(uflow_last_error(), "bogus"),
+          "bad outputs: %s", uflow_last_error());
+    for (int i = 0; i < 4; i++) uflow_result_free(res[i]), free(err[i]), free(err2[i]);
     uflow_model_free(m);
 }
 

@@ -80,6 +80,16 @@ class _PredictOptions(Structure):
     _fields_ = [("model_size", c_int), ("nfa_block", c_int)]
 
 
+class _WriteOptions(Structure):
+    _fields_ = [("outputs", c_char_p), ("map_safetensors", c_int), ("overlay_jpeg", c_int), ("model_size", c_int),
+                ("nfa_block", c_int)]
+
+
+class _Row(Structure):
+    _fields_ = [("ok", c_int), ("score", c_float), ("max_neg_log10_nfa", c_float), ("anomalous", c_int),
+                ("detected_pixels", c_int), ("width", c_int), ("height", c_int)]
+
+
 class _TestOptions(Structure):
     _fields_ = [("data_dir", c_char_p), ("out_dir", c_char_p), ("eval_size", c_int)]
 
@@ -115,6 +125,8 @@ _predict_pixels = _sig("uflow_predict_pixels", c_void_p, c_void_p, POINTER(c_uby
 _predict_file = _sig("uflow_predict_file", c_void_p, c_void_p, c_char_p, POINTER(_PredictOptions))
 _predict_files = _sig("uflow_predict_files", c_int, c_void_p, POINTER(c_char_p), c_int, POINTER(_PredictOptions),
                       POINTER(c_void_p), POINTER(c_void_p))
+_predict_to_files = _sig("uflow_predict_to_files", c_int, c_void_p, POINTER(c_char_p), POINTER(c_char_p), c_int,
+                         c_char_p, POINTER(_WriteOptions), POINTER(_Row), POINTER(c_void_p))
 _r_score = _sig("uflow_result_score", c_float, c_void_p)
 _r_anomalous = _sig("uflow_result_anomalous", c_int, c_void_p)
 _r_w = _sig("uflow_result_width", c_int, c_void_p)
@@ -304,6 +316,40 @@ class Model:
         for i in range(n):
             if results[i]:
                 out.append(Result(results[i], paths[i]))
+            else:
+                out.append(Error(ctypes.string_at(errors[i]).decode("utf-8", "replace")))
+                _libc_free(errors[i])
+        return out
+
+    def predict_to_files(self, paths, stems, out_dir, outputs=None, map_safetensors=False, overlay_jpeg=False,
+                         model_size=False, nfa="tree"):
+        """Predicts paths and writes each one's files as out_dir/<stem>_map.png etc., as `uflow predict`
+        does (its pipeline: decoding, the model and the writing overlap). outputs: e.g. "map,mask,overlay,nfa"
+        or "none" (None: map,mask,overlay). Returns one dict per path: score, anomalous, detected_pixels,
+        max_neg_log10_nfa, width, height; or a uflow.Error for an image that could not be read."""
+        paths = [os.fspath(p) for p in paths]
+        stems = [os.fspath(s) for s in stems]
+        if len(stems) != len(paths):
+            raise ValueError("uflow: one stem per path")
+        n = len(paths)
+        if n == 0:
+            return []
+        if nfa not in ("tree", "block"):
+            raise ValueError("uflow: nfa must be 'tree' or 'block'")
+        o = _WriteOptions(outputs.encode() if outputs else None, int(bool(map_safetensors)), int(bool(overlay_jpeg)),
+                          int(bool(model_size)), int(nfa == "block"))
+        c_paths = (c_char_p * n)(*[_path(p) for p in paths])
+        c_stems = (c_char_p * n)(*[_path(s) for s in stems])
+        rows, errors = (_Row * n)(), (c_void_p * n)()
+        if _predict_to_files(self._handle(), c_paths, c_stems, n, _path(out_dir), ctypes.byref(o), rows, errors) < 0:
+            _fail()
+        out = []
+        for i in range(n):
+            r = rows[i]
+            if r.ok:
+                out.append({"score": float(r.score), "anomalous": bool(r.anomalous),
+                            "detected_pixels": int(r.detected_pixels), "max_neg_log10_nfa": float(r.max_neg_log10_nfa),
+                            "width": int(r.width), "height": int(r.height)})
             else:
                 out.append(Error(ctypes.string_at(errors[i]).decode("utf-8", "replace")))
                 _libc_free(errors[i])

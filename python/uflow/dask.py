@@ -48,13 +48,19 @@ def predict_chunk(model_path, items, out_dir=None, weights=None, threads=1, map_
     out_dir is given. Returns the rows (lists in COLUMNS order). Runs on a worker."""
     m = _model(model_path, weights, threads)
     rows = []
-    results = m.predict_files([p for p, _ in items])
+    paths = [p for p, _ in items]
+    if out_dir is not None:  # uflow predict's pipeline: the files are written while the model runs
+        results = m.predict_to_files(paths, [s for _, s in items], out_dir, map_safetensors=map_safetensors)
+    else:
+        results = m.predict_files(paths)
     for (path, stem), r in zip(items, results):
         if isinstance(r, uflow.Error):
             rows.append([path, float("nan"), None, None, float("nan"), None, None, "", str(r)])
             continue
-        if out_dir is not None:
-            r.write(out_dir, stem, map_safetensors)
+        if isinstance(r, dict):
+            rows.append([path, r["score"], r["anomalous"], r["detected_pixels"], r["max_neg_log10_nfa"], r["width"],
+                         r["height"], stem, ""])
+            continue
         rows.append([path, r.score, r.anomalous, r.detected_pixels, r.max_neg_log10_nfa, r.width, r.height, stem, ""])
         r.close()
     return rows

@@ -357,6 +357,65 @@ int uflow_result_write(const uflow_result *r, const char *out_dir, const char *s
     return uf_image_result_write(&r->r, out_dir, stem, &wo);
 }
 
+uflow_write_options uflow_write_default_options(void) {
+    uflow_write_options o;
+    memset(&o, 0, sizeof o);
+    return o;
+}
+
+typedef struct to_files_run {
+    const char *const *stems;
+    const char *out_dir;
+    uf_output_options wo;
+    uflow_row *rows;
+    char **errors;
+    int failed;
+} to_files_run;
+
+static int to_files_consume(void *user, int index, uf_image_result *r) {
+    const to_files_run *run = user;
+    int rc = uf_image_result_write(r, run->out_dir, run->stems[index], &run->wo);
+    uf_image_result_free(r);
+    return rc;
+}
+
+static int to_files_row(void *user, int index, const uf_image_summary *s, const char *error) {
+    to_files_run *run = user;
+    uflow_row *row = &run->rows[index];
+    if (error) {
+        run->failed++;
+        if (run->errors && !(run->errors[index] = strdup(error))) return uf_error("out of memory");
+        return UF_OK;
+    }
+    *row = (uflow_row){1, s->score, s->max_neg_log10_nfa, s->anomalous, s->detected_pixels, s->width, s->height};
+    return UF_OK;
+}
+
+int uflow_predict_to_files(uflow_model *h, const char *const *paths, const char *const *stems, int n,
+                           const char *out_dir, const uflow_write_options *o, uflow_row *rows, char **errors) {
+    uflow_write_options def = uflow_write_default_options();
+    if (!o) o = &def;
+    if (!h || n < 0 || (n > 0 && (!paths || !stems || !rows)) || !out_dir)
+        return uf_error("uflow_predict_to_files: bad arguments");
+    for (int i = 0; i < n; i++) {
+        rows[i] = (uflow_row){0};
+        if (errors) errors[i] = NULL;
+        if (!paths[i] || !stems[i] || !*stems[i]) return uf_error("uflow_predict_to_files: image %d has no path or stem", i);
+    }
+    to_files_run run = {.stems = stems, .out_dir = out_dir, .rows = rows, .errors = errors};
+    run.wo = (uf_output_options){.map_safetensors = o->map_safetensors, .overlay_jpeg = o->overlay_jpeg, .unsynced = 1};
+    if (o->outputs && uf_outputs_parse(o->outputs, &run.wo.outputs) != UF_OK) return UF_ERR;
+    if (uf_make_dirs(out_dir) != UF_OK) return UF_ERR;
+    const uf_pipeline_options po = {.batch = API_BATCH, .model_size_outputs = o->model_size, .nfa_block = o->nfa_block};
+    if (uf_pipeline_run(h->m, paths, n, &po, to_files_consume, to_files_row, &run) != UF_OK ||
+        uf_sync_filesystem(out_dir) != UF_OK) {
+        if (errors)
+            for (int i = 0; i < n; i++) free(errors[i]), errors[i] = NULL;
+        return UF_ERR;
+    }
+    return run.failed;
+}
+
 void uflow_result_free(uflow_result *r) {
     if (!r) return;
     uf_image_result_free(&r->r);

@@ -1,5 +1,6 @@
 #include "io/png_fast.h"
 
+#include <errno.h>
 #include <isa-l/igzip_lib.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -87,7 +88,7 @@ int uf_png_fast_write(FILE *fp, const char *name, int width, int height, int cha
         const size_t len = z.total_out - off < IDAT_CHUNK ? z.total_out - off : IDAT_CHUNK;
         ok = put_chunk(fp, "IDAT", out + off, len);
     }
-    if (!(ok && put_chunk(fp, "IEND", NULL, 0))) rc = uf_error("png '%s': write error", name);
+    if (!(ok && put_chunk(fp, "IEND", NULL, 0))) rc = uf_error("png '%s': write failed: %s", name, strerror(errno));
 done:
     free(filtered), free(out), free(level_buf);
     return rc;
