@@ -26,9 +26,9 @@ int bench_rows(const char *images, const char *weights, int reps, int with_mcait
 /* `uflow bench predict`: end-to-end images/s of uf_predict with options po (out_dir is the
  * bench's) next to the model-only images/s (uf_batch_run on decoded batches), same run, best
  * of reps. model_path NULL: an untrained ResNet-18 U-Flow at 256; images NULL: n_images
- * generated size x size PNGs. UF_OK / UF_ERR. */
+ * generated size x size PNGs; precision: a uf_precision for the backbone. UF_OK / UF_ERR. */
 struct uf_predict_options;
-int bench_predict(const char *model_path, const char *images, int n_images, int size, int reps,
+int bench_predict(const char *model_path, const char *images, int n_images, int size, int reps, int precision,
                   const struct uf_predict_options *po);
 
 /* A square n x n x n SGEMM, the reference rate other benchmarks compare with. */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backbone/backbone.h"
 #include "backbone/shipped.h"
 #include "bench.h"
 #include "core/blas.h"
@@ -69,7 +70,7 @@ static double model_seconds_per_image(uf_model *m, const uf_dataset *ds, int rep
     return best;
 }
 
-int bench_predict(const char *model_path, const char *images, int n_images, int size, int reps,
+int bench_predict(const char *model_path, const char *images, int n_images, int size, int reps, int precision,
                   const uf_predict_options *po) {
     char tmp[] = "/tmp/uflow-bench-predict-XXXXXX";
     if (!mkdtemp(tmp)) return uf_error("cannot create a temporary folder");
@@ -111,6 +112,7 @@ int bench_predict(const char *model_path, const char *images, int n_images, int 
         uf_model_free(again);
     }
     free(saved_env);
+    if (uf_backbone_set_precision(m->backbone, (uf_precision)precision) != UF_OK) goto done;
     const char *inputs[1] = {images};
     if (!(ds = uf_dataset_from_paths(inputs, 1))) goto done;
     if (ds->count == 0) {
@@ -135,9 +137,9 @@ int bench_predict(const char *model_path, const char *images, int n_images, int 
         }
         if (best < 0 || s < best) best = s;
     }
-    printf("predict, %d images of %s, model %s@%dx%d, batch %d, %d threads, best of %d\n", ds->count,
-           images == in_dir ? "generated 900x900 PNG" : images, m->cfg.backbone, m->cfg.input.width,
-           m->cfg.input.height, o.batch, uf_get_num_threads(), reps);
+    printf("predict, %d images of %s, model %s@%dx%d (backbone %s), batch %d, %d threads, best of %d\n",
+           ds->count, images == in_dir ? "generated PNG" : images, m->cfg.backbone, m->cfg.input.width,
+           m->cfg.input.height, uf_backbone_precision_name(m->backbone), o.batch, uf_get_num_threads(), reps);
     printf("  model only (backbone+flow+map+NFA)  %8.2f images/s  (%6.1f ms/image)\n", 1.0 / model_s,
            1e3 * model_s);
     printf("  end to end (files in, outputs out)  %8.2f images/s  (%6.1f ms/image)\n", 1.0 / best, 1e3 * best);

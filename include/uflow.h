@@ -123,7 +123,11 @@ void uflow_model_free(uflow_model *m);    /* NULL is fine */
 int uflow_model_input_width(const uflow_model *m);
 int uflow_model_input_height(const uflow_model *m);
 const char *uflow_model_backbone(const uflow_model *m); /* e.g. "resnet18" */
-int uflow_model_epochs(const uflow_model *m);           /* epochs trained */
+int uflow_model_epochs(const uflow_model *m);                /* epochs trained */
+/* The backbone's arithmetic: "fp32" (default), "bf16" (ResNet on CPUs with AVX512-BF16 or AMX:
+ * faster, maps within rounding of FP32), or "auto" (bf16 where it runs). UFLOW_ERROR + message
+ * for an unknown name, or bf16 where the CPU or backbone cannot. */
+int uflow_model_set_precision(uflow_model *m, const char *precision);
 
 /* ---- prediction -------------------------------------------------------------------------- */
 

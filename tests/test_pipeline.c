@@ -7,10 +7,13 @@
  *  - --outputs: which files appear; JPEG overlays; parsing;
  *  - the sha256 cache: used while the file is unchanged, bypassed once it is rewritten.
  */
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "backbone/backbone.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "harness.h"
@@ -203,6 +206,54 @@ static void test_outputs_choice(void) {
     uf_model_free(m);
 }
 
+/* --precision bf16: refused where the CPU cannot, else close to FP32 and not the same. */
+static void test_bf16_backbone(void) {
+    uf_model *m = tiny_model();
+    if (!m) return;
+    uf_precision p;
+    CHECK(uf_precision_parse("fp16", &p) == UF_ERR && strstr(uf_last_error(), "fp16"), "bad name accepted");
+    if (!uf_resnet_bf16_supported()) {
+        CHECK(uf_backbone_set_precision(m->backbone, UF_PRECISION_BF16) == UF_ERR &&
+                  strstr(uf_last_error(), "AVX512-BF16"),
+              "bf16 on a CPU without it: %s", uf_last_error());
+        CHECK(uf_backbone_set_precision(m->backbone, UF_PRECISION_AUTO) == UF_OK &&
+                  !strcmp(uf_backbone_precision_name(m->backbone), "fp32"),
+              "auto is fp32 without BF16");
+        printf("  this CPU has no BF16: bf16 refused, auto = fp32\n");
+        uf_model_free(m);
+        return;
+    }
+    const char *in = g_in[0] ? g_in : write_inputs();
+    char path[700];
+    snprintf(path, sizeof path, "%s/01.png", in);
+    const char *paths[1] = {path};
+    float *amap[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++) {
+        CHECK(uf_backbone_set_precision(m->backbone, k ? UF_PRECISION_BF16 : UF_PRECISION_FP32) == UF_OK, "%s",
+              uf_last_error());
+        CHECK(!strcmp(uf_backbone_precision_name(m->backbone), k ? "bf16" : "fp32"), "precision name");
+        uf_batch b;
+        CHECK(uf_batch_init(&b, m, 1, 64, 64) == UF_OK, "%s", uf_last_error());
+        uf_batch_load(&b, m, paths, 1);
+        CHECK(uf_batch_run(&b, m, NULL, NULL) == UF_OK && !b.error[0][0], "%s", uf_last_error());
+        amap[k] = malloc(sizeof(float) * 64 * 64);
+        memcpy(amap[k], b.amap, sizeof(float) * 64 * 64);
+        uf_batch_free(&b);
+    }
+    float worst = 0;
+    int differ = 0;
+    for (int q = 0; q < 64 * 64; q++) {
+        float d = fabsf(amap[0][q] - amap[1][q]);
+        worst = d > worst ? d : worst;
+        differ += d > 0;
+    }
+    printf("  bf16 against fp32 anomaly map: max |difference| %.2e, %d of 4096 cells differ\n", worst, differ);
+    CHECK(differ > 0, "bf16 gave the FP32 map bit for bit: it did not run");
+    CHECK(worst < 0.05f, "bf16 map off by %g", worst);
+    free(amap[0]), free(amap[1]);
+    uf_model_free(m);
+}
+
 static void test_hash_cache(void) {
     char dir[700], file[800], cache[800], plain[65], cached[65];
     snprintf(dir, sizeof dir, "%s/cache", uf_test_tmpdir());
@@ -242,6 +293,7 @@ int main(void) {
     UF_TEST(test_pipeline_equals_sequential);
     UF_TEST(test_pipeline_write_failure);
     UF_TEST(test_outputs_choice);
+    UF_TEST(test_bf16_backbone);
     UF_TEST(test_hash_cache);
     return uf_test_summary();
 }

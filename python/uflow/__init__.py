@@ -119,6 +119,7 @@ _model_w = _sig("uflow_model_input_width", c_int, c_void_p)
 _model_h = _sig("uflow_model_input_height", c_int, c_void_p)
 _model_backbone = _sig("uflow_model_backbone", c_char_p, c_void_p)
 _model_epochs = _sig("uflow_model_epochs", c_int, c_void_p)
+_model_precision = _sig("uflow_model_set_precision", c_int, c_void_p, c_char_p)
 _predict_defaults = _sig("uflow_predict_default_options", _PredictOptions)
 _predict_pixels = _sig("uflow_predict_pixels", c_void_p, c_void_p, POINTER(c_ubyte), c_int, c_int, c_int, c_size_t,
                        POINTER(_PredictOptions))
@@ -320,6 +321,12 @@ class Model:
                 out.append(Error(ctypes.string_at(errors[i]).decode("utf-8", "replace")))
                 _libc_free(errors[i])
         return out
+
+    def set_precision(self, precision):
+        """The backbone's arithmetic: "fp32" (default), "bf16" (ResNet on CPUs with AVX512-BF16 or AMX), or
+        "auto" (bf16 where it runs). Raises uflow.Error where bf16 cannot run."""
+        if _model_precision(self._handle(), precision.encode()) != 0:
+            _fail()
 
     def predict_to_files(self, paths, stems, out_dir, outputs=None, map_safetensors=False, overlay_jpeg=False,
                          model_size=False, nfa="tree"):

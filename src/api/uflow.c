@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backbone/backbone.h"
 #include "backbone/shipped.h"
 #include "core/blas.h"
 #include "core/error.h"
@@ -165,6 +166,13 @@ int uflow_model_input_width(const uflow_model *h) { return h ? h->m->cfg.input.w
 int uflow_model_input_height(const uflow_model *h) { return h ? h->m->cfg.input.height : 0; }
 const char *uflow_model_backbone(const uflow_model *h) { return h ? h->m->cfg.backbone : ""; }
 int uflow_model_epochs(const uflow_model *h) { return h ? h->m->cfg.epochs_done : 0; }
+
+int uflow_model_set_precision(uflow_model *h, const char *precision) {
+    uf_precision p;
+    if (!h || !precision) return uf_error("uflow_model_set_precision: no model or precision");
+    if (uf_precision_parse(precision, &p) != UF_OK) return UF_ERR;
+    return uf_backbone_set_precision(h->m->backbone, p);
+}
 
 /* ---- prediction ---- */
 

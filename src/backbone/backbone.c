@@ -189,3 +189,24 @@ int uf_backbone_forward(uf_backbone *b, const float *x, int n, int height, int w
     float *o[UF_RESNET_LEVELS] = {out[0], out[1], out[2]};
     return uf_resnet_forward(b->resnet, x, n, height, width, o);
 }
+
+int uf_precision_parse(const char *name, uf_precision *p) {
+    if (!strcmp(name, "fp32")) *p = UF_PRECISION_FP32;
+    else if (!strcmp(name, "bf16")) *p = UF_PRECISION_BF16;
+    else if (!strcmp(name, "auto")) *p = UF_PRECISION_AUTO;
+    else return uf_error("precision '%s': fp32, bf16 or auto", name);
+    return UF_OK;
+}
+
+int uf_backbone_set_precision(uf_backbone *b, uf_precision p) {
+    if (p == UF_PRECISION_AUTO)
+        p = b->kind == UF_BACKBONE_RESNET && uf_resnet_bf16_supported() ? UF_PRECISION_BF16 : UF_PRECISION_FP32;
+    if (b->kind == UF_BACKBONE_MCAIT)
+        return p == UF_PRECISION_BF16 ? uf_error("bf16: not available for the MS-CaiT backbone yet; use --precision fp32")
+                                      : UF_OK;
+    return uf_resnet_set_bf16(b->resnet, p == UF_PRECISION_BF16);
+}
+
+const char *uf_backbone_precision_name(const uf_backbone *b) {
+    return b->kind == UF_BACKBONE_RESNET && uf_resnet_get_bf16(b->resnet) ? "bf16" : "fp32";
+}

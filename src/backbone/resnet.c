@@ -41,6 +41,7 @@ struct uf_resnet {
     uf_arena arena; /* activation scratch, grown on demand */
     uf_resnet_timing timing;
     uf_resnet_engine engine;
+    int bf16;         /* the oneDNN plans in BF16 (uf_resnet_set_bf16) */
     dn_plan *plan[2]; /* oneDNN plans for the last two (n, h, w): a full group and a remainder */
 };
 
@@ -470,13 +471,14 @@ static int forward_group(uf_resnet *m, const float *x, int g, int h, int w, floa
 
 typedef struct {
     dnnl_primitive_t prim;
-    int kind;                 /* 0: conv, 1: pool, 2: reorder to an output */
+    int kind;                 /* 0: conv, 1: pool, 2: reorder (the input to BF16, an output to nchw FP32) */
     dnnl_memory_t src, dst, wei, bia;
 } dn_op;
 
 struct dn_plan {
     int n, h, w;
     int winograd; /* 3x3 stride-1 convolutions as Winograd where oneDNN has it */
+    dnnl_data_type_t act; /* activations and weights: f32, or bf16 (accumulation in f32, biases f32) */
     dnnl_engine_t eng;
     dnnl_stream_t st;
     dnnl_memory_t x_user, out_user[UF_RESNET_LEVELS];
@@ -545,7 +547,7 @@ static int dn_conv(dn_plan *p, const rn_conv *cv, dnnl_memory_t src, dnnl_memory
     const int64_t oh = (h + 2 * cv->pad - cv->k) / cv->stride + 1, ow = (w + 2 * cv->pad - cv->k) / cv->stride + 1;
     dnnl_memory_desc_t wmd, wuser, bmd, dmd;
     const dnnl_dims_t wd = {cv->c_out, cv->c_in, cv->k, cv->k}, bd = {cv->c_out}, dd = {n, cv->c_out, oh, ow};
-    DN(dnnl_memory_desc_init_by_tag(&wmd, 4, wd, dnnl_f32, dnnl_format_tag_any));
+    DN(dnnl_memory_desc_init_by_tag(&wmd, 4, wd, p->act, dnnl_format_tag_any));
     DN(dnnl_memory_desc_init_by_tag(&wuser, 4, wd, dnnl_f32, dnnl_oihw));
     DN(dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_x));
     if (sum_into) {
@@ -553,7 +555,7 @@ static int dn_conv(dn_plan *p, const rn_conv *cv, dnnl_memory_t src, dnnl_memory
         DN(dnnl_memory_get_memory_desc(sum_into, &m));
         dmd = *m;
     } else {
-        DN(dnnl_memory_desc_init_by_tag(&dmd, 4, dd, dnnl_f32, dnnl_format_tag_any));
+        DN(dnnl_memory_desc_init_by_tag(&dmd, 4, dd, p->act, dnnl_format_tag_any));
     }
     dnnl_convolution_desc_t cd;
     const dnnl_dims_t strides = {cv->stride, cv->stride}, pad = {cv->pad, cv->pad};
@@ -634,7 +636,7 @@ static int dn_pool(dn_plan *p, dnnl_memory_t src, dnnl_memory_t *dst) {
     DN(dnnl_memory_get_memory_desc(src, &smd));
     const dnnl_dims_t dd = {smd->dims[0], smd->dims[1], (smd->dims[2] - 1) / 2 + 1, (smd->dims[3] - 1) / 2 + 1};
     dnnl_memory_desc_t dmd;
-    DN(dnnl_memory_desc_init_by_tag(&dmd, 4, dd, dnnl_f32, dnnl_format_tag_any));
+    DN(dnnl_memory_desc_init_by_tag(&dmd, 4, dd, smd->data_type, dnnl_format_tag_any));
     dnnl_pooling_v2_desc_t pld;
     const dnnl_dims_t k3 = {3, 3}, s2 = {2, 2}, p1 = {1, 1}, dil = {0, 0};
     DN(dnnl_pooling_v2_forward_desc_init(&pld, dnnl_forward_inference, dnnl_pooling_max, smd, &dmd, s2, k3, dil, p1,
@@ -657,6 +659,30 @@ static int dn_pool(dn_plan *p, dnnl_memory_t src, dnnl_memory_t *dst) {
     dnnl_primitive_desc_destroy(pd);
     *dst = op->dst;
     return rc;
+}
+
+/* The input, converted: a reorder of src into a new nchw memory of type dt. */
+static int dn_reorder(dn_plan *p, dnnl_memory_t src, dnnl_data_type_t dt, dnnl_memory_t *dst) {
+    const dnnl_memory_desc_t *smd;
+    DN(dnnl_memory_get_memory_desc(src, &smd));
+    dnnl_memory_desc_t dmd;
+    DN(dnnl_memory_desc_init_by_tag(&dmd, 4, smd->dims, dt, dnnl_nchw));
+    if (dn_new_memory(p, &dmd, dst) != UF_OK) return UF_ERR;
+    dnnl_primitive_desc_t rpd;
+    dnnl_primitive_attr_t attr;
+    DN(dnnl_primitive_attr_create(&attr));
+    dnnl_status_t ast = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (ast == dnnl_success) ast = dnnl_reorder_primitive_desc_create(&rpd, smd, p->eng, &dmd, p->eng, attr);
+    dnnl_primitive_attr_destroy(attr);
+    if (ast != dnnl_success) return dn_fail("reorder descriptor", ast);
+    dn_note_scratch(p, rpd);
+    dn_op *op = &p->ops[p->n_ops++];
+    memset(op, 0, sizeof *op);
+    op->kind = 2;
+    op->src = src, op->dst = *dst;
+    dnnl_status_t st = dnnl_primitive_create(&op->prim, rpd);
+    dnnl_primitive_desc_destroy(rpd);
+    return st == dnnl_success ? UF_OK : dn_fail("reorder", st);
 }
 
 static int dn_reorder_out(dn_plan *p, dnnl_memory_t src, int level) {
@@ -689,8 +715,9 @@ static int dn_build(uf_resnet *m, dn_plan *p) {
     const dnnl_dims_t xd = {p->n, 3, p->h, p->w};
     DN(dnnl_memory_desc_init_by_tag(&xmd, 4, xd, dnnl_f32, dnnl_nchw));
     DN(dnnl_memory_create(&p->x_user, &xmd, p->eng, DNNL_MEMORY_NONE));
-    dnnl_memory_t cur = NULL, t = NULL;
-    if (dn_conv(p, &m->stem, p->x_user, NULL, 1, &t) != UF_OK || dn_pool(p, t, &cur) != UF_OK) return UF_ERR;
+    dnnl_memory_t cur = NULL, t = NULL, x = p->x_user;
+    if (p->act == dnnl_bf16 && dn_reorder(p, p->x_user, dnnl_bf16, &x) != UF_OK) return UF_ERR;
+    if (dn_conv(p, &m->stem, x, NULL, 1, &t) != UF_OK || dn_pool(p, t, &cur) != UF_OK) return UF_ERR;
     const int nc = m->bottleneck ? 3 : 2;
     for (int l = 0; l < UF_RESNET_LEVELS; l++) {
         for (int j = 0; j < m->n_blocks[l]; j++) {
@@ -726,7 +753,9 @@ static dn_plan *dn_plan_get(uf_resnet *m, int n, int h, int w) {
     dn_plan *p = m->plan[0] = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->n = n, p->h = h, p->w = w;
-    p->winograd = m->engine == UF_RESNET_DNNL && uf_cblk_get_winograd();
+    p->act = m->bf16 ? dnnl_bf16 : dnnl_f32;
+    /* oneDNN's Winograd kernels are FP32 only */
+    p->winograd = m->engine == UF_RESNET_DNNL && uf_cblk_get_winograd() && !m->bf16;
     if (dn_build(m, p) != UF_OK) {
         dn_plan_free(p);
         m->plan[0] = NULL;
@@ -809,6 +838,24 @@ void uf_resnet_set_engine(uf_resnet *m, uf_resnet_engine e) {
 }
 
 uf_resnet_engine uf_resnet_get_engine(const uf_resnet *m) { return m->engine; }
+
+int uf_resnet_bf16_supported(void) {
+    return (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+}
+
+int uf_resnet_set_bf16(uf_resnet *m, int on) {
+    if (on && !uf_resnet_bf16_supported())
+        return uf_error("bf16: this CPU has neither AVX512-BF16 nor AMX (oneDNN: %s); use --precision fp32",
+                        uf_resnet_dnnl_info());
+    if (m->bf16 != !!on) {
+        m->bf16 = !!on;
+        dn_plan_free(m->plan[0]), dn_plan_free(m->plan[1]);
+        m->plan[0] = m->plan[1] = NULL;
+    }
+    return UF_OK;
+}
+
+int uf_resnet_get_bf16(const uf_resnet *m) { return m->bf16; }
 
 int uf_resnet_forward(uf_resnet *m, const float *x, int n, int h, int w, float *out[UF_RESNET_LEVELS]) {
     m->timing = (uf_resnet_timing){0, 0};

@@ -78,6 +78,14 @@ int uf_resnet_forward(uf_resnet *m, const float *x, int n, int h, int w, float *
 typedef enum { UF_RESNET_DNNL = 0, UF_RESNET_IM2COL = 1, UF_RESNET_DNNL_DIRECT = 2 } uf_resnet_engine;
 void uf_resnet_set_engine(uf_resnet *m, uf_resnet_engine e);
 uf_resnet_engine uf_resnet_get_engine(const uf_resnet *m);
+
+/* BF16 inference: the oneDNN plan's activations and weights in bfloat16 (8-bit mantissa),
+ * products accumulated in FP32, biases and the three outputs FP32; for CPUs with
+ * AVX512-BF16 or AMX (uf_resnet_bf16_supported). The im2col engine stays FP32. Setting it
+ * on a CPU without them is refused (UF_ERR + a line saying so). */
+int uf_resnet_bf16_supported(void);
+int uf_resnet_set_bf16(uf_resnet *m, int on);
+int uf_resnet_get_bf16(const uf_resnet *m);
 /* e.g. "oneDNN 2.6.3, ISA avx512_core_amx": the library and the instruction set it runs here. */
 const char *uf_resnet_dnnl_info(void);
 

@@ -1,6 +1,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "backbone/backbone.h"
 #include "backbone/shipped.h"
 #include "bench.h"
 #include "cli/args.h"
@@ -32,7 +33,8 @@ static void usage(FILE *f) {
 }
 
 static int bench_predict_command(int argc, char **argv) {
-    const char *model = NULL, *images = NULL, *outputs = "map,mask,overlay", *overlay_format = "png";
+    const char *model = NULL, *images = NULL, *outputs = "map,mask,overlay", *overlay_format = "png",
+               *precision = "fp32";
     int threads = 0, n = 24, size = 900, reps = 2;
     uf_predict_options o = {.batch = 8};
     const cli_opt opts[] = {
@@ -44,6 +46,7 @@ static int bench_predict_command(int argc, char **argv) {
         {"batch", OPT_INT, &o.batch, 1, 256, "images per batch"},
         {"outputs", OPT_STRING, &outputs, 0, 0, "as uflow predict --outputs (default: map,mask,overlay)"},
         {"overlay-format", OPT_STRING, &overlay_format, 0, 0, "png | jpeg"},
+        {"precision", OPT_STRING, &precision, 0, 0, "the backbone's arithmetic: fp32 | bf16 | auto"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
     };
     char *pos[1];
@@ -57,7 +60,9 @@ static int bench_predict_command(int argc, char **argv) {
     if (uf_blas_init() != UF_OK) return cli_fail("bench predict", NULL);
     uf_set_num_threads(threads);
     cli_keep_freed_memory(); /* as uflow predict does */
-    return bench_predict(model, images, n, size, reps, &o) == UF_OK ? 0 : cli_fail("bench predict", NULL);
+    uf_precision prec;
+    if (uf_precision_parse(precision, &prec) != UF_OK) return cli_fail("bench predict", NULL);
+    return bench_predict(model, images, n, size, reps, prec, &o) == UF_OK ? 0 : cli_fail("bench predict", NULL);
 }
 
 int cmd_bench(int argc, char **argv) {

@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "core/blas.h"
 #include "core/error.h"
+#include "backbone/backbone.h"
 #include "model/predict.h"
 
 /* The bad-input policy, for --help (also in the README). */
@@ -19,7 +20,8 @@
 int cmd_predict(int argc, char **argv) {
     uf_predict_options o = {.batch = 8, .verbose = 1};
     const char *model = NULL, *weights = NULL, *backbone = NULL, *format = "png16", *out_size = "input",
-               *labels = NULL, *outputs = "map,mask,overlay", *overlay_format = "png";
+               *labels = NULL, *outputs = "map,mask,overlay", *overlay_format = "png",
+               *precision = "fp32";
     int threads = 0;
     const cli_opt opts[] = {
         {"model", OPT_STRING, &model, 0, 0, "model file written by 'uflow train'"},
@@ -38,6 +40,9 @@ int cmd_predict(int argc, char **argv) {
         {"labels", OPT_STRING, &labels, 0, 0,
          "good=DIR,defect=DIR[,...]: folders of known label, predicted too; prints image AUROC, F1 and the "
          "confusion at NFA = 1"},
+        {"precision", OPT_STRING, &precision, 0, 0,
+         "the backbone's arithmetic: fp32 | bf16 (ResNet on CPUs with AVX512-BF16 or AMX) | auto (bf16 where it "
+         "runs)"},
         {"batch", OPT_INT, &o.batch, 1, 256, "images per batch"},
         {"writers", OPT_INT, &o.workers, 0, 1024, "threads that encode and write the outputs (0: one per core)"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
@@ -111,6 +116,12 @@ int cmd_predict(int argc, char **argv) {
     cli_keep_freed_memory();
     uf_model *m = cli_load_model("predict", model, weights, backbone);
     if (!m) goto done;
+    uf_precision prec;
+    if (uf_precision_parse(precision, &prec) != UF_OK || uf_backbone_set_precision(m->backbone, prec) != UF_OK) {
+        cli_fail("predict", NULL);
+        uf_model_free(m);
+        goto done;
+    }
     uf_predict_report rep;
     if (uf_predict(m, (const char *const *)inputs, n_inputs, &o, &rep) == UF_OK) {
         printf("%d images, %d with a detection (NFA < 1); %.1f ms/image; results in %s/results.csv\n",

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "backbone/backbone.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/blas.h"
@@ -39,7 +40,7 @@ void cli_print_metrics(const uf_model *m, const uf_evaluate_report *rep) {
 
 int cmd_test(int argc, char **argv) {
     uf_evaluate_options o = {.eval_size = 256, .batch = 8, .verbose = 1};
-    const char *model = NULL, *weights = NULL, *backbone = NULL, *out = NULL, *nfa = "tree";
+    const char *model = NULL, *weights = NULL, *backbone = NULL, *out = NULL, *nfa = "tree", *precision = "fp32";
     int threads = 0;
     const cli_opt opts[] = {
         {"model", OPT_STRING, &model, 0, 0, "model file written by 'uflow train'"},
@@ -57,6 +58,7 @@ int cmd_test(int argc, char **argv) {
         {"eval-size", OPT_INT, &o.eval_size, 8, 4096, "size of the maps and masks the metrics use"},
         {"batch", OPT_INT, &o.batch, 1, 256, "images per batch"},
         {"nfa", OPT_STRING, &nfa, 0, 0, "tree (current official) | block (older binomial NFA)"},
+        {"precision", OPT_STRING, &precision, 0, 0, "the backbone's arithmetic: fp32 | bf16 | auto (as uflow predict)"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
     };
     char *pos[1];
@@ -79,6 +81,11 @@ int cmd_test(int argc, char **argv) {
     uf_set_num_threads(threads);
     uf_model *m = cli_load_model("test", model, weights, backbone);
     if (!m) return 1;
+    uf_precision prec;
+    if (uf_precision_parse(precision, &prec) != UF_OK || uf_backbone_set_precision(m->backbone, prec) != UF_OK) {
+        uf_model_free(m);
+        return cli_fail("test", NULL);
+    }
     uf_evaluate_report rep;
     int rc = uf_evaluate(m, &o, &rep);
     if (rc == UF_OK) {
