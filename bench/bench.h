@@ -20,8 +20,9 @@ int bench_train(int verbose, const char *weights);
 
 /* The uflow side of make bench-compare (bench/compare/README.md): prints "<row>\t<value>\t<unit>"
  * lines, medians of `reps` repeats. images: a folder of images for the loading row (NULL: no
- * row); weights: the ResNet-18 file; with_mcait: also MS-CaiT at 448 (slow). UF_OK / UF_ERR. */
-int bench_rows(const char *images, const char *weights, int reps, int with_mcait);
+ * row); predict_images: a folder of large images for the end-to-end predict row (NULL: none);
+ * weights: the ResNet-18 file; with_mcait: also MS-CaiT at 448 (slow). UF_OK / UF_ERR. */
+int bench_rows(const char *images, const char *predict_images, const char *weights, int reps, int with_mcait);
 
 /* `uflow bench predict`: end-to-end images/s of uf_predict with options po (out_dir is the
  * bench's) next to the model-only images/s (uf_batch_run on decoded batches), same run, best

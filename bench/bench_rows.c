@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backbone/shipped.h"
 #include "backbone/backbone.h"
@@ -23,6 +24,7 @@
 #include "io/dataset.h"
 #include "io/image.h"
 #include "model/model.h"
+#include "model/predict.h"
 
 #define MAX_REPS 15
 
@@ -164,7 +166,31 @@ static void run_train(void *p) {
     uf_adam_step(&c->adam, c->f->params, c->f->grads);
 }
 
-int bench_rows(const char *images, const char *weights, int reps, int with_mcait) {
+/* predict end to end (uf_predict, default outputs) over the images of folder dir: median ms/image. */
+static int predict_row(uf_model *m, const char *dir, int reps) {
+    char out[] = "/tmp/uflow-bench-rows-XXXXXX";
+    if (!mkdtemp(out)) return uf_error("cannot create a temporary folder");
+    uf_predict_options o = {.out_dir = out, .batch = 8};
+    double t[MAX_REPS];
+    int n = 0, rc = UF_OK;
+    if (reps > MAX_REPS) reps = MAX_REPS;
+    for (int r = 0; r <= reps && rc == UF_OK; r++) { /* r = 0: warm-up */
+        uf_predict_report rep;
+        double t0 = uf_now();
+        rc = uf_predict(m, &dir, 1, &o, &rep);
+        if (rc == UF_OK && rep.n_failed) rc = uf_error("predict row: %d images failed", rep.n_failed);
+        if (rc == UF_OK && r > 0) t[n++] = (uf_now() - t0) / rep.n_images;
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", out);
+    if (rc != UF_OK) return UF_ERR;
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    row("predict end to end, default outputs, 900x900 PNG", 1e3 * t[n / 2], "ms/image");
+    return UF_OK;
+}
+
+int bench_rows(const char *images, const char *predict_images, const char *weights, int reps, int with_mcait) {
     if (uf_blas_init() != UF_OK) return UF_ERR;
     const double sgemm = bench_square_rate();
     row("SGEMM 1024^3", sgemm, "GFLOP/s");
@@ -244,6 +270,7 @@ int bench_rows(const char *images, const char *weights, int reps, int with_mcait
     }
     nc.score = nfa_score;
     row("tree NFA resnet18@256", 1e3 * median_time(run_nfa, &nc, reps), "ms/image");
+    if (predict_images && predict_row(m, predict_images, (reps + 1) / 2) != UF_OK) goto done;
     /* training on cached features, batch 16 */
     tc.f = m->flow, tc.batch = 16;
     if (uf_flow_alloc_grads(tc.f) != UF_OK || uf_adam_init(&tc.adam, tc.f->n_trainable, 1e-4) != UF_OK) goto done;

@@ -88,6 +88,37 @@ def load_image(path, size):
     return (x - MEAN) / STD
 
 
+def jet_overlay(rgb, amap, alpha=0.5):
+    """The image with the map as a jet heat map (as uflow predict draws it)."""
+    v = np.clip(amap, 0.0, 1.0)[..., None]
+    centres = np.array([0.75, 0.5, 0.25], dtype=np.float32)
+    heat = np.clip(1.5 - np.abs(4.0 * v - 4.0 * centres), 0.0, 1.0) * 255.0
+    return np.rint((1.0 - alpha) * rgb + alpha * heat).astype(np.uint8)
+
+
+def predict_files(files, out_dir, ext, flow, batch=8):
+    """What a user writes around the official model to get uflow predict's default outputs: Pillow
+    decodes and resizes, the model and the tree NFA at 256, the map and the -log10 NFA field upsampled
+    to the image's size, and three PNGs per image saved with Pillow (its default compression)."""
+    from PIL import Image
+    for i0 in range(0, len(files), batch):
+        imgs = [Image.open(f).convert("RGB") for f in files[i0:i0 + batch]]
+        x = torch.stack([(torch.from_numpy(np.asarray(im.resize((256, 256), Image.BILINEAR), dtype=np.float32)
+                                           / 255.0).permute(2, 0, 1) - MEAN) / STD for im in imgs])
+        z, _ = flow(ext(x))
+        amaps = U.anomaly_map(z, 256)
+        for j, im in enumerate(imgs):
+            w, h = im.size
+            nfa = nfa_tree_numpy.score([zl[j].numpy().astype(np.float64) for zl in z], 256)
+            up = F.interpolate(amaps[j][None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+            nfa_up = F.interpolate(torch.from_numpy(nfa).float()[None, None], size=(h, w), mode="bilinear",
+                                   align_corners=False)[0, 0].numpy()
+            stem = os.path.join(out_dir, os.path.splitext(os.path.basename(files[i0 + j]))[0])
+            Image.fromarray(np.rint(np.clip(up, 0, 1) * 65535).astype(np.uint16)).save(stem + "_map.png")
+            Image.fromarray(jet_overlay(np.asarray(im, dtype=np.float32), up)).save(stem + "_overlay.png")
+            Image.fromarray((nfa_up > 0).astype(np.uint8) * 255).save(stem + "_mask.png")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
@@ -95,6 +126,7 @@ def main():
     ap.add_argument("--weights")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--mcait", action="store_true")
+    ap.add_argument("--predict-images", help="folder of large images for the end-to-end predict row")
     ap.add_argument("--self-check", action="store_true")
     ap.add_argument("--info", action="store_true", help="print torch's build and thread settings")
     a = ap.parse_args()
@@ -161,6 +193,13 @@ def main():
         z, _ = flow([f[:1] for f in feats])
         zs = [zl[0].numpy().astype(np.float64) for zl in z]
         row("tree NFA resnet18@256", 1e3 * median_time(lambda: nfa_tree_numpy.score(zs, 256), a.reps), "ms/image")
+        if a.predict_images:
+            import tempfile
+            files = sorted(os.path.join(a.predict_images, f) for f in os.listdir(a.predict_images)
+                           if f.lower().endswith(".png"))
+            with tempfile.TemporaryDirectory() as out:
+                t = median_time(lambda: predict_files(files, out, ext, flow), max(1, (a.reps + 1) // 2))
+            row("predict end to end, default outputs, 900x900 PNG", 1e3 * t / len(files), "ms/image")
     # training on cached features, batch 16: loss of spec 5.1, Adam with L2 weight decay
     flow.train()
     opt = torch.optim.Adam([p for p in flow.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-5)

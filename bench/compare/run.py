@@ -82,12 +82,14 @@ def main():
     print(chk.stdout.strip() or chk.stderr.strip())
     if chk.returncode != 0:
         sys.exit(1)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as big:
         write_images(tmp)
-        ucmd = [UFLOW, "bench", "rows", "--images", tmp, "--weights", WEIGHTS, "--threads", str(a.threads),
-                "--reps", str(a.reps)] + ([] if a.no_mcait else ["--mcait"])
-        tcmd = [sys.executable, os.path.join(HERE, "baseline.py"), "--images", tmp, "--weights", WEIGHTS,
+        write_images(big, n=16, size=900)
+        ucmd = [UFLOW, "bench", "rows", "--images", tmp, "--predict-images", big, "--weights", WEIGHTS,
                 "--threads", str(a.threads), "--reps", str(a.reps)] + ([] if a.no_mcait else ["--mcait"])
+        tcmd = [sys.executable, os.path.join(HERE, "baseline.py"), "--images", tmp, "--predict-images", big,
+                "--weights", WEIGHTS, "--threads", str(a.threads), "--reps", str(a.reps)] + \
+            ([] if a.no_mcait else ["--mcait"])
         runs = {"uflow": [], "torch": []}
         for r in range(a.rounds):
             order = (("uflow", ucmd), ("torch", tcmd)) if r % 2 == 0 else (("torch", tcmd), ("uflow", ucmd))

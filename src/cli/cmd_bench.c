@@ -92,10 +92,12 @@ int cmd_bench(int argc, char **argv) {
         return bench_backbone(1, backbone, weights) == 0 ? 0 : cli_fail("bench", NULL);
     }
     if (!strcmp(argv[1], "rows")) {
-        const char *images = NULL, *weights = NULL;
+        const char *images = NULL, *predict_images = NULL, *weights = NULL;
         int threads = 0, reps = 5, mcait = 0;
         const cli_opt opts[] = {
             {"images", OPT_STRING, &images, 0, 0, "folder of images for the loading row"},
+            {"predict-images", OPT_STRING, &predict_images, 0, 0,
+             "folder of large images for the end-to-end predict row (default outputs)"},
             {"weights", OPT_STRING, &weights, 0, 0, "ResNet-18 weights (default: the shipped file)"},
             {"reps", OPT_INT, &reps, 1, 15, "repeats per row (medians)"},
             {"mcait", OPT_FLAG, &mcait, 0, 0, "also MS-CaiT at 448 (about 3 s per image)"},
@@ -109,7 +111,7 @@ int cmd_bench(int argc, char **argv) {
         if (r != CLI_PARSED) return r == CLI_HELP ? 0 : 2;
         if (uf_blas_init() != UF_OK) return cli_fail("bench", NULL);
         uf_set_num_threads(threads);
-        return bench_rows(images, weights ? weights : uf_shipped_weights(), reps, mcait) == UF_OK
+        return bench_rows(images, predict_images, weights ? weights : uf_shipped_weights(), reps, mcait) == UF_OK
                    ? 0
                    : cli_fail("bench", NULL);
     }
