@@ -1,5 +1,6 @@
 /* ResNet extractor throughput (images/s) and the GFLOP/s its convolutions
  * reach, next to the SGEMM GFLOP/s measured in the same run. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -142,6 +143,40 @@ static int bench_mcait(const char *weights) {
                4.0 * (uf_mcait_used_params(m, 0) + uf_mcait_used_params(m, 1)) / 1048576.0, uf_mcait_used_params(m, 0),
                uf_mcait_used_params(m, 1));
         rc = UF_OK;
+    }
+    /* --precision bf16 in the same run, where the CPU has it: time and distance to FP32's features */
+    if (ok && uf_resnet_bf16_supported()) {
+        float *ref[2] = {0};
+        size_t cnt[2] = {0, 0};
+        for (int l = 0; l < 2 && ok; l++) {
+            int c, h, w;
+            uf_mcait_feature_shape(m, l, &c, &h, &w);
+            cnt[l] = (size_t)c * h * w;
+            ok = (ref[l] = uf_alloc(sizeof(float) * cnt[l])) != NULL;
+            if (ok) memcpy(ref[l], out[l], sizeof(float) * cnt[l]);
+        }
+        ok = ok && uf_mcait_set_bf16(m, 1) == UF_OK && uf_mcait_forward(m, x, 1, out) == UF_OK; /* warm-up */
+        double best16 = 1e30;
+        for (int rep = 0; ok && rep < 3; rep++) {
+            double a = uf_now();
+            ok = uf_mcait_forward(m, x, 1, out) == UF_OK;
+            if (uf_now() - a < best16) best16 = uf_now() - a;
+        }
+        if (ok && uf_mcait_get_bf16(m)) {
+            double err = 0, norm = 0;
+            for (int l = 0; l < 2; l++)
+                for (size_t i = 0; i < cnt[l]; i++) {
+                    const double d = (double)out[l][i] - ref[l][i];
+                    err += d * d, norm += (double)ref[l][i] * ref[l][i];
+                }
+            printf("  bf16 dense layers: %.2f s/image, %.2fx FP32's in this run; features' relative RMS difference "
+                   "to FP32 %.2e; peak memory %.0f MiB\n",
+                   best16, best / best16, sqrt(err / (norm > 0 ? norm : 1)), peak_rss_mib());
+        } else if (ok) {
+            printf("  bf16: not run (oneDNN fell back to FP32)\n");
+        }
+        uf_free(ref[0]), uf_free(ref[1]);
+        if (!ok) rc = UF_ERR;
     }
     uf_free(x), uf_free(out[0]), uf_free(out[1]);
     bench_square_free(&sq);

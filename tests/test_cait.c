@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backbone/backbone.h"
 #include "backbone/cait.h"
 #include "backbone/mcait.h"
 #include "core/error.h"
@@ -231,7 +232,43 @@ static void test_load_errors(void) {
     uf_cait_free(a), uf_cait_free(b);
 }
 
+/* --precision bf16 for CaiT: the dense layers in bfloat16 stay close to FP32 (and differ from
+ * it: the path ran); refused where the CPU has no BF16. */
+static void test_bf16_dense_layers(void) {
+    uf_cait *m = uf_cait_random("cait_s24_224", 1, 7);
+    CHECK(m != NULL, "%s", uf_last_error());
+    if (!m) return;
+    if (!uf_resnet_bf16_supported()) {
+        uf_backbone b = {UF_BACKBONE_MCAIT, NULL, NULL};
+        uf_mcait pair = {{m, m}, NULL, 0, ""};
+        b.mcait = &pair;
+        CHECK(uf_backbone_set_precision(&b, UF_PRECISION_BF16) == UF_ERR && strstr(uf_last_error(), "AVX512-BF16"),
+              "bf16 on a CPU without it: %s", uf_last_error());
+        printf("  this CPU has no BF16: refused\n");
+        uf_cait_free(m);
+        return;
+    }
+    const int S = uf_cait_input_size(m), D = uf_cait_dim(m), g = uf_cait_grid(m);
+    const size_t nx = (size_t)3 * S * S, ny = (size_t)D * g * g;
+    float *x = malloc(sizeof(float) * nx), *y32 = malloc(sizeof(float) * ny), *y16 = malloc(sizeof(float) * ny);
+    for (size_t i = 0; i < nx; i++) x[i] = (float)sin(0.37 * (double)i) * 1.5f;
+    CHECK(uf_cait_forward(m, x, 1, y32, NULL) == UF_OK, "%s", uf_last_error());
+    CHECK(uf_cait_set_bf16(m, 1) == UF_OK && uf_cait_get_bf16(m), "%s", uf_last_error());
+    CHECK(uf_cait_forward(m, x, 1, y16, NULL) == UF_OK && uf_cait_get_bf16(m), "%s", uf_last_error());
+    double err = 0, norm = 0;
+    for (size_t i = 0; i < ny; i++) err += (y16[i] - y32[i]) * (double)(y16[i] - y32[i]), norm += y32[i] * (double)y32[i];
+    const double rel = sqrt(err / norm);
+    printf("  bf16 dense layers: features' relative RMS difference to FP32 %.2e\n", rel);
+    CHECK(rel > 0 && rel < 2e-2, "relative RMS difference %g", rel);
+    CHECK(uf_cait_set_bf16(m, 0) == UF_OK && uf_cait_forward(m, x, 1, y16, NULL) == UF_OK &&
+              !memcmp(y16, y32, sizeof(float) * ny),
+          "back to FP32: not FP32's features");
+    free(x), free(y32), free(y16);
+    uf_cait_free(m);
+}
+
 int main(void) {
+    UF_TEST(test_bf16_dense_layers);
     UF_TEST(test_tiny_models);
     UF_TEST(test_deep_models_cut_off);
     UF_TEST(test_more_heads);

@@ -39,10 +39,11 @@ typedef enum { UF_PRECISION_FP32 = 0, UF_PRECISION_BF16, UF_PRECISION_AUTO } uf_
 /* "fp32" | "bf16" | "auto"; UF_ERR + message otherwise. */
 int uf_precision_parse(const char *name, uf_precision *p);
 
-/* Sets b's precision. bf16: ResNet's oneDNN plan in BF16 (resnet.h), refused with one line
- * where the CPU has neither AVX512-BF16 nor AMX, and for MS-CaiT (not available yet).
+/* Sets b's precision. bf16: ResNet's oneDNN plan in BF16 (resnet.h), MS-CaiT's dense layers in
+ * BF16 (cait.h); refused with one line where the CPU has neither AVX512-BF16 nor AMX.
  * auto: bf16 for a ResNet where the CPU has it (it moves MTD's pixel AUROC and AUPRO by
- * less than 0.1 point: docs/results.md), fp32 otherwise. */
+ * less than 0.1 point: docs/results.md), fp32 otherwise (MS-CaiT's accuracy in BF16 is not
+ * measured). */
 int uf_backbone_set_precision(uf_backbone *b, uf_precision p);
 /* "fp32" or "bf16": what b runs in. */
 const char *uf_backbone_precision_name(const uf_backbone *b);

@@ -1,5 +1,8 @@
 #include "backbone/cait.h"
 
+#include "core/log.h"
+#include "core/matmul_bf16.h"
+
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -8,6 +11,8 @@
 
 #include "core/blas.h"
 #include "core/error.h"
+#include "core/log.h"
+#include "core/matmul_bf16.h"
 #include "core/tensor.h"
 #include "core/timer.h"
 #include "io/safetensors.h"
@@ -28,6 +33,8 @@ typedef struct {
     const float *norm2_w, *norm2_b;
     const float *fc1_w, *fc1_b;       /* (F, D), (F) */
     const float *fc2_w, *fc2_b;       /* (D, F), (D) */
+    /* with bf16 on: the dense weights in bfloat16 (inside uf_cait.w16) */
+    const uint16_t *qkv_w16, *proj_w16, *fc1_w16, *fc2_w16;
 } cait_block;
 
 struct uf_cait {
@@ -42,6 +49,8 @@ struct uf_cait {
     int n_owned, cap_owned;
     uf_arena arena;                 /* forward scratch, grown on demand */
     uf_cait_timing timing;
+    int bf16;                       /* the blocks' dense layers in bfloat16 (uf_cait_set_bf16) */
+    uint16_t *w16, *x16;            /* their bf16 weights (made once); the converted inputs (N x F) */
 };
 
 /* ---------------------------------------------------------------- loading */
@@ -204,6 +213,7 @@ uf_cait *uf_cait_load(const char *path, int last_block) {
 
 void uf_cait_free(uf_cait *m) {
     if (!m) return;
+    uf_free(m->w16), uf_free(m->x16);
     for (int i = 0; i < m->n_owned; i++) uf_free(m->owned[i]);
     free(m->owned);
     uf_free(m->blocks);
@@ -432,6 +442,43 @@ static void linear(const float *x, int rows, int in, const float *w, const float
         for (int o = 0; o < out; o++) y[(size_t)n * out + o] += b[o];
 }
 
+/* linear() in bfloat16 when the model has it on (w16 made), FP32 otherwise. A bf16 call that
+ * oneDNN cannot run turns bf16 off for the model (a warning) and is done in FP32. */
+static void dense(uf_cait *m, const float *x, int rows, int in, const float *w, const uint16_t *w16, const float *b,
+                  int out, float *y) {
+    if (m->bf16 && w16) {
+        if (uf_linear_bf16(x, rows, in, w16, b, out, y, m->x16) == UF_OK) return;
+        uf_log(UF_LOG_WARNING, "CaiT %s: %s; running in FP32", m->arch, uf_last_error());
+        m->bf16 = 0;
+    }
+    linear(x, rows, in, w, b, out, y);
+}
+
+int uf_cait_set_bf16(uf_cait *m, int on) {
+    if (on && !m->w16) {
+        const size_t D = (size_t)m->dim, F = (size_t)m->hidden, per = 3 * D * D + D * D + 2 * F * D;
+        m->w16 = uf_alloc(sizeof(uint16_t) * per * (size_t)m->n_run);
+        m->x16 = uf_alloc(sizeof(uint16_t) * (size_t)m->grid * m->grid * (F > D ? F : D));
+        if (!m->w16 || !m->x16) {
+            uf_free(m->w16), uf_free(m->x16);
+            m->w16 = m->x16 = NULL;
+            return uf_error("CaiT %s: out of memory for its bf16 weights", m->arch);
+        }
+        for (int i = 0; i < m->n_run; i++) {
+            cait_block *b = &m->blocks[i];
+            uint16_t *w = m->w16 + per * (size_t)i;
+            uf_to_bf16(b->qkv_w, w, 3 * D * D), b->qkv_w16 = w, w += 3 * D * D;
+            uf_to_bf16(b->proj_w, w, D * D), b->proj_w16 = w, w += D * D;
+            uf_to_bf16(b->fc1_w, w, F * D), b->fc1_w16 = w, w += F * D;
+            uf_to_bf16(b->fc2_w, w, F * D), b->fc2_w16 = w;
+        }
+    }
+    m->bf16 = !!on;
+    return UF_OK;
+}
+
+int uf_cait_get_bf16(const uf_cait *m) { return m->bf16; }
+
 /* Talking-heads self-attention of one image (spec 3.1.2): qkv (N, 3D) ->
  * o (N, D). vsum (D): scratch. scratch: per thread (2 N + 1) x H x ROW_CHUNK floats.
  * Two biases are folded instead of added to the H x N x N scores:
@@ -528,7 +575,7 @@ static void run_block(uf_cait *m, const cait_block *b, cait_work *w) {
 #define LAP(field) (t1 = uf_now(), tm->field += t1 - t0, t0 = t1)
     layer_norm(w->x, N, D, b->norm1_w, b->norm1_b, w->y);
     LAP(other_s);
-    linear(w->y, N, D, b->qkv_w, b->qkv_b, 3 * D, w->qkv);
+    dense(m, w->y, N, D, b->qkv_w, b->qkv_w16, b->qkv_b, 3 * D, w->qkv);
     LAP(dense_s);
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++)
@@ -536,16 +583,16 @@ static void run_block(uf_cait *m, const cait_block *b, cait_work *w) {
     LAP(other_s);
     attention(m, b, w->qkv, w->o, w->vsum, w->scratch);
     LAP(attention_s);
-    linear(w->o, N, D, b->proj_w, b->proj_b, D, w->y);
+    dense(m, w->o, N, D, b->proj_w, b->proj_w16, b->proj_b, D, w->y);
     LAP(dense_s);
     add_scaled(w->x, w->y, b->gamma1, N, D);
     layer_norm(w->x, N, D, b->norm2_w, b->norm2_b, w->y);
     LAP(other_s);
-    linear(w->y, N, D, b->fc1_w, b->fc1_b, F, w->hid);
+    dense(m, w->y, N, D, b->fc1_w, b->fc1_w16, b->fc1_b, F, w->hid);
     LAP(dense_s);
     gelu_erf(w->hid, (size_t)N * F);
     LAP(other_s);
-    linear(w->hid, N, F, b->fc2_w, b->fc2_b, D, w->y);
+    dense(m, w->hid, N, F, b->fc2_w, b->fc2_w16, b->fc2_b, D, w->y);
     LAP(dense_s);
     add_scaled(w->x, w->y, b->gamma2, N, D);
     LAP(other_s);

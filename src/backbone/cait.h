@@ -78,4 +78,10 @@ typedef struct uf_cait_timing {
 } uf_cait_timing;
 uf_cait_timing uf_cait_last_timing(const uf_cait *m);
 
+/* The blocks' dense layers (qkv, proj, fc1, fc2: 85% of the FLOPs) in bfloat16 (core/matmul_bf16.h;
+ * their bf16 weights are made at the first call with on = 1 and kept); attention, norms and the
+ * patch embedding stay FP32. The caller checks that the CPU has BF16. UF_OK / UF_ERR (memory). */
+int uf_cait_set_bf16(uf_cait *m, int on);
+int uf_cait_get_bf16(const uf_cait *m);
+
 #endif

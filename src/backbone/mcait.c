@@ -101,3 +101,11 @@ int uf_mcait_forward(uf_mcait *m, const float *x, int n, float *const out[UF_MCA
     if (uf_cait_forward(m->model[0], x, n, out[0], NULL) != UF_OK) return UF_ERR;
     return uf_cait_forward(m->model[1], m->resized, n, out[1], NULL);
 }
+
+int uf_mcait_set_bf16(uf_mcait *m, int on) {
+    for (int l = 0; l < UF_MCAIT_LEVELS; l++)
+        if (uf_cait_set_bf16(m->model[l], on) != UF_OK) return UF_ERR;
+    return UF_OK;
+}
+
+int uf_mcait_get_bf16(const uf_mcait *m) { return uf_cait_get_bf16(m->model[0]); }

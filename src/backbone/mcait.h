@@ -50,4 +50,8 @@ double uf_mcait_flops(const uf_mcait *m);
 /* x (n, 3, S, S) -> out[0] (n, C_0, H_0, W_0), out[1] (n, C_1, H_1, W_1). UF_OK or UF_ERR. */
 int uf_mcait_forward(uf_mcait *m, const float *x, int n, float *const out[UF_MCAIT_LEVELS]);
 
+/* Both extractors' dense layers in bfloat16 (uf_cait_set_bf16). */
+int uf_mcait_set_bf16(uf_mcait *m, int on);
+int uf_mcait_get_bf16(const uf_mcait *m);
+
 #endif
