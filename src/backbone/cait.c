@@ -49,8 +49,12 @@ struct uf_cait {
     int n_owned, cap_owned;
     uf_arena arena;                 /* forward scratch, grown on demand */
     uf_cait_timing timing;
-    int bf16;                       /* the blocks' dense layers in bfloat16 (uf_cait_set_bf16) */
+    int bf16;                       /* dense layers and attention products in bfloat16 (uf_cait_set_bf16) */
     uint16_t *w16, *x16;            /* their bf16 weights (made once); the converted inputs (N x F) */
+    /* bf16 attention (one image): Q, V (H, N, dh) and K^T (H, dh, N) in bf16; the scores S (H, N, N)
+     * FP32 and the mixed probabilities P (H, N, N) bf16; the heads' outputs (H, N, dh) FP32 */
+    uint16_t *q16, *kt16, *v16, *p16;
+    float *s32, *o32;
 };
 
 /* ---------------------------------------------------------------- loading */
@@ -214,6 +218,7 @@ uf_cait *uf_cait_load(const char *path, int last_block) {
 void uf_cait_free(uf_cait *m) {
     if (!m) return;
     uf_free(m->w16), uf_free(m->x16);
+    uf_free(m->q16), uf_free(m->kt16), uf_free(m->v16), uf_free(m->p16), uf_free(m->s32), uf_free(m->o32);
     for (int i = 0; i < m->n_owned; i++) uf_free(m->owned[i]);
     free(m->owned);
     uf_free(m->blocks);
@@ -459,10 +464,16 @@ int uf_cait_set_bf16(uf_cait *m, int on) {
         const size_t D = (size_t)m->dim, F = (size_t)m->hidden, per = 3 * D * D + D * D + 2 * F * D;
         m->w16 = uf_alloc(sizeof(uint16_t) * per * (size_t)m->n_run);
         m->x16 = uf_alloc(sizeof(uint16_t) * (size_t)m->grid * m->grid * (F > D ? F : D));
-        if (!m->w16 || !m->x16) {
+        const size_t N = (size_t)m->grid * m->grid, HNN = (size_t)m->heads * N * N;
+        m->q16 = uf_alloc(sizeof(uint16_t) * N * D), m->kt16 = uf_alloc(sizeof(uint16_t) * N * D);
+        m->v16 = uf_alloc(sizeof(uint16_t) * N * D), m->p16 = uf_alloc(sizeof(uint16_t) * HNN);
+        m->s32 = uf_alloc(sizeof(float) * HNN), m->o32 = uf_alloc(sizeof(float) * N * D);
+        if (!m->w16 || !m->x16 || !m->q16 || !m->kt16 || !m->v16 || !m->p16 || !m->s32 || !m->o32) {
             uf_free(m->w16), uf_free(m->x16);
-            m->w16 = m->x16 = NULL;
-            return uf_error("CaiT %s: out of memory for its bf16 weights", m->arch);
+            uf_free(m->q16), uf_free(m->kt16), uf_free(m->v16), uf_free(m->p16), uf_free(m->s32), uf_free(m->o32);
+            m->w16 = m->x16 = m->q16 = m->kt16 = m->v16 = m->p16 = NULL;
+            m->s32 = m->o32 = NULL;
+            return uf_error("CaiT %s: out of memory for its bf16 weights and buffers", m->arch);
         }
         for (int i = 0; i < m->n_run; i++) {
             cait_block *b = &m->blocks[i];
@@ -515,6 +526,60 @@ static void attention(const uf_cait *m, const cait_block *b, const float *qkv, f
                 for (int k = 0; k < dh; k++) oh[(size_t)i * D + k] += bias * vsum[h * dh + k];
         }
     }
+}
+
+/* attention() with its two products in bfloat16, each one batched matmul over the heads
+ * (core/matmul_bf16.h): S_h = Q_h K_h^T for all rows, then per row chunk (as attention(), in
+ * FP32) the talking heads, the softmax and the second mixing, P stored in bf16, then
+ * O_h = P_h V_h. UF_ERR when oneDNN cannot run it (the caller then runs attention()). */
+static int attention_bf16(uf_cait *m, const cait_block *b, const float *qkv, float *o, float *vsum,
+                          float *scratch) {
+    const int N = m->grid * m->grid, D = m->dim, H = m->heads, dh = D / H, ld = 3 * D;
+    const size_t NN = (size_t)N * N;
+    for (int c = 0; c < D; c++) vsum[c] = 0.0f;
+    for (int j = 0; j < N; j++)
+        for (int c = 0; c < D; c++) vsum[c] += qkv[(size_t)j * ld + 2 * D + c];
+    /* Q, V as (H, N, dh), K^T as (H, dh, N), rounded to bf16 */
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < N; j++) {
+        const float *row = qkv + (size_t)j * ld;
+        for (int h = 0; h < H; h++) {
+            uint16_t *q = m->q16 + ((size_t)h * N + j) * dh, *v = m->v16 + ((size_t)h * N + j) * dh;
+            for (int k = 0; k < dh; k++) {
+                q[k] = uf_bf16_of(row[h * dh + k]);
+                v[k] = uf_bf16_of(row[2 * D + h * dh + k]);
+                m->kt16[((size_t)h * dh + k) * N + j] = uf_bf16_of(row[D + h * dh + k]);
+            }
+        }
+    }
+    if (uf_matmul_bf16_batched(H, N, dh, N, m->q16, m->kt16, m->s32) != UF_OK) return UF_ERR;
+    const int n_chunks = (N + ROW_CHUNK - 1) / ROW_CHUNK;
+    const size_t per_thread = (size_t)2 * H * ROW_CHUNK * N + (size_t)H * ROW_CHUNK;
+#pragma omp parallel for schedule(dynamic)
+    for (int c = 0; c < n_chunks; c++) {
+        const int i0 = c * ROW_CHUNK, r = N - i0 < ROW_CHUNK ? N - i0 : ROW_CHUNK;
+        const size_t rn = (size_t)r * N;
+        float *s = scratch + (size_t)omp_get_thread_num() * per_thread, *t = s + (size_t)H * ROW_CHUNK * N;
+        for (int h = 0; h < H; h++) memcpy(s + h * rn, m->s32 + h * NN + (size_t)i0 * N, sizeof(float) * rn);
+        float *inv = t + (size_t)H * ROW_CHUNK * N;
+        mix_heads(b->mix_l_w, H, NULL, s, t, r, N);
+        softmax_rows_unnormalised(t, H * r, N, inv);
+        mix_heads(b->mix_w_w, H, inv, t, s, r, N);
+        for (int h = 0; h < H; h++) {
+            const float *src = s + h * rn;
+            uint16_t *dst = m->p16 + h * NN + (size_t)i0 * N;
+            for (size_t q = 0; q < rn; q++) dst[q] = uf_bf16_of(src[q]);
+        }
+    }
+    if (uf_matmul_bf16_batched(H, N, N, dh, m->p16, m->v16, m->o32) != UF_OK) return UF_ERR;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < N; i++)
+        for (int h = 0; h < H; h++) {
+            const float bias = b->mix_w_b[h], *src = m->o32 + ((size_t)h * N + i) * dh;
+            float *dst = o + (size_t)i * D + h * dh;
+            for (int k = 0; k < dh; k++) dst[k] = src[k] + bias * vsum[h * dh + k];
+        }
+    return UF_OK;
 }
 
 /* erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7; 4.6e-7 evaluated in
@@ -581,7 +646,13 @@ static void run_block(uf_cait *m, const cait_block *b, cait_work *w) {
     for (int n = 0; n < N; n++)
         for (int c = 0; c < D; c++) w->qkv[(size_t)n * 3 * D + c] *= q_scale;
     LAP(other_s);
-    attention(m, b, w->qkv, w->o, w->vsum, w->scratch);
+    if (!m->bf16 || attention_bf16(m, b, w->qkv, w->o, w->vsum, w->scratch) != UF_OK) {
+        if (m->bf16) {
+            uf_log(UF_LOG_WARNING, "CaiT %s: %s; running in FP32", m->arch, uf_last_error());
+            m->bf16 = 0;
+        }
+        attention(m, b, w->qkv, w->o, w->vsum, w->scratch);
+    }
     LAP(attention_s);
     dense(m, w->o, N, D, b->proj_w, b->proj_w16, b->proj_b, D, w->y);
     LAP(dense_s);

@@ -12,7 +12,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* bfloat16 of each float, rounded to nearest even (NaN stays NaN). */
+#include <string.h>
+
+/* bfloat16 of a float, rounded to nearest even (NaN stays NaN). */
+static inline uint16_t uf_bf16_of(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* uf_bf16_of of each float (in parallel for large n: call it outside parallel regions). */
 void uf_to_bf16(const float *src, uint16_t *dst, size_t n);
 
 /* The product above. w16: W (out, in) in bfloat16 (uf_to_bf16 of the FP32 weights, made once
@@ -20,5 +30,9 @@ void uf_to_bf16(const float *src, uint16_t *dst, size_t n);
  * NULL. UF_OK, or UF_ERR + message (oneDNN cannot run it here, out of memory). */
 int uf_linear_bf16(const float *x, int rows, int in, const uint16_t *w16, const float *b, int out, float *y,
                    uint16_t *x16);
+
+/* c (batch, m, n) = a (batch, m, k) b (batch, k, n), all row-major and contiguous, a and b
+ * in bfloat16, c FP32 (the attention's products). UF_OK / UF_ERR + message. */
+int uf_matmul_bf16_batched(int batch, int m, int k, int n, const uint16_t *a, const uint16_t *b, float *c);
 
 #endif
