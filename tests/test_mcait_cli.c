@@ -4,10 +4,12 @@
  * every image from it and writes the same model byte for byte; predict and
  * test run the model; presets set the paper's settings unless overridden; bad
  * weight arguments get one line naming the file and the tensor. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backbone/resnet.h"
 #include "core/error.h"
 #include "harness.h"
 #include "io/safetensors.h"
@@ -113,6 +115,26 @@ static void test_train_cache_predict_test(void) {
     snprintf(probe, sizeof probe, "%s/results.csv", pred);
     char *csv = uf_test_read_text(probe);
     CHECK(csv && uf_test_count_lines(csv) == 3, "results.csv: %s", csv ? csv : "(missing)");
+    /* --precision bf16: the same rows within bf16's rounding where the CPU has it, refused elsewhere */
+    char pred16[600];
+    snprintf(pred16, sizeof pred16, "%s16", pred);
+    const char *predict16[] = {"predict", "--model", m1, "-o", pred16, test_good, "--threads", "1", "--precision",
+                               "bf16", "--outputs", "none", NULL};
+    const int rc16 = run(predict16);
+    if (uf_resnet_bf16_supported()) {
+        CHECK(rc16 == 0, "predict --precision bf16: %s", err_text());
+        snprintf(probe, sizeof probe, "%s/results.csv", pred16);
+        char *csv16 = uf_test_read_text(probe);
+        /* the score column of both files' first image row */
+        const char *a = csv ? strchr(strchr(csv, '\n') + 1, ',') : NULL, *b = csv16 ? strchr(strchr(csv16, '\n') + 1, ',') : NULL;
+        CHECK(a && b && fabs(atof(a + 1) - atof(b + 1)) < 0.05, "bf16 score %s vs fp32 %s", b ? b + 1 : "-",
+              a ? a + 1 : "-");
+        free(csv16);
+    } else {
+        char *e16 = err_text();
+        CHECK(rc16 == 1 && e16 && strstr(e16, "AVX512-BF16"), "bf16 without BF16: %s", e16 ? e16 : "");
+        free(e16);
+    }
     free(csv);
     const char *wrong[] = {"test", "--model", m1, "--data", data, "--backbone", "resnet18", NULL};
     CHECK(run(wrong) == 1, "test --backbone resnet18 on an mcait model accepted");
