@@ -10,6 +10,7 @@
 #include "core/error.h"
 
 #define IDAT_CHUNK (1 << 20)
+#define ISAL_PAD 256
 
 static void put_be32(unsigned char *p, uint32_t v) {
     p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16), p[2] = (unsigned char)(v >> 8);
@@ -37,12 +38,15 @@ int uf_png_fast_write(FILE *fp, const char *name, int width, int height, int cha
     /* deflate's worst case is n plus 5 bytes per 64 KiB stored block; ISA-L's own headers fit
      * in the rest */
     const size_t cap = n + n / 8 + (1 << 16);
-    unsigned char *filtered = malloc(n), *out = malloc(cap), *level_buf = malloc(ISAL_DEF_LVL1_DEFAULT);
+    /* ISA-L's vector code may read a little past the input and into its level buffer before writing it;
+     * both are zeroed so that nothing it reads is undefined (valgrind memcheck) */
+    unsigned char *filtered = malloc(n + ISAL_PAD), *out = malloc(cap), *level_buf = calloc(1, ISAL_DEF_LVL1_DEFAULT);
     int rc = UF_OK;
     if (!filtered || !out || !level_buf) {
         rc = uf_error("png '%s': out of memory", name);
         goto done;
     }
+    memset(filtered + n, 0, ISAL_PAD);
     for (int y = 0; y < height; y++) {
         unsigned char *f = filtered + (size_t)y * (row + 1);
         f[0] = filter_up ? 2 : 0;
@@ -61,6 +65,7 @@ int uf_png_fast_write(FILE *fp, const char *name, int width, int height, int cha
             for (size_t i = 0; i < row; i++) d[i] = (unsigned char)(d[i] - u[i]);
         }
     struct isal_zstream z;
+    memset(&z, 0, sizeof z);
     isal_deflate_stateless_init(&z);
     z.level = 1;
     z.level_buf = level_buf;
