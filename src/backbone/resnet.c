@@ -661,6 +661,29 @@ static int dn_pool(dn_plan *p, dnnl_memory_t src, dnnl_memory_t *dst) {
     return rc;
 }
 
+/* A reorder op from src into dst (any layouts and types). */
+static int dn_add_reorder(dn_plan *p, dnnl_memory_t src, dnnl_memory_t dst) {
+    if (p->n_ops >= DN_MAX_OPS) return uf_error("oneDNN: too many layers");
+    const dnnl_memory_desc_t *smd, *dmd;
+    DN(dnnl_memory_get_memory_desc(src, &smd));
+    DN(dnnl_memory_get_memory_desc(dst, &dmd));
+    dnnl_primitive_desc_t rpd;
+    dnnl_primitive_attr_t attr;
+    DN(dnnl_primitive_attr_create(&attr));
+    dnnl_status_t ast = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (ast == dnnl_success) ast = dnnl_reorder_primitive_desc_create(&rpd, smd, p->eng, dmd, p->eng, attr);
+    dnnl_primitive_attr_destroy(attr);
+    if (ast != dnnl_success) return dn_fail("reorder descriptor", ast);
+    dn_note_scratch(p, rpd);
+    dn_op *op = &p->ops[p->n_ops++];
+    memset(op, 0, sizeof *op);
+    op->kind = 2;
+    op->src = src, op->dst = dst;
+    dnnl_status_t st = dnnl_primitive_create(&op->prim, rpd);
+    dnnl_primitive_desc_destroy(rpd);
+    return st == dnnl_success ? UF_OK : dn_fail("reorder", st);
+}
+
 /* The input, converted: a reorder of src into a new nchw memory of type dt. */
 static int dn_reorder(dn_plan *p, dnnl_memory_t src, dnnl_data_type_t dt, dnnl_memory_t *dst) {
     const dnnl_memory_desc_t *smd;
@@ -668,44 +691,17 @@ static int dn_reorder(dn_plan *p, dnnl_memory_t src, dnnl_data_type_t dt, dnnl_m
     dnnl_memory_desc_t dmd;
     DN(dnnl_memory_desc_init_by_tag(&dmd, 4, smd->dims, dt, dnnl_nchw));
     if (dn_new_memory(p, &dmd, dst) != UF_OK) return UF_ERR;
-    dnnl_primitive_desc_t rpd;
-    dnnl_primitive_attr_t attr;
-    DN(dnnl_primitive_attr_create(&attr));
-    dnnl_status_t ast = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
-    if (ast == dnnl_success) ast = dnnl_reorder_primitive_desc_create(&rpd, smd, p->eng, &dmd, p->eng, attr);
-    dnnl_primitive_attr_destroy(attr);
-    if (ast != dnnl_success) return dn_fail("reorder descriptor", ast);
-    dn_note_scratch(p, rpd);
-    dn_op *op = &p->ops[p->n_ops++];
-    memset(op, 0, sizeof *op);
-    op->kind = 2;
-    op->src = src, op->dst = *dst;
-    dnnl_status_t st = dnnl_primitive_create(&op->prim, rpd);
-    dnnl_primitive_desc_destroy(rpd);
-    return st == dnnl_success ? UF_OK : dn_fail("reorder", st);
+    return dn_add_reorder(p, src, *dst);
 }
 
+/* Output `level`: src reordered to FP32 nchw into the caller's array (set per forward). */
 static int dn_reorder_out(dn_plan *p, dnnl_memory_t src, int level) {
     const dnnl_memory_desc_t *smd;
     DN(dnnl_memory_get_memory_desc(src, &smd));
     dnnl_memory_desc_t umd;
     DN(dnnl_memory_desc_init_by_tag(&umd, 4, smd->dims, dnnl_f32, dnnl_nchw));
     DN(dnnl_memory_create(&p->out_user[level], &umd, p->eng, DNNL_MEMORY_NONE));
-    dnnl_primitive_desc_t rpd;
-    dnnl_primitive_attr_t attr;
-    DN(dnnl_primitive_attr_create(&attr));
-    dnnl_status_t ast = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
-    if (ast == dnnl_success) ast = dnnl_reorder_primitive_desc_create(&rpd, smd, p->eng, &umd, p->eng, attr);
-    dnnl_primitive_attr_destroy(attr);
-    if (ast != dnnl_success) return dn_fail("reorder descriptor", ast);
-    dn_note_scratch(p, rpd);
-    dn_op *op = &p->ops[p->n_ops++];
-    memset(op, 0, sizeof *op);
-    op->kind = 2;
-    op->src = src, op->dst = p->out_user[level];
-    dnnl_status_t st = dnnl_primitive_create(&op->prim, rpd);
-    dnnl_primitive_desc_destroy(rpd);
-    return st == dnnl_success ? UF_OK : dn_fail("reorder", st);
+    return dn_add_reorder(p, src, p->out_user[level]);
 }
 
 static int dn_build(uf_resnet *m, dn_plan *p) {
