@@ -52,12 +52,12 @@ int uf_batch_init(uf_batch *b, const uf_model *m, int cap, int out_w, int out_h)
          (b->score = uf_alloc(cap * sizeof(float)));
     ok = ok && (b->resized = calloc(cap, sizeof *b->resized)) && (b->orig_w = calloc(cap, sizeof(int))) &&
          (b->orig_h = calloc(cap, sizeof(int))) && (b->error = calloc(cap, sizeof *b->error)) &&
-         (b->z2 = calloc(cap, sizeof *b->z2));
+         (b->z2 = calloc(cap, sizeof *b->z2)) && (b->max_nfa = calloc(cap, sizeof(float)));
     if (ok && m->cfg.tiling.enabled) {
         const size_t tile = (size_t)m->cfg.input.width * m->cfg.input.height;
         b->tiled = 1;
         ok = (b->original = calloc(cap, sizeof *b->original)) && (b->tiled_amap = calloc(cap, sizeof(float *))) &&
-             (b->tiled_nfa = calloc(cap, sizeof(float *))) && (b->max_nfa = calloc(cap, sizeof(float))) &&
+             (b->tiled_nfa = calloc(cap, sizeof(float *))) &&
              (b->tile_map = uf_alloc(cap * tile * sizeof(float))) && (b->tile_nfa = uf_alloc(cap * tile * sizeof(float)));
     }
     if (!ok) {
@@ -301,8 +301,12 @@ int uf_batch_run(uf_batch *b, uf_model *m, double *t_latents, double *t_detect) 
     for (int i = 0; i < b->n; i++) {
         if (b->error[i][0]) continue;
         float *amap = b->amap + (size_t)i * ow * oh, *nfa = b->nfa + (size_t)i * ow * oh;
-        if (detect_one(b, m, b->z, i, 1, oh, ow, amap, nfa, &b->score[i], b->paths[i], b->error[i]) == UF_OK)
-            mean_z2(m, b->z, i, 1, b->z2[i]);
+        if (detect_one(b, m, b->z, i, 1, oh, ow, amap, nfa, &b->score[i], b->paths[i], b->error[i]) != UF_OK)
+            continue;
+        mean_z2(m, b->z, i, 1, b->z2[i]);
+        float mx = -INFINITY;
+        for (size_t p = 0; p < (size_t)ow * oh; p++) mx = nfa[p] > mx ? nfa[p] : mx;
+        b->max_nfa[i] = mx;
     }
     if (t_latents) *t_latents += t1 - t0;
     if (t_detect) *t_detect += uf_now() - t1;

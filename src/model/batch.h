@@ -36,14 +36,14 @@ typedef struct uf_batch {
     int nfa_block;                     /* 1: the older block/binomial NFA instead of the tree (spec 7.2) */
     double (*z2)[UF_FLOW_MAX_SCALES];  /* (cap) per image and scale, the mean z^2 of its latents (of all its
                                         * tiles when tiled) */
+    float *max_nfa;                    /* (cap) the largest -log10 NFA of image i where the test runs (the
+                                        * model's grid; a tiled image's working resolution); anomalous: > 0 */
     /* Tiled models (m->cfg.tiling, io/tiling.h): the images as loaded are always kept (original),
      * and uf_batch_run writes image i's stitched fields at its own size orig_w[i] x orig_h[i]
      * into tiled_amap[i] / tiled_nfa[i] (allocated by the run) instead of amap / nfa; score[i]
      * is the stitched map's maximum. The NFA counts the tests of all the image's tiles. */
     int tiled;
     float **tiled_amap, **tiled_nfa;   /* (cap) */
-    float *max_nfa;                    /* (cap) the largest -log10 NFA of image i at the working resolution,
-                                        * where the test runs (anomalous: > 0) */
     float *tile_map, *tile_nfa;        /* (cap, H, W) one chunk of tiles' fields */
 } uf_batch;
 

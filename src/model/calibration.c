@@ -41,7 +41,6 @@ double uf_calibration_offset(double *s, int n, double rate) {
  * (z2, n x UF_FLOW_MAX_SCALES) and its largest -log10 NFA where the test runs (smax). */
 static int pass(uf_model *m, uf_batch *b, const char *const *paths, int n, double (*z2)[UF_FLOW_MAX_SCALES],
                 double *smax) {
-    const size_t per = (size_t)b->out_w * b->out_h;
     for (int i0 = 0; i0 < n; i0 += b->cap) {
         const int k = n - i0 < b->cap ? n - i0 : b->cap;
         uf_batch_load(b, m, paths + i0, k);
@@ -53,14 +52,7 @@ static int pass(uf_model *m, uf_batch *b, const char *const *paths, int n, doubl
         if (bad >= 0) return uf_error("calibration image: %s", b->error[bad]);
         for (int i = 0; i < k; i++) {
             memcpy(z2[i0 + i], b->z2[i], sizeof z2[0]);
-            float mx = -INFINITY;
-            if (b->tiled) {
-                mx = b->max_nfa[i];
-            } else {
-                const float *f = b->nfa + (size_t)i * per;
-                for (size_t p = 0; p < per; p++) mx = f[p] > mx ? f[p] : mx;
-            }
-            smax[i0 + i] = mx;
+            smax[i0 + i] = b->max_nfa[i];
         }
     }
     return UF_OK;

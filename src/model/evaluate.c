@@ -155,14 +155,12 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
         for (int i = 0; i < n; i++) {
             const uf_sample *s = &ds->samples[idx[i]];
             float *amap = b.amap + (size_t)i * per, *nfa = b.nfa + (size_t)i * per;
-            int detected = 0, ew = EW, eh = EH;
+            int ew = EW, eh = EH;
             if (b.tiled) { /* the stitched fields, at the image's own size */
                 amap = b.tiled_amap[i], nfa = b.tiled_nfa[i];
                 ew = b.orig_w[i], eh = b.orig_h[i];
-                detected = b.max_nfa[i] > 0.0f;
-            } else {
-                for (size_t p = 0; p < per && !detected; p++) detected = nfa[p] > 0.0f;
             }
+            const int detected = b.max_nfa[i] > 0.0f; /* where the test runs */
             img_score[rep->n_images] = b.score[i];
             img_label[rep->n_images] = (uint8_t)(s->label != 0);
             img_detected[rep->n_images] = (uint8_t)detected;

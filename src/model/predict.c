@@ -208,9 +208,7 @@ int uf_pending_take(uf_batch *b, int i, uf_pending_result *p) {
     }
     memcpy(p->amap, b->amap + (size_t)i * np, sizeof(float) * np);
     memcpy(p->nfa, b->nfa + (size_t)i * np, sizeof(float) * np);
-    p->max_nfa = -INFINITY;
-    for (size_t q = 0; q < np; q++)
-        if (p->nfa[q] > p->max_nfa) p->max_nfa = p->nfa[q];
+    p->max_nfa = b->max_nfa[i];
     uf_image **slot = b->original && b->original[i] ? &b->original[i] : &b->resized[i];
     p->image = *slot; /* taken from the batch: its next load would free it */
     *slot = NULL;
