@@ -66,7 +66,7 @@ static void fault_kill_at_commit(FILE *fp) {
     raise(SIGKILL);
 }
 
-static int commit(uf_atomic_file *af, int durable) {
+int uf_atomic_commit_as(uf_atomic_file *af, int durable) {
     fault_kill_at_commit(af->fp);
     if (af->failed || ferror(af->fp)) {
         uf_atomic_abort(af);
@@ -92,8 +92,7 @@ static int commit(uf_atomic_file *af, int durable) {
     return UF_OK;
 }
 
-int uf_atomic_commit(uf_atomic_file *af) { return commit(af, 1); }
-int uf_atomic_commit_unsynced(uf_atomic_file *af) { return commit(af, 0); }
+int uf_atomic_commit(uf_atomic_file *af) { return uf_atomic_commit_as(af, 1); }
 
 int uf_sync_filesystem(const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -104,14 +103,18 @@ int uf_sync_filesystem(const char *path) {
     return rc == 0 ? UF_OK : uf_error("%s: sync failed: %s", path, strerror(e));
 }
 
-int uf_write_file_atomic(const char *path, const void *data, size_t n) {
+int uf_write_file_atomic_as(const char *path, const void *data, size_t n, int durable) {
     uf_atomic_file af;
     if (uf_atomic_begin(&af, path) != UF_OK) return UF_ERR;
     if (uf_atomic_write(&af, data, n) != UF_OK) {
         uf_atomic_abort(&af);
         return UF_ERR;
     }
-    return uf_atomic_commit(&af);
+    return uf_atomic_commit_as(&af, durable);
+}
+
+int uf_write_file_atomic(const char *path, const void *data, size_t n) {
+    return uf_write_file_atomic_as(path, data, n, 1);
 }
 
 int uf_make_dirs(const char *path) {

@@ -29,17 +29,19 @@ int uf_atomic_begin(uf_atomic_file *af, const char *path);
 int uf_atomic_write(uf_atomic_file *af, const void *data, size_t n);
 /* Flushes, fsyncs, closes and renames; UF_ERR (and cleanup) if anything failed. */
 int uf_atomic_commit(uf_atomic_file *af);
-/* The same without the fsync: readers still see the old or the whole new file, but after a
- * crash of the machine (not of the process) the new one may be empty. For many small
- * outputs: the caller makes them durable together with uf_sync_filesystem before it
- * publishes anything that refers to them. */
-int uf_atomic_commit_unsynced(uf_atomic_file *af);
+/* uf_atomic_commit, or with durable 0 the same without the fsync: readers still see the old
+ * or the whole new file, but after a crash of the machine (not of the process) the new one
+ * may be empty. For many small outputs: the caller makes them durable together with
+ * uf_sync_filesystem before it publishes anything that refers to them. */
+int uf_atomic_commit_as(uf_atomic_file *af, int durable);
 /* syncfs(2) on the file system holding path: every write to it so far reaches the disk. */
 int uf_sync_filesystem(const char *path);
 void uf_atomic_abort(uf_atomic_file *af);
 
-/* Whole-buffer convenience: writes data to path atomically. */
+/* Whole-buffer convenience: writes data to path atomically (the _as form: durable as in
+ * uf_atomic_commit_as). */
 int uf_write_file_atomic(const char *path, const void *data, size_t n);
+int uf_write_file_atomic_as(const char *path, const void *data, size_t n, int durable);
 
 /* mkdir -p: path and every folder above it, each made when missing. UF_ERR + a message
  * naming the level that cannot be made or exists and is not a folder. */

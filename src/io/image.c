@@ -1039,7 +1039,7 @@ static int png_write_atomic(const char *path, int width, int height, int channel
         uf_atomic_abort(&af);
         return UF_ERR;
     }
-    return durable ? uf_atomic_commit(&af) : uf_atomic_commit_unsynced(&af);
+    return uf_atomic_commit_as(&af, durable);
 }
 
 int uf_image_write_png_as(const char *path, const uf_image *img, uf_png_mode mode, int durable) {
@@ -1075,16 +1075,7 @@ int uf_image_write_jpeg(const char *path, const uf_image *img, int quality, int 
                     gray ? TJSAMP_GRAY : TJSAMP_420, quality, 0) != 0)
         rc = uf_error("jpeg '%s': libjpeg-turbo: %s", path, tjGetErrorStr2(tj));
     tjDestroy(tj);
-    if (rc == UF_OK) {
-        uf_atomic_file af;
-        rc = uf_atomic_begin(&af, path);
-        if (rc == UF_OK && uf_atomic_write(&af, buf, len) != UF_OK) {
-            uf_atomic_abort(&af);
-            rc = UF_ERR;
-        } else if (rc == UF_OK) {
-            rc = durable ? uf_atomic_commit(&af) : uf_atomic_commit_unsynced(&af);
-        }
-    }
+    if (rc == UF_OK) rc = uf_write_file_atomic_as(path, buf, len, durable);
     tjFree(buf);
     return rc;
 }

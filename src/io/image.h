@@ -122,7 +122,7 @@ typedef enum {
 } uf_png_mode;
 
 /* Output writers: as above, with a compression mode; durable 0 skips the fsync
- * (uf_atomic_commit_unsynced: the caller syncs the file system before it publishes them). */
+ * (uf_atomic_commit_as: the caller syncs the file system before it publishes them). */
 int uf_image_write_png_as(const char *path, const uf_image *img, uf_png_mode mode, int durable);
 int uf_png_write_gray16_as(const char *path, const uint16_t *pixels, int width, int height, uf_png_mode mode,
                            int durable);

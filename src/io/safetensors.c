@@ -854,15 +854,14 @@ int uf_st_writer_write_stream(const uf_st_writer *w, FILE *f, const char *what) 
     return rc;
 }
 
-static int writer_save(const uf_st_writer *w, const char *path, int durable) {
+int uf_st_writer_save_as(const uf_st_writer *w, const char *path, int durable) {
     uf_atomic_file af;
     if (uf_atomic_begin(&af, path) != UF_OK) return UF_ERR;
     if (uf_st_writer_write_stream(w, af.fp, path) != UF_OK) {
         uf_atomic_abort(&af);
         return UF_ERR;
     }
-    return durable ? uf_atomic_commit(&af) : uf_atomic_commit_unsynced(&af);
+    return uf_atomic_commit_as(&af, durable);
 }
 
-int uf_st_writer_save(const uf_st_writer *w, const char *path) { return writer_save(w, path, 1); }
-int uf_st_writer_save_unsynced(const uf_st_writer *w, const char *path) { return writer_save(w, path, 0); }
+int uf_st_writer_save(const uf_st_writer *w, const char *path) { return uf_st_writer_save_as(w, path, 1); }

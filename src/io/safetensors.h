@@ -139,8 +139,8 @@ int uf_st_writer_add_i64(uf_st_writer *w, const char *name, int ndim, const int6
 /* Sets (or replaces) a __metadata__ entry; both strings are copied. */
 int uf_st_writer_set_metadata(uf_st_writer *w, const char *key, const char *value);
 int uf_st_writer_save(const uf_st_writer *w, const char *path);
-/* The same without the fsync (uf_atomic_commit_unsynced). */
-int uf_st_writer_save_unsynced(const uf_st_writer *w, const char *path);
+/* The same, durable 0: without the fsync (uf_atomic_commit_as). */
+int uf_st_writer_save_as(const uf_st_writer *w, const char *path, int durable);
 /* Writes the whole file image to a stream and flushes it (no fsync, no
  * close); `what` names the destination in error messages. Used by save. */
 int uf_st_writer_write_stream(const uf_st_writer *w, FILE *f, const char *what);

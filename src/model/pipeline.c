@@ -16,7 +16,6 @@ typedef struct job {
 
 typedef struct pipeline {
     uf_model *m;
-    const uf_pipeline_options *o;
     uf_pipeline_consume_fn consume;
     uf_pipeline_row_fn row;
     void *user;
@@ -160,7 +159,7 @@ int uf_pipeline_run(uf_model *m, const char *const *paths, int n, const uf_pipel
                     uf_pipeline_consume_fn consume, uf_pipeline_row_fn row, void *user) {
     if (o->batch < 1 || n < 0) return uf_error("pipeline: batch %d, %d images", o->batch, n);
     if (n == 0) return UF_OK;
-    pipeline pl = {.m = m, .o = o, .consume = consume, .row = row, .user = user, .n = n};
+    pipeline pl = {.m = m, .consume = consume, .row = row, .user = user, .n = n};
     const int B = o->batch, n_batches = (n + B - 1) / B;
     int n_workers = o->workers > 0 ? o->workers : uf_get_num_threads();
     if (n_workers < 1) n_workers = 1;

@@ -292,7 +292,7 @@ static int write_field(const char *path, const char *name, const float *field, i
     uf_st_writer *w = uf_st_writer_new();
     int64_t shape[2] = {H, W};
     int rc = w ? uf_st_writer_add_f32(w, name, UF_DT_F32, 2, shape, field) : UF_ERR;
-    if (rc == UF_OK) rc = durable ? uf_st_writer_save(w, path) : uf_st_writer_save_unsynced(w, path);
+    if (rc == UF_OK) rc = uf_st_writer_save_as(w, path, durable);
     uf_st_writer_free(w);
     return rc;
 }

@@ -68,7 +68,7 @@ typedef struct uf_output_options {
     unsigned outputs;    /* UF_OUTPUT_* bits; 0: UF_OUTPUTS_DEFAULT */
     int map_safetensors; /* 0: 16-bit PNG maps, 1: float safetensors */
     int overlay_jpeg;    /* 1: the overlay as <stem>_overlay.jpg (libjpeg-turbo, quality 90) */
-    int unsynced;        /* 1: no fsync per file (the caller syncs; see uf_atomic_commit_unsynced) */
+    int unsynced;        /* 1: no fsync per file (the caller syncs; see uf_atomic_commit_as) */
 } uf_output_options;
 
 typedef struct uf_predict_options {
