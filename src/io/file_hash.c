@@ -70,6 +70,15 @@ static int is_hex64(const char *s) {
     return s[64] == '\0' || s[64] == '\n';
 }
 
+/* Appends line to lines[0..*n), dropping the oldest when all UF_HASH_CACHE_ENTRIES are taken. */
+static void push_line(char lines[][256], int *n, const char *line) {
+    if (*n == UF_HASH_CACHE_ENTRIES) {
+        memmove(lines[0], lines[1], sizeof lines[0] * (UF_HASH_CACHE_ENTRIES - 1));
+        (*n)--;
+    }
+    snprintf(lines[(*n)++], sizeof lines[0], "%s", line);
+}
+
 int uf_sha256_file_cached(const char *path, char hex[65]) {
     char cpath[4096], key[160];
     struct stat sb;
@@ -91,11 +100,7 @@ int uf_sha256_file_cached(const char *path, char hex[65]) {
                 fclose(f);
                 return UF_OK;
             }
-            if (n == UF_HASH_CACHE_ENTRIES) { /* keep the newest: drop the oldest */
-                memmove(lines[0], lines[1], sizeof lines[0] * (UF_HASH_CACHE_ENTRIES - 1));
-                n--;
-            }
-            snprintf(lines[n++], sizeof lines[0], "%s", line);
+            push_line(lines, &n, line);
         }
         fclose(f);
     }
@@ -104,11 +109,9 @@ int uf_sha256_file_cached(const char *path, char hex[65]) {
     if (stat(path, &after) != 0 || after.st_mtim.tv_nsec != sb.st_mtim.tv_nsec ||
         after.st_mtim.tv_sec != sb.st_mtim.tv_sec || after.st_size != sb.st_size)
         return UF_OK; /* changed while hashed: do not remember */
-    if (n == UF_HASH_CACHE_ENTRIES) {
-        memmove(lines[0], lines[1], sizeof lines[0] * (UF_HASH_CACHE_ENTRIES - 1));
-        n--;
-    }
-    snprintf(lines[n++], sizeof lines[0], "%s %s\n", key, hex);
+    char entry[256];
+    snprintf(entry, sizeof entry, "%s %s\n", key, hex);
+    push_line(lines, &n, entry);
     /* Best effort: a cache that cannot be written only costs the next hash. */
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", cpath);
