@@ -203,13 +203,11 @@ int uf_backbone_set_precision(uf_backbone *b, uf_precision p) {
      * was not (no real MS-CaiT weights in the dev data), so auto keeps it FP32 */
     if (p == UF_PRECISION_AUTO)
         p = b->kind == UF_BACKBONE_RESNET && uf_resnet_bf16_supported() ? UF_PRECISION_BF16 : UF_PRECISION_FP32;
-    if (b->kind == UF_BACKBONE_MCAIT) {
-        if (p == UF_PRECISION_BF16 && !uf_resnet_bf16_supported())
-            return uf_error("bf16: this CPU has neither AVX512-BF16 nor AMX (%s); use --precision fp32",
-                            uf_resnet_dnnl_info());
-        return uf_mcait_set_bf16(b->mcait, p == UF_PRECISION_BF16);
-    }
-    return uf_resnet_set_bf16(b->resnet, p == UF_PRECISION_BF16);
+    const int bf16 = p == UF_PRECISION_BF16;
+    if (bf16 && !uf_resnet_bf16_supported())
+        return uf_error("bf16: this CPU has neither AVX512-BF16 nor AMX (%s); use --precision fp32",
+                        uf_resnet_dnnl_info());
+    return b->kind == UF_BACKBONE_MCAIT ? uf_mcait_set_bf16(b->mcait, bf16) : uf_resnet_set_bf16(b->resnet, bf16);
 }
 
 const char *uf_backbone_precision_name(const uf_backbone *b) {

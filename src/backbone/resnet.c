@@ -840,9 +840,6 @@ int uf_resnet_bf16_supported(void) {
 }
 
 int uf_resnet_set_bf16(uf_resnet *m, int on) {
-    if (on && !uf_resnet_bf16_supported())
-        return uf_error("bf16: this CPU has neither AVX512-BF16 nor AMX (oneDNN: %s); use --precision fp32",
-                        uf_resnet_dnnl_info());
     if (m->bf16 != !!on) {
         m->bf16 = !!on;
         dn_plan_free(m->plan[0]), dn_plan_free(m->plan[1]);

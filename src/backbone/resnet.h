@@ -81,8 +81,9 @@ uf_resnet_engine uf_resnet_get_engine(const uf_resnet *m);
 
 /* BF16 inference: the oneDNN plan's activations and weights in bfloat16 (8-bit mantissa),
  * products accumulated in FP32, biases and the three outputs FP32; for CPUs with
- * AVX512-BF16 or AMX (uf_resnet_bf16_supported). The im2col engine stays FP32. Setting it
- * on a CPU without them is refused (UF_ERR + a line saying so). */
+ * AVX512-BF16 or AMX (uf_resnet_bf16_supported: oneDNN's ISA, which MS-CaiT's bf16 path
+ * needs too). The im2col engine stays FP32. The caller checks the CPU before turning it on
+ * (uf_backbone_set_precision refuses with one line); UF_OK. */
 int uf_resnet_bf16_supported(void);
 int uf_resnet_set_bf16(uf_resnet *m, int on);
 int uf_resnet_get_bf16(const uf_resnet *m);
