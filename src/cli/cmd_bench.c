@@ -55,8 +55,7 @@ static int bench_predict_command(int argc, char **argv) {
     int r = cli_parse(argc - 1, argv + 1, "[options]   (end to end against the model alone, same run)", opts,
                       (int)(sizeof opts / sizeof *opts), pos, &npos, 0);
     if (r != CLI_PARSED) return r == CLI_HELP ? 0 : 2;
-    if (uf_outputs_parse(outputs, &o.outputs) != UF_OK) return cli_fail("bench predict", NULL);
-    o.overlay_jpeg = !strcmp(overlay_format, "jpeg");
+    if (cli_output_options("bench predict", outputs, overlay_format, &o) != 0) return 1;
     if (uf_blas_init() != UF_OK) return cli_fail("bench predict", NULL);
     uf_set_num_threads(threads);
     cli_keep_freed_memory(); /* as uflow predict does */
@@ -145,7 +144,7 @@ int cmd_bench(int argc, char **argv) {
         }
         if (uf_blas_init() != UF_OK) return cli_fail("bench knn", NULL);
         uf_set_num_threads(threads);
-        uf_model *m = cli_load_model("bench knn", model, NULL, NULL);
+        uf_model *m = cli_load_model("bench knn", model, NULL, NULL, NULL);
         if (!m) return 1;
         bench_knn_result res;
         int rc = bench_knn(m, &o, &res);

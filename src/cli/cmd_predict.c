@@ -7,7 +7,6 @@
 #include "cli/commands.h"
 #include "core/blas.h"
 #include "core/error.h"
-#include "backbone/backbone.h"
 #include "model/predict.h"
 
 /* The bad-input policy, for --help (also in the README). */
@@ -97,15 +96,7 @@ int cmd_predict(int argc, char **argv) {
         goto done;
     }
     o.model_size_outputs = !strcmp(out_size, "model");
-    if (uf_outputs_parse(outputs, &o.outputs) != UF_OK) {
-        rc = cli_fail("predict", NULL);
-        goto done;
-    }
-    if (strcmp(overlay_format, "png") && strcmp(overlay_format, "jpeg")) {
-        rc = cli_fail("predict", "--overlay-format must be png or jpeg");
-        goto done;
-    }
-    o.overlay_jpeg = !strcmp(overlay_format, "jpeg");
+    if ((rc = cli_output_options("predict", outputs, overlay_format, &o)) != 0) goto done;
     rc = 1;
     if (cli_make_dir("predict", o.out_dir)) goto done;
     if (uf_blas_init() != UF_OK) {
@@ -114,14 +105,8 @@ int cmd_predict(int argc, char **argv) {
     }
     uf_set_num_threads(threads);
     cli_keep_freed_memory();
-    uf_model *m = cli_load_model("predict", model, weights, backbone);
+    uf_model *m = cli_load_model("predict", model, weights, backbone, precision);
     if (!m) goto done;
-    uf_precision prec;
-    if (uf_precision_parse(precision, &prec) != UF_OK || uf_backbone_set_precision(m->backbone, prec) != UF_OK) {
-        cli_fail("predict", NULL);
-        uf_model_free(m);
-        goto done;
-    }
     uf_predict_report rep;
     if (uf_predict(m, (const char *const *)inputs, n_inputs, &o, &rep) == UF_OK) {
         printf("%d images, %d with a detection (NFA < 1); %.1f ms/image; results in %s/results.csv\n",

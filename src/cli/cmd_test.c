@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "backbone/backbone.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/blas.h"
@@ -79,13 +78,8 @@ int cmd_test(int argc, char **argv) {
     if (out && cli_make_dir("test", out)) return 1;
     if (uf_blas_init() != UF_OK) return cli_fail("test", NULL);
     uf_set_num_threads(threads);
-    uf_model *m = cli_load_model("test", model, weights, backbone);
+    uf_model *m = cli_load_model("test", model, weights, backbone, precision);
     if (!m) return 1;
-    uf_precision prec;
-    if (uf_precision_parse(precision, &prec) != UF_OK || uf_backbone_set_precision(m->backbone, prec) != UF_OK) {
-        uf_model_free(m);
-        return cli_fail("test", NULL);
-    }
     uf_evaluate_report rep;
     int rc = uf_evaluate(m, &o, &rep);
     if (rc == UF_OK) {

@@ -25,9 +25,13 @@ int cli_make_dir(const char *cmd, const char *dir);
 
 struct uf_model;
 /* Loads a model file (weights NULL: the ones it records; see uf_model_load). When
- * backbone is not NULL the model's backbone must be that one. NULL after printing
- * the one-line error. */
-struct uf_model *cli_load_model(const char *cmd, const char *path, const char *weights, const char *backbone);
+ * backbone is not NULL the model's backbone must be that one; precision (NULL: fp32) is
+ * --precision's value, applied to the backbone. NULL after printing the one-line error. */
+struct uf_model *cli_load_model(const char *cmd, const char *path, const char *weights, const char *backbone,
+                                const char *precision);
+struct uf_predict_options;
+/* --outputs and --overlay-format into o; 0, or 1 after printing the one-line error. */
+int cli_output_options(const char *cmd, const char *outputs, const char *overlay_format, struct uf_predict_options *o);
 struct uf_evaluate_report;
 /* Prints the metrics table of `uflow test` / `uflow demo`. */
 void cli_print_metrics(const struct uf_model *m, const struct uf_evaluate_report *rep);

@@ -8,8 +8,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backbone/backbone.h"
 #include "cli/commands.h"
 #include "model/model.h"
+#include "model/predict.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -49,12 +51,21 @@ void cli_keep_freed_memory(void) {
     mallopt(M_TRIM_THRESHOLD, 512 << 20);
 }
 
+int cli_output_options(const char *cmd, const char *outputs, const char *overlay_format, uf_predict_options *o) {
+    if (uf_outputs_parse(outputs, &o->outputs) != UF_OK) return cli_fail(cmd, NULL);
+    if (strcmp(overlay_format, "png") && strcmp(overlay_format, "jpeg"))
+        return cli_fail(cmd, "--overlay-format must be png or jpeg");
+    o->overlay_jpeg = !strcmp(overlay_format, "jpeg");
+    return 0;
+}
+
 int cli_fail(const char *cmd, const char *msg) {
     fprintf(stderr, "uflow %s: error: %s\n", cmd, msg ? msg : uf_last_error());
     return 1;
 }
 
-uf_model *cli_load_model(const char *cmd, const char *path, const char *weights, const char *backbone) {
+uf_model *cli_load_model(const char *cmd, const char *path, const char *weights, const char *backbone,
+                         const char *precision) {
     uf_model *m = uf_model_load(path, weights, NULL, NULL);
     if (!m) {
         cli_fail(cmd, NULL);
@@ -72,6 +83,13 @@ uf_model *cli_load_model(const char *cmd, const char *path, const char *weights,
         snprintf(msg, sizeof msg, "%s: the model was trained with backbone '%s', not '%s' (--backbone)", path,
                  m->cfg.backbone, backbone);
         cli_fail(cmd, msg);
+        uf_model_free(m);
+        return NULL;
+    }
+    uf_precision prec;
+    if (precision &&
+        (uf_precision_parse(precision, &prec) != UF_OK || uf_backbone_set_precision(m->backbone, prec) != UF_OK)) {
+        cli_fail(cmd, NULL);
         uf_model_free(m);
         return NULL;
     }
