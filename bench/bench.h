@@ -29,8 +29,15 @@ int bench_rows(const char *images, const char *predict_images, const char *weigh
  * of reps. model_path NULL: an untrained ResNet-18 U-Flow at 256; images NULL: n_images
  * generated size x size PNGs; precision: a uf_precision for the backbone. UF_OK / UF_ERR. */
 struct uf_predict_options;
+struct uf_model;
 int bench_predict(const char *model_path, const char *images, int n_images, int size, int reps, int precision,
                   const struct uf_predict_options *po);
+/* reps timed runs of uf_predict(m, dir) with po (out_dir: a temporary folder, removed after),
+ * after one untimed warm-up run: seconds per image into t[0..reps). UF_OK / UF_ERR. */
+int bench_predict_runs(struct uf_model *m, const char *dir, const struct uf_predict_options *po, int reps,
+                       double *t);
+/* rm -rf dir (a warning on stderr when it cannot). */
+void bench_remove_tree(const char *dir);
 
 /* A square n x n x n SGEMM, the reference rate other benchmarks compare with. */
 typedef struct bench_square {

@@ -168,23 +168,10 @@ static void run_train(void *p) {
 
 /* predict end to end (uf_predict, default outputs) over the images of folder dir: median ms/image. */
 static int predict_row(uf_model *m, const char *dir, int reps) {
-    char out[] = "/tmp/uflow-bench-rows-XXXXXX";
-    if (!mkdtemp(out)) return uf_error("cannot create a temporary folder");
-    uf_predict_options o = {.out_dir = out, .batch = 8};
+    const uf_predict_options o = {.batch = 8};
     double t[MAX_REPS];
-    int n = 0, rc = UF_OK;
-    if (reps > MAX_REPS) reps = MAX_REPS;
-    for (int r = 0; r <= reps && rc == UF_OK; r++) { /* r = 0: warm-up */
-        uf_predict_report rep;
-        double t0 = uf_now();
-        rc = uf_predict(m, &dir, 1, &o, &rep);
-        if (rc == UF_OK && rep.n_failed) rc = uf_error("predict row: %d images failed", rep.n_failed);
-        if (rc == UF_OK && r > 0) t[n++] = (uf_now() - t0) / rep.n_images;
-    }
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
-    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", out);
-    if (rc != UF_OK) return UF_ERR;
+    const int n = reps > MAX_REPS ? MAX_REPS : reps;
+    if (bench_predict_runs(m, dir, &o, n, t) != UF_OK) return UF_ERR;
     qsort(t, (size_t)n, sizeof *t, cmp_double);
     row("predict end to end, default outputs, 900x900 PNG", 1e3 * t[n / 2], "ms/image");
     return UF_OK;

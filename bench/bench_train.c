@@ -44,8 +44,6 @@ int bench_train(int verbose, const char *weights) {
                100.0 * r.gemm_seconds / r.train_seconds, r.gemm_flops / r.gemm_seconds * 1e-9,
                100.0 * r.gemm_flops / r.gemm_seconds * 1e-9 / square);
     }
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
+    bench_remove_tree(dir);
     return rc;
 }
