@@ -341,10 +341,9 @@ class Model:
         n = len(paths)
         if n == 0:
             return []
-        if nfa not in ("tree", "block"):
-            raise ValueError("uflow: nfa must be 'tree' or 'block'")
+        p = _options(model_size, nfa)  # the same checks as predict's
         o = _WriteOptions(outputs.encode() if outputs else None, int(bool(map_safetensors)), int(bool(overlay_jpeg)),
-                          int(bool(model_size)), int(nfa == "block"))
+                          p.model_size, p.nfa_block)
         c_paths = (c_char_p * n)(*[_path(p) for p in paths])
         c_stems = (c_char_p * n)(*[_path(s) for s in stems])
         rows, errors = (_Row * n)(), (c_void_p * n)()
