@@ -24,7 +24,7 @@
 #include "core/tensor.h"
 #include "core/timer.h"
 #include "eval/metrics.h"
-#include "io/atomic_file.h"
+#include "io/json_file.h"
 #include "io/dataset.h"
 #include "io/tiling.h"
 #include "model/batch.h"
@@ -450,20 +450,13 @@ out_ds:
     return rc;
 }
 
-static void add_number(cJSON *o, const char *key, double v) {
-    if (isfinite(v))
-        cJSON_AddNumberToObject(o, key, v);
-    else
-        cJSON_AddNullToObject(o, key);
-}
-
 int bench_knn_write_json(const bench_knn_result *r, const bench_knn_options *o, const char *path) {
     cJSON *root = cJSON_CreateObject();
     if (!root) return uf_error("out of memory");
-    add_number(root, "image_auroc", r->image_auroc);
-    add_number(root, "pixel_auroc", r->pixel_auroc);
-    add_number(root, "aupro", r->aupro);
-    add_number(root, "seconds", r->seconds);
+    uf_json_add_number(root, "image_auroc", r->image_auroc);
+    uf_json_add_number(root, "pixel_auroc", r->pixel_auroc);
+    uf_json_add_number(root, "aupro", r->aupro);
+    uf_json_add_number(root, "seconds", r->seconds);
     cJSON_AddStringToObject(root, "data", o->data_dir);
     cJSON_AddNumberToObject(root, "eval_size", o->eval_size);
     cJSON_AddNumberToObject(root, "max_train_features", o->max_train_features);
@@ -471,10 +464,5 @@ int bench_knn_write_json(const bench_knn_result *r, const bench_knn_options *o, 
     cJSON_AddNumberToObject(root, "train_locations", (double)r->n_train_locations);
     cJSON_AddNumberToObject(root, "train_images", r->n_train_images);
     cJSON_AddNumberToObject(root, "test_images", r->n_test_images);
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
-    if (!text) return uf_error("out of memory");
-    int rc = uf_write_file_atomic(path, text, strlen(text));
-    cJSON_free(text);
-    return rc;
+    return uf_json_write_file(root, path);
 }

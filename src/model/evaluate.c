@@ -12,7 +12,7 @@
 #include "core/interp.h"
 #include "core/tensor.h"
 #include "core/timer.h"
-#include "io/atomic_file.h"
+#include "io/json_file.h"
 #include "io/dataset.h"
 #include "model/batch.h"
 
@@ -246,13 +246,6 @@ void uf_evaluate_report_free(uf_evaluate_report *rep) {
     rep->images = NULL;
 }
 
-static void add_number(cJSON *o, const char *k, double v) {
-    if (isfinite(v))
-        cJSON_AddNumberToObject(o, k, v);
-    else
-        cJSON_AddNullToObject(o, k);
-}
-
 int uf_evaluate_write_json(const uf_model *m, const uf_evaluate_options *o, const uf_evaluate_report *rep,
                            const char *path) {
     cJSON *root = cJSON_CreateObject();
@@ -288,25 +281,25 @@ int uf_evaluate_write_json(const uf_model *m, const uf_evaluate_options *o, cons
     cJSON_AddStringToObject(root, "nfa", o->nfa_block ? "block" : "tree");
     const uf_eval_result *r = &rep->metrics;
     cJSON *mt = cJSON_AddObjectToObject(root, "metrics");
-    add_number(mt, "image_auroc", r->image_auroc);
-    add_number(mt, "pixel_auroc", r->pixel_auroc);
-    add_number(mt, "aupro", r->aupro);
-    add_number(mt, "aupro_textbook", r->aupro_textbook);
-    add_number(mt, "miou_auto", r->miou_auto);
-    add_number(mt, "miou_oracle", r->miou_oracle);
-    add_number(mt, "oracle_threshold", r->oracle_thr);
-    add_number(mt, "f1_auto", r->f1_auto);
+    uf_json_add_number(mt, "image_auroc", r->image_auroc);
+    uf_json_add_number(mt, "pixel_auroc", r->pixel_auroc);
+    uf_json_add_number(mt, "aupro", r->aupro);
+    uf_json_add_number(mt, "aupro_textbook", r->aupro_textbook);
+    uf_json_add_number(mt, "miou_auto", r->miou_auto);
+    uf_json_add_number(mt, "miou_oracle", r->miou_oracle);
+    uf_json_add_number(mt, "oracle_threshold", r->oracle_thr);
+    uf_json_add_number(mt, "f1_auto", r->f1_auto);
     cJSON *il = cJSON_AddObjectToObject(root, "image_level");
     const uf_image_confusion *cs[2] = {&rep->at_nfa, &rep->at_train_max};
     static const char *const names[2] = {"at_nfa_1", "at_max_training_score"};
     for (int k = 0; k < 2; k++) {
         cJSON *c = cJSON_AddObjectToObject(il, names[k]);
-        if (k == 1) add_number(c, "score_threshold", rep->score_threshold);
+        if (k == 1) uf_json_add_number(c, "score_threshold", rep->score_threshold);
         cJSON_AddNumberToObject(c, "tp", cs[k]->tp);
         cJSON_AddNumberToObject(c, "fp", cs[k]->fp);
         cJSON_AddNumberToObject(c, "tn", cs[k]->tn);
         cJSON_AddNumberToObject(c, "fn", cs[k]->fn);
-        add_number(c, "f1", cs[k]->f1);
+        uf_json_add_number(c, "f1", cs[k]->f1);
     }
     cJSON *cnt = cJSON_AddObjectToObject(root, "counts");
     cJSON_AddNumberToObject(cnt, "images", rep->n_images);
@@ -324,10 +317,5 @@ int uf_evaluate_write_json(const uf_model *m, const uf_evaluate_options *o, cons
     cJSON_AddNumberToObject(t, "map_and_nfa", rep->t_detect);
     cJSON_AddNumberToObject(t, "metrics", rep->t_metrics);
     cJSON_AddNumberToObject(t, "total", rep->t_total);
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
-    if (!text) return uf_error("out of memory");
-    int rc = uf_write_file_atomic(path, text, strlen(text));
-    cJSON_free(text);
-    return rc;
+    return uf_json_write_file(root, path);
 }
