@@ -215,10 +215,18 @@ uf_cait *uf_cait_load(const char *path, int last_block) {
     return st ? uf_cait_from_safetensors(st, last_block) : NULL;
 }
 
-void uf_cait_free(uf_cait *m) {
-    if (!m) return;
+/* The bf16 weights and buffers (uf_cait_set_bf16), freed; the model is FP32 again. */
+static void free_bf16(uf_cait *m) {
     uf_free(m->w16), uf_free(m->x16);
     uf_free(m->q16), uf_free(m->kt16), uf_free(m->v16), uf_free(m->p16), uf_free(m->s32), uf_free(m->o32);
+    m->w16 = m->x16 = m->q16 = m->kt16 = m->v16 = m->p16 = NULL;
+    m->s32 = m->o32 = NULL;
+    m->bf16 = 0;
+}
+
+void uf_cait_free(uf_cait *m) {
+    if (!m) return;
+    free_bf16(m);
     for (int i = 0; i < m->n_owned; i++) uf_free(m->owned[i]);
     free(m->owned);
     uf_free(m->blocks);
@@ -447,14 +455,19 @@ static void linear(const float *x, int rows, int in, const float *w, const float
         for (int o = 0; o < out; o++) y[(size_t)n * out + o] += b[o];
 }
 
-/* linear() in bfloat16 when the model has it on (w16 made), FP32 otherwise. A bf16 call that
- * oneDNN cannot run turns bf16 off for the model (a warning) and is done in FP32. */
+/* A bf16 product oneDNN could not run: bf16 goes off for the model (a warning), the caller
+ * redoes the step in FP32. */
+static void bf16_failed(uf_cait *m) {
+    uf_log(UF_LOG_WARNING, "CaiT %s: %s; running in FP32", m->arch, uf_last_error());
+    m->bf16 = 0;
+}
+
+/* linear() in bfloat16 when the model has it on (w16 made), FP32 otherwise. */
 static void dense(uf_cait *m, const float *x, int rows, int in, const float *w, const uint16_t *w16, const float *b,
                   int out, float *y) {
     if (m->bf16 && w16) {
         if (uf_linear_bf16(x, rows, in, w16, b, out, y, m->x16) == UF_OK) return;
-        uf_log(UF_LOG_WARNING, "CaiT %s: %s; running in FP32", m->arch, uf_last_error());
-        m->bf16 = 0;
+        bf16_failed(m);
     }
     linear(x, rows, in, w, b, out, y);
 }
@@ -469,10 +482,7 @@ int uf_cait_set_bf16(uf_cait *m, int on) {
         m->v16 = uf_alloc(sizeof(uint16_t) * N * D), m->p16 = uf_alloc(sizeof(uint16_t) * HNN);
         m->s32 = uf_alloc(sizeof(float) * HNN), m->o32 = uf_alloc(sizeof(float) * N * D);
         if (!m->w16 || !m->x16 || !m->q16 || !m->kt16 || !m->v16 || !m->p16 || !m->s32 || !m->o32) {
-            uf_free(m->w16), uf_free(m->x16);
-            uf_free(m->q16), uf_free(m->kt16), uf_free(m->v16), uf_free(m->p16), uf_free(m->s32), uf_free(m->o32);
-            m->w16 = m->x16 = m->q16 = m->kt16 = m->v16 = m->p16 = NULL;
-            m->s32 = m->o32 = NULL;
+            free_bf16(m);
             return uf_error("CaiT %s: out of memory for its bf16 weights and buffers", m->arch);
         }
         for (int i = 0; i < m->n_run; i++) {
@@ -647,10 +657,7 @@ static void run_block(uf_cait *m, const cait_block *b, cait_work *w) {
         for (int c = 0; c < D; c++) w->qkv[(size_t)n * 3 * D + c] *= q_scale;
     LAP(other_s);
     if (!m->bf16 || attention_bf16(m, b, w->qkv, w->o, w->vsum, w->scratch) != UF_OK) {
-        if (m->bf16) {
-            uf_log(UF_LOG_WARNING, "CaiT %s: %s; running in FP32", m->arch, uf_last_error());
-            m->bf16 = 0;
-        }
+        if (m->bf16) bf16_failed(m);
         attention(m, b, w->qkv, w->o, w->vsum, w->scratch);
     }
     LAP(attention_s);
