@@ -112,7 +112,7 @@ double bench_flow(int verbose, int batch) {
     double t_conv = bench_best_time(run_convs, &cc, 1.0, 2);
 
     /* the flow as it runs (channel-blocked subnets where oneDNN has them, 3x3 by Winograd where
-     * it has that too), then blocked with direct kernels only (when Winograd ran), then the plain layout */
+     * there is a kernel: oneDNN's with AVX-512, ours with AVX2), then blocked with direct kernels only (when Winograd ran), then the plain layout */
     const uf_conv_geom probe = {batch, 42, 64, 64, 84, 3, 1, 1};
     const int wino = uf_cblk_supported(&probe, 1) && uf_cblk_winograd(&probe, 1);
     double t_inf[3] = {0}, t_train[3] = {0};
@@ -147,7 +147,8 @@ double bench_flow(int verbose, int batch) {
         printf("  the same on the plain layout (blocked subnets off): training %.1f images/s, inference %.1f images/s\n"
                "  channel-blocked subnets: %s (lanes %d); 3x3 by Winograd: %s\n",
                batch / t_train[2], batch / t_inf[2], uf_cblk_lanes() ? "on" : "not available", uf_cblk_lanes(),
-               wino ? "yes" : "no (oneDNN has it for AVX-512 only)");
+               wino ? (uf_cblk_lanes() == 8 ? "yes (uflow's AVX2 kernels)" : "yes (oneDNN's)")
+                    : "no (off, or no kernel for this CPU)");
         printf("  training activations %.0f MB, parameters %zu\n",
                uf_flow_activation_floats(c.m, batch, 1) * 4.0 / (1 << 20), c.m->n_params);
     }

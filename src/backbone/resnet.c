@@ -3,12 +3,14 @@
 #include <oneapi/dnnl/dnnl.h>
 
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "core/conv.h"
 #include "core/conv_blocked.h"
+#include "core/conv_winograd.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "core/timer.h"
@@ -471,8 +473,14 @@ static int forward_group(uf_resnet *m, const float *x, int g, int h, int w, floa
 
 typedef struct {
     dnnl_primitive_t prim;
-    int kind;                 /* 0: conv, 1: pool, 2: reorder (the input to BF16, an output to nchw FP32) */
+    int kind; /* 0: conv, 1: pool, 2: reorder (the input to BF16, an output to nchw FP32),
+               * 3: conv on our AVX2 Winograd (no primitive: conv_winograd.h on src / dst) */
     dnnl_memory_t src, dst, wei, bia;
+    /* kind 3: the geometry, transformed weights (owned), the bias (the model's), UF_CONV_* */
+    uf_conv_geom g;
+    float *u;
+    const float *b;
+    int flags;
 } dn_op;
 
 struct dn_plan {
@@ -493,6 +501,8 @@ struct dn_plan {
      * and two models' plans run at once. */
     size_t scratch_size;
     dnnl_memory_t scratch;
+    float *wino_scratch; /* kind 3 ops' scratch, grown as needed at run time */
+    size_t wino_scratch_floats;
 };
 
 static int dn_fail(const char *what, dnnl_status_t s) {
@@ -514,7 +524,9 @@ static void dn_note_scratch(dn_plan *p, const_dnnl_primitive_desc_t pd) {
 static void dn_plan_free(dn_plan *p) {
     if (!p) return;
     if (p->scratch) dnnl_memory_destroy(p->scratch);
+    uf_free(p->wino_scratch);
     for (int i = 0; i < p->n_ops; i++) {
+        uf_free(p->ops[i].u);
         if (p->ops[i].prim) dnnl_primitive_destroy(p->ops[i].prim);
         if (p->ops[i].wei) dnnl_memory_destroy(p->ops[i].wei);
         if (p->ops[i].bia) dnnl_memory_destroy(p->ops[i].bia);
@@ -532,6 +544,64 @@ static int dn_new_memory(dn_plan *p, const dnnl_memory_desc_t *md, dnnl_memory_t
     if (p->n_owned >= DN_MAX_OPS * 2) return uf_error("oneDNN: too many buffers");
     DN(dnnl_memory_create(out, md, p->eng, DNNL_MEMORY_ALLOCATE));
     p->owned[p->n_owned++] = *out;
+    return UF_OK;
+}
+
+/* 1 when md is FP32 nChw8c (conv_winograd.h's layout) with its own dims. */
+static int is_nchw8c_f32(const dnnl_memory_desc_t *md) {
+    dnnl_memory_desc_t b8;
+    return md->ndims == 4 && md->data_type == dnnl_f32 &&
+           dnnl_memory_desc_init_by_tag(&b8, 4, md->dims, dnnl_f32, dnnl_nChw8c) == dnnl_success &&
+           dnnl_memory_desc_equal(md, &b8);
+}
+
+/* dn_conv on our AVX2 Winograd (kind 3), where oneDNN has no Winograd kernel (AVX2 CPUs):
+ * FP32, 3x3 stride 1 pad 1, src (and sum_into) already in nChw8c. 1 and *dst set when it
+ * took the convolution, 0 when it does not apply (the caller builds a primitive), -1 on error. */
+static int dn_conv_own(dn_plan *p, const rn_conv *cv, dnnl_memory_t src, dnnl_memory_t sum_into, int relu,
+                       dnnl_memory_t *dst) {
+    const dnnl_memory_desc_t *smd, *sumd = NULL;
+    if (dnnl_memory_get_memory_desc(src, &smd) != dnnl_success) return 0;
+    if (sum_into && dnnl_memory_get_memory_desc(sum_into, &sumd) != dnnl_success) return 0;
+    const uf_conv_geom g = {(int)smd->dims[0], cv->c_in, (int)smd->dims[2], (int)smd->dims[3],
+                            cv->c_out, cv->k, cv->stride, cv->pad};
+    if (!p->winograd || p->act != dnnl_f32 || !uf_wino_available() || !uf_wino_fits(&g) || smd->dims[1] != cv->c_in ||
+        !is_nchw8c_f32(smd) || (sumd && !is_nchw8c_f32(sumd)))
+        return 0;
+    dn_op *op = &p->ops[p->n_ops];
+    memset(op, 0, sizeof *op);
+    op->kind = 3, op->g = g, op->b = cv->b, op->src = src;
+    op->flags = (relu ? UF_CONV_RELU : 0) | (sum_into ? UF_CONV_ACCUMULATE : 0);
+    if (!(op->u = uf_alloc(sizeof(float) * uf_wino_weights_floats(g.c_in, g.c_out)))) return -1;
+    p->n_ops++; /* owns op->u from here (dn_plan_free) */
+    uf_wino_transform_weights(g.c_in, g.c_out, cv->w, 0, op->u);
+    if (sum_into) {
+        op->dst = sum_into;
+    } else {
+        dnnl_memory_desc_t dmd;
+        const dnnl_dims_t dd = {g.n, g.c_out, g.h, g.w};
+        if (dnnl_memory_desc_init_by_tag(&dmd, 4, dd, dnnl_f32, dnnl_nChw8c) != dnnl_success ||
+            dn_new_memory(p, &dmd, &op->dst) != UF_OK)
+            return -1;
+    }
+    *dst = op->dst;
+    return 1;
+}
+
+/* Runs a kind 3 op (after the stream's earlier work has finished). */
+static int dn_run_own(dn_plan *p, const dn_op *op) {
+    const int threads = omp_get_max_threads();
+    const size_t need = uf_wino_scratch_floats(&op->g, threads, 0);
+    if (need > p->wino_scratch_floats) {
+        uf_free(p->wino_scratch);
+        p->wino_scratch_floats = 0;
+        if (!(p->wino_scratch = uf_alloc(sizeof(float) * need))) return UF_ERR;
+        p->wino_scratch_floats = need;
+    }
+    void *x = NULL, *y = NULL;
+    DN(dnnl_memory_get_data_handle(op->src, &x));
+    DN(dnnl_memory_get_data_handle(op->dst, &y));
+    uf_wino_forward(&op->g, x, op->u, op->b, y, op->flags, threads, p->wino_scratch);
     return UF_OK;
 }
 
@@ -581,6 +651,18 @@ static int dn_conv(dn_plan *p, const rn_conv *cv, dnnl_memory_t src, dnnl_memory
             dnnl_primitive_desc_destroy(pd);
             pd = NULL;
         }
+    }
+    if (!pd) {
+        dnnl_post_ops_destroy(po);
+        dnnl_primitive_attr_destroy(attr);
+        const int own = dn_conv_own(p, cv, src, sum_into, relu, dst);
+        if (own) return own > 0 ? UF_OK : UF_ERR;
+        DN(dnnl_primitive_attr_create(&attr));
+        DN(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+        DN(dnnl_post_ops_create(&po));
+        if (sum_into) DN(dnnl_post_ops_append_sum(po, 1.0f));
+        if (relu) DN(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
+        DN(dnnl_primitive_attr_set_post_ops(attr, po));
     }
     st = pd ? dnnl_success
             : dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, smd, &wmd,
@@ -787,6 +869,11 @@ static int dn_forward(uf_resnet *m, dn_plan *p, const float *x, float *out[UF_RE
     double t0 = uf_now();
     for (int i = 0; i < p->n_ops; i++) {
         const dn_op *op = &p->ops[i];
+        if (op->kind == 3) {
+            DN(dnnl_stream_wait(p->st));
+            if (dn_run_own(p, op) != UF_OK) return UF_ERR;
+            continue;
+        }
         dnnl_exec_arg_t a[5];
         int na = 0;
         a[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, p->scratch};

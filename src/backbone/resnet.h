@@ -69,8 +69,8 @@ int uf_resnet_forward(uf_resnet *m, const float *x, int n, int h, int w, float *
 
 /* How the forward runs: oneDNN primitives with layouts kept across layers
  * (the default; about twice as fast where it is available), with the 3x3
- * stride-1 convolutions as Winograd where oneDNN has it (AVX-512; another 1.4x
- * on resnet18) and direct otherwise; the same with direct kernels only
+ * stride-1 convolutions as Winograd (oneDNN's on AVX-512: another 1.4x on resnet18;
+ * core/conv_winograd.h's on AVX2: 1.8x at batch 8) and direct otherwise; the same with direct kernels only
  * (UF_RESNET_DNNL_DIRECT, for A/B runs and tests); or layer by layer through
  * core/conv.h in nchw (also used when oneDNN cannot build the network), whose
  * convolutions are im2col + OpenBLAS when uf_conv_set_dnnl(0) (the reference).

@@ -20,14 +20,15 @@ int cmd_version(int argc, char **argv) {
     /* the flow's stage-0 subnet convolution at batch 8, as a probe for the kernel family */
     const uf_conv_geom probe = {.n = 8, .c_in = 42, .h = 64, .w = 64, .c_out = 84, .k = 3, .stride = 1, .pad = 1};
     if (lanes && uf_cblk_supported(&probe, 1) && uf_cblk_winograd(&probe, 1))
-        printf("flow subnets: oneDNN kernels, channel-blocked layout (%d lanes); 3x3 by Winograd, 1x1 direct "
-               "(the backbone's 3x3 stride-1 convolutions too)\n", lanes);
+        printf("flow subnets: channel-blocked layout (%d lanes); 3x3 by Winograd (%s), 1x1 oneDNN direct "
+               "(the backbone's 3x3 stride-1 convolutions by Winograd too)\n", lanes,
+               lanes == 8 ? "uflow's AVX2 kernels" : "oneDNN's kernels");
     else if (lanes && !uf_cblk_get_winograd())
         printf("flow subnets: oneDNN direct kernels, channel-blocked layout (%d lanes); Winograd off "
                "(UFLOW_WINOGRAD=0)\n", lanes);
     else if (lanes)
         printf("flow subnets: oneDNN direct kernels, channel-blocked layout (%d lanes); no Winograd kernels for "
-               "this CPU (oneDNN has them for AVX-512 only)\n", lanes);
+               "this CPU (oneDNN's need AVX-512, uflow's AVX2 and FMA)\n", lanes);
     else
         printf("flow subnets: plain layout (no oneDNN blocked kernels for this CPU)\n");
     printf("threads: %d\n", uf_get_num_threads());

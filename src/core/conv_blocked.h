@@ -30,9 +30,10 @@ int uf_cblk_lanes(void);
  * conv.h's plain oneDNN forward (for tests and A/B benchmarks). Switch only
  * between a forward and the next one, never between a forward and its backward. */
 void uf_cblk_set_enabled(int on);
-/* 3x3 stride-1 convolutions run as oneDNN's Winograd F(4x4, 3x3) (AVX-512 only: 2-2.7x
- * faster than direct on the flow's shapes) where it has a kernel, else direct: 1 (the
- * default) or 0. Winograd's rounding error is larger (the transforms amplify it; see
+/* 3x3 stride-1 convolutions run as Winograd F(4x4, 3x3) where there is a kernel, else
+ * direct: 1 (the default) or 0. The kernel is oneDNN's with 16 lanes (AVX-512: 2-2.7x faster
+ * than direct on the flow's shapes) and ours with 8 (core/conv_winograd.h, AVX2: 2.2-3.5x;
+ * pad 1 and 8+ channels). Winograd's rounding error is larger (the transforms amplify it; see
  * tests/test_conv.c for the measured bound). Same switching rule as uf_cblk_set_enabled;
  * switching empties the primitive cache. */
 void uf_cblk_set_winograd(int on);

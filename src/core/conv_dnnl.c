@@ -12,10 +12,12 @@
 #include "core/conv_blocked.h"
 
 #include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/conv_winograd.h"
 #include "core/dnnl_exec.h"
 #include "core/tensor.h"
 
@@ -57,18 +59,22 @@ static int scratch_memory(const_dnnl_primitive_desc_t pd, dnnl_memory_t *mem) {
     return dnnl_memory_create(mem, md, eng, DNNL_MEMORY_NONE) == dnnl_success;
 }
 
+/* With the lock held: the shared scratch buffer with at least `need` bytes, or NULL. */
+static void *scratch_of(size_t need) {
+    if (need > scratch_cap) {
+        uf_free(scratch_buf);
+        scratch_cap = (scratch_buf = uf_alloc(need)) ? need : 0;
+    }
+    return scratch_buf;
+}
+
 /* With the lock held: runs p with args[0..n) and its scratchpad (args has room for one
  * more); 1 on success. */
 static int run(dnnl_primitive_t p, dnnl_memory_t scratch, int n, dnnl_exec_arg_t *args) {
     if (scratch) {
         const dnnl_memory_desc_t *md = NULL;
         if (dnnl_memory_get_memory_desc(scratch, &md) != dnnl_success) return 0;
-        const size_t need = dnnl_memory_desc_get_size(md);
-        if (need > scratch_cap) {
-            uf_free(scratch_buf);
-            scratch_cap = (scratch_buf = uf_alloc(need)) ? need : 0;
-            if (!scratch_buf) return 0;
-        }
+        if (!scratch_of(dnnl_memory_desc_get_size(md))) return 0;
         dnnl_memory_set_data_handle(scratch, scratch_buf);
         args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, scratch};
     }
@@ -207,13 +213,15 @@ typedef struct {
     dnnl_primitive_t wreorder; /* between wei_user and wei; NULL when the formats agree */
     dnnl_memory_t scratch, wscratch; /* scratchpads of prim and wreorder (see run()), NULL if none */
     float *wtmp, *btmp;     /* bwd-weights results before they are added to the caller's */
-    int winograd;           /* the primitive is oneDNN's Winograd F(4x4, 3x3), not direct */
+    int winograd;           /* Winograd F(4x4, 3x3), not direct: oneDNN's, or (own) ours */
+    int own;                /* no primitive: conv_winograd.h's AVX2 kernels (8 lanes) */
     /* Winograd fwd / bwd-data: the last few weight arrays transformed, by address, each with
      * a copy of the oihw values it was made from (a hit needs both to match) */
     struct wslot {
         const float *src;
         float *copy;
-        dnnl_memory_t wei;
+        dnnl_memory_t wei; /* oneDNN's */
+        float *u;          /* ours */
     } ws[WSLOTS];
     int next_ws;
 } bentry;
@@ -231,7 +239,7 @@ static void bentry_free(bentry *e) {
     uf_free(e->wtmp), uf_free(e->btmp);
     for (int i = 0; i < WSLOTS; i++) {
         if (e->ws[i].wei) dnnl_memory_destroy(e->ws[i].wei);
-        uf_free(e->ws[i].copy);
+        uf_free(e->ws[i].copy), uf_free(e->ws[i].u);
     }
     memset(e, 0, sizeof *e);
 }
@@ -449,9 +457,16 @@ static int bbuild_alg(bentry *e, const uf_conv_geom *g, int pass, int flags, int
     return ok ? 0 : -1;
 }
 
-/* Winograd F(4x4, 3x3) where oneDNN has it (AVX-512 only, 3x3 stride 1) and it is on,
- * else the direct kernel. */
+/* Winograd F(4x4, 3x3) where it is on and has a kernel: oneDNN's (AVX-512 only, 3x3 stride
+ * 1), ours with 8 lanes (conv_winograd.h: AVX2, 3x3 stride 1 pad 1, 8+ channels); else the
+ * direct kernel. */
 static int bbuild(bentry *e, const uf_conv_geom *g, int pass, int flags, int has_bias, int lanes) {
+    if (winograd_locked() && lanes == 8 && uf_wino_available() && uf_wino_fits(g)) {
+        memset(e, 0, sizeof *e);
+        e->g = *g, e->pass = pass, e->flags = flags, e->has_bias = has_bias;
+        e->winograd = e->own = 1;
+        return 0;
+    }
     if (winograd_locked() && g->k == 3 && g->stride == 1 &&
         bbuild_alg(e, g, pass, flags, has_bias, lanes, dnnl_convolution_winograd) == 0)
         return 0;
@@ -531,10 +546,52 @@ static dnnl_memory_t load_weights(bentry *e, const float *w) {
     return sl->wei;
 }
 
+/* Our Winograd's transformed weights for w (fwd, or bwd-data: transposed), cached in e->ws
+ * as load_weights does for oneDNN's; NULL when out of memory. */
+static const float *own_weights(bentry *e, const float *w) {
+    const size_t nw = (size_t)e->g.c_out * e->g.c_in * 9;
+    struct wslot *sl = NULL;
+    for (int i = 0; i < WSLOTS && !sl; i++)
+        if (e->ws[i].src == w) sl = &e->ws[i];
+    if (sl && memcmp(sl->copy, w, sizeof(float) * nw) == 0) return sl->u;
+    if (!sl) {
+        sl = &e->ws[e->next_ws++ % WSLOTS];
+        if (!sl->u && !(sl->u = uf_alloc(sizeof(float) * uf_wino_weights_floats(e->g.c_in, e->g.c_out)))) return NULL;
+        if (!sl->copy && !(sl->copy = uf_alloc(sizeof(float) * nw))) return NULL;
+    }
+    uf_wino_transform_weights(e->g.c_in, e->g.c_out, w, e->pass == PASS_BWD_DATA, sl->u);
+    memcpy(sl->copy, w, sizeof(float) * nw);
+    sl->src = w;
+    return sl->u;
+}
+
+/* With the lock held: e's pass on our Winograd kernels; 1 on success. */
+static int own_run(bentry *e, const float *in, const float *w, const float *b, float *out, float *dw, int flags) {
+    const int threads = omp_get_max_threads();
+    float *scratch = scratch_of(sizeof(float) * uf_wino_scratch_floats(&e->g, threads, e->pass == PASS_BWD_WEIGHTS));
+    if (!scratch) return 0;
+    if (e->pass == PASS_BWD_WEIGHTS) {
+        uf_wino_backward_weights(&e->g, in, out, dw, (float *)b, threads, scratch);
+        return 1;
+    }
+    const float *u = own_weights(e, w);
+    if (!u) return 0;
+    if (e->pass == PASS_FWD)
+        uf_wino_forward(&e->g, in, u, b, out, flags, threads, scratch);
+    else
+        uf_wino_backward_data(&e->g, in, u, out, threads, scratch);
+    return 1;
+}
+
 int uf_cblk_conv_forward(const uf_conv_geom *g, const float *x, const float *w, const float *b, float *y,
                          int flags) {
     pthread_mutex_lock(&lock);
     bentry *e = bfind(g, PASS_FWD, flags & UF_CONV_RELU, b != NULL);
+    if (e && e->own) {
+        int done = own_run(e, x, w, b, y, NULL, flags & UF_CONV_RELU);
+        pthread_mutex_unlock(&lock);
+        return done;
+    }
     dnnl_memory_t wei = e ? load_weights(e, w) : NULL;
     int done = wei != NULL;
     if (done) {
@@ -555,6 +612,11 @@ int uf_cblk_conv_forward(const uf_conv_geom *g, const float *x, const float *w, 
 int uf_cblk_conv_backward_data(const uf_conv_geom *g, const float *dy, const float *w, float *dx) {
     pthread_mutex_lock(&lock);
     bentry *e = bfind(g, PASS_BWD_DATA, 0, 0);
+    if (e && e->own) {
+        int done = own_run(e, dy, w, NULL, dx, NULL, 0);
+        pthread_mutex_unlock(&lock);
+        return done;
+    }
     dnnl_memory_t wei = e ? load_weights(e, w) : NULL;
     int done = wei != NULL;
     if (done) {
@@ -570,6 +632,11 @@ int uf_cblk_conv_backward_data(const uf_conv_geom *g, const float *dy, const flo
 int uf_cblk_conv_backward_weights(const uf_conv_geom *g, const float *x, const float *dy, float *dw, float *db) {
     pthread_mutex_lock(&lock);
     bentry *e = bfind(g, PASS_BWD_WEIGHTS, 0, db != NULL);
+    if (e && e->own) {
+        int done = own_run(e, x, NULL, db, (float *)dy, dw, 0); /* accumulates dw and db itself */
+        pthread_mutex_unlock(&lock);
+        return done;
+    }
     int done = e != NULL;
     if (done) {
         if (!e->wreorder) dnnl_memory_set_data_handle(e->wei, e->wtmp);
