@@ -145,6 +145,11 @@ uflow_result *uflow_predict_pixels(uflow_model *m, const unsigned char *pixels, 
                                    size_t stride, const uflow_predict_options *o);
 /* One image file (PNG, JPEG, BMP, TIFF). */
 uflow_result *uflow_predict_file(uflow_model *m, const char *path, const uflow_predict_options *o);
+/* One image file held in memory (data[0..len), not kept), with the same checks as a file
+ * (size limits, truncation, decompression bombs); name stands for its path in messages
+ * (NULL: "image in memory"). */
+uflow_result *uflow_predict_encoded(uflow_model *m, const void *data, size_t len, const char *name,
+                                    const uflow_predict_options *o);
 /* n image files in batches (faster than one at a time; the next batch is decoded and the
  * previous results are upsampled on other threads while the model runs: uflow predict's
  * pipeline, same results). results[i] gets image i's result,
@@ -167,6 +172,10 @@ float uflow_result_max_neg_log10_nfa(const uflow_result *r);
  * _overlay.png and _mask.png, as `uflow predict` does; stem may name sub-folders
  * ("hole/000"), which are made. */
 int uflow_result_write(const uflow_result *r, const char *out_dir, const char *stem, int map_safetensors);
+/* One of those images as a PNG file in memory: what = "map" (16-bit gray), "mask" (8-bit,
+ * 255 where detected) or "overlay" (RGB). *png is malloc'ed (free() it), *len bytes.
+ * UFLOW_OK, or UFLOW_ERROR + uflow_last_error(). */
+int uflow_result_png(const uflow_result *r, const char *what, unsigned char **png, size_t *len);
 void uflow_result_free(uflow_result *r); /* NULL is fine */
 
 /* Predicting straight to files, as `uflow predict` does (its pipeline: decoding, the model,

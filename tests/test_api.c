@@ -160,6 +160,78 @@ static void test_pixels_match_files(void) {
     uflow_model_free(m);
 }
 
+/* Whole file into memory (malloc'ed), or NULL. */
+static unsigned char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *d = n > 0 ? malloc((size_t)n) : NULL;
+    if (d && fread(d, 1, (size_t)n, f) != (size_t)n) free(d), d = NULL;
+    fclose(f);
+    *len = d ? (size_t)n : 0;
+    return d;
+}
+
+/* uflow_predict_encoded = uflow_predict_file on the same bytes; a bad body gets NULL and a
+ * message with the given name; uflow_result_png's images decode to the result's fields. */
+static void test_encoded_and_png(void) {
+    uflow_model *m = uflow_model_load(g_model, NULL);
+    CHECK(m != NULL, "%s", uflow_last_error());
+    if (!m) return;
+    char path[800], out[800];
+    snprintf(path, sizeof path, "%s/test/hole/000.png", g_data);
+    size_t len = 0;
+    unsigned char *data = slurp(path, &len);
+    CHECK(data != NULL, "read %s", path);
+    uflow_result *rf = uflow_predict_file(m, path, NULL);
+    uflow_result *re = data ? uflow_predict_encoded(m, data, len, "upload", NULL) : NULL;
+    CHECK(rf && re && same_result(rf, re), "encoded bytes = file: %s", uflow_last_error());
+    CHECK(!uflow_predict_encoded(m, data, len / 2, "upload", NULL) && strstr(uflow_last_error(), "upload"),
+          "truncated body: %s", uflow_last_error());
+    CHECK(!uflow_predict_encoded(m, "garbage", 7, NULL, NULL) && strstr(uflow_last_error(), "image in memory"),
+          "garbage body: %s", uflow_last_error());
+    CHECK(!uflow_predict_encoded(m, NULL, 0, "empty", NULL), "empty body refused");
+    if (re) {
+        const int W = uflow_result_width(re), H = uflow_result_height(re);
+        const char *what[3] = {"map", "mask", "overlay"};
+        for (int k = 0; k < 3; k++) {
+            unsigned char *png = NULL;
+            size_t n = 0;
+            CHECK(uflow_result_png(re, what[k], &png, &n) == UFLOW_OK && png && n > 8, "%s: %s", what[k], uflow_last_error());
+            snprintf(out, sizeof out, "%s/mem_%s.png", uf_test_tmpdir(), what[k]);
+            FILE *f = fopen(out, "wb");
+            if (f && png) fwrite(png, 1, n, f);
+            if (f) fclose(f);
+            free(png);
+            uf_image *img = uf_image_load(out, 0);
+            CHECK(img && img->width == W && img->height == H && img->channels == (k == 2 ? 3 : 1), "%s decodes at %dx%d",
+                  what[k], W, H);
+            if (img && k == 1) { /* the mask: 255 exactly where detected */
+                int same = 1;
+                for (int p = 0; p < W * H; p++) same &= img->pixels[p] == (uflow_result_mask(re)[p] ? 255 : 0);
+                CHECK(same, "mask PNG = the result's mask");
+            }
+            if (img && k == 0) { /* the map: its high byte (the decoder keeps 8 bits) */
+                int worst = 0;
+                for (int p = 0; p < W * H; p++) {
+                    int want = (int)lrintf(uflow_result_anomaly_map(re)[p] * 65535.0f) >> 8, d = abs(img->pixels[p] - want);
+                    worst = d > worst ? d : worst;
+                }
+                CHECK(worst == 0, "map PNG = the anomaly map (worst %d levels)", worst);
+            }
+            uf_image_free(img);
+        }
+        unsigned char *png = NULL;
+        size_t n = 0;
+        CHECK(uflow_result_png(re, "nfa", &png, &n) == UFLOW_ERROR && !png, "unknown image name refused");
+    }
+    uflow_result_free(rf), uflow_result_free(re);
+    free(data);
+    uflow_model_free(m);
+}
+
 static void test_bad_arguments(void) {
     uflow_model *m = uflow_model_load("/nonexistent/model.safetensors", NULL);
     CHECK(!m && strstr(uflow_last_error(), "/nonexistent/model.safetensors"), "missing model: %s", uflow_last_error());
@@ -386,6 +458,7 @@ int main(void) {
     CHECK(!strcmp(uflow_version(), UFLOW_VERSION_STRING), "version %s", uflow_version());
     UF_TEST(test_train_with_epoch_callback);
     UF_TEST(test_pixels_match_files);
+    UF_TEST(test_encoded_and_png);
     UF_TEST(test_bad_arguments);
     UF_TEST(test_uflow_test_and_logging);
     UF_TEST(test_image_list);

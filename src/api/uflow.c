@@ -300,6 +300,29 @@ uflow_result *uflow_predict_file(uflow_model *h, const char *path, const uflow_p
     return single(h, o);
 }
 
+uflow_result *uflow_predict_encoded(uflow_model *h, const void *data, size_t len, const char *name,
+                                    const uflow_predict_options *o) {
+    uflow_predict_options def = uflow_predict_default_options();
+    if (!o) o = &def;
+    if (!name) name = "image in memory";
+    if (!h || (!data && len)) {
+        uf_error("uflow_predict_encoded: no model or no data");
+        return NULL;
+    }
+    uf_image *img = uf_image_decode(name, data, len, 0);
+    if (!img) return NULL;
+    uflow_result *r = NULL;
+    if (ready_batch(h) == UF_OK) {
+        const char *names[1] = {name};
+        const uf_image *imgs[1] = {img};
+        h->batch.nfa_block = o->nfa_block;
+        uf_batch_load_images(&h->batch, h->m, imgs, names, 1);
+        r = single(h, o);
+    }
+    uf_image_free(img);
+    return r;
+}
+
 uflow_result *uflow_predict_pixels(uflow_model *h, const unsigned char *pixels, int width, int height, int channels,
                                    size_t stride, const uflow_predict_options *o) {
     uflow_predict_options def = uflow_predict_default_options();
@@ -357,6 +380,18 @@ const float *uflow_result_neg_log10_nfa(const uflow_result *r) { return r ? r->r
 const unsigned char *uflow_result_mask(const uflow_result *r) { return r ? r->r.mask : NULL; }
 int uflow_result_detected_pixels(const uflow_result *r) { return r ? r->r.detected_pixels : 0; }
 float uflow_result_max_neg_log10_nfa(const uflow_result *r) { return r ? r->r.max_neg_log10_nfa : NAN; }
+
+int uflow_result_png(const uflow_result *r, const char *what, unsigned char **png, size_t *len) {
+    if (!png || !len) return uf_error("uflow_result_png: no output pointers");
+    *png = NULL, *len = 0;
+    if (!r || !what) return uf_error("uflow_result_png: no result or no image name");
+    const unsigned out = strcmp(what, "map") == 0       ? UF_OUTPUT_MAP
+                         : strcmp(what, "mask") == 0    ? UF_OUTPUT_MASK
+                         : strcmp(what, "overlay") == 0 ? UF_OUTPUT_OVERLAY
+                                                        : 0;
+    if (!out) return uf_error("uflow_result_png: '%s' is not map, mask or overlay", what);
+    return uf_image_result_png(&r->r, out, png, len);
+}
 
 int uflow_result_write(const uflow_result *r, const char *out_dir, const char *stem, int map_safetensors) {
     if (!r || !out_dir || !stem || !*stem) return uf_error("uflow_result_write: no result, folder or stem");

@@ -324,29 +324,24 @@ static uf_image *pixels_to_image(const char *path, file_format format, unsigned 
     return img;
 }
 
-uf_image *uf_image_load(const char *path, int want_channels) {
-    if (!path) {
-        uf_error("image: NULL path");
+uf_image *uf_image_decode(const char *path, const unsigned char *data, size_t len, int want_channels) {
+    if (!path || (!data && len)) {
+        uf_error("image: NULL name or data");
         return NULL;
     }
     if (want_channels != 0 && want_channels != 1 && want_channels != 3) {
         uf_error("image '%s': want_channels must be 0, 1 or 3, not %d", path, want_channels);
         return NULL;
     }
-    unsigned char *data;
-    size_t len;
-    if (read_file(path, &data, &len) != UF_OK) return NULL;
     const file_format format = format_of(data, len);
     if (format == FORMAT_OTHER) {
         uf_error("image '%s': not a PNG, JPEG, BMP or TIFF file", path);
-        free(data);
         return NULL;
     }
     if (format == FORMAT_TIFF) {
         char why[200];
         int tw = 0, th = 0, tn = 0;
         unsigned char *tp = tiff_decode_8bit(data, len, &tw, &th, &tn, why, sizeof why);
-        free(data);
         if (!tp) {
             uf_error("image '%s': %s", path, why);
             return NULL;
@@ -355,13 +350,11 @@ uf_image *uf_image_load(const char *path, int want_channels) {
     }
     if (format == FORMAT_PNG && png_chunk_too_long(data, len)) {
         uf_error("image '%s': truncated PNG (a chunk is longer than the rest of the file)", path);
-        free(data);
         return NULL;
     }
     const char *bad_jpeg = format == FORMAT_JPEG ? jpeg_bad_huffman(data, len) : NULL;
     if (bad_jpeg) {
         uf_error("image '%s': corrupt JPEG (%s)", path, bad_jpeg);
-        free(data);
         return NULL;
     }
 
@@ -373,13 +366,11 @@ uf_image *uf_image_load(const char *path, int want_channels) {
             uf_error_prefix("image '%s'", path);
         else
             uf_error("image '%s': not a readable image (%s)", path, stb_reason(why, sizeof why));
-        free(data);
         return NULL;
     }
     /* Refuse absurd sizes from the header, before stb allocates anything. */
     if (check_dims(w, h) != UF_OK) {
         uf_error_prefix("image '%s'", path);
-        free(data);
         return NULL;
     }
     /* stb sizes its buffers in int: 16-bit samples of a large image overflow it */
@@ -387,7 +378,6 @@ uf_image *uf_image_load(const char *path, int want_channels) {
     if ((size_t)w * (size_t)h * (size_t)(n < 1 ? 4 : n) * sample > (size_t)INT_MAX) {
         uf_error("image '%s': %dx%d with %d %d-bit channels is too large to decode", path, w, h, n,
                  (int)(8 * sample));
-        free(data);
         return NULL;
     }
     /* stb decodes truncated data as zeros: without this a 54-byte BMP gives 16
@@ -395,7 +385,6 @@ uf_image *uf_image_load(const char *path, int want_channels) {
     if ((size_t)w * (size_t)h > ((size_t)1 << 20) + len * max_pixels_per_byte(format)) {
         uf_error("image '%s': %dx%d pixels cannot come from a %zu-byte file (truncated or corrupt)", path, w,
                  h, len);
-        free(data);
         return NULL;
     }
     int fw = w, fh = h, fn = 0;
@@ -408,7 +397,6 @@ uf_image *uf_image_load(const char *path, int want_channels) {
         px = stbi_load_from_memory(data, (int)len, &fw, &fh, &fn, 0);
         if (!px) stb_reason(why, sizeof why);
     }
-    free(data);
     if (!px) {
         uf_error("image '%s': cannot decode (%s)", path, why);
         return NULL;
@@ -420,6 +408,19 @@ uf_image *uf_image_load(const char *path, int want_channels) {
         return NULL;
     }
     return pixels_to_image(path, format, px, w, h, fn, want_channels);
+}
+
+uf_image *uf_image_load(const char *path, int want_channels) {
+    if (!path) {
+        uf_error("image: NULL path");
+        return NULL;
+    }
+    unsigned char *data;
+    size_t len;
+    if (read_file(path, &data, &len) != UF_OK) return NULL;
+    uf_image *img = uf_image_decode(path, data, len, want_channels);
+    free(data);
+    return img;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1080,16 +1081,16 @@ int uf_image_write_jpeg(const char *path, const uf_image *img, int quality, int 
     return rc;
 }
 
-int uf_image_encode_png(const uf_image *img, unsigned char **data, size_t *len) {
+/* A PNG file in memory (libpng defaults), as uf_image_encode_png. */
+static int png_encode(int width, int height, int channels, int bit_depth, const void *pixels, unsigned char **data,
+                      size_t *len) {
     *data = NULL, *len = 0;
-    if (!img || !img->pixels || (img->channels != 1 && img->channels != 3))
-        return uf_error("png in memory: image must be 8-bit gray or RGB");
-    if (check_dims(img->width, img->height) != UF_OK) return uf_error_prefix("png in memory");
+    if (check_dims(width, height) != UF_OK) return uf_error_prefix("png in memory");
     char *buf = NULL;
     size_t n = 0;
     FILE *fp = open_memstream(&buf, &n);
     if (!fp) return uf_error("png in memory: out of memory");
-    int rc = png_write_stream(fp, "(memory)", img->width, img->height, img->channels, 8, img->pixels);
+    int rc = png_write_stream(fp, "(memory)", width, height, channels, bit_depth, pixels);
     if (fclose(fp) != 0 && rc == UF_OK) rc = uf_error("png in memory: out of memory");
     if (rc != UF_OK) {
         free(buf);
@@ -1097,4 +1098,17 @@ int uf_image_encode_png(const uf_image *img, unsigned char **data, size_t *len) 
     }
     *data = (unsigned char *)buf, *len = n;
     return UF_OK;
+}
+
+int uf_image_encode_png(const uf_image *img, unsigned char **data, size_t *len) {
+    *data = NULL, *len = 0;
+    if (!img || !img->pixels || (img->channels != 1 && img->channels != 3))
+        return uf_error("png in memory: image must be 8-bit gray or RGB");
+    return png_encode(img->width, img->height, img->channels, 8, img->pixels, data, len);
+}
+
+int uf_png_encode_gray16(const uint16_t *pixels, int width, int height, unsigned char **data, size_t *len) {
+    *data = NULL, *len = 0;
+    if (!pixels) return uf_error("png in memory: no pixels");
+    return png_encode(width, height, 1, 16, pixels, data, len);
 }

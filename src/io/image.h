@@ -41,6 +41,9 @@ typedef struct uf_image {
  * hold, e.g. 16 for BMP, 2048 for JPEG) give NULL and an error naming the
  * path and the reason. Free with uf_image_free. */
 uf_image *uf_image_load(const char *path, int want_channels);
+/* The same from an encoded file in memory (data[0..len), not kept): `name` stands for the
+ * path in messages (e.g. "request body"). */
+uf_image *uf_image_decode(const char *name, const unsigned char *data, size_t len, int want_channels);
 
 /* Zero-filled image; channels 1 or 3, sides in 1..UF_IMAGE_MAX_SIDE, at most
  * UF_IMAGE_MAX_PIXELS pixels; NULL + error otherwise. */
@@ -134,5 +137,7 @@ int uf_image_write_jpeg(const char *path, const uf_image *img, int quality, int 
 /* The PNG file of an 8-bit gray or RGB image, in memory: *data (malloc; the caller
  * frees it) of *len bytes. UF_ERR + message (nothing allocated) otherwise. */
 int uf_image_encode_png(const uf_image *img, unsigned char **data, size_t *len);
+/* The same for a 16-bit gray image (row-major, native endianness). */
+int uf_png_encode_gray16(const uint16_t *pixels, int width, int height, unsigned char **data, size_t *len);
 
 #endif

@@ -297,6 +297,40 @@ static int write_field(const char *path, const char *name, const float *field, i
     return rc;
 }
 
+/* The anomaly map as 16-bit gray (0..1 -> 0..65535, rounded), as the _map.png file holds it;
+ * NULL + error when out of memory. */
+static uint16_t *map_gray16(const uf_image_result *r) {
+    const size_t np = (size_t)r->width * r->height;
+    uint16_t *px = malloc(sizeof(uint16_t) * np);
+    if (!px) {
+        uf_error("out of memory");
+        return NULL;
+    }
+    for (size_t p = 0; p < np; p++) {
+        float a = r->anomaly_map[p] < 0.0f ? 0.0f : r->anomaly_map[p] > 1.0f ? 1.0f : r->anomaly_map[p];
+        px[p] = (uint16_t)lrintf(a * 65535.0f);
+    }
+    return px;
+}
+
+int uf_image_result_png(const uf_image_result *r, unsigned output, unsigned char **png, size_t *len) {
+    *png = NULL, *len = 0;
+    const int W = r->width, H = r->height;
+    if (output == UF_OUTPUT_MAP) {
+        uint16_t *px = map_gray16(r);
+        int rc = px ? uf_png_encode_gray16(px, W, H, png, len) : UF_ERR;
+        free(px);
+        return rc;
+    }
+    uf_image *img = output == UF_OUTPUT_OVERLAY ? uf_render_overlay(r->image, r->anomaly_map, W, H, 0.0f, 1.0f, OVERLAY_ALPHA)
+                    : output == UF_OUTPUT_MASK  ? uf_render_mask(r->mask, W, H)
+                                                : NULL;
+    if (!img) return output == UF_OUTPUT_OVERLAY || output == UF_OUTPUT_MASK ? UF_ERR : uf_error("no such output image");
+    int rc = uf_image_encode_png(img, png, len);
+    uf_image_free(img);
+    return rc;
+}
+
 int uf_image_result_write(const uf_image_result *r, const char *dir, const char *stem, const uf_output_options *o) {
     const uf_output_options def = {0};
     if (!o) o = &def;
@@ -318,12 +352,8 @@ int uf_image_result_write(const uf_image_result *r, const char *dir, const char 
         snprintf(path, sizeof path, "%s/%s_map.safetensors", dir, stem);
         rc = write_field(path, "anomaly_map", r->anomaly_map, W, H, durable);
     } else if (out & UF_OUTPUT_MAP) {
-        uint16_t *px = malloc(sizeof(uint16_t) * np);
-        rc = px ? UF_OK : uf_error("out of memory");
-        for (size_t p = 0; px && p < np; p++) {
-            float a = r->anomaly_map[p] < 0.0f ? 0.0f : r->anomaly_map[p] > 1.0f ? 1.0f : r->anomaly_map[p];
-            px[p] = (uint16_t)lrintf(a * 65535.0f);
-        }
+        uint16_t *px = map_gray16(r);
+        rc = px ? UF_OK : UF_ERR;
         snprintf(path, sizeof path, "%s/%s_map.png", dir, stem);
         if (px) rc = uf_png_write_gray16_as(path, px, W, H, UF_PNG_FAST, durable);
         free(px);

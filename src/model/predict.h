@@ -116,6 +116,9 @@ int uf_image_result_from_batch(uf_batch *b, int i, const uf_input_geometry *g, u
  * (or _map.safetensors), _overlay.png (or .jpg), _mask.png, _nfa.safetensors, making the
  * sub-folders a stem with '/' names. */
 int uf_image_result_write(const uf_image_result *r, const char *dir, const char *stem, const uf_output_options *o);
+/* One of the images uf_image_result_write writes, as a PNG file in memory (libpng's default
+ * compression): output UF_OUTPUT_MAP (16-bit gray), _MASK or _OVERLAY. *png: malloc'ed. */
+int uf_image_result_png(const uf_image_result *r, unsigned output, unsigned char **png, size_t *len);
 
 /* uf_image_result_from_batch in two steps, so that the batch can be reused before the
  * second: uf_pending_take copies or takes what image i's result needs out of the batch
