@@ -46,7 +46,8 @@ LDLIBS   := -ldnnl -lcjson -lstb -lpng -lturbojpeg -lisal -lz -ltiff -lnettle -l
 
 LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/backbone/*.c src/flow/*.c src/detect/*.c src/eval/*.c \
                               src/model/*.c src/api/*.c))
-CLI_SRC  := $(sort $(wildcard src/cli/*.c bench/*.c))
+# src/serve (uflow serve) sits above the public API, in the program only: libuflow does not link libmicrohttpd.
+CLI_SRC  := $(sort $(wildcard src/cli/*.c src/serve/*.c bench/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
@@ -90,7 +91,7 @@ install: all
 	install -m 644 models/*.safetensors $(DESTDIR)$(PREFIX)/share/uflow/
 
 $(PROG): $(CLI_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB) -lmicrohttpd $(LDLIBS)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -115,7 +116,7 @@ valgrind:
 
 # The installed library with the C and C++ examples, and the Python package with its Dask
 # runner (scripts that print RESULT lines like the test binaries; default build only).
-SCRIPT_TESTS := $(if $(filter build,$(BUILD)),tests/test_embed.sh tests/test_python.sh)
+SCRIPT_TESTS := $(if $(filter build,$(BUILD)),tests/test_embed.sh tests/test_python.sh tests/test_serve.sh)
 
 run-tests: $(TEST_BIN) $(PROG) $(BUILD)/libuflow.so
 	@sh tests/run_all.sh $(TEST_BIN) $(SCRIPT_TESTS)
