@@ -129,6 +129,7 @@ demo: deps
 check-report: deps
 	@$(MAKE) --no-print-directory all
 	@sh tools/check_report.sh
+	@sh tools/check_serve_page.sh
 
 # uflow against a PyTorch baseline on this CPU (bench/compare/README.md); about 5-10 minutes on 2 cores.
 bench-compare: deps

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "serve/page.h"
 #include "uflow.h"
 
 #define RATE_WINDOW_S 10.0
@@ -42,7 +43,7 @@ typedef struct request {
     struct request *next; /* queue link */
 } request;
 
-enum { ROUTE_PREDICT = 1, ROUTE_HEALTH, ROUTE_MODEL, ROUTE_METRICS, ROUTE_NOT_FOUND, ROUTE_BAD_METHOD };
+enum { ROUTE_PREDICT = 1, ROUTE_HEALTH, ROUTE_MODEL, ROUTE_METRICS, ROUTE_PAGE, ROUTE_NOT_FOUND, ROUTE_BAD_METHOD };
 enum { OUT_MAP = 1, OUT_MASK = 2, OUT_OVERLAY = 4 };
 
 typedef struct service {
@@ -96,6 +97,11 @@ static enum MHD_Result answer(service *s, struct MHD_Connection *c, int code, ch
         return MHD_NO;
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    if (!strncmp(type, "text/html", 9)) /* the page: its own script and style, pictures from data: URIs */
+        MHD_add_response_header(r, "Content-Security-Policy",
+                                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                                "img-src data:; connect-src 'self'");
     if (code == MHD_HTTP_SERVICE_UNAVAILABLE) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (code == MHD_HTTP_UNAUTHORIZED) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     enum MHD_Result ok = MHD_queue_response(c, (unsigned)code, r);
@@ -297,7 +303,8 @@ static int route_of(const char *url, const char *method) {
     } const table[] = {{"/predict", "POST", ROUTE_PREDICT},
                        {"/health", "GET", ROUTE_HEALTH},
                        {"/model", "GET", ROUTE_MODEL},
-                       {"/metrics", "GET", ROUTE_METRICS}};
+                       {"/metrics", "GET", ROUTE_METRICS},
+                       {"/", "GET", ROUTE_PAGE}};
     for (size_t i = 0; i < sizeof table / sizeof *table; i++)
         if (!strcmp(url, table[i].path)) return strcmp(method, table[i].method) ? ROUTE_BAD_METHOD : table[i].route;
     return ROUTE_NOT_FOUND;
@@ -317,13 +324,15 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         pthread_mutex_unlock(&s->lock);
         if (q->route == ROUTE_NOT_FOUND) return answer_error(s, c, MHD_HTTP_NOT_FOUND, "no such path");
         if (q->route == ROUTE_BAD_METHOD) return answer_error(s, c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed here");
-        if (q->route != ROUTE_HEALTH && !authorized(s, c)) {
+        /* /health, and the page (static, no data: it sends the token typed into it with its requests) */
+        if (q->route != ROUTE_HEALTH && q->route != ROUTE_PAGE && !authorized(s, c)) {
             pthread_mutex_lock(&s->lock);
             s->errors_auth++;
             pthread_mutex_unlock(&s->lock);
             return answer_error(s, c, MHD_HTTP_UNAUTHORIZED, "missing or wrong bearer token");
         }
         if (q->route == ROUTE_HEALTH) return answer(s, c, MHD_HTTP_OK, strdup("ok\n"), "text/plain");
+        if (q->route == ROUTE_PAGE) return answer(s, c, MHD_HTTP_OK, strdup(uf_service_page), "text/html; charset=utf-8");
         if (q->route == ROUTE_MODEL) return answer(s, c, MHD_HTTP_OK, strdup(s->model_json), "application/json");
         if (q->route == ROUTE_METRICS) return answer(s, c, MHD_HTTP_OK, metrics_text(s), "text/plain; version=0.0.4");
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);

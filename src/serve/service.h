@@ -8,6 +8,8 @@
  *        PNG file (uflow_result_png) in standard base64 (RFC 4648, padded).
  *        400 unreadable image (the library's one-line message), 413 body over max_body,
  *        503 + Retry-After when the queue is full, 500 when the model fails.
+ *   GET /  a self-contained page (page.h) to try an image in a browser: static, so it needs no
+ *        token; it asks for one and sends it with its POST /predict.
  *   GET /health  200 "ok" (needs no token);  GET /model  the model's description (no paths);
  *   GET /metrics  Prometheus text: requests by code, errors by kind, /predict latency
  *        histogram, queue depth, images and images/s over the last 10 s.
