@@ -14,6 +14,7 @@ int cmd_inspect(int argc, char **argv);
 int cmd_features(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_watch(int argc, char **argv);
 
 /* Prints "uflow <cmd>: error: <msg>" (the library's last error when msg is NULL); returns 1. */
 /* For commands that process many large images (predict): glibc keeps freed blocks for reuse

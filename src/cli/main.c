@@ -29,6 +29,7 @@ static const command COMMANDS[] = {
     {"train", cmd_train, "train a model on normal images: uflow train --data DIR -o MODEL"},
     {"test", cmd_test, "evaluate a model on a test split: uflow test --model M --data DIR"},
     {"predict", cmd_predict, "maps, scores and NFA masks: uflow predict --model M -o OUT IMAGE|DIR..."},
+    {"watch", cmd_watch, "predict every image that appears in a folder: uflow watch --model M -o OUT DIR"},
     {"serve", cmd_serve, "HTTP inference service: uflow serve --model M [--port 8080]"},
     {"export", cmd_export, "rewrite a model: backbone inside, no optimizer state, PyTorch names"},
     {"bench", cmd_bench, "measure speed: uflow bench gemm | backbone"},

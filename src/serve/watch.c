@@ -1,0 +1,422 @@
+/* watch.c - `uflow watch` (see watch.h). Only the public API (uflow.h) reaches the model. */
+#define _GNU_SOURCE /* F_SETLEASE */
+#include "serve/watch.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "uflow.h"
+
+/* ---- a set of strings (names taken, stems used) ----------------------------------- */
+
+typedef struct {
+    char **slot;
+    size_t cap, n;
+} strset;
+
+static uint64_t fnv1a(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int set_has(const strset *t, const char *s) {
+    if (!t->cap) return 0;
+    for (size_t i = fnv1a(s) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+        if (!t->slot[i]) return 0;
+        if (!strcmp(t->slot[i], s)) return 1;
+    }
+}
+
+/* 0, or -1 when out of memory. */
+static int set_add(strset *t, const char *s) {
+    if (set_has(t, s)) return 0;
+    if (2 * (t->n + 1) > t->cap) { /* grow: load at most one half */
+        strset g = {calloc(t->cap ? 2 * t->cap : 256, sizeof(char *)), t->cap ? 2 * t->cap : 256, 0};
+        if (!g.slot) return -1;
+        for (size_t i = 0; i < t->cap; i++)
+            if (t->slot[i]) {
+                size_t j = fnv1a(t->slot[i]) & (g.cap - 1);
+                while (g.slot[j]) j = (j + 1) & (g.cap - 1);
+                g.slot[j] = t->slot[i], g.n++;
+            }
+        free(t->slot);
+        *t = g;
+    }
+    char *c = strdup(s);
+    if (!c) return -1;
+    size_t i = fnv1a(s) & (t->cap - 1);
+    while (t->slot[i]) i = (i + 1) & (t->cap - 1);
+    t->slot[i] = c, t->n++;
+    return 0;
+}
+
+static void set_free(strset *t) {
+    for (size_t i = 0; i < t->cap; i++) free(t->slot[i]);
+    free(t->slot);
+    memset(t, 0, sizeof *t);
+}
+
+/* ---- the watcher ---------------------------------------------------------------- */
+
+typedef struct {
+    const uf_watch_options *o;
+    uflow_model *m;
+    strset taken, stems;
+    int journal;      /* results.jsonl, O_APPEND */
+    FILE *csv;        /* results.csv, appended */
+    /* files seen by a scan but not settled yet: name, size, mtime at the last look */
+    struct pending {
+        char *name;
+        off_t size;
+        struct timespec mtime;
+        double since;
+    } *pend;
+    int n_pend, cap_pend;
+    int n_done, n_failed;
+} watcher;
+
+static int fail(const char *fmt, const char *a, const char *b) {
+    fprintf(stderr, "uflow watch: error: ");
+    fprintf(stderr, fmt, a, b);
+    fputc('\n', stderr);
+    return 1;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int is_image_name(const char *name) {
+    if (name[0] == '.') return 0;
+    const char *dot = strrchr(name, '.');
+    if (!dot) return 0;
+    char ext[8] = {0};
+    for (int i = 0; i < 7 && dot[1 + i]; i++) ext[i] = (char)tolower((unsigned char)dot[1 + i]);
+    if (strlen(dot + 1) > 5) return 0;
+    return !strcmp(ext, "png") || !strcmp(ext, "jpg") || !strcmp(ext, "jpeg") || !strcmp(ext, "bmp") ||
+           !strcmp(ext, "tif") || !strcmp(ext, "tiff");
+}
+
+static void csv_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"') fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+/* results.csv's row for one results.jsonl row (predict's columns). */
+static void csv_row(FILE *f, const cJSON *row) {
+    const cJSON *image = cJSON_GetObjectItemCaseSensitive(row, "image"), *err = cJSON_GetObjectItemCaseSensitive(row, "error");
+    csv_string(f, cJSON_IsString(image) ? image->valuestring : "");
+    if (cJSON_IsString(err)) {
+        fputs(",,,,,,,,", f);
+        csv_string(f, err->valuestring);
+        fputc('\n', f);
+        return;
+    }
+    const char *num[] = {"score", "anomalous", "detected_pixels", "max_neg_log10_nfa", "width", "height"};
+    for (int k = 0; k < 6; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(row, num[k]);
+        if (k == 0) fprintf(f, ",%.6f", cJSON_IsNumber(v) ? v->valuedouble : 0.0);
+        else if (k == 1) fprintf(f, ",%d", cJSON_IsTrue(v));
+        else if (k == 3) fprintf(f, ",%.3f", cJSON_IsNumber(v) ? v->valuedouble : 0.0);
+        else fprintf(f, ",%d", cJSON_IsNumber(v) ? v->valueint : 0);
+    }
+    fputc(',', f);
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(row, "outputs");
+    csv_string(f, cJSON_IsString(st) ? st->valuestring : "");
+    fputs(",\n", f);
+}
+
+static const char *base_name(const char *p) {
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+/* Reads the journal (OUT/results.jsonl): cuts a torn last line, records the names and stems
+ * it lists, rewrites results.csv from it, and leaves both open for appending. */
+static int open_journal(watcher *w) {
+    char path[4200], csv_path[4200], tmp[4300];
+    snprintf(path, sizeof path, "%s/results.jsonl", w->o->out);
+    snprintf(csv_path, sizeof csv_path, "%s/results.csv", w->o->out);
+    w->journal = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (w->journal < 0) return fail("cannot open '%s': %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(w->journal, &st) != 0) return fail("cannot read '%s': %s", path, strerror(errno));
+    char *text = malloc((size_t)st.st_size + 1);
+    if (!text) return fail("out of memory reading '%s'%s", path, "");
+    size_t len = 0;
+    while (len < (size_t)st.st_size) {
+        ssize_t r = pread(w->journal, text + len, (size_t)st.st_size - len, (off_t)len);
+        if (r <= 0) break;
+        len += (size_t)r;
+    }
+    text[len] = '\0';
+    size_t keep = len;
+    while (keep && text[keep - 1] != '\n') keep--; /* a torn last line: its image is taken again */
+    if (keep != len && ftruncate(w->journal, (off_t)keep) != 0) {
+        free(text);
+        return fail("cannot cut the torn last line of '%s': %s", path, strerror(errno));
+    }
+    text[keep] = '\0';
+    snprintf(tmp, sizeof tmp, "%s.tmp", csv_path);
+    FILE *csv = fopen(tmp, "w");
+    if (!csv) {
+        free(text);
+        return fail("cannot write '%s': %s", tmp, strerror(errno));
+    }
+    fprintf(csv, "image,score,anomalous,detected_pixels,max_neg_log10_nfa,width,height,outputs,error\n");
+    int rc = 0;
+    for (char *line = text, *next; *line && !rc; line = next) {
+        next = strchr(line, '\n');
+        *next++ = '\0';
+        cJSON *row = cJSON_Parse(line);
+        const cJSON *image = cJSON_GetObjectItemCaseSensitive(row, "image");
+        const cJSON *stem = cJSON_GetObjectItemCaseSensitive(row, "outputs");
+        if (!cJSON_IsString(image)) {
+            rc = fail("'%s': a line is not a results row: %.80s", path, line);
+        } else {
+            csv_row(csv, row);
+            if (set_add(&w->taken, base_name(image->valuestring)) ||
+                (cJSON_IsString(stem) && set_add(&w->stems, stem->valuestring)))
+                rc = fail("out of memory%s%s", "", "");
+        }
+        cJSON_Delete(row);
+    }
+    free(text);
+    if (fflush(csv) != 0 || fsync(fileno(csv)) != 0) rc = rc ? rc : fail("cannot write '%s': %s", tmp, strerror(errno));
+    fclose(csv);
+    if (!rc && rename(tmp, csv_path) != 0) rc = fail("cannot replace '%s': %s", csv_path, strerror(errno));
+    if (!rc && !(w->csv = fopen(csv_path, "a"))) rc = fail("cannot open '%s': %s", csv_path, strerror(errno));
+    return rc;
+}
+
+/* 1 when no other process has path open for writing (a read lease is granted), or when the
+ * kernel cannot tell (not the file's owner, no lease support): then 1 too. */
+static int not_being_written(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return 0;
+    int ok = 1;
+    if (fcntl(fd, F_SETLEASE, F_RDLCK) == 0)
+        fcntl(fd, F_SETLEASE, F_UNLCK);
+    else if (errno == EAGAIN || errno == EBUSY)
+        ok = 0;
+    close(fd);
+    return ok;
+}
+
+/* Predicts DIR/name, writes its outputs, commits its row. 0, or 1 after printing why the
+ * watcher must stop (outputs or journal cannot be written). */
+static int take(watcher *w, const char *name) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", w->o->dir, name);
+    /* the stem: the name without its extension, unless another image has it */
+    char stem[1024];
+    snprintf(stem, sizeof stem, "%s", name);
+    char *dot = strrchr(stem, '.');
+    if (dot) *dot = '\0';
+    if (set_has(&w->stems, stem)) {
+        snprintf(stem, sizeof stem, "%s", name);
+        for (char *c = stem; *c; c++)
+            if (*c == '.') *c = '_';
+    }
+    cJSON *row = cJSON_CreateObject();
+    if (!row) return fail("out of memory%s%s", "", "");
+    cJSON_AddStringToObject(row, "image", path);
+    uflow_result *r = uflow_predict_file(w->m, path, NULL);
+    if (r) {
+        if (uflow_result_write(r, w->o->out, stem, 0) != UFLOW_OK) {
+            const int rc = fail("%s%s", uflow_last_error(), " (the image is taken again at the next start)");
+            uflow_result_free(r);
+            cJSON_Delete(row);
+            return rc;
+        }
+        cJSON_AddNumberToObject(row, "score", round(uflow_result_score(r) * 1e6) / 1e6);
+        cJSON_AddBoolToObject(row, "anomalous", uflow_result_anomalous(r));
+        cJSON_AddNumberToObject(row, "detected_pixels", uflow_result_detected_pixels(r));
+        const double nfa = uflow_result_max_neg_log10_nfa(r);
+        cJSON_AddNumberToObject(row, "max_neg_log10_nfa", isfinite(nfa) ? round(nfa * 1e3) / 1e3 : nfa);
+        cJSON_AddNumberToObject(row, "width", uflow_result_width(r));
+        cJSON_AddNumberToObject(row, "height", uflow_result_height(r));
+        cJSON_AddStringToObject(row, "outputs", stem);
+        uflow_result_free(r);
+        w->n_done++;
+    } else { /* predict's policy: a bad image gets a row with its error, and the others go on */
+        fprintf(stderr, "uflow watch: %s\n", uflow_last_error());
+        cJSON_AddStringToObject(row, "error", uflow_last_error());
+        w->n_failed++;
+    }
+    char *text = cJSON_PrintUnformatted(row);
+    if (!text) {
+        cJSON_Delete(row);
+        return fail("out of memory%s%s", "", "");
+    }
+    /* the commit: the whole line in one write, then fsync */
+    const size_t n = strlen(text);
+    text[n] = '\n';
+    ssize_t wr = write(w->journal, text, n + 1);
+    text[n] = '\0';
+    int rc = 0;
+    if (wr != (ssize_t)(n + 1) || fsync(w->journal) != 0) {
+        /* a short write would leave a torn line: cut it now if we can (else at the next start) */
+        rc = fail("cannot append to results.jsonl in '%s': %s", w->o->out, strerror(errno ? errno : EIO));
+    } else {
+        csv_row(w->csv, row);
+        fflush(w->csv);
+        if (set_add(&w->taken, name) || set_add(&w->stems, stem)) rc = fail("out of memory%s%s", "", "");
+    }
+    cJSON_free(text);
+    cJSON_Delete(row);
+    return rc;
+}
+
+/* Scans DIR: files not taken become pending (taken once settled). */
+static int scan(watcher *w) {
+    DIR *d = opendir(w->o->dir);
+    if (!d) return fail("cannot read the folder '%s': %s", w->o->dir, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!is_image_name(e->d_name) || set_has(&w->taken, e->d_name)) continue;
+        int known = 0;
+        for (int i = 0; i < w->n_pend && !known; i++) known = !strcmp(w->pend[i].name, e->d_name);
+        if (known) continue;
+        if (w->n_pend == w->cap_pend) {
+            int cap = w->cap_pend ? 2 * w->cap_pend : 64;
+            void *p = realloc(w->pend, sizeof *w->pend * (size_t)cap);
+            if (!p) break;
+            w->pend = p, w->cap_pend = cap;
+        }
+        struct pending *p = &w->pend[w->n_pend];
+        memset(p, 0, sizeof *p);
+        if (!(p->name = strdup(e->d_name))) break;
+        p->size = -1;
+        w->n_pend++;
+    }
+    closedir(d);
+    return 0;
+}
+
+/* Takes the pending files that have settled, in name order of arrival; drops vanished ones. */
+static int take_settled(watcher *w) {
+    const double t = now_s();
+    for (int i = 0; i < w->n_pend; i++) {
+        struct pending *p = &w->pend[i];
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", w->o->dir, p->name);
+        struct stat st;
+        int drop = set_has(&w->taken, p->name) || stat(path, &st) != 0 || !S_ISREG(st.st_mode);
+        if (!drop && (st.st_size != p->size || st.st_mtim.tv_sec != p->mtime.tv_sec ||
+                      st.st_mtim.tv_nsec != p->mtime.tv_nsec)) { /* changed: look again later */
+            p->size = st.st_size, p->mtime = st.st_mtim, p->since = t;
+            continue;
+        }
+        if (!drop) {
+            /* an empty file is one being created: its close will be reported (with once, nothing
+             * more will come: it is taken, and gets predict's error row) */
+            if ((t - p->since) * 1000.0 < w->o->settle_ms || (st.st_size == 0 && !w->o->once) ||
+                !not_being_written(path))
+                continue;
+            if (take(w, p->name)) return 1;
+        }
+        free(p->name);
+        w->pend[i--] = w->pend[--w->n_pend];
+    }
+    return 0;
+}
+
+int uf_watch_run(const uf_watch_options *o) {
+    watcher w;
+    memset(&w, 0, sizeof w);
+    w.o = o;
+    w.journal = -1;
+    struct stat st;
+    if (stat(o->dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return fail("'%s' is not a folder%s", o->dir, errno == ENOENT ? " (it does not exist)" : "");
+    if (mkdir(o->out, 0755) != 0 && errno != EEXIST) return fail("cannot make '%s': %s", o->out, strerror(errno));
+    if (o->threads > 0) uflow_set_threads(o->threads);
+    if (!(w.m = uflow_model_load(o->model, o->weights))) return fail("%s%s", uflow_last_error(), "");
+    int rc = 0;
+    if (o->precision && uflow_model_set_precision(w.m, o->precision) != UFLOW_OK) rc = fail("%s%s", uflow_last_error(), "");
+    /* the watch first, then the scan: a file closed in between is in both, taken once */
+    int in = rc ? -1 : inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (!rc && (in < 0 || inotify_add_watch(in, o->dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF) < 0))
+        rc = fail("cannot watch '%s': %s", o->dir, strerror(errno));
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigprocmask(SIG_BLOCK, &sigs, NULL);
+    int sfd = rc ? -1 : signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (!rc && sfd < 0) rc = fail("signalfd: %s%s", strerror(errno), "");
+    if (!rc) rc = open_journal(&w);
+    if (!rc) rc = scan(&w);
+    if (!rc && !o->once) {
+        printf("watching %s: %zu images already done; outputs in %s\n", o->dir, w.taken.n, o->out);
+        fflush(stdout);
+    }
+    char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+    while (!rc) {
+        if (take_settled(&w)) {
+            rc = 1;
+            break;
+        }
+        if (o->once && !w.n_pend) break;
+        struct pollfd pf[2] = {{in, POLLIN, 0}, {sfd, POLLIN, 0}};
+        const int timeout = w.n_pend ? (o->settle_ms < 50 ? 50 : o->settle_ms / 2) : -1;
+        if (poll(pf, 2, timeout) < 0 && errno != EINTR) {
+            rc = fail("poll: %s%s", strerror(errno), "");
+            break;
+        }
+        if (pf[1].revents & POLLIN) break; /* SIGINT / SIGTERM: the image in progress was finished */
+        if (!(pf[0].revents & POLLIN)) continue;
+        ssize_t len;
+        while (!rc && (len = read(in, buf, sizeof buf)) > 0) {
+            for (char *p = buf; p < buf + len && !rc;) {
+                const struct inotify_event *ev = (const struct inotify_event *)p;
+                p += sizeof *ev + ev->len;
+                if (ev->mask & IN_Q_OVERFLOW) {
+                    rc = scan(&w); /* events were lost: look at the folder itself */
+                } else if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) {
+                    rc = fail("the folder '%s' was removed or moved away%s", o->dir, "");
+                } else if (ev->len && is_image_name(ev->name) && !set_has(&w.taken, ev->name)) {
+                    /* its writer closed it, or it was renamed in whole: take it now */
+                    char path[4200];
+                    snprintf(path, sizeof path, "%s/%s", o->dir, ev->name);
+                    struct stat fs;
+                    if (stat(path, &fs) == 0 && S_ISREG(fs.st_mode) && fs.st_size > 0) rc = take(&w, ev->name);
+                }
+            }
+        }
+    }
+    if (!rc || w.n_done || w.n_failed)
+        fprintf(stderr, "uflow watch: %d images predicted, %d unreadable (rows with their error)\n", w.n_done, w.n_failed);
+    if (in >= 0) close(in);
+    if (sfd >= 0) close(sfd);
+    if (w.journal >= 0) close(w.journal);
+    if (w.csv) fclose(w.csv);
+    for (int i = 0; i < w.n_pend; i++) free(w.pend[i].name);
+    free(w.pend);
+    set_free(&w.taken), set_free(&w.stems);
+    uflow_model_free(w.m);
+    return rc;
+}
