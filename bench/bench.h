@@ -36,6 +36,11 @@ int bench_predict(const char *model_path, const char *images, int n_images, int 
  * after one untimed warm-up run: seconds per image into t[0..reps). UF_OK / UF_ERR. */
 int bench_predict_runs(struct uf_model *m, const char *dir, const struct uf_predict_options *po, int reps,
                        double *t);
+/* `uflow bench serve`: `uflow serve` (a child process, `workers` x `threads`) on loopback, at 1,
+ * 4 and 8 concurrent clients sending about per_level generated size x size PNGs each: prints
+ * requests/s and p50 / p99 latency. model_path NULL: an untrained ResNet-18 U-Flow at 256.
+ * UF_OK / UF_ERR. */
+int bench_serve(const char *model_path, int size, int per_level, int workers, int threads);
 /* rm -rf dir (a warning on stderr when it cannot). */
 void bench_remove_tree(const char *dir);
 

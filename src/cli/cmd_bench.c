@@ -1,5 +1,6 @@
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backbone/backbone.h"
 #include "backbone/shipped.h"
@@ -27,6 +28,8 @@ static void usage(FILE *f) {
             "            measurement (uflow bench rows --help)\n"
             "  predict   end-to-end images/s of uflow predict (900x900 PNGs, default outputs) next to the\n"
             "            model-only images/s of the same run (uflow bench predict --help)\n"
+            "  serve     requests/s and p50 / p99 latency of uflow serve on loopback at 1, 4 and 8\n"
+            "            concurrent clients (900x900 PNGs; uflow bench serve --help)\n"
             "  knn       --model M --data DIR: a nearest-neighbour score (PatchCore-style, no coreset) on\n"
             "            the model's backbone features, with uflow test's metrics (uflow bench knn --help)\n"
             "options: --threads N (default: all cores)\n");
@@ -115,6 +118,28 @@ int cmd_bench(int argc, char **argv) {
                    : cli_fail("bench", NULL);
     }
     if (!strcmp(argv[1], "predict")) return bench_predict_command(argc, argv);
+    if (!strcmp(argv[1], "serve")) {
+        const char *model = NULL;
+        int size = 900, per_level = 48, workers = 1, threads = 0;
+        const cli_opt opts[] = {
+            {"model", OPT_STRING, &model, 0, 0, "model file (default: an untrained ResNet-18 U-Flow at 256)"},
+            {"size", OPT_INT, &size, 32, 8192, "side of the generated PNGs"},
+            {"requests", OPT_INT, &per_level, 8, 100000, "requests per concurrency level"},
+            {"workers", OPT_INT, &workers, 1, 64, "the service's --workers"},
+            {"threads", OPT_INT, &threads, 0, 1024, "the service's --threads (0: cores / workers)"},
+        };
+        char *pos[1];
+        int npos;
+        argv[1] = (char *)"bench serve";
+        int r = cli_parse(argc - 1, argv + 1, "[options]   (uflow serve on loopback: 1, 4, 8 clients)", opts,
+                          (int)(sizeof opts / sizeof *opts), pos, &npos, 0);
+        if (r != CLI_PARSED) return r == CLI_HELP ? 0 : 2;
+        if (!threads) {
+            long cores = sysconf(_SC_NPROCESSORS_ONLN);
+            threads = cores > workers ? (int)(cores / workers) : 1;
+        }
+        return bench_serve(model, size, per_level, workers, threads) == UF_OK ? 0 : cli_fail("bench serve", NULL);
+    }
     if (!strcmp(argv[1], "knn")) {
         bench_knn_options o = bench_knn_default_options();
         const char *model = NULL, *json = NULL;
