@@ -124,6 +124,11 @@ int uflow_model_input_width(const uflow_model *m);
 int uflow_model_input_height(const uflow_model *m);
 const char *uflow_model_backbone(const uflow_model *m); /* e.g. "resnet18" */
 int uflow_model_epochs(const uflow_model *m);                /* epochs trained */
+/* What a model file records (`uflow inspect`'s metadata: backbone, sizes, training, validation,
+ * calibration, tiling), without what names a place: the "uflow.*" keys (prefix dropped) whose
+ * value is not a path (no '/'), as one JSON object of strings. *json is malloc'ed (free() it).
+ * UFLOW_OK, or UFLOW_ERROR + message (unreadable file, not a uflow model). */
+int uflow_model_info_json(const char *model_path, char **json);
 /* The backbone's arithmetic: "fp32" (default), "bf16" (ResNet on CPUs with AVX512-BF16 or AMX:
  * faster, maps within rounding of FP32), or "auto" (bf16 where it runs). UFLOW_ERROR + message
  * for an unknown name, or bf16 where the CPU or backbone cannot. */

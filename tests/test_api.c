@@ -232,6 +232,23 @@ static void test_encoded_and_png(void) {
     uflow_model_free(m);
 }
 
+/* uflow_model_info_json: the model file's uflow.* metadata without paths. */
+static void test_model_info(void) {
+    char *json = NULL;
+    CHECK(uflow_model_info_json(g_model, &json) == UFLOW_OK && json, "%s", uflow_last_error());
+    if (json) {
+        CHECK(strstr(json, "\"backbone\":\"resnet18\"") && strstr(json, "\"epochs\":") && strstr(json, "\"backbone_sha256\":"),
+              "info has the backbone, epochs and hash: %.200s", json);
+        CHECK(!strchr(json, '/') && !strstr(json, "backbone_file") && !strstr(json, "train_data"),
+              "info names no path: %.300s", json);
+        free(json);
+    }
+    json = (char *)1;
+    CHECK(uflow_model_info_json("/nonexistent/m.safetensors", &json) == UFLOW_ERROR && !json &&
+              strstr(uflow_last_error(), "/nonexistent/m.safetensors"),
+          "a missing file: %s", uflow_last_error());
+}
+
 static void test_bad_arguments(void) {
     uflow_model *m = uflow_model_load("/nonexistent/model.safetensors", NULL);
     CHECK(!m && strstr(uflow_last_error(), "/nonexistent/model.safetensors"), "missing model: %s", uflow_last_error());
@@ -459,6 +476,7 @@ int main(void) {
     UF_TEST(test_train_with_epoch_callback);
     UF_TEST(test_pixels_match_files);
     UF_TEST(test_encoded_and_png);
+    UF_TEST(test_model_info);
     UF_TEST(test_bad_arguments);
     UF_TEST(test_uflow_test_and_logging);
     UF_TEST(test_image_list);

@@ -23,7 +23,7 @@ import traceback
 import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UFLOW = os.path.join(ROOT, "build", "uflow")
+UFLOW = os.environ.get("UFLOW_BIN", os.path.join(ROOT, "build", "uflow"))  # UFLOW_BIN: another build
 TOKEN = "s3cret-token-0123456789abcdef"
 passed = failed = 0
 
@@ -224,7 +224,8 @@ def test_outputs_and_model(srv, img, name, cli):
         check(same, "%s_png has the pixels of predict's %s_%s.png" % (k, stem, k))
     st, data, _ = srv.request("GET", "/model")
     m = json.loads(data)
-    check(st == 200 and m.get("backbone") == "resnet18" and "/" not in data.decode(), "/model describes without paths")
+    check(st == 200 and m.get("backbone") == "resnet18" and m.get("model_file", {}).get("calib_images") and
+          m["model_file"].get("val_z2") and "/" not in data.decode(), "/model describes without paths")
     st, data, _ = srv.request("GET", "/metrics")
     t = data.decode()
     check(st == 200 and 'uflow_requests_total{code="200"}' in t and "uflow_predict_latency_seconds_bucket" in t and

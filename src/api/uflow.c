@@ -8,6 +8,7 @@
  */
 #include "uflow.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include "io/atomic_file.h"
 #include "io/dataset.h"
 #include "io/image.h"
+#include "io/safetensors.h"
 #include "model/batch.h"
 #include "model/evaluate.h"
 #include "model/model.h"
@@ -380,6 +382,26 @@ const float *uflow_result_neg_log10_nfa(const uflow_result *r) { return r ? r->r
 const unsigned char *uflow_result_mask(const uflow_result *r) { return r ? r->r.mask : NULL; }
 int uflow_result_detected_pixels(const uflow_result *r) { return r ? r->r.detected_pixels : 0; }
 float uflow_result_max_neg_log10_nfa(const uflow_result *r) { return r ? r->r.max_neg_log10_nfa : NAN; }
+
+int uflow_model_info_json(const char *model_path, char **json) {
+    if (!json) return uf_error("uflow_model_info_json: no output pointer");
+    *json = NULL;
+    if (!model_path) return uf_error("uflow_model_info_json: no path");
+    uf_safetensors *st = uf_st_open(model_path);
+    if (!st) return UF_ERR;
+    int rc = uf_st_metadata_get(st, "uflow.format") ? UF_OK : uf_error("'%s': not a uflow model (no uflow.format)", model_path);
+    cJSON *o = rc == UF_OK ? cJSON_CreateObject() : NULL;
+    if (rc == UF_OK && !o) rc = uf_error("out of memory");
+    for (int i = 0; rc == UF_OK && i < uf_st_metadata_count(st); i++) {
+        const char *k = uf_st_metadata_key(st, i), *v = uf_st_metadata_value(st, i);
+        if (strncmp(k, "uflow.", 6) != 0 || strchr(v, '/')) continue; /* paths: not told */
+        if (!cJSON_AddStringToObject(o, k + 6, v)) rc = uf_error("out of memory");
+    }
+    if (rc == UF_OK && !(*json = cJSON_PrintUnformatted(o))) rc = uf_error("out of memory");
+    cJSON_Delete(o);
+    uf_st_close(st);
+    return rc;
+}
 
 int uflow_result_png(const uflow_result *r, const char *what, unsigned char **png, size_t *len) {
     if (!png || !len) return uf_error("uflow_result_png: no output pointers");

@@ -442,17 +442,26 @@ static int read_token(service *s, const char *path) {
     return 0;
 }
 
-static char *describe_model(uflow_model *m, const char *precision) {
-    cJSON *o = cJSON_CreateObject();
-    if (!o) return NULL;
-    cJSON_AddStringToObject(o, "uflow_version", uflow_version());
-    cJSON_AddStringToObject(o, "backbone", uflow_model_backbone(m));
-    cJSON_AddNumberToObject(o, "input_width", uflow_model_input_width(m));
-    cJSON_AddNumberToObject(o, "input_height", uflow_model_input_height(m));
-    cJSON_AddNumberToObject(o, "epochs", uflow_model_epochs(m));
-    cJSON_AddStringToObject(o, "precision", precision ? precision : "fp32");
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
+/* GET /model: the service's view (version, backbone, input size, precision) and what the
+ * model file records, without paths (uflow_model_info_json). NULL + message on failure. */
+static char *describe_model(uflow_model *m, const char *path, const char *precision) {
+    char *info = NULL;
+    if (uflow_model_info_json(path, &info) != UFLOW_OK) return NULL;
+    cJSON *o = cJSON_CreateObject(), *file = cJSON_Parse(info);
+    free(info);
+    char *s = NULL;
+    if (o && file) {
+        cJSON_AddStringToObject(o, "uflow_version", uflow_version());
+        cJSON_AddStringToObject(o, "backbone", uflow_model_backbone(m));
+        cJSON_AddNumberToObject(o, "input_width", uflow_model_input_width(m));
+        cJSON_AddNumberToObject(o, "input_height", uflow_model_input_height(m));
+        cJSON_AddNumberToObject(o, "epochs", uflow_model_epochs(m));
+        cJSON_AddStringToObject(o, "precision", precision ? precision : "fp32");
+        cJSON_AddItemToObject(o, "model_file", file);
+        file = NULL;
+        s = cJSON_PrintUnformatted(o);
+    }
+    cJSON_Delete(o), cJSON_Delete(file);
     return s;
 }
 
@@ -483,7 +492,7 @@ int uf_service_run(const uf_service_options *o) {
         if (!s->models[i] || (o->precision && uflow_model_set_precision(s->models[i], o->precision) != UFLOW_OK))
             rc = fail(uflow_last_error());
     }
-    if (!rc && !(s->model_json = describe_model(s->models[0], o->precision))) rc = fail("out of memory");
+    if (!rc && !(s->model_json = describe_model(s->models[0], o->model, o->precision))) rc = fail(uflow_last_error());
     /* SIGINT / SIGTERM: blocked in every thread started from here, taken by sigwait below */
     sigset_t sigs;
     sigemptyset(&sigs);
