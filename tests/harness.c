@@ -1,5 +1,7 @@
 #include "harness.h"
 
+#include "core/tensor.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
@@ -187,4 +189,10 @@ int uf_test_count_lines(const char *text) {
     int n = 0;
     for (const char *c = text; c && *c; c++) n += *c == '\n';
     return n;
+}
+
+float *uf_test_abs_copy(const float *x, size_t n) {
+    float *a = uf_alloc(4 * n);
+    for (size_t i = 0; a && i < n; i++) a[i] = fabsf(x[i]);
+    return a;
 }

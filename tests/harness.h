@@ -96,5 +96,14 @@ static inline double uf_test_scaled_max_err(const float *a, const float *ref, si
     return err / scale;
 }
 static inline double uf_test_dot_tol(double k) { return (fmin(k, 8.0 * sqrt(k)) + 3.0) * 0x1p-24; }
+/* Largest |a - b| / (tol(k) * mag) over n values: the error in units of the dot-product rounding
+ * bound above, mag = each value's sum of |terms| (the reference run on absolute values). */
+static inline double uf_test_dot_err(const float *a, const float *b, const float *mag, size_t n, double k) {
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)a[i] - b[i]) / (uf_test_dot_tol(k) * mag[i] + 1e-300));
+    return worst;
+}
+/* |x[0..n)| in a new array (free with uf_free, core/tensor.h). */
+float *uf_test_abs_copy(const float *x, size_t n);
 
 #endif

@@ -12,19 +12,6 @@ static double g_worst; /* largest error seen, in units of its rounding bound */
 
 static float frand(void) { return (float)rand() / RAND_MAX * 2.0f - 1.0f; }
 
-/* Largest |a - b| / (tol(k) * mag) over n values: the error in units of the dot-product
- * rounding bound (harness.h), mag = sum of |terms| of each value. */
-static double dot_err(const float *a, const float *b, const float *mag, size_t n, double k) {
-    double worst = 0.0;
-    for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)a[i] - b[i]) / (uf_test_dot_tol(k) * mag[i] + 1e-300));
-    return worst;
-}
-
-static float *abs_copy(const float *x, size_t n) {
-    float *a = uf_alloc(4 * n);
-    for (size_t i = 0; i < n; i++) a[i] = fabsf(x[i]);
-    return a;
-}
 
 static void check_geometry(uf_conv_geom g) {
     int ho = uf_conv_out_size(g.h, g.k, g.stride, g.pad), wo = uf_conv_out_size(g.w, g.k, g.stride, g.pad);
@@ -49,15 +36,15 @@ static void check_geometry(uf_conv_geom g) {
     /* sums of |terms|: the references on |x|, |w|, |b|, |dy| and the |initial| accumulators.
      * Terms per value: y c_in k^2 + bias; dx at most c_out k^2 (+ the initial value); dw and
      * db n ho wo (+ the initial value). */
-    float *ax = abs_copy(x, nx), *aw = abs_copy(w, nw), *abias = abs_copy(b, g.c_out), *ady = abs_copy(dy, ny);
+    float *ax = uf_test_abs_copy(x, nx), *aw = uf_test_abs_copy(w, nw), *abias = uf_test_abs_copy(b, g.c_out), *ady = uf_test_abs_copy(dy, ny);
     float *my = uf_calloc(ny, 4), *mdx = uf_calloc(nx, 4), *mdw = uf_calloc(nw, 4), *mdb = uf_calloc(g.c_out, 4);
     for (size_t i = 0; i < nx; i++) mdx[i] = 0.5f;
     for (size_t i = 0; i < nw; i++) mdw[i] = 0.25f;
     uf_conv2d_forward_ref(&g, ax, aw, abias, my);
     uf_conv2d_backward_ref(&g, ax, aw, ady, mdx, mdw, mdb);
     double ky = g.c_in * g.k * g.k + 1, kx = g.c_out * g.k * g.k + 1, kw = (double)g.n * ho * wo + 1;
-    double ey = dot_err(y, y_ref, my, ny, ky), ex = dot_err(dx, dx_ref, mdx, nx, kx);
-    double ew = dot_err(dw, dw_ref, mdw, nw, kw), eb = dot_err(db, db_ref, mdb, g.c_out, kw);
+    double ey = uf_test_dot_err(y, y_ref, my, ny, ky), ex = uf_test_dot_err(dx, dx_ref, mdx, nx, kx);
+    double ew = uf_test_dot_err(dw, dw_ref, mdw, nw, kw), eb = uf_test_dot_err(db, db_ref, mdb, g.c_out, kw);
     CHECK(ey <= 1 && ex <= 1 && ew <= 1 && eb <= 1,
           "n=%d cin=%d %dx%d cout=%d k=%d s=%d p=%d: error in units of the rounding bound: y %.2g dx %.2g dw %.2g db %.2g",
           g.n, g.c_in, g.h, g.w, g.c_out, g.k, g.stride, g.pad, ey, ex, ew, eb);
@@ -105,11 +92,11 @@ static void check_epilogue(uf_conv_geom g, int flags) {
         zeros += y[i] == 0.0f;
     }
     /* |terms|: the reference on |x|, |w|, |b| (+ |y0|); ReLU only shrinks the error */
-    float *ax = abs_copy(x, nx), *aw = abs_copy(w, nw), *abias = abs_copy(b, g.c_out), *my = uf_calloc(ny, 4);
+    float *ax = uf_test_abs_copy(x, nx), *aw = uf_test_abs_copy(w, nw), *abias = uf_test_abs_copy(b, g.c_out), *my = uf_calloc(ny, 4);
     uf_conv2d_forward_ref(&g, ax, aw, abias, my);
     if (flags & UF_CONV_ACCUMULATE)
         for (size_t i = 0; i < ny; i++) my[i] += fabsf(y0[i]);
-    double e = dot_err(y, y_ref, my, ny, g.c_in * g.k * g.k + 2);
+    double e = uf_test_dot_err(y, y_ref, my, ny, g.c_in * g.k * g.k + 2);
     CHECK(e <= 1, "n=%d cin=%d %dx%d k=%d flags %d: error %.2g of the rounding bound", g.n, g.c_in, g.h, g.w, g.k,
           flags, e);
     g_worst = fmax(g_worst, e);
@@ -163,7 +150,7 @@ static void check_blocked(uf_conv_geom g, double tol, double *worst) {
     CHECK(memcmp(dx, x, 4 * nx) == 0, "blocked layout round trip changed the values");
     uf_conv2d_forward_ref(&g, x, w, b, y_ref);
     uf_conv2d_backward_ref(&g, x, w, dy, dx_ref, dw_ref, db_ref);
-    float *ax = abs_copy(x, nx), *aw = abs_copy(w, nw), *abias = abs_copy(b, g.c_out), *ady = abs_copy(dy, ny);
+    float *ax = uf_test_abs_copy(x, nx), *aw = uf_test_abs_copy(w, nw), *abias = uf_test_abs_copy(b, g.c_out), *ady = uf_test_abs_copy(dy, ny);
     float *my = uf_calloc(ny, 4), *mdx = uf_calloc(nx, 4), *mdw = uf_calloc(nw, 4), *mdb = uf_calloc(g.c_out, 4);
     for (size_t i = 0; i < nw; i++) mdw[i] = 0.25f;
     uf_conv2d_forward_ref(&g, ax, aw, abias, my);
@@ -174,7 +161,7 @@ static void check_blocked(uf_conv_geom g, double tol, double *worst) {
         uf_cblk_to_nchw(g.n, g.c_out, hw, yb, y, g.c_out, 0);
         float *want = uf_calloc(ny, 4);
         for (size_t i = 0; i < ny; i++) want[i] = relu && y_ref[i] < 0.0f ? 0.0f : y_ref[i];
-        double e = dot_err(y, want, my, ny, ky);
+        double e = uf_test_dot_err(y, want, my, ny, ky);
         CHECK(e <= tol, "cin=%d cout=%d k=%d relu %d: forward error %.2g of the bound", g.c_in, g.c_out, g.k, relu, e);
         *worst = fmax(*worst, e);
         uf_free(want);
@@ -190,7 +177,7 @@ static void check_blocked(uf_conv_geom g, double tol, double *worst) {
     memset(dx, 0, 4 * nx);
     uf_cblk_to_nchw(g.n, g.c_in, hw, dxb, dx, g.c_in, 1);
     CHECK(uf_cblk_conv_backward_weights(&g, xb, dyb, dw, db), "blocked backward-weights did not run");
-    double ex = dot_err(dx, dx_ref, mdx, nx, kx), ew = dot_err(dw, dw_ref, mdw, nw, kw), eb = dot_err(db, db_ref, mdb, g.c_out, kw);
+    double ex = uf_test_dot_err(dx, dx_ref, mdx, nx, kx), ew = uf_test_dot_err(dw, dw_ref, mdw, nw, kw), eb = uf_test_dot_err(db, db_ref, mdb, g.c_out, kw);
     CHECK(ex <= tol && ew <= tol && eb <= tol, "cin=%d cout=%d k=%d: error of the bound: dx %.2g dw %.2g db %.2g",
           g.c_in, g.c_out, g.k, ex, ew, eb);
     *worst = fmax(*worst, fmax(ex, fmax(ew, eb)));

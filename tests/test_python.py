@@ -10,37 +10,16 @@ import filecmp
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import traceback
 
 import numpy as np
 
 import uflow
 
+from harness import check, run_test, summary
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UFLOW = os.path.join(ROOT, "build", "uflow")
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("PASS " + what)
-    else:
-        failed += 1
-        print("FAIL " + what)
-    sys.stdout.flush()
-
-
-def run_test(fn, *args):
-    global failed
-    try:
-        fn(*args)
-    except Exception:
-        failed += 1
-        print("FAIL %s raised:\n%s" % (fn.__name__, traceback.format_exc()))
 
 
 def read_png(path):
@@ -228,7 +207,7 @@ def main():
         run_test(test_dask, T, model, test_dir, cli)
     finally:
         shutil.rmtree(T, ignore_errors=True)
-    print("RESULT %d %d" % (passed, failed))
+    summary()
 
 
 if __name__ == "__main__":

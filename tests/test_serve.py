@@ -15,37 +15,16 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import traceback
 import zlib
+
+from harness import check, run_test, summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UFLOW = os.environ.get("UFLOW_BIN", os.path.join(ROOT, "build", "uflow"))  # UFLOW_BIN: another build
 TOKEN = "s3cret-token-0123456789abcdef"
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("PASS " + what)
-    else:
-        failed += 1
-        print("FAIL " + what)
-    sys.stdout.flush()
-
-
-def run_test(fn, *args):
-    global failed
-    try:
-        fn(*args)
-    except Exception:
-        failed += 1
-        print("FAIL %s raised:\n%s" % (fn.__name__, traceback.format_exc()))
 
 
 class Server:
@@ -355,7 +334,7 @@ def main():
         run_test(test_sigterm, model, images[name], rows, name)
     finally:
         shutil.rmtree(T, ignore_errors=True)
-    print("RESULT %d %d" % (passed, failed))
+    summary()
 
 
 if __name__ == "__main__":

@@ -10,26 +10,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import traceback
+
+from harness import check, raised, summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UFLOW = os.environ.get("UFLOW_BIN", os.path.join(ROOT, "build", "uflow"))  # UFLOW_BIN: another build
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("PASS " + what)
-    else:
-        failed += 1
-        print("FAIL " + what)
-    sys.stdout.flush()
 
 
 def jsonl_rows(out):
@@ -162,12 +150,10 @@ def main():
         check(r.returncode == 1 and r.stderr.count("\n") == 1 and "missing" in r.stderr,
               "a missing folder: one line, status 1 (%s)" % r.stderr.strip())
     except Exception:
-        global failed
-        failed += 1
-        print("FAIL raised:\n" + traceback.format_exc())
+        raised("the test")
     finally:
         shutil.rmtree(T, ignore_errors=True)
-    print("RESULT %d %d" % (passed, failed))
+    summary()
 
 
 if __name__ == "__main__":

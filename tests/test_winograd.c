@@ -15,18 +15,6 @@
 
 static float frand(void) { return (float)rand() / RAND_MAX * 2.0f - 1.0f; }
 
-/* Largest |a - b| / (tol(k) * mag) over n values (as test_conv.c). */
-static double dot_err(const float *a, const float *b, const float *mag, size_t n, double k) {
-    double worst = 0.0;
-    for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)a[i] - b[i]) / (uf_test_dot_tol(k) * mag[i] + 1e-300));
-    return worst;
-}
-
-static float *abs_copy(const float *x, size_t n) {
-    float *a = uf_alloc(4 * n);
-    for (size_t i = 0; i < n; i++) a[i] = fabsf(x[i]);
-    return a;
-}
 
 /* The 8-lane blocked layout, written here independently of conv_blocked.h (whose lanes
  * follow the CPU): dst (n, ceil(c/8), hw, 8), padding lanes set to `pad`. */
@@ -76,7 +64,7 @@ static void check_winograd(uf_conv_geom g, int threads) {
     float *y_ref = uf_calloc(ny, 4), *my = uf_calloc(ny, 4), *dx_ref = uf_calloc(nx, 4), *mdx = uf_calloc(nx, 4);
     float *dw_ref = uf_alloc(4 * nw), *mdw = uf_alloc(4 * nw), *db_ref = uf_calloc(g.c_out, 4), *mdb = uf_calloc(g.c_out, 4);
     for (size_t i = 0; i < nw; i++) dw_ref[i] = -0.25f, mdw[i] = 0.25f;
-    float *ax = abs_copy(x, nx), *aw = abs_copy(w, nw), *ab = abs_copy(b, g.c_out), *ady = abs_copy(dy, ny);
+    float *ax = uf_test_abs_copy(x, nx), *aw = uf_test_abs_copy(w, nw), *ab = uf_test_abs_copy(b, g.c_out), *ady = uf_test_abs_copy(dy, ny);
     uf_conv2d_forward_ref(&g, x, w, b, y_ref);
     uf_conv2d_forward_ref(&g, ax, aw, ab, my);
     uf_conv2d_backward_ref(&g, x, w, dy, dx_ref, dw_ref, db_ref);
@@ -100,7 +88,7 @@ static void check_winograd(uf_conv_geom g, int threads) {
             zeros += y[i] == 0.0f;
         }
         if ((flags & UF_CONV_RELU) && ny >= 20) CHECK(zeros > ny / 10, "ReLU clipped only %zu of %zu", zeros, ny);
-        double e = dot_err(y, want, mag, ny, ky);
+        double e = uf_test_dot_err(y, want, mag, ny, ky);
         CHECK(e <= 1.0, "n=%d %dx%d cin=%d cout=%d flags %d threads %d: forward error %.2g of the bound", g.n, g.h,
               g.w, g.c_in, g.c_out, flags, threads, e);
         g_worst = fmax(g_worst, e);
@@ -112,13 +100,13 @@ static void check_winograd(uf_conv_geom g, int threads) {
     int pad_ok = 1;
     from_blocked8(g.n, g.c_in, hw, dxb, dx, &pad_ok);
     CHECK(pad_ok, "cin=%d: padding lanes of dx are not zero", g.c_in);
-    double ex = dot_err(dx, dx_ref, mdx, nx, kx);
+    double ex = uf_test_dot_err(dx, dx_ref, mdx, nx, kx);
     /* backward-weights accumulates onto what dw and db hold */
     float *dw = uf_alloc(4 * nw), *db = uf_alloc(4 * g.c_out);
     for (size_t i = 0; i < nw; i++) dw[i] = -0.25f;
     for (int i = 0; i < g.c_out; i++) db[i] = 0.0f;
     uf_wino_backward_weights(&g, xb, dyb, dw, db, threads, scratch);
-    double ew = dot_err(dw, dw_ref, mdw, nw, kw), eb = dot_err(db, db_ref, mdb, g.c_out, kw);
+    double ew = uf_test_dot_err(dw, dw_ref, mdw, nw, kw), eb = uf_test_dot_err(db, db_ref, mdb, g.c_out, kw);
     CHECK(ex <= 1.0 && ew <= 1.0 && eb <= 1.0,
           "n=%d %dx%d cin=%d cout=%d threads %d: error of the bound: dx %.2g dw %.2g db %.2g", g.n, g.h, g.w, g.c_in,
           g.c_out, threads, ex, ew, eb);

@@ -302,6 +302,20 @@ uflow_result *uflow_predict_file(uflow_model *h, const char *path, const uflow_p
     return single(h, o);
 }
 
+/* The result of one decoded image (freed here), named `name` in messages. */
+static uflow_result *predict_image(uflow_model *h, uf_image *img, const char *name, const uflow_predict_options *o) {
+    uflow_result *r = NULL;
+    if (ready_batch(h) == UF_OK) {
+        const char *names[1] = {name};
+        const uf_image *imgs[1] = {img};
+        h->batch.nfa_block = o->nfa_block;
+        uf_batch_load_images(&h->batch, h->m, imgs, names, 1);
+        r = single(h, o);
+    }
+    uf_image_free(img);
+    return r;
+}
+
 uflow_result *uflow_predict_encoded(uflow_model *h, const void *data, size_t len, const char *name,
                                     const uflow_predict_options *o) {
     uflow_predict_options def = uflow_predict_default_options();
@@ -313,16 +327,7 @@ uflow_result *uflow_predict_encoded(uflow_model *h, const void *data, size_t len
     }
     uf_image *img = uf_image_decode(name, data, len, 0);
     if (!img) return NULL;
-    uflow_result *r = NULL;
-    if (ready_batch(h) == UF_OK) {
-        const char *names[1] = {name};
-        const uf_image *imgs[1] = {img};
-        h->batch.nfa_block = o->nfa_block;
-        uf_batch_load_images(&h->batch, h->m, imgs, names, 1);
-        r = single(h, o);
-    }
-    uf_image_free(img);
-    return r;
+    return predict_image(h, img, name, o);
 }
 
 uflow_result *uflow_predict_pixels(uflow_model *h, const unsigned char *pixels, int width, int height, int channels,
@@ -359,18 +364,9 @@ uflow_result *uflow_predict_pixels(uflow_model *h, const unsigned char *pixels, 
         else
             memcpy(dst, src, row);
     }
-    uflow_result *r = NULL;
-    if (ready_batch(h) == UF_OK) {
-        char name[64];
-        snprintf(name, sizeof name, "<%dx%d image in memory>", width, height);
-        const char *names[1] = {name};
-        const uf_image *imgs[1] = {img};
-        h->batch.nfa_block = o->nfa_block;
-        uf_batch_load_images(&h->batch, h->m, imgs, names, 1);
-        r = single(h, o);
-    }
-    uf_image_free(img);
-    return r;
+    char name[64];
+    snprintf(name, sizeof name, "<%dx%d image in memory>", width, height);
+    return predict_image(h, img, name, o);
 }
 
 float uflow_result_score(const uflow_result *r) { return r ? r->r.score : NAN; }

@@ -652,17 +652,11 @@ static int dn_conv(dn_plan *p, const rn_conv *cv, dnnl_memory_t src, dnnl_memory
             pd = NULL;
         }
     }
-    if (!pd) {
+    const int own = pd ? 0 : dn_conv_own(p, cv, src, sum_into, relu, dst); /* no oneDNN Winograd: ours? */
+    if (own) {
         dnnl_post_ops_destroy(po);
         dnnl_primitive_attr_destroy(attr);
-        const int own = dn_conv_own(p, cv, src, sum_into, relu, dst);
-        if (own) return own > 0 ? UF_OK : UF_ERR;
-        DN(dnnl_primitive_attr_create(&attr));
-        DN(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
-        DN(dnnl_post_ops_create(&po));
-        if (sum_into) DN(dnnl_post_ops_append_sum(po, 1.0f));
-        if (relu) DN(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
-        DN(dnnl_primitive_attr_set_post_ops(attr, po));
+        return own > 0 ? UF_OK : UF_ERR;
     }
     st = pd ? dnnl_success
             : dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, smd, &wmd,

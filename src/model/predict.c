@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/strset.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/interp.h"
@@ -23,75 +24,34 @@
 #define OVERLAY_ALPHA 0.5f
 #define UF_OVERLAY_JPEG_QUALITY 90
 
-/* A set of output stems, to give repeated names a suffix. */
-typedef struct stem_set {
-    char **slot;
-    size_t cap, n;
-} stem_set;
-
-static uint64_t fnv1a(const char *s) {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
-/* Inserts s; returns 1 if it was new, 0 if present, -1 when out of memory. */
-static int stem_insert(stem_set *set, const char *s) {
-    if (2 * (set->n + 1) > set->cap) {
-        size_t cap = set->cap ? 2 * set->cap : 1024;
-        char **slot = calloc(cap, sizeof(char *));
-        if (!slot) return -1;
-        for (size_t i = 0; i < set->cap; i++)
-            if (set->slot[i]) {
-                size_t j = fnv1a(set->slot[i]) & (cap - 1);
-                while (slot[j]) j = (j + 1) & (cap - 1);
-                slot[j] = set->slot[i];
-            }
-        free(set->slot);
-        set->slot = slot;
-        set->cap = cap;
-    }
-    size_t j = fnv1a(s) & (set->cap - 1);
-    for (; set->slot[j]; j = (j + 1) & (set->cap - 1))
-        if (!strcmp(set->slot[j], s)) return 0;
-    if (!(set->slot[j] = strdup(s))) return -1;
-    set->n++;
-    return 1;
-}
-
-static void stem_set_free(stem_set *set) {
-    for (size_t i = 0; i < set->cap; i++) free(set->slot[i]);
-    free(set->slot);
-}
-
 /* Output stem of image index i, under rel (its folder relative to the folder argument,
  * "" for none): "rel/<file name without extension>"; when taken, "rel/<parent
  * folder>_<stem>" (e.g. "hole_000"); when that is taken too, "_<index>" is appended.
  * Unique within this run. */
-static int output_stem(stem_set *set, const char *path, const char *rel, int index, char *out, size_t cap) {
+static int output_stem(uf_strset *set, const char *path, const char *rel, int index, char *out, size_t cap) {
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     const char *dot = strrchr(base, '.');
     int len = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
     const char *sep = rel[0] ? "/" : "";
     snprintf(out, cap, "%s%s%.*s", rel, sep, len, base);
-    int r = stem_insert(set, out);
+    int r = uf_strset_add(set, out);
     if (r == 0 && base != path) {
         const char *end = base - 1, *parent = end; /* the '/' before base */
         while (parent > path && parent[-1] != '/') parent--;
         snprintf(out, cap, "%s%s%.*s_%.*s", rel, sep, (int)(end - parent), parent, len, base);
-        r = stem_insert(set, out);
+        r = uf_strset_add(set, out);
     }
     if (r == 0) {
         size_t used = strlen(out);
         snprintf(out + used, cap - used, "_%d", index);
-        r = stem_insert(set, out);
+        r = uf_strset_add(set, out);
     }
     return r < 0 ? uf_error("out of memory") : UF_OK;
 }
 
 int uf_plan_output_stems(const uf_dataset *ds, char ***stems_out) {
-    stem_set set = {0};
+    uf_strset set = {0};
     char **stems = calloc((size_t)ds->count + 1, sizeof(char *));
     int rc = stems ? UF_OK : uf_error("out of memory");
     for (int i = 0; rc == UF_OK && i < ds->count; i++) {
@@ -100,7 +60,7 @@ int uf_plan_output_stems(const uf_dataset *ds, char ***stems_out) {
         rc = output_stem(&set, ds->samples[i].image_path, rel, i, stem, sizeof stem);
         if (rc == UF_OK && !(stems[i] = strdup(stem))) rc = uf_error("out of memory");
     }
-    stem_set_free(&set);
+    uf_strset_free(&set);
     if (rc != UF_OK) {
         uf_free_output_stems(stems, ds->count);
         return UF_ERR;

@@ -20,64 +20,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/strset.h" /* a plain data structure; the model is reached through uflow.h only */
 #include "uflow.h"
-
-/* ---- a set of strings (names taken, stems used) ----------------------------------- */
-
-typedef struct {
-    char **slot;
-    size_t cap, n;
-} strset;
-
-static uint64_t fnv1a(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
-static int set_has(const strset *t, const char *s) {
-    if (!t->cap) return 0;
-    for (size_t i = fnv1a(s) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
-        if (!t->slot[i]) return 0;
-        if (!strcmp(t->slot[i], s)) return 1;
-    }
-}
-
-/* 0, or -1 when out of memory. */
-static int set_add(strset *t, const char *s) {
-    if (set_has(t, s)) return 0;
-    if (2 * (t->n + 1) > t->cap) { /* grow: load at most one half */
-        strset g = {calloc(t->cap ? 2 * t->cap : 256, sizeof(char *)), t->cap ? 2 * t->cap : 256, 0};
-        if (!g.slot) return -1;
-        for (size_t i = 0; i < t->cap; i++)
-            if (t->slot[i]) {
-                size_t j = fnv1a(t->slot[i]) & (g.cap - 1);
-                while (g.slot[j]) j = (j + 1) & (g.cap - 1);
-                g.slot[j] = t->slot[i], g.n++;
-            }
-        free(t->slot);
-        *t = g;
-    }
-    char *c = strdup(s);
-    if (!c) return -1;
-    size_t i = fnv1a(s) & (t->cap - 1);
-    while (t->slot[i]) i = (i + 1) & (t->cap - 1);
-    t->slot[i] = c, t->n++;
-    return 0;
-}
-
-static void set_free(strset *t) {
-    for (size_t i = 0; i < t->cap; i++) free(t->slot[i]);
-    free(t->slot);
-    memset(t, 0, sizeof *t);
-}
 
 /* ---- the watcher ---------------------------------------------------------------- */
 
 typedef struct {
     const uf_watch_options *o;
     uflow_model *m;
-    strset taken, stems;
+    uf_strset taken, stems;
     int journal;      /* results.jsonl, O_APPEND */
     FILE *csv;        /* results.csv, appended */
     /* files seen by a scan but not settled yet: name, size, mtime at the last look */
@@ -197,8 +148,8 @@ static int open_journal(watcher *w) {
             rc = fail("'%s': a line is not a results row: %.80s", path, line);
         } else {
             csv_row(csv, row);
-            if (set_add(&w->taken, base_name(image->valuestring)) ||
-                (cJSON_IsString(stem) && set_add(&w->stems, stem->valuestring)))
+            if (uf_strset_add(&w->taken, base_name(image->valuestring)) < 0 ||
+                (cJSON_IsString(stem) && uf_strset_add(&w->stems, stem->valuestring) < 0))
                 rc = fail("out of memory%s%s", "", "");
         }
         cJSON_Delete(row);
@@ -235,7 +186,7 @@ static int take(watcher *w, const char *name) {
     snprintf(stem, sizeof stem, "%s", name);
     char *dot = strrchr(stem, '.');
     if (dot) *dot = '\0';
-    if (set_has(&w->stems, stem)) {
+    if (uf_strset_has(&w->stems, stem)) {
         snprintf(stem, sizeof stem, "%s", name);
         for (char *c = stem; *c; c++)
             if (*c == '.') *c = '_';
@@ -283,7 +234,7 @@ static int take(watcher *w, const char *name) {
     } else {
         csv_row(w->csv, row);
         fflush(w->csv);
-        if (set_add(&w->taken, name) || set_add(&w->stems, stem)) rc = fail("out of memory%s%s", "", "");
+        if (uf_strset_add(&w->taken, name) < 0 || uf_strset_add(&w->stems, stem) < 0) rc = fail("out of memory%s%s", "", "");
     }
     cJSON_free(text);
     cJSON_Delete(row);
@@ -296,7 +247,7 @@ static int scan(watcher *w) {
     if (!d) return fail("cannot read the folder '%s': %s", w->o->dir, strerror(errno));
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (!is_image_name(e->d_name) || set_has(&w->taken, e->d_name)) continue;
+        if (!is_image_name(e->d_name) || uf_strset_has(&w->taken, e->d_name)) continue;
         int known = 0;
         for (int i = 0; i < w->n_pend && !known; i++) known = !strcmp(w->pend[i].name, e->d_name);
         if (known) continue;
@@ -324,7 +275,7 @@ static int take_settled(watcher *w) {
         char path[4200];
         snprintf(path, sizeof path, "%s/%s", w->o->dir, p->name);
         struct stat st;
-        int drop = set_has(&w->taken, p->name) || stat(path, &st) != 0 || !S_ISREG(st.st_mode);
+        int drop = uf_strset_has(&w->taken, p->name) || stat(path, &st) != 0 || !S_ISREG(st.st_mode);
         if (!drop && (st.st_size != p->size || st.st_mtim.tv_sec != p->mtime.tv_sec ||
                       st.st_mtim.tv_nsec != p->mtime.tv_nsec)) { /* changed: look again later */
             p->size = st.st_size, p->mtime = st.st_mtim, p->since = t;
@@ -398,7 +349,7 @@ int uf_watch_run(const uf_watch_options *o) {
                     rc = scan(&w); /* events were lost: look at the folder itself */
                 } else if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) {
                     rc = fail("the folder '%s' was removed or moved away%s", o->dir, "");
-                } else if (ev->len && is_image_name(ev->name) && !set_has(&w.taken, ev->name)) {
+                } else if (ev->len && is_image_name(ev->name) && !uf_strset_has(&w.taken, ev->name)) {
                     /* its writer closed it, or it was renamed in whole: take it now */
                     char path[4200];
                     snprintf(path, sizeof path, "%s/%s", o->dir, ev->name);
@@ -416,7 +367,7 @@ int uf_watch_run(const uf_watch_options *o) {
     if (w.csv) fclose(w.csv);
     for (int i = 0; i < w.n_pend; i++) free(w.pend[i].name);
     free(w.pend);
-    set_free(&w.taken), set_free(&w.stems);
+    uf_strset_free(&w.taken), uf_strset_free(&w.stems);
     uflow_model_free(w.m);
     return rc;
 }
