@@ -44,6 +44,18 @@ def test_predict(T, model, test_dir, cli):
           np.array_equal(rf.mask, ra.mask), "an RGB array gives what its file gives")
     check(np.array_equal(rf.mask, rf.neg_log10_nfa > 0) and rf.detected_pixels == int(rf.mask.sum()) and
           isinstance(rf.score, float) and isinstance(rf.anomalous, bool), "mask is NFA < 1")
+    rb = m.predict_bytes(open(img, "rb").read(), name="upload")
+    check(np.array_equal(rb.anomaly_map, rf.anomaly_map) and rb.score == rf.score, "predict_bytes = predict(path)")
+    try:
+        m.predict_bytes(b"not an image", name="upload")
+        check(False, "predict_bytes on garbage raises uflow.Error")
+    except uflow.Error as e:
+        check("upload" in str(e), "predict_bytes on garbage raises uflow.Error naming it: %s" % e)
+    import io
+    from PIL import Image
+    mask = np.asarray(Image.open(io.BytesIO(rb.png("mask"))))
+    check(np.array_equal(mask, np.where(rb.mask, 255, 0)), "Result.png('mask') = the mask")
+    check(Image.open(io.BytesIO(rb.png("overlay"))).size == (rb.width, rb.height), "Result.png('overlay') at the image's size")
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])
     check(np.array_equal(m.predict(rgba).anomaly_map, rf.anomaly_map), "RGBA: alpha ignored")
     from PIL import Image

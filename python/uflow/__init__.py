@@ -124,6 +124,8 @@ _predict_defaults = _sig("uflow_predict_default_options", _PredictOptions)
 _predict_pixels = _sig("uflow_predict_pixels", c_void_p, c_void_p, POINTER(c_ubyte), c_int, c_int, c_int, c_size_t,
                        POINTER(_PredictOptions))
 _predict_file = _sig("uflow_predict_file", c_void_p, c_void_p, c_char_p, POINTER(_PredictOptions))
+_predict_encoded = _sig("uflow_predict_encoded", c_void_p, c_void_p, c_char_p, c_size_t, c_char_p,
+                        POINTER(_PredictOptions))
 _predict_files = _sig("uflow_predict_files", c_int, c_void_p, POINTER(c_char_p), c_int, POINTER(_PredictOptions),
                       POINTER(c_void_p), POINTER(c_void_p))
 _predict_to_files = _sig("uflow_predict_to_files", c_int, c_void_p, POINTER(c_char_p), POINTER(c_char_p), c_int,
@@ -138,6 +140,7 @@ _r_mask = _sig("uflow_result_mask", POINTER(c_ubyte), c_void_p)
 _r_detected = _sig("uflow_result_detected_pixels", c_int, c_void_p)
 _r_max_nfa = _sig("uflow_result_max_neg_log10_nfa", c_float, c_void_p)
 _r_write = _sig("uflow_result_write", c_int, c_void_p, c_char_p, c_char_p, c_int)
+_r_png = _sig("uflow_result_png", c_int, c_void_p, c_char_p, POINTER(c_void_p), POINTER(c_size_t))
 _r_free = _sig("uflow_result_free", None, c_void_p)
 _list = _sig("uflow_list_images", c_void_p, POINTER(c_char_p), c_int)
 _list_count = _sig("uflow_image_list_count", c_int, c_void_p)
@@ -214,6 +217,18 @@ class Result:
             raise Error("uflow: result already closed")
         if _r_write(self._h, _path(out_dir), _path(stem), int(bool(map_safetensors))) != 0:
             _fail()
+
+    def png(self, what):
+        """The PNG file `uflow predict` writes, as bytes: what = "map" (16-bit gray), "mask" or "overlay"."""
+        if self._h is None:
+            raise Error("uflow: result already closed")
+        buf, n = c_void_p(), c_size_t()
+        if _r_png(self._h, what.encode(), ctypes.byref(buf), ctypes.byref(n)) != 0:
+            _fail()
+        try:
+            return ctypes.string_at(buf, n.value)
+        finally:
+            _libc_free(buf)
 
     def close(self):
         if self._h is not None:
@@ -300,6 +315,16 @@ class Model:
         if not h:
             _fail()
         return Result(h)
+
+    def predict_bytes(self, data, name=None, model_size=False, nfa="tree"):
+        """data: an image file's bytes (PNG, JPEG, BMP, TIFF), e.g. an upload, checked as a file would be;
+        name stands for it in error messages. Returns a Result."""
+        o = _options(model_size, nfa)
+        data = bytes(data)
+        h = _predict_encoded(self._handle(), data, len(data), name.encode() if name else None, ctypes.byref(o))
+        if not h:
+            _fail()
+        return Result(h, name)
 
     def predict_files(self, paths, model_size=False, nfa="tree"):
         """Predicts files in batches (faster than one by one). Returns one item per path: a Result, or
