@@ -116,7 +116,8 @@ valgrind:
 
 # The installed library with the C and C++ examples, and the Python package with its Dask
 # runner (scripts that print RESULT lines like the test binaries; default build only).
-SCRIPT_TESTS := $(if $(filter build,$(BUILD)),tests/test_embed.sh tests/test_python.sh tests/test_serve.sh tests/test_watch.sh)
+SCRIPT_TESTS := $(if $(filter build,$(BUILD)),tests/test_embed.sh tests/test_python.sh tests/test_serve.sh tests/test_watch.sh \
+                tests/test_serve_page.sh)
 
 run-tests: $(TEST_BIN) $(PROG) $(BUILD)/libuflow.so
 	@sh tests/run_all.sh $(TEST_BIN) $(SCRIPT_TESTS)
