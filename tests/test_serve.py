@@ -282,6 +282,31 @@ def test_queue_full(model, img):
     check(srv.stop() == 0, "stopped with status 0")
 
 
+def test_body_budget(model, img):
+    """Bodies held at once are bounded (max-body x (workers + queue + 4)): with 1 MiB bodies, 1 worker
+    and no queue, five unfinished 900 KB uploads fill it; a sixth is read, dropped and answered 503."""
+    srv = Server(model, "--workers", "1", "--queue", "0", "--max-body", "1")
+    socks = []
+    try:
+        part = b"\0" * (900 * 1024)
+        head = "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (len(part) + 1000)
+        for _ in range(5):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            s.sendall(head.encode() + part)
+            socks.append(s)
+        time.sleep(0.5)
+        out = raw(srv, head.encode() + part + b"\0" * 1000, wait=5)
+        check(out.startswith(b"HTTP/1.1 503") and b"too many large uploads" in out,
+              "uploads past the memory budget: 503 (%r)" % out[:20])
+    finally:
+        for s in socks:
+            s.close()
+    time.sleep(0.3)
+    st, _, _ = srv.request("POST", "/predict", img)
+    check(st == 200, "after the uploads closed a good request succeeds (%d)" % st)
+    check(srv.stop() == 0, "stopped with status 0")
+
+
 def test_sigterm(model, img, rows, name):
     srv = Server(model, "--workers", "1", "--queue", "32")
     out, lock = [], threading.Lock()
@@ -331,6 +356,7 @@ def main():
             rc = srv.stop()
             check(rc == 0, "stopped by SIGTERM with status 0 (%s)" % rc)
         run_test(test_queue_full, model, images[name])
+        run_test(test_body_budget, model, images[name])
         run_test(test_sigterm, model, images[name], rows, name)
     finally:
         shutil.rmtree(T, ignore_errors=True)

@@ -34,6 +34,7 @@ typedef struct request {
     unsigned char *body;  /* POST /predict: the bytes read so far */
     size_t len, cap;
     int too_large;        /* over max_body: the rest is read and dropped, then 413 */
+    int no_room;          /* the bodies held by all requests would pass the budget: dropped, then 503 */
     int queued;           /* handed to a worker (the connection is suspended) */
     int done;             /* the worker filled code / reply */
     int code;
@@ -60,6 +61,7 @@ typedef struct service {
     pthread_cond_t wake, idle;
     request *head, *tail;
     int waiting, running, active, stopping;
+    size_t body_bytes, body_budget; /* bytes of request bodies held now; their bound */
     unsigned long by_code[600], errors_decode, errors_model, errors_auth, images;
     unsigned long lat_count[N_BOUNDS + 1];
     double lat_sum;
@@ -310,6 +312,15 @@ static int route_of(const char *url, const char *method) {
     return ROUTE_NOT_FOUND;
 }
 
+/* Frees q's body and returns its bytes to the budget. */
+static void release_body(service *s, request *q) {
+    pthread_mutex_lock(&s->lock);
+    s->body_bytes -= q->cap;
+    pthread_mutex_unlock(&s->lock);
+    free(q->body);
+    q->body = NULL, q->len = q->cap = 0;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                               const char *version, const char *upload, size_t *upload_size, void **state) {
     (void)version;
@@ -350,17 +361,27 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (*upload_size) { /* more of the body */
         const size_t n = *upload_size;
         *upload_size = 0;
-        if (q->too_large || q->len + n > s->o->max_body) {
-            q->too_large = 1;
-            free(q->body), q->body = NULL, q->len = q->cap = 0;
+        if (q->too_large || q->no_room || q->len + n > s->o->max_body) {
+            q->too_large |= !q->no_room;
+            release_body(s, q);
             return MHD_YES;
         }
         if (q->len + n > q->cap) {
             size_t cap = q->cap ? q->cap : 65536;
             while (cap < q->len + n) cap *= 2;
             if (cap > s->o->max_body) cap = s->o->max_body;
+            /* memory: all requests' bodies together stay within the budget (else 503) */
+            pthread_mutex_lock(&s->lock);
+            const int room = s->body_bytes - q->cap + cap <= s->body_budget;
+            if (room) s->body_bytes += cap - q->cap;
+            pthread_mutex_unlock(&s->lock);
+            if (!room) {
+                q->no_room = 1;
+                release_body(s, q);
+                return MHD_YES;
+            }
             unsigned char *b = realloc(q->body, cap);
-            if (!b) return MHD_NO;
+            if (!b) return MHD_NO; /* completed() returns the budget */
             q->body = b, q->cap = cap;
         }
         memcpy(q->body + q->len, upload, n);
@@ -368,6 +389,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         return MHD_YES;
     }
     if (q->too_large) return answer_error(s, c, 413, "request body over the service's --max-body");
+    if (q->no_room) return answer_error(s, c, MHD_HTTP_SERVICE_UNAVAILABLE, "busy: too many large uploads at once, retry later");
     if (q->done) { /* resumed: the worker's answer */
         char *reply = q->reply;
         q->reply = NULL;
@@ -403,7 +425,8 @@ static void completed(void *cls, struct MHD_Connection *c, void **state, enum MH
     service *s = cls;
     request *q = *state;
     if (!q) return;
-    free(q->body), free(q->reply), free(q);
+    release_body(s, q);
+    free(q->reply), free(q);
     *state = NULL;
     pthread_mutex_lock(&s->lock);
     s->active--;
@@ -470,6 +493,9 @@ int uf_service_run(const uf_service_options *o) {
     service *s = &sv;
     memset(s, 0, sizeof *s);
     s->o = o;
+    /* bodies held at once: what the workers and the queue can use, and a few more being read */
+    s->body_budget = o->max_body * (size_t)(o->workers + o->queue + 4);
+    if (s->body_budget > ((size_t)1 << 30) && o->max_body <= ((size_t)1 << 28)) s->body_budget = (size_t)1 << 30;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->wake, NULL);
     pthread_cond_init(&s->idle, NULL);

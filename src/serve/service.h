@@ -7,7 +7,9 @@
  *        max_neg_log10_nfa, width, height) and, for each output asked for, "<name>_png": the
  *        PNG file (uflow_result_png) in standard base64 (RFC 4648, padded).
  *        400 unreadable image (the library's one-line message), 413 body over max_body,
- *        503 + Retry-After when the queue is full, 500 when the model fails.
+ *        503 + Retry-After when the queue is full or the bodies held at once would pass
+ *        max_body x (workers + queue + 4) (at most 1 GiB unless max_body is over 256 MiB),
+ *        500 when the model fails.
  *   GET /  a self-contained page (page.h) to try an image in a browser: static, so it needs no
  *        token; it asks for one and sends it with its POST /predict.
  *   GET /health  200 "ok" (needs no token);  GET /model  the model's description (no paths);
