@@ -3,6 +3,7 @@
  * References: tools/make_image_refs.py (Pillow 9.4, torchvision 0.14) into
  * tests/data/image/. */
 #include <dirent.h>
+#include <png.h>
 #include <stb_image.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "core/error.h"
 #include "harness.h"
 #include "io/image.h"
+#include "io/png_fast.h"
 
 #define DATA "tests/data/image/"
 
@@ -581,6 +583,129 @@ static void test_tiff(void) {
     printf("  truncated TIFF: %s\n", uf_last_error());
 }
 
+/* A PNG in memory written by libpng: w x h, color type ct (PNG_COLOR_TYPE_*), 8-bit, the given
+ * filters (PNG_ALL_FILTERS: libpng picks per row), interlaced or not, its IDAT split in chunks of
+ * at most idat_max bytes; trns: a tRNS chunk. Pixels from pattern(). */
+typedef struct {
+    unsigned char *data;
+    size_t len, cap;
+} membuf;
+static void mem_write(png_structp png, png_bytep d, size_t n) {
+    membuf *m = png_get_io_ptr(png);
+    if (m->len + n > m->cap) {
+        m->cap = (m->len + n) * 2;
+        m->data = realloc(m->data, m->cap);
+    }
+    memcpy(m->data + m->len, d, n);
+    m->len += n;
+}
+static void mem_flush(png_structp png) { (void)png; }
+static membuf png_bytes(int w, int h, int ct, int filters, int interlace, size_t idat_max, int trns) {
+    membuf m = {0};
+    const int nc = ct == PNG_COLOR_TYPE_GRAY ? 1 : ct == PNG_COLOR_TYPE_GRAY_ALPHA ? 2 : ct == PNG_COLOR_TYPE_RGB ? 3 : 4;
+    /* smooth gradients and noise, so that every filter wins somewhere */
+    unsigned char *px = malloc((size_t)w * h * nc);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int c = 0; c < nc; c++)
+                px[((size_t)y * w + x) * nc + c] = (unsigned char)(y < h / 2 ? (uint32_t)(x * 3 + y * 5 + c * 40) : pattern_hash((uint32_t)x, (uint32_t)y, (uint32_t)c) & 0xff);
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(png);
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        free(px);
+        free(m.data);
+        membuf none = {0};
+        return none;
+    }
+    png_set_write_fn(png, &m, mem_write, mem_flush);
+    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, ct, interlace ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    if (trns) {
+        png_color_16 t = {0};
+        png_set_tRNS(png, info, NULL, 0, &t);
+    }
+    png_set_filter(png, 0, filters);
+    png_set_compression_buffer_size(png, idat_max);
+    png_write_info(png, info);
+    const int passes = png_set_interlace_handling(png);
+    for (int p = 0; p < passes; p++)
+        for (int y = 0; y < h; y++) png_write_row(png, px + (size_t)y * w * nc);
+    png_write_end(png, info);
+    png_destroy_write_struct(&png, &info);
+    free(px);
+    return m;
+}
+
+/* io/png_fast.h's reader against stb_image on the kinds it takes (8-bit gray, gray + alpha,
+ * RGB, RGBA; every filter, libpng's adaptive choice per row; one and many IDAT chunks; widths
+ * 1 to 257), and NULL (libpng's turn) for the others: interlaced, tRNS, palette, 16-bit, a bad
+ * CRC, a truncated or garbled stream. uf_image_decode gives the same pixels either way. */
+static void test_png_fast_read(void) {
+    const int cts[4] = {PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB, PNG_COLOR_TYPE_RGB_ALPHA};
+    const int filters[6] = {PNG_FILTER_NONE, PNG_FILTER_SUB, PNG_FILTER_UP, PNG_FILTER_AVG, PNG_FILTER_PAETH, PNG_ALL_FILTERS};
+    const int sizes[4][2] = {{1, 1}, {1, 9}, {37, 21}, {257, 64}};
+    int n_fast = 0, n_cases = 0;
+    for (int k = 0; k < 4; k++)
+        for (int f = 0; f < 6; f++)
+            for (int sz = 0; sz < 4; sz++)
+                for (int split = 0; split < 2; split++) {
+                    const int w = sizes[sz][0], h = sizes[sz][1];
+                    membuf m = png_bytes(w, h, cts[k], filters[f], 0, split ? 97 : 1 << 20, 0);
+                    int fw, fh, fn, ch = 0;
+                    unsigned char *ref = stbi_load_from_memory(m.data, (int)m.len, &fw, &fh, &fn, 0);
+                    unsigned char *got = uf_png_fast_read(m.data, m.len, w, h, &ch);
+                    n_cases++;
+                    n_fast += got != NULL;
+                    CHECK(ref && got && ch == fn && fw == w && fh == h && !memcmp(ref, got, (size_t)w * h * ch),
+                          "ct %d filter %d %dx%d split %d: fast reader %s, channels %d / %d", cts[k], filters[f], w, h,
+                          split, got ? "differs from stb_image" : "refused it", ch, fn);
+                    stbi_image_free(ref);
+                    free(got);
+                    free(m.data);
+                }
+    printf("  %d of %d PNGs read by the fast path, all equal to stb_image\n", n_fast, n_cases);
+    /* the kinds left to libpng, and damaged files: NULL; uf_image_decode still reads the good ones */
+    struct {
+        const char *what;
+        membuf m;
+    } other[3] = {{"interlaced", png_bytes(40, 30, PNG_COLOR_TYPE_RGB, PNG_ALL_FILTERS, 1, 1 << 20, 0)},
+                  {"tRNS", png_bytes(40, 30, PNG_COLOR_TYPE_RGB, PNG_ALL_FILTERS, 0, 1 << 20, 1)},
+                  {"one IDAT", png_bytes(40, 30, PNG_COLOR_TYPE_RGB, PNG_ALL_FILTERS, 0, 1 << 20, 0)}};
+    for (int i = 0; i < 2; i++) {
+        int ch;
+        unsigned char *got = uf_png_fast_read(other[i].m.data, other[i].m.len, 40, 30, &ch);
+        uf_image *img = uf_image_decode(other[i].what, other[i].m.data, other[i].m.len, 0);
+        CHECK(!got && img && img->width == 40, "%s: left to libpng, which reads it", other[i].what);
+        free(got), uf_image_free(img), free(other[i].m.data);
+    }
+    membuf g = other[2].m;
+    int ch;
+    unsigned char *good = uf_png_fast_read(g.data, g.len, 40, 30, &ch);
+    CHECK(good != NULL, "the undamaged file is read by the fast path");
+    /* damage: one byte at a time over the whole file (signature, IHDR, IDAT data, CRCs, IEND):
+     * the fast path gives NULL or exactly the good pixels; uf_image_decode never crashes */
+    int wrong = 0, refused = 0;
+    for (size_t i = 0; good && i < g.len; i++) {
+        g.data[i] ^= 0x40;
+        unsigned char *got = uf_png_fast_read(g.data, g.len, 40, 30, &ch);
+        if (got && memcmp(got, good, 40 * 30 * 3)) wrong++;
+        refused += got == NULL;
+        free(got);
+        uf_image_free(uf_image_decode("damaged", g.data, g.len, 0));
+        uf_error_clear();
+        g.data[i] ^= 0x40;
+    }
+    for (size_t cut = 0; good && cut < g.len; cut += 7) {
+        unsigned char *got = uf_png_fast_read(g.data, cut, 40, 30, &ch);
+        if (got && memcmp(got, good, 40 * 30 * 3)) wrong++;
+        free(got);
+    }
+    CHECK(wrong == 0, "damaged or truncated: never wrong pixels from the fast path (%d wrong, %d of %zu refused)",
+          wrong, refused, g.len);
+    free(good), free(g.data);
+}
+
 int main(void) {
     UF_TEST(test_tiff);
     UF_TEST(test_load_matches_pillow);
@@ -592,5 +717,6 @@ int main(void) {
     UF_TEST(test_imagenet_matches_torchvision);
     UF_TEST(test_load_for_backbone);
     UF_TEST(test_png_write_roundtrip);
+    UF_TEST(test_png_fast_read);
     return uf_test_summary();
 }

@@ -392,7 +392,8 @@ uf_image *uf_image_decode(const char *path, const unsigned char *data, size_t le
     char why[200];
     if (format == FORMAT_PNG) {
         /* libpng (zlib's inflate: a fifth faster than stb's on typical PNGs; same pixels) */
-        px = png_decode_8bit(data, len, w, h, &fn, why, sizeof why);
+        px = uf_png_fast_read(data, len, w, h, &fn); /* the common kinds, fast; NULL: libpng's turn */
+        if (!px) px = png_decode_8bit(data, len, w, h, &fn, why, sizeof why);
     } else {
         px = stbi_load_from_memory(data, (int)len, &fw, &fh, &fn, 0);
         if (!px) stb_reason(why, sizeof why);
