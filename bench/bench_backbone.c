@@ -157,10 +157,11 @@ static int bench_mcait(const char *weights) {
         }
         ok = ok && uf_mcait_set_bf16(m, 1) == UF_OK && uf_mcait_forward(m, x, 1, out) == UF_OK; /* warm-up */
         double best16 = 1e30;
+        uf_cait_timing split16 = {0};
         for (int rep = 0; ok && rep < 3; rep++) {
             double a = uf_now();
             ok = uf_mcait_forward(m, x, 1, out) == UF_OK;
-            if (uf_now() - a < best16) best16 = uf_now() - a;
+            if (uf_now() - a < best16) best16 = uf_now() - a, split16 = uf_cait_last_timing(m->model[0]);
         }
         if (ok && uf_mcait_get_bf16(m)) {
             double err = 0, norm = 0;
@@ -172,6 +173,8 @@ static int bench_mcait(const char *weights) {
             printf("  bf16 dense layers: %.2f s/image, %.2fx FP32's in this run; features' relative RMS difference "
                    "to FP32 %.2e; peak memory %.0f MiB\n",
                    best16, best / best16, sqrt(err / (norm > 0 ? norm : 1)), peak_rss_mib());
+            printf("  bf16 %-13s dense layers %.2f s, attention %.2f s, other %.2f s\n", uf_cait_arch(m->model[0]),
+                   split16.dense_s, split16.attention_s, split16.other_s);
         } else if (ok) {
             printf("  bf16: not run (oneDNN fell back to FP32)\n");
         }
