@@ -13,6 +13,7 @@
 
 #include <string.h>
 
+#include <immintrin.h>
 #include <omp.h>
 
 #define NP 36 /* positions of a 6x6 transformed tile */
@@ -73,11 +74,10 @@ size_t uf_wino_scratch_floats(const uf_conv_geom *g, int threads, int weight_gra
 
 /* ---- AVX2 kernels ------------------------------------------------------------------ */
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#include <immintrin.h>
-
-#define INLINE static inline __attribute__((always_inline))
+/* Each function below is compiled for AVX2 + FMA by its own attribute (gcc and clang alike; the
+ * file as a whole keeps the build's target, so that uf_wino_available runs on any x86-64). */
+#define AVX2_FN __attribute__((target("avx2,fma")))
+#define INLINE static inline __attribute__((always_inline, target("avx2,fma")))
 
 /* o (6) = B^T d (6): the input transform along one axis */
 INLINE void bt6(const __m256 *d, size_t ds, __m256 *o, size_t os) {
@@ -138,14 +138,12 @@ INLINE void gt3(const __m256 *d, size_t ds, __m256 *o, size_t os) {
     o[2 * os] = _mm256_add_ps(_mm256_mul_ps(sixth, _mm256_sub_ps(s34, s12)), d[5 * ds]);
 }
 
-void uf_wino_transform_weights(int c_in, int c_out, const float *w, int transpose, float *u) {
-    /* u[p][r][c]: rows r are the GEMM's inputs, columns c its outputs; 8 columns at a time */
+/* Row r of u (see uf_wino_transform_weights). Intrinsics stay out of OpenMP regions: clang
+ * does not give the outlined region its function's target attribute. */
+AVX2_FN static void transform_weights_row(int c_in, int c_out, const float *w, int transpose, float *u, int r) {
     const int nr = transpose ? c_out : c_in, nc = transpose ? c_in : c_out;
     const size_t rows = pad8(nr), cols = pad8(nc);
-    memset(u, 0, sizeof(float) * NP * rows * cols);
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < nr; r++)
-        for (int c0 = 0; c0 < nc; c0 += 8) {
+    for (int c0 = 0; c0 < nc; c0 += 8) {
             float gl[9][8] = {{0}};
             for (int l = 0; l < 8 && c0 + l < nc; l++) {
                 const int co = transpose ? r : c0 + l, ci = transpose ? c0 + l : r;
@@ -160,19 +158,27 @@ void uf_wino_transform_weights(int c_in, int c_out, const float *w, int transpos
         }
 }
 
+void uf_wino_transform_weights(int c_in, int c_out, const float *w, int transpose, float *u) {
+    /* u[p][r][c]: rows r are the GEMM's inputs, columns c its outputs; 8 columns at a time */
+    const int nr = transpose ? c_out : c_in, nc = transpose ? c_in : c_out;
+    memset(u, 0, sizeof(float) * NP * pad8(nr) * pad8(nc));
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < nr; r++) transform_weights_row(c_in, c_out, w, transpose, u, r);
+}
+
 /* The position of tile t: image n, top-left output pixel (oy, ox). */
 typedef struct {
     int n, oy, ox;
 } tile_pos;
 
-static tile_pos tile_at(const uf_conv_geom *g, size_t t) {
+AVX2_FN static tile_pos tile_at(const uf_conv_geom *g, size_t t) {
     const size_t tw = (size_t)(g->w + 3) / 4, th = (size_t)(g->h + 3) / 4;
     tile_pos p = {(int)(t / (th * tw)), (int)(t % (th * tw) / tw) * 4, (int)(t % tw) * 4};
     return p;
 }
 
 /* V[p][i][cin8] (p stride ps) for the tiles t0 .. t0+nt-1 of x (c channels, blocked). */
-static void input_transform(const uf_conv_geom *g, int c, const float *x, size_t t0, size_t nt, float *v,
+AVX2_FN static void input_transform(const uf_conv_geom *g, int c, const float *x, size_t t0, size_t nt, float *v,
                             size_t ps) {
     const int nb = (c + 7) / 8, h = g->h, w = g->w;
     const size_t ci8 = pad8(c), hw = (size_t)h * w;
@@ -205,7 +211,7 @@ static void input_transform(const uf_conv_geom *g, int c, const float *x, size_t
 
 /* dM[p][i][cout8] = A dY A^T for the block's tiles of dy (c channels, blocked; zero outside
  * the image); db8 (cout8) += the sum of each tile's dy. */
-static void output_adjoint(const uf_conv_geom *g, int c, const float *dy, size_t t0, size_t nt, float *dm,
+AVX2_FN static void output_adjoint(const uf_conv_geom *g, int c, const float *dy, size_t t0, size_t nt, float *dm,
                            float *db8) {
     const int nb = (c + 7) / 8, h = g->h, w = g->w;
     const size_t co8 = pad8(c), hw = (size_t)h * w, ps = nt * co8;
@@ -230,7 +236,7 @@ static void output_adjoint(const uf_conv_geom *g, int c, const float *dy, size_t
 }
 
 /* y's tiles t0 .. t0+nt-1 from M[p][i][cout8] (p stride ps): y = act(A^T M A + b [+ y]). */
-static void output_transform(const uf_conv_geom *g, int c, const float *m, const float *b, float *y, int flags,
+AVX2_FN static void output_transform(const uf_conv_geom *g, int c, const float *m, const float *b, float *y, int flags,
                              size_t t0, size_t nt, size_t ps) {
     const int nb = (c + 7) / 8, h = g->h, w = g->w;
     const size_t co8 = pad8(c), hw = (size_t)h * w;
@@ -292,7 +298,7 @@ INLINE void micro(const int NR, const int NV, size_t K, const float *a, size_t a
         break;
 
 /* C (m x n, n a multiple of 8) (+)= A (m x K, strides ars / aks) B (K x n, row stride ldb). */
-static void gemm(size_t m, size_t n, size_t K, const float *A, size_t ars, size_t aks, const float *B, size_t ldb,
+AVX2_FN static void gemm(size_t m, size_t n, size_t K, const float *A, size_t ars, size_t aks, const float *B, size_t ldb,
                  float *C, size_t ldc, int acc) {
     for (size_t j = 0; j < n; j += 16) {
         const int nv = n - j >= 16 ? 2 : 1;
@@ -314,7 +320,7 @@ static void gemm(size_t m, size_t n, size_t K, const float *A, size_t ars, size_
 /* ---- the three passes -------------------------------------------------------------- */
 
 /* The forward on g (c_in -> c_out) with transformed weights u; used by backward-data too. */
-static void forward(const uf_conv_geom *g, const float *x, const float *u, const float *b, float *y, int flags,
+AVX2_FN static void forward(const uf_conv_geom *g, const float *x, const float *u, const float *b, float *y, int flags,
                     int threads, float *scratch) {
     const size_t ci8 = pad8(g->c_in), co8 = pad8(g->c_out), t = n_tiles(g), tb = block_tiles(g, threads);
     const size_t nblocks = (t + tb - 1) / tb, per = per_thread(g, tb, 0);
@@ -353,19 +359,43 @@ static void forward(const uf_conv_geom *g, const float *x, const float *u, const
     }
 }
 
-void uf_wino_forward(const uf_conv_geom *g, const float *x, const float *u, const float *b, float *y, int flags,
+AVX2_FN void uf_wino_forward(const uf_conv_geom *g, const float *x, const float *u, const float *b, float *y, int flags,
                      int threads, float *scratch) {
     forward(g, x, u, b, y, flags, threads < 1 ? 1 : threads, scratch);
 }
 
-void uf_wino_backward_data(const uf_conv_geom *g, const float *dy, const float *u, float *dx, int threads,
+AVX2_FN void uf_wino_backward_data(const uf_conv_geom *g, const float *dy, const float *u, float *dx, int threads,
                            float *scratch) {
     uf_conv_geom t = *g;
     t.c_in = g->c_out, t.c_out = g->c_in; /* the same scratch size: V and M swap */
     forward(&t, dy, u, NULL, dx, 0, threads < 1 ? 1 : threads, scratch);
 }
 
-void uf_wino_backward_weights(const uf_conv_geom *g, const float *x, const float *dy, float *dw, float *db,
+/* du[0..8) += the other threads' partial sums at the same place (stride per floats). */
+AVX2_FN static void add_partials(float *du, size_t per, int nthr) {
+    __m256 acc = _mm256_loadu_ps(du);
+    for (int th = 1; th < nthr; th++) acc = _mm256_add_ps(acc, _mm256_loadu_ps(du + per * (size_t)th));
+    _mm256_storeu_ps(du, acc);
+}
+
+/* dw[.][ci] += G^T dU[.][ci][.] G for every output channel, 8 at a time. */
+AVX2_FN static void adjoint_weights_row(const uf_conv_geom *g, const float *du0, float *dw, int ci) {
+    const size_t ci8 = pad8(g->c_in), co8 = pad8(g->c_out);
+    for (int c0 = 0; c0 < g->c_out; c0 += 8) {
+        __m256 d[36], t[18], k[9];
+        for (int p = 0; p < NP; p++) d[p] = _mm256_loadu_ps(du0 + ((size_t)p * ci8 + ci) * co8 + c0);
+        for (int j = 0; j < 6; j++) gt3(d + j, 6, t + j, 6);         /* t (3x6) = G^T dU */
+        for (int i = 0; i < 3; i++) gt3(t + 6 * i, 1, k + 3 * i, 1); /* k (3x3) = t G */
+        float kl[9][8];
+        for (int i = 0; i < 9; i++) _mm256_storeu_ps(kl[i], k[i]);
+        for (int l = 0; l < 8 && c0 + l < g->c_out; l++) {
+            float *o = dw + ((size_t)(c0 + l) * g->c_in + ci) * 9;
+            for (int i = 0; i < 9; i++) o[i] += kl[i][l];
+        }
+    }
+}
+
+AVX2_FN void uf_wino_backward_weights(const uf_conv_geom *g, const float *x, const float *dy, float *dw, float *db,
                               int threads, float *scratch) {
     if (threads < 1) threads = 1;
     const size_t ci8 = pad8(g->c_in), co8 = pad8(g->c_out), t = n_tiles(g), tb = block_tiles(g, threads);
@@ -389,28 +419,11 @@ void uf_wino_backward_weights(const uf_conv_geom *g, const float *x, const float
     float *du0 = scratch + NP * tb * (ci8 + co8);
     const size_t ndu = NP * ci8 * co8 + co8;
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (size_t i = 0; i < ndu; i += 8) {
-        __m256 acc = _mm256_loadu_ps(du0 + i);
-        for (int th = 1; th < nthr; th++) acc = _mm256_add_ps(acc, _mm256_loadu_ps(du0 + per * (size_t)th + i));
-        _mm256_storeu_ps(du0 + i, acc);
-    }
+    for (size_t i = 0; i < ndu; i += 8) add_partials(du0 + i, per, nthr);
     /* dw += G^T dU G, 8 output channels at a time (each position's reads consecutive) */
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int ci = 0; ci < g->c_in; ci++)
-        for (int c0 = 0; c0 < g->c_out; c0 += 8) {
-            __m256 d[36], t[18], k[9];
-            for (int p = 0; p < NP; p++) d[p] = _mm256_loadu_ps(du0 + ((size_t)p * ci8 + ci) * co8 + c0);
-            for (int j = 0; j < 6; j++) gt3(d + j, 6, t + j, 6);     /* t (3x6) = G^T dU */
-            for (int i = 0; i < 3; i++) gt3(t + 6 * i, 1, k + 3 * i, 1); /* k (3x3) = t G */
-            float kl[9][8];
-            for (int i = 0; i < 9; i++) _mm256_storeu_ps(kl[i], k[i]);
-            for (int l = 0; l < 8 && c0 + l < g->c_out; l++) {
-                float *o = dw + ((size_t)(c0 + l) * g->c_in + ci) * 9;
-                for (int i = 0; i < 9; i++) o[i] += kl[i][l];
-            }
-        }
+    for (int ci = 0; ci < g->c_in; ci++) adjoint_weights_row(g, du0, dw, ci);
     if (db)
         for (int co = 0; co < g->c_out; co++) db[co] += du0[NP * ci8 * co8 + co];
 }
 
-#pragma GCC pop_options
