@@ -578,7 +578,7 @@ static int attention_bf16(uf_cait *m, const cait_block *b, const float *qkv, flo
         for (int h = 0; h < H; h++) {
             const float *src = s + h * rn;
             uint16_t *dst = m->p16 + h * NN + (size_t)i0 * N;
-            for (size_t q = 0; q < rn; q++) dst[q] = uf_bf16_of(src[q]);
+            uf_to_bf16_serial(src, dst, rn);
         }
     }
     if (uf_matmul_bf16_batched(H, N, N, dh, m->p16, m->v16, m->o32) != UF_OK) return UF_ERR;

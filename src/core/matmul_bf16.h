@@ -22,8 +22,11 @@ static inline uint16_t uf_bf16_of(float f) {
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-/* uf_bf16_of of each float (in parallel for large n: call it outside parallel regions). */
+/* uf_bf16_of of each float (in parallel for large n: call it outside parallel regions); with
+ * AVX512-BF16 by its conversion instruction, which also flushes denormals (below 1.2e-38) to zero. */
 void uf_to_bf16(const float *src, uint16_t *dst, size_t n);
+/* The same on the calling thread only (inside parallel regions). */
+void uf_to_bf16_serial(const float *src, uint16_t *dst, size_t n);
 
 /* The product above. w16: W (out, in) in bfloat16 (uf_to_bf16 of the FP32 weights, made once
  * by the caller); x16: room for rows * in bfloat16 values (x converted there). b may be
