@@ -394,14 +394,22 @@ static void softmax_rows_unnormalised(float *v, int rows, int len, float *inv) {
 
 /* Talking heads: for each of the r rows i, dst[h', i, :] = sum_h w[h', h] *
  * scale[h, i] * src[h, i, :] over rows of length len (head h's block starts
- * at h * r * len); scale NULL means 1. The kernel makes 8 output heads x 16
- * columns at a time in 16 vector accumulators, so each source vector loaded
- * feeds 8 multiply-adds: 1.6x OpenBLAS's M = K = 16 GEMM here. GCC's vector
+ * at h * r * len); scale NULL means 1. The kernel makes MIX_OUTS output heads
+ * x 16 columns at a time in 16 vector accumulators (8 heads x 2 vectors of 8, or
+ * with AVX-512 16 heads x 1 vector of 16), so each source vector loaded feeds 8
+ * or 16 multiply-adds: 1.6x OpenBLAS's M = K = 16 GEMM here. GCC's vector
  * extension (lowered to whatever SIMD the target has) keeps the accumulators
- * in registers, which plain loops over arrays did not. */
+ * in registers, which plain loops over arrays did not. Every output is summed
+ * over the heads in the same order either way (the same bits). */
+#ifdef __AVX512F__
+typedef float mix_vec __attribute__((vector_size(64)));
+#define MIX_OUTS 16
+#else
 typedef float mix_vec __attribute__((vector_size(32)));
-#define MIX_COLS 16
 #define MIX_OUTS 8
+#endif
+#define MIX_COLS 16
+#define MIX_PARTS ((int)(MIX_COLS * sizeof(float) / sizeof(mix_vec)))
 
 static void mix_heads(const float *w, int H, const float *scale, const float *src, float *dst, int r, int len) {
     const size_t hs = (size_t)r * len;
@@ -414,24 +422,22 @@ static void mix_heads(const float *w, int H, const float *scale, const float *sr
         int j0 = 0, g = 0;
         for (; j0 + MIX_COLS <= len; j0 += MIX_COLS) {
             for (g = 0; g + MIX_OUTS <= H; g += MIX_OUTS) {
-                mix_vec a[MIX_OUTS][2];
-                for (int o = 0; o < MIX_OUTS; o++) a[o][0] = a[o][1] = (mix_vec){0};
+                mix_vec a[MIX_OUTS][MIX_PARTS];
+                for (int o = 0; o < MIX_OUTS; o++)
+                    for (int q = 0; q < MIX_PARTS; q++) a[o][q] = (mix_vec){0};
                 for (int h = 0; h < H; h++) {
-                    mix_vec x0, x1;
-                    memcpy(&x0, src + h * hs + row + j0, sizeof x0);
-                    memcpy(&x1, src + h * hs + row + j0 + 8, sizeof x1);
+                    mix_vec x[MIX_PARTS];
+                    for (int q = 0; q < MIX_PARTS; q++)
+                        memcpy(&x[q], src + h * hs + row + j0 + q * (MIX_COLS / MIX_PARTS), sizeof x[q]);
                     const float *wh = wt + h * H + g;
-                    for (int o = 0; o < MIX_OUTS; o++) {
-                        a[o][0] += wh[o] * x0;
-                        a[o][1] += wh[o] * x1;
-                    }
+                    for (int o = 0; o < MIX_OUTS; o++)
+                        for (int q = 0; q < MIX_PARTS; q++) a[o][q] += wh[o] * x[q];
                 }
-                for (int o = 0; o < MIX_OUTS; o++) {
-                    memcpy(dst + (g + o) * hs + row + j0, &a[o][0], sizeof a[o][0]);
-                    memcpy(dst + (g + o) * hs + row + j0 + 8, &a[o][1], sizeof a[o][1]);
-                }
+                for (int o = 0; o < MIX_OUTS; o++)
+                    for (int q = 0; q < MIX_PARTS; q++)
+                        memcpy(dst + (g + o) * hs + row + j0 + q * (MIX_COLS / MIX_PARTS), &a[o][q], sizeof a[o][q]);
             }
-            for (int ho = g; ho < H; ho++) /* heads beyond a multiple of 8 */
+            for (int ho = g; ho < H; ho++) /* heads beyond a multiple of MIX_OUTS */
                 for (int k = 0; k < MIX_COLS; k++) {
                     float acc = 0.0f;
                     for (int h = 0; h < H; h++) acc += wt[h * H + ho] * src[h * hs + row + j0 + k];
