@@ -1,6 +1,5 @@
 #include "model/predict.h"
 
-#include <cjson/cJSON.h>
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -8,15 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/strset.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/interp.h"
 #include "core/tensor.h"
+#include "core/strset.h"
 #include "core/timer.h"
 #include "io/atomic_file.h"
 #include "io/dataset.h"
 #include "io/render.h"
+#include "io/result_rows.h"
 #include "io/safetensors.h"
 #include "model/batch.h"
 #include "model/pipeline.h"
@@ -73,48 +73,6 @@ void uf_free_output_stems(char **stems, int n) {
     if (!stems) return;
     for (int i = 0; i < n; i++) free(stems[i]);
     free(stems);
-}
-
-/* v rounded to `decimals` places, so JSON shows 0.993405 rather than every float digit. */
-static double rounded(double v, int decimals) {
-    double scale = pow(10.0, decimals);
-    return isfinite(v) ? round(v * scale) / scale : v;
-}
-
-/* One results.jsonl line (cJSON does the escaping); UF_ERR when out of memory.
- * A failed image (error != NULL) has only "image" and "error". */
-static int write_json_line(FILE *f, const char *image, float score, int anomalous, int detected, float max_nfa,
-                           int width, int height, const char *stem, const char *error) {
-    cJSON *o = cJSON_CreateObject();
-    if (!o) return uf_error("out of memory");
-    cJSON_AddStringToObject(o, "image", image);
-    if (error) {
-        cJSON_AddStringToObject(o, "error", error);
-    } else {
-        cJSON_AddNumberToObject(o, "score", rounded(score, 6));
-        cJSON_AddBoolToObject(o, "anomalous", anomalous);
-        cJSON_AddNumberToObject(o, "detected_pixels", detected);
-        cJSON_AddNumberToObject(o, "max_neg_log10_nfa", rounded(max_nfa, 3));
-        cJSON_AddNumberToObject(o, "width", width);
-        cJSON_AddNumberToObject(o, "height", height);
-        cJSON_AddStringToObject(o, "outputs", stem);
-    }
-    char *text = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!text) return uf_error("out of memory");
-    fprintf(f, "%s\n", text);
-    cJSON_free(text);
-    return UF_OK;
-}
-
-/* CSV field: quoted, with doubled quotes. */
-static void csv_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"') fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
 }
 
 /* The model-grid field f (gh, gw) on a W x H image: bilinear (align_corners=False)
@@ -395,11 +353,9 @@ static int predict_row(void *user, int index, const uf_image_summary *s, const c
         /* Policy: a bad image is reported and the others go on. */
         rep->n_failed++;
         uf_log(UF_LOG_ERROR, "%s", error);
-        csv_string(run->csv, path);
-        fputs(",,,,,,,,", run->csv);
-        csv_string(run->csv, error);
-        fputc('\n', run->csv);
-        return write_json_line(run->jsonl, path, 0, 0, 0, 0, 0, 0, NULL, error);
+        const uf_result_row row = {.image = path, .error = error};
+        uf_result_row_csv(run->csv, &row);
+        return uf_result_row_jsonl(run->jsonl, &row);
     }
     const char *stem = run->stems[index];
     rep->n_anomalous += s->anomalous;
@@ -409,13 +365,11 @@ static int predict_row(void *user, int index, const uf_image_summary *s, const c
         run->lab_label[rep->n_labelled] = (uint8_t)label;
         run->lab_detected[rep->n_labelled++] = (uint8_t)s->anomalous;
     }
-    csv_string(run->csv, path);
-    fprintf(run->csv, ",%.6f,%d,%d,%.3f,%d,%d,", s->score, s->anomalous, s->detected_pixels, s->max_neg_log10_nfa,
-            s->width, s->height);
-    csv_string(run->csv, stem);
-    fputs(",\n", run->csv);
-    return write_json_line(run->jsonl, path, s->score, s->anomalous, s->detected_pixels, s->max_neg_log10_nfa,
-                           s->width, s->height, stem, NULL);
+    const uf_result_row row = {.image = path, .score = s->score, .anomalous = s->anomalous,
+                               .detected_pixels = s->detected_pixels, .max_neg_log10_nfa = s->max_neg_log10_nfa,
+                               .width = s->width, .height = s->height, .outputs = stem};
+    uf_result_row_csv(run->csv, &row);
+    return uf_result_row_jsonl(run->jsonl, &row);
 }
 
 int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_predict_options *o,
@@ -462,7 +416,7 @@ int uf_predict(uf_model *m, const char *const *inputs, int n_inputs, const uf_pr
     if (uf_atomic_begin(&jsonl, jsonl_path) != UF_OK) goto out;
     jsonl_open = 1;
     run.csv = csv.fp, run.jsonl = jsonl.fp;
-    fprintf(csv.fp, "image,score,anomalous,detected_pixels,max_neg_log10_nfa,width,height,outputs,error\n");
+    fputs(UF_RESULTS_CSV_HEADER, csv.fp);
     const uf_pipeline_options po = {.batch = o->batch, .model_size_outputs = o->model_size_outputs,
                                     .workers = o->workers, .verbose = o->verbose};
     if (uf_pipeline_run(m, paths, ds->count, &po, predict_consume, predict_row, &run) != UF_OK) goto out;

@@ -4,7 +4,6 @@
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <microhttpd.h>
 #include <nettle/base64.h>
@@ -17,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io/result_rows.h" /* the row format; the model is reached through uflow.h only */
 #include "serve/page.h"
 #include "uflow.h"
 
@@ -155,12 +155,6 @@ static int add_png(cJSON *o, const uflow_result *r, const char *name) {
     return 0;
 }
 
-static double rounded(double v, int decimals) {
-    double scale = 1.0;
-    for (int i = 0; i < decimals; i++) scale *= 10.0;
-    return v == v && v < 1e300 && v > -1e300 ? (double)llround(v * scale) / scale : v;
-}
-
 /* Runs q's image on model m: fills q->code and q->reply. */
 static void predict(service *s, uflow_model *m, request *q) {
     uflow_result *r = uflow_predict_encoded(m, q->body, q->len, "request body", NULL);
@@ -176,15 +170,14 @@ static void predict(service *s, uflow_model *m, request *q) {
         pthread_mutex_unlock(&s->lock);
         return;
     }
-    cJSON *o = cJSON_CreateObject();
+    /* a results.jsonl row without image and outputs, then the images asked for */
+    const uf_result_row row = {.score = uflow_result_score(r), .anomalous = uflow_result_anomalous(r),
+                               .detected_pixels = uflow_result_detected_pixels(r),
+                               .max_neg_log10_nfa = uflow_result_max_neg_log10_nfa(r),
+                               .width = uflow_result_width(r), .height = uflow_result_height(r)};
+    cJSON *o = uf_result_row_json(&row);
     int ok = o != NULL;
     if (ok) {
-        cJSON_AddNumberToObject(o, "score", rounded(uflow_result_score(r), 6));
-        cJSON_AddBoolToObject(o, "anomalous", uflow_result_anomalous(r));
-        cJSON_AddNumberToObject(o, "detected_pixels", uflow_result_detected_pixels(r));
-        cJSON_AddNumberToObject(o, "max_neg_log10_nfa", rounded(uflow_result_max_neg_log10_nfa(r), 3));
-        cJSON_AddNumberToObject(o, "width", uflow_result_width(r));
-        cJSON_AddNumberToObject(o, "height", uflow_result_height(r));
         const char *names[3] = {"map", "mask", "overlay"};
         for (int k = 0; k < 3 && ok; k++)
             if (q->outputs & (1u << k)) ok = add_png(o, r, names[k]) == 0;

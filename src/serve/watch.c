@@ -7,9 +7,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +20,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/strset.h" /* a plain data structure; the model is reached through uflow.h only */
+/* the model is reached through uflow.h only; these two are plain data and formatting */
+#include "core/strset.h"
+#include "io/result_rows.h"
 #include "uflow.h"
 
 /* ---- the watcher ---------------------------------------------------------------- */
@@ -42,10 +44,14 @@ typedef struct {
     int n_done, n_failed;
 } watcher;
 
-static int fail(const char *fmt, const char *a, const char *b) {
+/* Prints "uflow watch: error: <fmt ...>" as one line; returns 1. */
+__attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "uflow watch: error: ");
-    fprintf(stderr, fmt, a, b);
+    vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
+    va_end(ap);
     return 1;
 }
 
@@ -66,39 +72,6 @@ static int is_image_name(const char *name) {
            !strcmp(ext, "tif") || !strcmp(ext, "tiff");
 }
 
-static void csv_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"') fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
-/* results.csv's row for one results.jsonl row (predict's columns). */
-static void csv_row(FILE *f, const cJSON *row) {
-    const cJSON *image = cJSON_GetObjectItemCaseSensitive(row, "image"), *err = cJSON_GetObjectItemCaseSensitive(row, "error");
-    csv_string(f, cJSON_IsString(image) ? image->valuestring : "");
-    if (cJSON_IsString(err)) {
-        fputs(",,,,,,,,", f);
-        csv_string(f, err->valuestring);
-        fputc('\n', f);
-        return;
-    }
-    const char *num[] = {"score", "anomalous", "detected_pixels", "max_neg_log10_nfa", "width", "height"};
-    for (int k = 0; k < 6; k++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(row, num[k]);
-        if (k == 0) fprintf(f, ",%.6f", cJSON_IsNumber(v) ? v->valuedouble : 0.0);
-        else if (k == 1) fprintf(f, ",%d", cJSON_IsTrue(v));
-        else if (k == 3) fprintf(f, ",%.3f", cJSON_IsNumber(v) ? v->valuedouble : 0.0);
-        else fprintf(f, ",%d", cJSON_IsNumber(v) ? v->valueint : 0);
-    }
-    fputc(',', f);
-    const cJSON *st = cJSON_GetObjectItemCaseSensitive(row, "outputs");
-    csv_string(f, cJSON_IsString(st) ? st->valuestring : "");
-    fputs(",\n", f);
-}
-
 static const char *base_name(const char *p) {
     const char *s = strrchr(p, '/');
     return s ? s + 1 : p;
@@ -115,7 +88,7 @@ static int open_journal(watcher *w) {
     struct stat st;
     if (fstat(w->journal, &st) != 0) return fail("cannot read '%s': %s", path, strerror(errno));
     char *text = malloc((size_t)st.st_size + 1);
-    if (!text) return fail("out of memory reading '%s'%s", path, "");
+    if (!text) return fail("out of memory reading '%s'", path);
     size_t len = 0;
     while (len < (size_t)st.st_size) {
         ssize_t r = pread(w->journal, text + len, (size_t)st.st_size - len, (off_t)len);
@@ -136,23 +109,22 @@ static int open_journal(watcher *w) {
         free(text);
         return fail("cannot write '%s': %s", tmp, strerror(errno));
     }
-    fprintf(csv, "image,score,anomalous,detected_pixels,max_neg_log10_nfa,width,height,outputs,error\n");
+    fputs(UF_RESULTS_CSV_HEADER, csv);
     int rc = 0;
     for (char *line = text, *next; *line && !rc; line = next) {
         next = strchr(line, '\n');
         *next++ = '\0';
-        cJSON *row = cJSON_Parse(line);
-        const cJSON *image = cJSON_GetObjectItemCaseSensitive(row, "image");
-        const cJSON *stem = cJSON_GetObjectItemCaseSensitive(row, "outputs");
-        if (!cJSON_IsString(image)) {
+        cJSON *o = cJSON_Parse(line);
+        uf_result_row row;
+        if (!o || uf_result_row_from_json(o, &row) != 0) {
             rc = fail("'%s': a line is not a results row: %.80s", path, line);
         } else {
-            csv_row(csv, row);
-            if (uf_strset_add(&w->taken, base_name(image->valuestring)) < 0 ||
-                (cJSON_IsString(stem) && uf_strset_add(&w->stems, stem->valuestring) < 0))
-                rc = fail("out of memory%s%s", "", "");
+            uf_result_row_csv(csv, &row);
+            if (uf_strset_add(&w->taken, base_name(row.image)) < 0 ||
+                (row.outputs && uf_strset_add(&w->stems, row.outputs) < 0))
+                rc = fail("out of memory");
         }
-        cJSON_Delete(row);
+        cJSON_Delete(o);
     }
     free(text);
     if (fflush(csv) != 0 || fsync(fileno(csv)) != 0) rc = rc ? rc : fail("cannot write '%s': %s", tmp, strerror(errno));
@@ -191,37 +163,31 @@ static int take(watcher *w, const char *name) {
         for (char *c = stem; *c; c++)
             if (*c == '.') *c = '_';
     }
-    cJSON *row = cJSON_CreateObject();
-    if (!row) return fail("out of memory%s%s", "", "");
-    cJSON_AddStringToObject(row, "image", path);
+    uf_result_row row = {.image = path};
+    char error[1024];
     uflow_result *r = uflow_predict_file(w->m, path, NULL);
     if (r) {
         if (uflow_result_write(r, w->o->out, stem, 0) != UFLOW_OK) {
-            const int rc = fail("%s%s", uflow_last_error(), " (the image is taken again at the next start)");
+            const int rc = fail("%s (the image is taken again at the next start)", uflow_last_error());
             uflow_result_free(r);
-            cJSON_Delete(row);
             return rc;
         }
-        cJSON_AddNumberToObject(row, "score", round(uflow_result_score(r) * 1e6) / 1e6);
-        cJSON_AddBoolToObject(row, "anomalous", uflow_result_anomalous(r));
-        cJSON_AddNumberToObject(row, "detected_pixels", uflow_result_detected_pixels(r));
-        const double nfa = uflow_result_max_neg_log10_nfa(r);
-        cJSON_AddNumberToObject(row, "max_neg_log10_nfa", isfinite(nfa) ? round(nfa * 1e3) / 1e3 : nfa);
-        cJSON_AddNumberToObject(row, "width", uflow_result_width(r));
-        cJSON_AddNumberToObject(row, "height", uflow_result_height(r));
-        cJSON_AddStringToObject(row, "outputs", stem);
+        row.score = uflow_result_score(r), row.anomalous = uflow_result_anomalous(r);
+        row.detected_pixels = uflow_result_detected_pixels(r);
+        row.max_neg_log10_nfa = uflow_result_max_neg_log10_nfa(r);
+        row.width = uflow_result_width(r), row.height = uflow_result_height(r), row.outputs = stem;
         uflow_result_free(r);
         w->n_done++;
     } else { /* predict's policy: a bad image gets a row with its error, and the others go on */
-        fprintf(stderr, "uflow watch: %s\n", uflow_last_error());
-        cJSON_AddStringToObject(row, "error", uflow_last_error());
+        snprintf(error, sizeof error, "%s", uflow_last_error());
+        fprintf(stderr, "uflow watch: %s\n", error);
+        row.error = error;
         w->n_failed++;
     }
-    char *text = cJSON_PrintUnformatted(row);
-    if (!text) {
-        cJSON_Delete(row);
-        return fail("out of memory%s%s", "", "");
-    }
+    cJSON *o = uf_result_row_json(&row);
+    char *text = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    if (!text) return fail("out of memory");
     /* the commit: the whole line in one write, then fsync */
     const size_t n = strlen(text);
     text[n] = '\n';
@@ -229,15 +195,14 @@ static int take(watcher *w, const char *name) {
     text[n] = '\0';
     int rc = 0;
     if (wr != (ssize_t)(n + 1) || fsync(w->journal) != 0) {
-        /* a short write would leave a torn line: cut it now if we can (else at the next start) */
+        /* a short write leaves a torn line: the next start cuts it */
         rc = fail("cannot append to results.jsonl in '%s': %s", w->o->out, strerror(errno ? errno : EIO));
     } else {
-        csv_row(w->csv, row);
+        uf_result_row_csv(w->csv, &row);
         fflush(w->csv);
-        if (uf_strset_add(&w->taken, name) < 0 || uf_strset_add(&w->stems, stem) < 0) rc = fail("out of memory%s%s", "", "");
+        if (uf_strset_add(&w->taken, name) < 0 || uf_strset_add(&w->stems, stem) < 0) rc = fail("out of memory");
     }
     cJSON_free(text);
-    cJSON_Delete(row);
     return rc;
 }
 
@@ -305,9 +270,9 @@ int uf_watch_run(const uf_watch_options *o) {
         return fail("'%s' is not a folder%s", o->dir, errno == ENOENT ? " (it does not exist)" : "");
     if (mkdir(o->out, 0755) != 0 && errno != EEXIST) return fail("cannot make '%s': %s", o->out, strerror(errno));
     if (o->threads > 0) uflow_set_threads(o->threads);
-    if (!(w.m = uflow_model_load(o->model, o->weights))) return fail("%s%s", uflow_last_error(), "");
+    if (!(w.m = uflow_model_load(o->model, o->weights))) return fail("%s", uflow_last_error());
     int rc = 0;
-    if (o->precision && uflow_model_set_precision(w.m, o->precision) != UFLOW_OK) rc = fail("%s%s", uflow_last_error(), "");
+    if (o->precision && uflow_model_set_precision(w.m, o->precision) != UFLOW_OK) rc = fail("%s", uflow_last_error());
     /* the watch first, then the scan: a file closed in between is in both, taken once */
     int in = rc ? -1 : inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (!rc && (in < 0 || inotify_add_watch(in, o->dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF) < 0))
@@ -318,7 +283,7 @@ int uf_watch_run(const uf_watch_options *o) {
     sigaddset(&sigs, SIGTERM);
     sigprocmask(SIG_BLOCK, &sigs, NULL);
     int sfd = rc ? -1 : signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (!rc && sfd < 0) rc = fail("signalfd: %s%s", strerror(errno), "");
+    if (!rc && sfd < 0) rc = fail("signalfd: %s", strerror(errno));
     if (!rc) rc = open_journal(&w);
     if (!rc) rc = scan(&w);
     if (!rc && !o->once) {
@@ -335,7 +300,7 @@ int uf_watch_run(const uf_watch_options *o) {
         struct pollfd pf[2] = {{in, POLLIN, 0}, {sfd, POLLIN, 0}};
         const int timeout = w.n_pend ? (o->settle_ms < 50 ? 50 : o->settle_ms / 2) : -1;
         if (poll(pf, 2, timeout) < 0 && errno != EINTR) {
-            rc = fail("poll: %s%s", strerror(errno), "");
+            rc = fail("poll: %s", strerror(errno));
             break;
         }
         if (pf[1].revents & POLLIN) break; /* SIGINT / SIGTERM: the image in progress was finished */
@@ -348,7 +313,7 @@ int uf_watch_run(const uf_watch_options *o) {
                 if (ev->mask & IN_Q_OVERFLOW) {
                     rc = scan(&w); /* events were lost: look at the folder itself */
                 } else if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) {
-                    rc = fail("the folder '%s' was removed or moved away%s", o->dir, "");
+                    rc = fail("the folder '%s' was removed or moved away", o->dir);
                 } else if (ev->len && is_image_name(ev->name) && !uf_strset_has(&w.taken, ev->name)) {
                     /* its writer closed it, or it was renamed in whole: take it now */
                     char path[4200];
