@@ -515,6 +515,32 @@ static int reorder_weights(bentry *e, const float *w, dnnl_memory_t to) {
     return run(e->wreorder, e->wscratch, 2, a);
 }
 
+/* The slot of e->ws for weight array w: *hit = 1 when it holds w's transform for w's present
+ * values (found by address, checked exactly against its copy of the values); else w's slot or
+ * the next one to reuse, its copy allocated and marked invalid until wslot_commit (the caller
+ * transforms into it). NULL when out of memory. */
+static struct wslot *wslot_find(bentry *e, const float *w, int *hit) {
+    const size_t nw = (size_t)e->g.c_out * e->g.c_in * e->g.k * e->g.k;
+    struct wslot *sl = NULL;
+    *hit = 0;
+    for (int i = 0; i < WSLOTS && !sl; i++)
+        if (e->ws[i].src == w) sl = &e->ws[i];
+    if (sl && memcmp(sl->copy, w, sizeof(float) * nw) == 0) {
+        *hit = 1;
+        return sl;
+    }
+    if (!sl) sl = &e->ws[e->next_ws++ % WSLOTS];
+    sl->src = NULL; /* valid again only once transformed */
+    if (!sl->copy && !(sl->copy = uf_alloc(sizeof(float) * nw))) return NULL;
+    return sl;
+}
+
+/* sl now holds the transform of w's present values. */
+static void wslot_commit(bentry *e, struct wslot *sl, const float *w) {
+    memcpy(sl->copy, w, sizeof(float) * (size_t)e->g.c_out * e->g.c_in * e->g.k * e->g.k);
+    sl->src = w;
+}
+
 /* The weights w in the primitive's format (fwd, bwd-data): the memory to pass as
  * DNNL_ARG_WEIGHTS, or NULL on failure. Winograd's weight transform is slow (oneDNN's
  * wino_reorder: up to 3x the convolution itself), so its results are kept per weight
@@ -526,42 +552,27 @@ static dnnl_memory_t load_weights(bentry *e, const float *w) {
         return e->wei;
     }
     if (!e->winograd) return reorder_weights(e, w, e->wei) ? e->wei : NULL;
-    const size_t nw = (size_t)e->g.c_out * e->g.c_in * e->g.k * e->g.k;
-    struct wslot *sl = NULL;
-    for (int i = 0; i < WSLOTS && !sl; i++)
-        if (e->ws[i].src == w) sl = &e->ws[i];
-    if (sl && memcmp(sl->copy, w, sizeof(float) * nw) == 0) return sl->wei;
-    if (!sl) {
-        sl = &e->ws[e->next_ws++ % WSLOTS];
-        const dnnl_memory_desc_t *md = NULL;
-        if (!sl->wei && (dnnl_memory_get_memory_desc(e->wei, &md) != dnnl_success ||
-                         dnnl_memory_create(&sl->wei, md, eng, DNNL_MEMORY_ALLOCATE) != dnnl_success))
-            return NULL;
-        if (!sl->copy && !(sl->copy = uf_alloc(sizeof(float) * nw))) return NULL;
-    }
-    sl->src = NULL; /* valid again only once transformed */
+    int hit;
+    struct wslot *sl = wslot_find(e, w, &hit);
+    if (!sl || hit) return sl ? sl->wei : NULL;
+    const dnnl_memory_desc_t *md = NULL;
+    if (!sl->wei && (dnnl_memory_get_memory_desc(e->wei, &md) != dnnl_success ||
+                     dnnl_memory_create(&sl->wei, md, eng, DNNL_MEMORY_ALLOCATE) != dnnl_success))
+        return NULL;
     if (!reorder_weights(e, w, sl->wei)) return NULL;
-    memcpy(sl->copy, w, sizeof(float) * nw);
-    sl->src = w;
+    wslot_commit(e, sl, w);
     return sl->wei;
 }
 
 /* Our Winograd's transformed weights for w (fwd, or bwd-data: transposed), cached in e->ws
  * as load_weights does for oneDNN's; NULL when out of memory. */
 static const float *own_weights(bentry *e, const float *w) {
-    const size_t nw = (size_t)e->g.c_out * e->g.c_in * 9;
-    struct wslot *sl = NULL;
-    for (int i = 0; i < WSLOTS && !sl; i++)
-        if (e->ws[i].src == w) sl = &e->ws[i];
-    if (sl && memcmp(sl->copy, w, sizeof(float) * nw) == 0) return sl->u;
-    if (!sl) {
-        sl = &e->ws[e->next_ws++ % WSLOTS];
-        if (!sl->u && !(sl->u = uf_alloc(sizeof(float) * uf_wino_weights_floats(e->g.c_in, e->g.c_out)))) return NULL;
-        if (!sl->copy && !(sl->copy = uf_alloc(sizeof(float) * nw))) return NULL;
-    }
+    int hit;
+    struct wslot *sl = wslot_find(e, w, &hit);
+    if (!sl || hit) return sl ? sl->u : NULL;
+    if (!sl->u && !(sl->u = uf_alloc(sizeof(float) * uf_wino_weights_floats(e->g.c_in, e->g.c_out)))) return NULL;
     uf_wino_transform_weights(e->g.c_in, e->g.c_out, w, e->pass == PASS_BWD_DATA, sl->u);
-    memcpy(sl->copy, w, sizeof(float) * nw);
-    sl->src = w;
+    wslot_commit(e, sl, w);
     return sl->u;
 }
 
