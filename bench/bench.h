@@ -41,6 +41,13 @@ int bench_predict_runs(struct uf_model *m, const char *dir, const struct uf_pred
  * requests/s and p50 / p99 latency. model_path NULL: an untrained ResNet-18 U-Flow at 256.
  * UF_OK / UF_ERR. */
 int bench_serve(const char *model_path, int size, int per_level, int workers, int threads);
+/* The benches' generated images: image i of a set of size x size synthetic fabric renders,
+ * every fourth with a defect (io/synth.h). UF_OK / UF_ERR. */
+struct uf_image;
+int bench_synth_image(int i, int size, struct uf_image **img);
+/* An untrained ResNet-18 U-Flow at 256 x 256 that can be saved (the benches' default model:
+ * the cost does not depend on the flow's values); NULL + error. */
+struct uf_model *bench_untrained_model(void);
 /* rm -rf dir (a warning on stderr when it cannot). */
 void bench_remove_tree(const char *dir);
 

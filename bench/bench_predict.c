@@ -47,12 +47,23 @@ int bench_predict_runs(uf_model *m, const char *dir, const uf_predict_options *p
     return rc;
 }
 
-/* n generated size x size PNGs in dir (every fourth with a defect). */
+int bench_synth_image(int i, int size, uf_image **img) {
+    const int defect = i % 4 == 3 ? (i / 4) % UF_SYNTH_N_DEFECTS : UF_SYNTH_NONE;
+    return uf_synth_render(7, UF_SYNTH_STREAM_TEST_DEFECT, i, defect, size, img, NULL);
+}
+
+uf_model *bench_untrained_model(void) {
+    uf_model *m = uf_model_create(UF_BACKBONE_RESNET, uf_shipped_weights(),
+                                  (uf_input_geometry){256, 256, UF_FIT_STRETCH}, 4, UF_LN_LOGDET, 1);
+    if (m) m->cfg.train.batch = BENCH_PREDICT_BATCH; /* an untrained model records no training batch */
+    return m;
+}
+
+/* n generated size x size PNGs in dir (bench_synth_image). */
 static int write_images(const char *dir, int n, int size) {
     for (int i = 0; i < n; i++) {
         uf_image *img = NULL;
-        int defect = i % 4 == 3 ? (i / 4) % UF_SYNTH_N_DEFECTS : UF_SYNTH_NONE;
-        if (uf_synth_render(7, UF_SYNTH_STREAM_TEST_DEFECT, i, defect, size, &img, NULL) != UF_OK) return UF_ERR;
+        if (bench_synth_image(i, size, &img) != UF_OK) return UF_ERR;
         char path[4300];
         snprintf(path, sizeof path, "%s/%03d.png", dir, i);
         int rc = uf_image_write_png(path, img);
@@ -100,15 +111,13 @@ int bench_predict(const char *model_path, const char *images, int n_images, int 
         if (uf_make_dirs(in_dir) != UF_OK || write_images(in_dir, n_images, size) != UF_OK) goto done;
         images = in_dir;
     }
-    m = model_path ? uf_model_load(model_path, NULL, NULL, NULL)
-                   : uf_model_create(UF_BACKBONE_RESNET, uf_shipped_weights(),
-                                     (uf_input_geometry){256, 256, UF_FIT_STRETCH}, 4, UF_LN_LOGDET, 1);
+    m = model_path ? uf_model_load(model_path, NULL, NULL, NULL) : bench_untrained_model();
     if (!m) goto done;
     /* Start-up: loading the model file (the backbone's sha256 checked), without and with the
      * hash cache (io/file_hash.h). */
     char model_file[4200];
     snprintf(model_file, sizeof model_file, "%s/model.safetensors", tmp);
-    if (!m->cfg.train.batch) m->cfg.train.batch = BENCH_PREDICT_BATCH; /* an untrained model records no training batch */
+    if (!m->cfg.train.batch) m->cfg.train.batch = BENCH_PREDICT_BATCH; /* a model file without one */
     if (uf_model_save(m, model_file, NULL) != UF_OK) goto done;
     double load_s[2] = {0, 0};
     const char *cache_env = getenv("UFLOW_CACHE_DIR");

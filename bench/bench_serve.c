@@ -5,7 +5,6 @@
  * and reading the whole answer. The model is the given one or, as bench predict's, an untrained
  * ResNet-18 U-Flow at 256 x 256 (the cost does not depend on the training). */
 #include <arpa/inet.h>
-#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -16,12 +15,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "backbone/shipped.h"
 #include "bench.h"
 #include "core/error.h"
 #include "core/timer.h"
 #include "io/image.h"
-#include "io/synth.h"
 #include "model/model.h"
 
 #define N_BODIES 8
@@ -132,8 +129,7 @@ int bench_serve(const char *model_path, int size, int per_level, int workers, in
     size_t total_bytes = 0;
     for (int i = 0; i < N_BODIES && rc == UF_OK; i++) {
         uf_image *img = NULL;
-        int defect = i % 4 == 3 ? (i / 4) % UF_SYNTH_N_DEFECTS : UF_SYNTH_NONE;
-        rc = uf_synth_render(7, UF_SYNTH_STREAM_TEST_DEFECT, i, defect, size, &img, NULL);
+        rc = bench_synth_image(i, size, &img);
         if (rc == UF_OK) rc = uf_image_encode_png(img, &run.data[i], &run.len[i]);
         total_bytes += run.len[i];
         uf_image_free(img);
@@ -141,9 +137,7 @@ int bench_serve(const char *model_path, int size, int per_level, int workers, in
     char model_file[4200];
     snprintf(model_file, sizeof model_file, "%s/model.safetensors", tmp);
     if (rc == UF_OK && !model_path) {
-        uf_model *m = uf_model_create(UF_BACKBONE_RESNET, uf_shipped_weights(),
-                                      (uf_input_geometry){256, 256, UF_FIT_STRETCH}, 4, UF_LN_LOGDET, 1);
-        if (m && !m->cfg.train.batch) m->cfg.train.batch = 8; /* an untrained model records no training batch */
+        uf_model *m = bench_untrained_model();
         rc = m ? uf_model_save(m, model_file, NULL) : UF_ERR;
         uf_model_free(m);
         model_path = model_file;
