@@ -60,7 +60,7 @@ static int path_kind(const char *path) {
 
 static int is_dir(const char *path) { return path_kind(path) == KIND_DIR; }
 
-static int has_image_ext(const char *name) {
+int uf_has_image_ext(const char *name) {
     const char *dot = strrchr(name, '.');
     if (!dot || dot == name) return 0;
     static const char *exts[] = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"};
@@ -207,7 +207,7 @@ static int list_dir(const char *dir, int what, strlist *out, int *n_entries, ski
         if (kind == KIND_DIR) k.dirs++;
         else if (bad_link) k.bad_links++;
         else if (kind != KIND_FILE) k.other++;
-        else if (!has_image_ext(e->d_name)) note_ext(&k, e->d_name);
+        else if (!uf_has_image_ext(e->d_name)) note_ext(&k, e->d_name);
         else if ((rc = strlist_push(out, e->d_name)) != UF_OK) break;
     }
     closedir(d);

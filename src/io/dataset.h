@@ -108,6 +108,9 @@ const char *uf_dataset_layout_name(uf_dataset_layout layout);
  * anomalous samples: their mask file); 0 for an anomalous sample whose mask is
  * missing, which pixel metrics must skip. */
 int uf_sample_has_pixel_gt(const uf_sample *s);
+/* 1 when a file name has an extension the folder scans take: .png .jpg .jpeg .bmp .tif .tiff,
+ * any case (a name that is only an extension, ".png", has none). */
+int uf_has_image_ext(const char *name);
 
 /* Loads the ground-truth mask of an image of size width x height as a 1-channel
  * image with values 0 or 255 (binarised: > 127 is anomalous). The values stay

@@ -3,7 +3,6 @@
 #include "serve/watch.h"
 
 #include <cjson/cJSON.h>
-#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -20,8 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
-/* the model is reached through uflow.h only; these two are plain data and formatting */
+/* the model is reached through uflow.h only; these are plain data, the file-name rule and formatting */
 #include "core/strset.h"
+#include "io/dataset.h"
 #include "io/result_rows.h"
 #include "uflow.h"
 
@@ -61,16 +61,8 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int is_image_name(const char *name) {
-    if (name[0] == '.') return 0;
-    const char *dot = strrchr(name, '.');
-    if (!dot) return 0;
-    char ext[8] = {0};
-    for (int i = 0; i < 7 && dot[1 + i]; i++) ext[i] = (char)tolower((unsigned char)dot[1 + i]);
-    if (strlen(dot + 1) > 5) return 0;
-    return !strcmp(ext, "png") || !strcmp(ext, "jpg") || !strcmp(ext, "jpeg") || !strcmp(ext, "bmp") ||
-           !strcmp(ext, "tif") || !strcmp(ext, "tiff");
-}
+/* The files taken: not hidden, with an extension the folder scans of uflow predict take. */
+static int is_image_name(const char *name) { return name[0] != '.' && uf_has_image_ext(name); }
 
 static const char *base_name(const char *p) {
     const char *s = strrchr(p, '/');
