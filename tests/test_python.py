@@ -16,7 +16,7 @@ import numpy as np
 
 import uflow
 
-from harness import check, run_test, summary
+from harness import check, demo_model, predict_files, run_test, summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UFLOW = os.path.join(ROOT, "build", "uflow")
@@ -203,14 +203,10 @@ def test_dask(T, model, test_dir, cli):
 def main():
     T = tempfile.mkdtemp(prefix="uflow-py.")
     try:
-        demo = os.path.join(T, "demo")
-        subprocess.run([UFLOW, "demo", "-o", demo, "--epochs", "2", "--size", "64", "--threads", "1"], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        model, data = os.path.join(demo, "model.safetensors"), os.path.join(demo, "data")
+        model, data = demo_model(UFLOW, T)
         test_dir = os.path.join(data, "test")
         cli = os.path.join(T, "cli")
-        subprocess.run([UFLOW, "predict", "--model", model, "-o", cli, "--threads", "1", test_dir], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        predict_files(UFLOW, model, cli, test_dir)
         uflow.set_threads(1)
         check(uflow.version() == subprocess.run([UFLOW, "--version"], capture_output=True, text=True).stdout.split()[1],
               "version %s" % uflow.version())

@@ -20,7 +20,7 @@ import threading
 import time
 import zlib
 
-from harness import check, run_test, summary
+from harness import check, demo_model, predict_files, run_test, summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UFLOW = os.environ.get("UFLOW_BIN", os.path.join(ROOT, "build", "uflow"))  # UFLOW_BIN: another build
@@ -333,13 +333,10 @@ def test_sigterm(model, img, rows, name):
 def main():
     T = tempfile.mkdtemp(prefix="uflow-serve.")
     try:
-        demo = os.path.join(T, "demo")
-        subprocess.run([UFLOW, "demo", "-o", demo, "--epochs", "2", "--size", "64", "--threads", "1"], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        model, test_dir = os.path.join(demo, "model.safetensors"), os.path.join(demo, "data", "test", "hole")
+        model, data = demo_model(UFLOW, T)
+        test_dir = os.path.join(data, "test", "hole")
         cli = os.path.join(T, "cli")
-        subprocess.run([UFLOW, "predict", "--model", model, "-o", cli, "--threads", "1", test_dir], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        predict_files(UFLOW, model, cli, test_dir)
         rows = cli_rows(os.path.join(cli, "results.csv"))
         images = {n: open(os.path.join(test_dir, n), "rb").read() for n in sorted(os.listdir(test_dir))}
         tok = os.path.join(T, "token")

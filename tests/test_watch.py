@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 
-from harness import check, raised, summary
+from harness import check, demo_model, predict_files, raised, summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UFLOW = os.environ.get("UFLOW_BIN", os.path.join(ROOT, "build", "uflow"))  # UFLOW_BIN: another build
@@ -66,13 +66,10 @@ def copy_renamed(src, dir_, name):
 def main():
     T = tempfile.mkdtemp(prefix="uflow-watch.")
     try:
-        demo = os.path.join(T, "demo")
-        subprocess.run([UFLOW, "demo", "-o", demo, "--epochs", "2", "--size", "64", "--threads", "1"], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        model, test = os.path.join(demo, "model.safetensors"), os.path.join(demo, "data", "test")
+        model, data = demo_model(UFLOW, T)
+        test = os.path.join(data, "test")
         cli = os.path.join(T, "cli")
-        subprocess.run([UFLOW, "predict", "--model", model, "-o", cli, "--threads", "1", test], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        predict_files(UFLOW, model, cli, test)
         want = {}  # flat name -> predict's row
         for r in csv.DictReader(open(os.path.join(cli, "results.csv"), newline="")):
             rel = os.path.relpath(r["image"], test)
