@@ -213,9 +213,7 @@ unsigned char *uf_png_fast_read(const unsigned char *data, size_t len, int width
             if (seen_idat) idat_done = 1;
             if (!memcmp(type, "tRNS", 4) || !memcmp(type, "IHDR", 4)) return NULL;
             if (!memcmp(type, "IEND", 4)) break;
-            if (!(type[0] & 0x20)) { /* a critical chunk other than IHDR, PLTE, IDAT, IEND */
-                if (memcmp(type, "PLTE", 4) != 0) return NULL;
-            }
+            if (!(type[0] & 0x20) && memcmp(type, "PLTE", 4) != 0) return NULL; /* an unknown critical chunk */
         }
         pos += 12 + n;
     }
