@@ -1,4 +1,4 @@
-/* Anomaly map (spec 6) vs a torch computation on random latents. */
+/* Anomaly map (spec 6) vs a torch computation on random latents; its smoothing vs scipy. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,8 +60,42 @@ static void test_anomaly_map_errors(void) {
     CHECK(s == 0.f && a[5] == 0.f, "A of zero latents %g", s);
 }
 
+/* uf_map_smooth against scipy.ndimage.gaussian_filter1d (tools/make_detect_refs.py smooth). The
+ * sums have at most 129 taps of weights summing to 1 over values in [0, 1]: 1e-6 is a few ulps. */
+static void test_map_smooth_vs_scipy(void) {
+    tref_file *f = tref_open("tests/data/detect/map_smooth.safetensors");
+    CHECK(f != NULL, "reference file");
+    if (!f) return;
+    char name[32];
+    for (int k = 0; k < 5; k++) {
+        snprintf(name, sizeof name, "c%d_map", k);
+        const tref_tensor *in = tref_get(f, name);
+        snprintf(name, sizeof name, "c%d_sigma", k);
+        const tref_tensor *sg = tref_get(f, name);
+        snprintf(name, sizeof name, "c%d_ref", k);
+        const tref_tensor *ref = tref_get(f, name);
+        CHECK(in && sg && ref, "case %d in the reference file", k);
+        if (!in || !sg || !ref) break;
+        const int h = (int)in->shape[0], w = (int)in->shape[1];
+        const float *sigma = sg->data, *want = ref->data;
+        float *m = malloc(sizeof(float) * h * w);
+        memcpy(m, in->data, sizeof(float) * h * w);
+        CHECK(uf_map_smooth(m, h, w, sigma[0], sigma[1]) == UF_OK, "%s", uf_last_error());
+        double err = 0;
+        for (int i = 0; i < h * w; i++) err = fmax(err, fabs((double)m[i] - want[i]));
+        CHECK(err <= 1e-6, "case %d: max abs err %g", k, err);
+        printf("  case %d: %dx%d, sigma %.1f x %.1f: max abs err %.2e\n", k, h, w, sigma[0], sigma[1], err);
+        free(m);
+    }
+    tref_close(f);
+    /* sigma 0 on both axes leaves the map as it is */
+    float one[6] = {0, 1, 2, 3, 4, 5};
+    CHECK(uf_map_smooth(one, 2, 3, 0.f, 0.f) == UF_OK && one[4] == 4.f, "sigma 0 must be the identity");
+}
+
 int main(void) {
     UF_TEST(test_anomaly_map_vs_torch);
     UF_TEST(test_anomaly_map_errors);
+    UF_TEST(test_map_smooth_vs_scipy);
     return uf_test_summary();
 }

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Writes the small references under tests/data/detect/ used by tests/test_interp.c,
-test_anomaly_map.c, test_nfa.c and test_metrics.c.
+test_anomaly_map.c (map and smoothing), test_nfa.c and test_metrics.c.
 
 Run from the repository root:  python3 tools/make_detect_refs.py [section ...]
-Sections: interp anomaly nfa_tree block metrics (default: all).
+Sections: interp anomaly smooth nfa_tree block metrics (default: all).
 
 Sources of truth (independent of the C code):
   * interpolation and anomaly map: torch.nn.functional.interpolate (torch 1.13);
+  * map smoothing: scipy.ndimage.gaussian_filter1d (reflect, truncate 4);
   * tree NFA: a plain Python/numpy re-implementation (dict/list tree built by
     flooding each upper level set, no union-find), written from spec 7.1;
   * log10 N_T: mpmath with 50 digits;
@@ -448,7 +449,30 @@ def sec_metrics():
     write_st_logged(f"{OUT}/metrics.safetensors", t)
 
 
-SECTIONS = {"interp": sec_interp, "anomaly": sec_anomaly, "nfa_tree": sec_nfa_tree, "block": sec_block,
+def sec_smooth():
+    """uf_map_smooth against scipy's Gaussian filter (mode reflect, truncate 4): maps with a
+    few peaks, sigmas per axis, one kernel wider than its map (repeated mirroring)."""
+    from scipy import ndimage
+    rng = np.random.RandomState(5)
+    t = {}
+    cfgs = [((37, 53), 4.0, 4.0), ((20, 300), 2.5, 6.0), ((5, 7), 4.0, 3.0), ((64, 48), 16.0, 0.0),
+            ((9, 11), 0.3, 1.0)]
+    for k, ((h, w), sx, sy) in enumerate(cfgs):
+        m = rng.uniform(0.0, 0.2, (h, w)).astype(np.float32)
+        for _ in range(3):
+            m[rng.randint(h), rng.randint(w)] = 1.0
+        ref = m.astype(np.float64)
+        if sx > 0:
+            ref = ndimage.gaussian_filter1d(ref, sx, axis=1, mode="reflect", truncate=4.0)
+        if sy > 0:
+            ref = ndimage.gaussian_filter1d(ref, sy, axis=0, mode="reflect", truncate=4.0)
+        t[f"c{k}_map"] = m
+        t[f"c{k}_sigma"] = np.array([sx, sy], np.float32)
+        t[f"c{k}_ref"] = ref.astype(np.float32)
+    write_st_logged(f"{OUT}/map_smooth.safetensors", t)
+
+
+SECTIONS = {"interp": sec_interp, "anomaly": sec_anomaly, "smooth": sec_smooth, "nfa_tree": sec_nfa_tree, "block": sec_block,
             "metrics": sec_metrics}
 
 if __name__ == "__main__":

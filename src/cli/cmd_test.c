@@ -41,6 +41,7 @@ int cmd_test(int argc, char **argv) {
     uf_evaluate_options o = {.eval_size = 256, .batch = 8, .verbose = 1};
     const char *model = NULL, *weights = NULL, *backbone = NULL, *out = NULL, *nfa = "tree", *precision = "fp32";
     int threads = 0;
+    double map_sigma = -1.0;
     const cli_opt opts[] = {
         {"model", OPT_STRING, &model, 0, 0, "model file written by 'uflow train'"},
         {"data", OPT_STRING, &o.data_dir, 0, 0,
@@ -58,6 +59,8 @@ int cmd_test(int argc, char **argv) {
         {"batch", OPT_INT, &o.batch, 1, 256, "images per batch"},
         {"nfa", OPT_STRING, &nfa, 0, 0, "tree (current official) | block (older binomial NFA)"},
         {"precision", OPT_STRING, &precision, 0, 0, "the backbone's arithmetic: fp32 | bf16 | auto (as uflow predict)"},
+        {"map-sigma", OPT_DOUBLE, &map_sigma, 0, UF_MAP_SIGMA_MAX,
+         "the anomaly map's smoothing in input pixels instead of the model's (0: the spec's map)"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
     };
     char *pos[1];
@@ -80,6 +83,7 @@ int cmd_test(int argc, char **argv) {
     uf_set_num_threads(threads);
     uf_model *m = cli_load_model("test", model, weights, backbone, precision);
     if (!m) return 1;
+    if (map_sigma >= 0) m->cfg.map_sigma = map_sigma;
     uf_evaluate_report rep;
     int rc = uf_evaluate(m, &o, &rep);
     if (rc == UF_OK) {

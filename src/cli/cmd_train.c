@@ -93,6 +93,8 @@ int cmd_train(int argc, char **argv) {
         {"tile-overlap", OPT_INT, &o.tile_overlap, 0, 8192, "pixels shared by neighbouring tiles (default 1/8 tile)"},
         {"calib-rate", OPT_DOUBLE, &o.calib_rate, 0, 0.5,
          "share of normal images allowed a detection by the calibrated NFA (0.05; 0: uncalibrated)"},
+        {"map-sigma", OPT_DOUBLE, &o.map_sigma, 0, UF_MAP_SIGMA_MAX,
+         "Gaussian smoothing of the anomaly map, in input pixels (default 4; 0: the spec's map)"},
         {"resume", OPT_FLAG, &resume, 0, 0, "continue the training saved in the output file"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
     };

@@ -3,10 +3,14 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/error.h"
 #include "core/interp.h"
 #include "core/tensor.h"
+
+/* The widest smoothing kernel: radius 64 (sigma 16); wider sigmas are cut. */
+#define UF_MAP_SMOOTH_MAX_R 64
 
 void uf_latent_mean_sq(const float *z, int c, int h, int w, float *out) {
     const size_t n = (size_t)h * (size_t)w;
@@ -78,5 +82,64 @@ int uf_anomaly_map(const uf_latent_view *scales, int n_scales, int out_h, int ou
     }
     if (image_score) *image_score = mx;
     uf_free(prob), uf_free(up);
+    return UF_OK;
+}
+
+/* Normalised Gaussian taps k[0..2r] for sigma; r is returned (at most UF_MAP_SMOOTH_MAX_R). */
+static int gaussian_taps(float sigma, float *k) {
+    int r = (int)(4.0f * sigma + 0.5f);
+    if (r > UF_MAP_SMOOTH_MAX_R) r = UF_MAP_SMOOTH_MAX_R;
+    double tot = 0.0, t[2 * UF_MAP_SMOOTH_MAX_R + 1];
+    for (int j = -r; j <= r; j++) tot += t[j + r] = exp(-0.5 * (double)j * j / ((double)sigma * sigma));
+    for (int j = 0; j <= 2 * r; j++) k[j] = (float)(t[j] / tot);
+    return r;
+}
+
+/* Index q of an n-long axis mirrored at its edges, as often as it takes (a kernel wider than
+ * the axis): -1 -> 0, -2 -> 1, n -> n - 1 ... */
+static inline int mirror(int q, int n) {
+    while (q < 0 || q >= n) q = q < 0 ? -q - 1 : 2 * n - q - 1;
+    return q;
+}
+
+int uf_map_smooth(float *map, int h, int w, float sigma_x, float sigma_y) {
+    if (!(sigma_x > 0) && !(sigma_y > 0)) return UF_OK;
+    const int side = w > h ? w : h;
+    float *pad = malloc(sizeof(float) * (size_t)(side + 2 * UF_MAP_SMOOTH_MAX_R));
+    float *acc = malloc(sizeof(float) * (size_t)w);
+    float *col = malloc(sizeof(float) * (size_t)h * w);
+    if (!pad || !acc || !col) {
+        free(pad), free(acc), free(col);
+        return uf_error("map smoothing: out of memory");
+    }
+    float k[2 * UF_MAP_SMOOTH_MAX_R + 1];
+    if (sigma_x > 0) { /* along rows: each row mirrored into pad, then taps outer, pixels inner */
+        const int r = gaussian_taps(sigma_x, k);
+        for (int y = 0; y < h; y++) {
+            float *row = map + (size_t)y * w;
+            for (int x = -r; x < w + r; x++) pad[x + r] = row[mirror(x, w)];
+            for (int x = 0; x < w; x++) acc[x] = 0.0f;
+            for (int j = 0; j <= 2 * r; j++) {
+                const float kj = k[j];
+                const float *src = pad + j;
+                for (int x = 0; x < w; x++) acc[x] += kj * src[x];
+            }
+            memcpy(row, acc, sizeof(float) * (size_t)w);
+        }
+    }
+    if (sigma_y > 0) { /* along columns: whole rows at a time */
+        const int r = gaussian_taps(sigma_y, k);
+        memcpy(col, map, sizeof(float) * (size_t)h * w);
+        for (int y = 0; y < h; y++) {
+            float *out = map + (size_t)y * w;
+            for (int x = 0; x < w; x++) out[x] = 0.0f;
+            for (int j = -r; j <= r; j++) {
+                const float kj = k[j + r];
+                const float *src = col + (size_t)mirror(y + j, h) * w;
+                for (int x = 0; x < w; x++) out[x] += kj * src[x];
+            }
+        }
+    }
+    free(pad), free(acc), free(col);
     return UF_OK;
 }

@@ -180,6 +180,25 @@ static void mean_z2(const uf_model *m, float *const *z, int i, int n, double *ou
     }
 }
 
+/* The map of a model with map_sigma > 0 (model.h): the spec's map at the model input's size,
+ * smoothed there (sigma in input pixels), then resized bilinearly to oh x ow; the score is the
+ * smoothed map's maximum at the input's size, so it does not depend on the output size. */
+static int smoothed_map(const uf_model *m, const uf_latent_view *v, int oh, int ow, float *amap, float *score) {
+    const int W = m->cfg.input.width, H = m->cfg.input.height;
+    float *in = (oh == H && ow == W) ? amap : malloc(sizeof(float) * (size_t)W * H);
+    if (!in) return uf_error("anomaly map: out of memory");
+    int rc = uf_anomaly_map(v, m->cfg.flow.n_scales, H, W, in, NULL);
+    if (rc == UF_OK) rc = uf_map_smooth(in, H, W, (float)m->cfg.map_sigma, (float)m->cfg.map_sigma);
+    if (rc == UF_OK) {
+        float mx = -INFINITY;
+        for (size_t p = 0; p < (size_t)W * H; p++) mx = in[p] > mx ? in[p] : mx;
+        if (score) *score = mx;
+        if (in != amap) uf_interp_bilinear(in, 1, H, W, amap, oh, ow);
+    }
+    if (in != amap) free(in);
+    return rc;
+}
+
 /* Map and -log10 NFA of the latents of item i of z (one image, or one tile of an image of
  * n_tiles tiles) at oh x ow. UF_OK, or UF_ERR with the reason in err. */
 static int detect_one(const uf_batch *b, uf_model *m, float *const *z, int i, int n_tiles, int oh, int ow, float *amap,
@@ -197,7 +216,8 @@ static int detect_one(const uf_batch *b, uf_model *m, float *const *z, int i, in
         return UF_ERR;
     }
     const uf_nfa_null null = uf_model_nfa_null(&m->cfg, n_tiles);
-    int rc = uf_anomaly_map(v, L, oh, ow, amap, score);
+    const int smooth = m->cfg.map_sigma > 0 && n_tiles == 1 && !b->tiled;
+    int rc = smooth ? smoothed_map(m, v, oh, ow, amap, score) : uf_anomaly_map(v, L, oh, ow, amap, score);
     if (rc == UF_OK)
         rc = b->nfa_block ? uf_nfa_block_score(v, L, NFA_BLOCK_WIN, NFA_BLOCK_PTHR, oh, ow, nfa)
                           : uf_nfa_tree_score_null(v, L, &null, oh, ow, nfa);
@@ -264,6 +284,13 @@ static int run_tiled_image(uf_batch *b, uf_model *m, int i, double *t_lat, doubl
     }
     if (rc != UF_OK || b->error[i][0]) goto out;
     uf_tile_stitch_end(&g, sum, weight);
+    /* a tiled model's smoothing runs on the stitched map: tiles are at the input's scale, so the
+     * working resolution's pixels are input pixels */
+    if (m->cfg.map_sigma > 0 && uf_map_smooth(sum, g.work_h, g.work_w, (float)m->cfg.map_sigma,
+                                              (float)m->cfg.map_sigma) != UF_OK) {
+        snprintf(b->error[i], UF_BATCH_ERROR_LEN, "image '%s': %s", b->paths[i], uf_last_error());
+        goto out;
+    }
     float mx = -INFINITY;
     for (size_t p = 0; p < nw; p++) mx = sum[p] > mx ? sum[p] : mx;
     b->score[i] = mx;

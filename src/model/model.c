@@ -168,6 +168,7 @@ static int write_metadata(uf_st_writer *w, const uf_model *m, const uf_adam *opt
         rc |= meta_set(w, "uflow.tile_overlap", "%d", c->tiling.overlap);
         rc |= meta_set(w, "uflow.tile_max_short", "%d", c->tiling.max_short);
     }
+    if (c->map_sigma > 0) rc |= meta_set(w, "uflow.map_sigma", "%.17g", c->map_sigma);
     if (c->calib.n_images > 0) {
         char z2[160];
         size_t used = 0;
@@ -361,6 +362,12 @@ static int read_tiling_and_calibration(const uf_safetensors *st, uf_model_config
         if (meta_int(st, "uflow.tile_overlap", 0, shorter - 1, &c->tiling.overlap) != UF_OK ||
             meta_int(st, "uflow.tile_max_short", 0, UF_IMAGE_MAX_SIDE, &c->tiling.max_short) != UF_OK)
             return UF_ERR;
+    }
+    if (uf_st_metadata_get(st, "uflow.map_sigma")) { /* absent: 0, the spec's map */
+        if (meta_double(st, "uflow.map_sigma", &c->map_sigma) != UF_OK) return UF_ERR;
+        if (!(c->map_sigma >= 0 && c->map_sigma <= UF_MAP_SIGMA_MAX))
+            return uf_error("%s: metadata 'uflow.map_sigma' = %g is out of range (0..%g)", uf_st_path(st),
+                            c->map_sigma, (double)UF_MAP_SIGMA_MAX);
     }
     if (!uf_st_metadata_get(st, "uflow.calib_images")) return UF_OK;
     uf_calibration *k = &c->calib;

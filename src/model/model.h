@@ -81,6 +81,9 @@ typedef struct uf_model_config {
     char stop_reason[160];
     uf_tiling tiling;            /* io/tiling.h: off (every model before it), or tiles of input's size */
     uf_calibration calib;
+    /* Gaussian smoothing of the anomaly map, sigma in model-input pixels (0: the spec's map, as
+     * every model before it); the image score is the smoothed map's maximum. model/batch.c. */
+    double map_sigma;
 } uf_model_config;
 
 typedef struct uf_model {
@@ -95,6 +98,12 @@ typedef struct uf_model {
 /* Validation (held-out normal images): the band of per-scale mean z^2 inside which the
  * latents of unseen normal images count as calibrated, i.e. N(0, 1) enough for the
  * automatic NFA threshold. Symmetric in log: 1/1.25 = 0.8. */
+/* Anomaly-map smoothing (cfg.map_sigma): what `uflow train` records unless told otherwise, and
+ * the widest accepted. 4 input pixels is one cell of the finest (1/4) latent grid, the smoothing
+ * PatchCore and anomalib apply to their maps; measured on MTD and BSD (docs/results.md). */
+#define UF_MAP_SIGMA_DEFAULT 4.0
+#define UF_MAP_SIGMA_MAX 16.0
+
 #define UF_VAL_Z2_LOW 0.8
 #define UF_VAL_Z2_HIGH 1.25
 /* 1 when the model's recorded validation z^2 is inside [UF_VAL_Z2_LOW, UF_VAL_Z2_HIGH] at every

@@ -48,6 +48,7 @@ uf_train_options uf_train_default_options(void) {
     o.tile = -1;
     o.tile_overlap = -1;
     o.calib_rate = UF_CALIB_RATE;
+    o.map_sigma = -1.0;
     o.verbose = 1;
     return o;
 }
@@ -675,6 +676,7 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
             goto done;
         }
         m->cfg.train.epochs = o->epochs > m->cfg.train.epochs ? o->epochs : m->cfg.train.epochs;
+        if (o->map_sigma >= 0) m->cfg.map_sigma = o->map_sigma;
         if (o->max_images >= 0 && o->max_images != m->cfg.train_max_images && m->cfg.train_inputs_sha256[0]) {
             uf_error("%s: --resume with --max-images %d, but the checkpoint was trained with --max-images %d",
                      o->out_path, o->max_images, m->cfg.train_max_images);
@@ -686,6 +688,7 @@ int uf_train(const uf_train_options *o, uf_train_report *report) {
         m->cfg.train = (uf_train_settings){o->epochs, o->batch, o->lr, o->weight_decay, o->seed, o->anomalib_loss};
         snprintf(m->cfg.train_data, sizeof m->cfg.train_data, "%s", o->data_dir);
         m->cfg.train_max_images = o->max_images > 0 ? o->max_images : 0;
+        m->cfg.map_sigma = o->map_sigma >= 0 ? o->map_sigma : UF_MAP_SIGMA_DEFAULT;
         if (!(o->val_split >= 0.0 && o->val_split < 1.0)) {
             uf_error("--val-split %g: expected a fraction in [0, 1)", o->val_split);
             goto done;

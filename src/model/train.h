@@ -76,6 +76,8 @@ typedef struct uf_train_options {
                               tile's shorter side), -1 none (the image's own resolution) */
     double calib_rate;     /* model/calibration.h: share of normal images allowed a detection, 0.05 (0: the
                               spec's uncalibrated test) */
+    double map_sigma;      /* the anomaly map's smoothing recorded in the model (model.h cfg.map_sigma), in
+                              input pixels; -1 (default): UF_MAP_SIGMA_DEFAULT, or on resume the checkpoint's */
     int resume;            /* continue from out_path */
     int stop_after;        /* >0: stop (with a checkpoint) after this many epochs in this run (tests) */
     const char *feature_cache; /* folder of stored features (see model/feature_store.h); "auto" (the default):
