@@ -23,6 +23,7 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "core/timer.h"
+#include "detect/anomaly_map.h"
 #include "eval/metrics.h"
 #include "io/json_file.h"
 #include "io/dataset.h"
@@ -354,6 +355,9 @@ static int test_done(knn_ctx *k, void *user, const knn_image *im) {
     if (im->grid) { /* the stitched map at the image's own size, as uflow test scores tiled models */
         const uf_tile_grid *g = im->grid;
         uf_tile_stitch_end(g, t->sum, t->weight);
+        /* the model's map smoothing, as the flow's map gets it (model/batch.c) */
+        const float sg = (float)k->m->cfg.map_sigma;
+        if (sg > 0 && uf_map_smooth(t->sum, g->work_h, g->work_w, sg, sg) != UF_OK) return UF_ERR;
         ew = im->w, eh = im->h;
         const size_t n = (size_t)ew * eh;
         if (n > t->map_cap) {
@@ -366,6 +370,9 @@ static int test_done(knn_ctx *k, void *user, const knn_image *im) {
             memcpy(t->amap, t->sum, n * sizeof(float));
         else
             uf_interp_bilinear(t->sum, 1, g->work_h, g->work_w, t->amap, eh, ew);
+    } else if (k->m->cfg.map_sigma > 0) { /* the eval grid's map, smoothed in input pixels */
+        const float sg = (float)k->m->cfg.map_sigma;
+        if (uf_map_smooth(t->amap, eh, ew, sg * ew / k->W, sg * eh / k->H) != UF_OK) return UF_ERR;
     }
     const size_t n = (size_t)ew * eh;
     float mx = -INFINITY;
@@ -376,7 +383,7 @@ static int test_done(knn_ctx *k, void *user, const knn_image *im) {
         t->n_skipped++;
         return UF_OK;
     }
-    if (uf_evaluate_gt(k->m, im->s, im->w, im->h, ew, eh, t->gt) != UF_OK) return UF_ERR;
+    if (uf_evaluate_gt(k->m, im->s, im->w, im->h, ew, eh, k->m->cfg.tiling.enabled, t->gt) != UF_OK) return UF_ERR;
     if (uf_eval_add(t->ev, eh, ew, t->amap, NULL, t->gt, im->s->label, NAN) != UF_OK)
         return uf_error_prefix("%s", im->s->image_path);
     t->n_masked_anomalous += im->s->label != 0;

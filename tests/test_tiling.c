@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "core/interp.h"
 #include "detect/anomaly_map.h"
 #include "detect/nfa_tree.h"
 #include "harness.h"
@@ -232,6 +233,76 @@ static void check_stitch(int overlap) {
 static void test_stitched_fields_equal_tiles(void) {
     check_stitch(0);
     check_stitch(16);
+}
+
+/* One image through a batch of model m with its map at out_w x out_h (a tiled model: at the
+ * image's size): copies of the map and the NFA field, and the score. */
+static void run_one(uf_model *m, const uf_image *img, int out_w, int out_h, float *map, float *nfa, float *score) {
+    uf_batch b;
+    CHECK(uf_batch_init(&b, m, 2, out_w, out_h) == UF_OK, "%s", uf_last_error());
+    const char *name = "img";
+    CHECK(uf_batch_load_images(&b, m, &img, &name, 1) == 0 && uf_batch_run(&b, m, NULL, NULL) == UF_OK &&
+              !b.error[0][0],
+          "%s %s", uf_last_error(), b.error[0]);
+    const size_t n = b.tiled ? (size_t)img->width * img->height : (size_t)out_w * out_h;
+    memcpy(map, b.tiled ? b.tiled_amap[0] : b.amap, n * sizeof(float));
+    memcpy(nfa, b.tiled ? b.tiled_nfa[0] : b.nfa, n * sizeof(float));
+    *score = b.score[0];
+    uf_batch_free(&b);
+}
+
+static float max_of(const float *a, size_t n) {
+    float mx = -INFINITY;
+    for (size_t i = 0; i < n; i++) mx = a[i] > mx ? a[i] : mx;
+    return mx;
+}
+
+/* cfg.map_sigma: the spec's map at the input's size, smoothed, resized to the output, and the
+ * score its maximum; a tiled model's stitched map smoothed at the working resolution. The NFA
+ * never changes. */
+static void test_map_smoothing_in_batch(void) {
+    uf_model *m = uf_model_create(UF_BACKBONE_RESNET, WEIGHTS, (uf_input_geometry){64, 64, UF_FIT_STRETCH}, 1,
+                                  UF_LN_LOGDET, 3);
+    CHECK(m != NULL, "%s", uf_last_error());
+    if (!m) return;
+    uf_image *img = NULL;
+    CHECK(uf_synth_render(4, UF_SYNTH_STREAM_TEST_DEFECT, 1, UF_SYNTH_HOLE, 160, &img, NULL) == UF_OK, "%s",
+          uf_last_error());
+    const size_t big = 160 * 160;
+    float *a0 = malloc(big * sizeof(float)), *a3 = malloc(big * sizeof(float)), *n0 = malloc(big * sizeof(float)),
+          *n3 = malloc(big * sizeof(float)), *want = malloc(big * sizeof(float)), s0, s3;
+    /* not tiled, output at the input's size */
+    CHECK(m->cfg.map_sigma == 0.0, "a created model has the spec's map");
+    run_one(m, img, 64, 64, a0, n0, &s0);
+    m->cfg.map_sigma = 3.0;
+    run_one(m, img, 64, 64, a3, n3, &s3);
+    memcpy(want, a0, 4096 * sizeof(float));
+    CHECK(uf_map_smooth(want, 64, 64, 3.f, 3.f) == UF_OK, "%s", uf_last_error());
+    CHECK(!memcmp(a3, want, 4096 * sizeof(float)), "sigma 3 map = the spec's map smoothed");
+    CHECK(memcmp(a3, a0, 4096 * sizeof(float)) != 0, "smoothing changed the map");
+    CHECK(!memcmp(n3, n0, 4096 * sizeof(float)), "the NFA does not depend on the smoothing");
+    CHECK(s3 == max_of(want, 4096) && s0 == max_of(a0, 4096) && s3 < s0, "scores %g %g", s0, s3);
+    /* another output size: the smoothed input-size map, resized; the same score */
+    float s3b;
+    run_one(m, img, 96, 80, a0, n0, &s3b);
+    float *resized = malloc(96 * 80 * sizeof(float));
+    uf_interp_bilinear(want, 1, 64, 64, resized, 80, 96);
+    CHECK(!memcmp(a0, resized, 96 * 80 * sizeof(float)) && s3b == s3, "96x80 output: the 64x64 smoothed map resized");
+    free(resized);
+    /* tiled (160x160 at its own resolution, 3x3 tiles of 64): the stitched map smoothed */
+    m->cfg.tiling = (uf_tiling){1, 16, 0};
+    m->cfg.map_sigma = 0.0;
+    run_one(m, img, 64, 64, a0, n0, &s0);
+    m->cfg.map_sigma = 3.0;
+    run_one(m, img, 64, 64, a3, n3, &s3);
+    memcpy(want, a0, big * sizeof(float));
+    CHECK(uf_map_smooth(want, 160, 160, 3.f, 3.f) == UF_OK, "%s", uf_last_error());
+    CHECK(!memcmp(a3, want, big * sizeof(float)), "tiled: the stitched map smoothed");
+    CHECK(!memcmp(n3, n0, big * sizeof(float)), "tiled: the NFA does not depend on the smoothing");
+    CHECK(s3 == max_of(want, big), "tiled score = the smoothed map's maximum");
+    free(a0), free(a3), free(n0), free(n3), free(want);
+    uf_image_free(img);
+    uf_model_free(m);
 }
 
 /* Writes images first..first+n-1 of stream `stream` (fabric of `seed`) at size x size into dir, with
@@ -514,6 +585,7 @@ int main(void) {
     UF_TEST(test_calibration_offset);
     UF_TEST(test_standard_null_is_the_spec);
     UF_TEST(test_stitched_fields_equal_tiles);
+    UF_TEST(test_map_smoothing_in_batch);
     UF_TEST(test_calibration_on_noisier_normals);
     UF_TEST(test_small_defect_needs_tiling);
     UF_TEST(test_cli_tiled);

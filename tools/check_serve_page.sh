@@ -71,10 +71,10 @@ try:
         "args": []})
     box = shot.crop(tuple(int(v) for v in (rect[0], rect[1], rect[0] + rect[2], rect[1] + rect[3])))
     # the jet colour map: saturated colours (channels far apart) over the whole picture, and the
-    # detected defect's dark red somewhere
+    # defect's red end of the map somewhere (dark red to orange-red: the map's peak is smoothed)
     px = list(box.getdata())
     colour = sum(1 for p in px if max(p) - min(p) > 60)
-    red = sum(1 for r, g, b in px if r > 120 and g < 60 and b < 60)
+    red = sum(1 for r, g, b in px if r > 120 and r - g > 50 and b < 60)
     print("check_serve_page: page at http://127.0.0.1:%d/, %s; overlay drawn at %dx%d px: %d saturated, %d red "
           "pixels; screenshot %s" % (port, sc, box.width, box.height, colour, red, shot_path))
     if box.width < 300 or box.height < 300 or colour < 0.8 * len(px) or red < 100:

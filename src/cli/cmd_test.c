@@ -56,6 +56,8 @@ int cmd_test(int argc, char **argv) {
          "backbone weights (default: the paths recorded in the model); mcait: M48,S24"},
         {"backbone", OPT_STRING, &backbone, 0, 0, "the model's backbone (resnet18 | wide_resnet50_2 | mcait), checked"},
         {"eval-size", OPT_INT, &o.eval_size, 8, 4096, "size of the maps and masks the metrics use"},
+        {"eval-native", OPT_FLAG, &o.eval_native, 0, 0,
+         "score at each image's own size (the maps resized from the eval-size grid; tiled models always are)"},
         {"batch", OPT_INT, &o.batch, 1, 256, "images per batch"},
         {"nfa", OPT_STRING, &nfa, 0, 0, "tree (current official) | block (older binomial NFA)"},
         {"precision", OPT_STRING, &precision, 0, 0, "the backbone's arithmetic: fp32 | bf16 | auto (as uflow predict)"},

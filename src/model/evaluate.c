@@ -25,7 +25,8 @@ void uf_evaluate_grid(const uf_model *m, int eval_size, int *ew, int *eh) {
     *eh = H >= W ? eval_size : (int)(shorter > 0 ? shorter : 1);
 }
 
-int uf_evaluate_gt(const uf_model *m, const uf_sample *s, int orig_w, int orig_h, int ew, int eh, uint8_t *gt) {
+int uf_evaluate_gt(const uf_model *m, const uf_sample *s, int orig_w, int orig_h, int ew, int eh, int at_image_size,
+                   uint8_t *gt) {
     const size_t ne = (size_t)ew * eh;
     if (!s->mask_path) {
         memset(gt, 0, ne);
@@ -33,7 +34,7 @@ int uf_evaluate_gt(const uf_model *m, const uf_sample *s, int orig_w, int orig_h
     }
     uf_image *mask = uf_mask_load(s->mask_path, s->image_path, orig_w, orig_h);
     if (!mask) return UF_ERR;
-    uf_image *r = m->cfg.tiling.enabled ? mask : uf_image_fit(mask, &m->cfg.input);
+    uf_image *r = at_image_size ? mask : uf_image_fit(mask, &m->cfg.input);
     if (r != mask) uf_image_free(mask);
     if (!r) return UF_ERR;
     int rc = UF_OK;
@@ -105,7 +106,9 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
     const char **paths = NULL;
     int *idx = NULL, rc = UF_ERR, n_masked_anomalous = 0;
     size_t gt_cap = per;
-    float *img_score = NULL;
+    float *img_score = NULL, *native_amap = NULL, *native_nfa = NULL; /* eval_native's resized fields */
+    size_t native_cap = 0;
+    const int at_image_size = m->cfg.tiling.enabled || o->eval_native;
     uint8_t *img_label = NULL, *img_detected = NULL;
     rep->images = calloc((size_t)(ds->count > 0 ? ds->count : 1), sizeof *rep->images);
     if (!rep->images) {
@@ -159,6 +162,21 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
             if (b.tiled) { /* the stitched fields, at the image's own size */
                 amap = b.tiled_amap[i], nfa = b.tiled_nfa[i];
                 ew = b.orig_w[i], eh = b.orig_h[i];
+            } else if (o->eval_native && uf_sample_has_pixel_gt(s)) { /* the grid's fields at the image's size */
+                ew = b.orig_w[i], eh = b.orig_h[i];
+                if ((size_t)ew * eh > native_cap) {
+                    free(native_amap), free(native_nfa);
+                    native_cap = (size_t)ew * eh;
+                    native_amap = malloc(native_cap * sizeof(float)), native_nfa = malloc(native_cap * sizeof(float));
+                    if (!native_amap || !native_nfa) {
+                        native_cap = 0;
+                        uf_error("out of memory");
+                        goto out;
+                    }
+                }
+                uf_interp_bilinear(amap, 1, EH, EW, native_amap, eh, ew);
+                uf_interp_bilinear(nfa, 1, EH, EW, native_nfa, eh, ew);
+                amap = native_amap, nfa = native_nfa;
             }
             const int detected = b.max_nfa[i] > 0.0f; /* where the test runs */
             img_score[rep->n_images] = b.score[i];
@@ -182,7 +200,7 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
                     }
                     gt = g, gt_cap = (size_t)ew * eh;
                 }
-                if (uf_evaluate_gt(m, s, b.orig_w[i], b.orig_h[i], ew, eh, gt) != UF_OK) goto out;
+                if (uf_evaluate_gt(m, s, b.orig_w[i], b.orig_h[i], ew, eh, at_image_size, gt) != UF_OK) goto out;
                 if (uf_eval_add(ev, eh, ew, amap, nfa, gt, s->label, NAN) != UF_OK) {
                     uf_error_prefix("%s", s->image_path);
                     goto out;
@@ -230,7 +248,7 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
     rep->t_total = uf_now() - t_start;
     rc = UF_OK;
 out:
-    free(img_score), free(img_label), free(img_detected);
+    free(img_score), free(img_label), free(img_detected), free(native_amap), free(native_nfa);
     free(paths), free(idx), free(gt);
     uf_eval_free(ev);
     uf_batch_free(&b);
@@ -263,7 +281,7 @@ int uf_evaluate_write_json(const uf_model *m, const uf_evaluate_options *o, cons
     int ew, eh;
     uf_evaluate_grid(m, o->eval_size, &ew, &eh);
     cJSON_AddBoolToObject(root, "tiled", m->cfg.tiling.enabled);
-    if (m->cfg.tiling.enabled) { /* scored at each image's own size */
+    if (m->cfg.tiling.enabled || o->eval_native) { /* scored at each image's own size */
         cJSON_AddStringToObject(root, "eval_grid", "image");
     } else {
         cJSON_AddNumberToObject(root, "eval_size", o->eval_size);

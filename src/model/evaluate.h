@@ -22,6 +22,8 @@ typedef struct uf_evaluate_options {
     const char *train_dir;    /* NULL: data_dir's train split; for the score threshold */
     int eval_size;   /* 256: the maps and masks of the metrics are eval_size on the longer side of the
                         model's input, the shorter side in proportion (eval_size^2 for square models) */
+    int eval_native; /* 1: maps and masks at each image's own size instead (the maps resized bilinearly
+                        from the eval_size grid); a tiled model is always scored so */
     int batch;       /* images per backbone+flow call, 8 */
     int nfa_block;   /* 1: older block NFA (spec 7.2) instead of the tree NFA */
     int verbose;
@@ -61,11 +63,12 @@ void uf_evaluate_grid(const uf_model *m, int eval_size, int *width, int *height)
 
 /* The ground truth of test sample s (an image of orig_w x orig_h) on an ew x eh grid, into gt
  * (0/1), as `test` scores it: the mask (0/255) fitted like the image to the model input (Pillow
- * bilinear; keep-aspect: the same centre crop), or for a tiled model the mask at the image's own
- * size, then bilinear (align_corners False) to the grid when its size differs, > 0.5. All zero
- * without a mask. UF_ERR for a missing or wrong-size mask. */
+ * bilinear; keep-aspect: the same centre crop), or with at_image_size (a tiled model, or
+ * eval_native) the mask at the image's own size, then bilinear (align_corners False) to the grid
+ * when its size differs, > 0.5. All zero without a mask. UF_ERR for a missing or wrong-size mask. */
 struct uf_sample;
-int uf_evaluate_gt(const uf_model *m, const struct uf_sample *s, int orig_w, int orig_h, int ew, int eh, uint8_t *gt);
+int uf_evaluate_gt(const uf_model *m, const struct uf_sample *s, int orig_w, int orig_h, int ew, int eh,
+                   int at_image_size, uint8_t *gt);
 
 /* Writes the report as JSON (atomically). */
 int uf_evaluate_write_json(const uf_model *m, const uf_evaluate_options *o, const uf_evaluate_report *rep,

@@ -365,9 +365,14 @@ int uf_report_write_html(uf_model *m, const uf_evaluate_options *o, const uf_eva
     put_text(f, m->cfg.backbone);
     int ew, eh;
     uf_evaluate_grid(m, o->eval_size, &ew, &eh);
-    fprintf(f, " at %dx%d (%s), %d epochs; NFA: %s. Metrics on %dx%d maps. uflow %s.</p>\n", m->cfg.input.width,
+    char grid[64];
+    if (m->cfg.tiling.enabled || o->eval_native)
+        snprintf(grid, sizeof grid, "at each image's own size");
+    else
+        snprintf(grid, sizeof grid, "on %dx%d maps", ew, eh);
+    fprintf(f, " at %dx%d (%s), %d epochs; NFA: %s. Metrics %s. uflow %s.</p>\n", m->cfg.input.width,
             m->cfg.input.height, uf_fit_mode_name(m->cfg.input.fit), m->cfg.epochs_done,
-            o->nfa_block ? "block" : "tree", ew, eh, UFLOW_VERSION);
+            o->nfa_block ? "block" : "tree", grid, UFLOW_VERSION);
     put_tables(f, m, rep);
     fputs("<h2>Curves</h2>\n<div class=\"plots\">\n", f);
     put_plot(f, "Image ROC", "false positive rate", "true positive rate", &rep->image_roc, 1.0, 1);
