@@ -42,7 +42,7 @@ static const char *grouped(uint64_t v, char *buf, size_t cap) {
     return buf;
 }
 
-/* A uflow model's tiling and the null hypothesis of its NFA test (model/calibration.h). */
+/* A uflow model's tiling, map smoothing and the null hypothesis of its NFA test (model/calibration.h). */
 static void put_tiling_and_test(const uf_safetensors *st) {
     const char *tile = uf_st_metadata_get(st, "uflow.tile");
     if (tile) {
@@ -54,6 +54,14 @@ static void put_tiling_and_test(const uf_safetensors *st) {
         printf(" (0: the image's own)\n");
     } else {
         printf("tiling: off (images resized to the model input)\n");
+    }
+    const char *sigma = uf_st_metadata_get(st, "uflow.map_sigma");
+    if (sigma) {
+        printf("anomaly map: smoothed, Gaussian sigma ");
+        put_escaped(sigma);
+        printf(" input px\n");
+    } else {
+        printf("anomaly map: the spec's (not smoothed)\n");
     }
     const char *cn = uf_st_metadata_get(st, "uflow.calib_images");
     if (!cn) {

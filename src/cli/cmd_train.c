@@ -31,7 +31,10 @@
     "Calibrated threshold: after training, the held-out normal images (or --val DIR, or the data set's\n"  \
     "own validation/good folder) set the NFA's null hypothesis: a per-scale latent variance and an\n"      \
     "offset on the number of tests such that at most --calib-rate (0.05) of such normal images get a\n"   \
-    "detection (a conformal bound; --calib-rate 0: the spec's test)."
+    "detection (a conformal bound; --calib-rate 0: the spec's test).\n\n"                                 \
+    "Anomaly map: smoothed by a Gaussian of --map-sigma (4) model-input pixels, one cell of the finest\n" \
+    "latent grid (as PatchCore and anomalib smooth theirs; on the stitched map when tiled); the image\n" \
+    "score is the smoothed map's maximum. The NFA and the mask do not change. 0: the spec's map."
 
 /* The --help paragraph listing the presets (spec 5.3). */
 static const char *preset_help(void) {
@@ -99,7 +102,7 @@ int cmd_train(int argc, char **argv) {
         {"threads", OPT_INT, &threads, 0, 1024, "threads (0: all cores)"},
     };
     const int n_opts = (int)(sizeof opts / sizeof *opts);
-    char synopsis[6144];
+    char synopsis[8192];
     snprintf(synopsis, sizeof synopsis, "--data DIR -o MODEL.safetensors [options]\n\n%s%s", TRAIN_POLICY,
              preset_help());
     char *pos[1];
