@@ -1,6 +1,7 @@
 #include "backbone/cait.h"
 
 #include "core/log.h"
+#include "core/attn_bf16.h"
 #include "core/matmul_bf16.h"
 
 #include <math.h>
@@ -49,12 +50,12 @@ struct uf_cait {
     int n_owned, cap_owned;
     uf_arena arena;                 /* forward scratch, grown on demand */
     uf_cait_timing timing;
-    int bf16;                       /* dense layers and attention products in bfloat16 (uf_cait_set_bf16) */
+    int bf16;                       /* dense layers in bfloat16, and the attention's products where the CPU
+                                     * has AVX512-BF16 (uf_cait_set_bf16) */
     uint16_t *w16, *x16;            /* their bf16 weights (made once); the converted inputs (N x F) */
-    /* bf16 attention (one image): Q, V (H, N, dh) and K^T (H, dh, N) in bf16; the scores S (H, N, N)
-     * FP32 and the mixed probabilities P (H, N, N) bf16; the heads' outputs (H, N, dh) FP32 */
-    uint16_t *q16, *kt16, *v16, *p16;
-    float *s32, *o32;
+    /* bf16 attention (one image): Q (H, N, dh) in bf16, K and V as bf16 pairs (core/attn_bf16.h) */
+    uint16_t *q16;
+    uint32_t *k_pairs, *v_pairs;
 };
 
 /* ---------------------------------------------------------------- loading */
@@ -218,9 +219,9 @@ uf_cait *uf_cait_load(const char *path, int last_block) {
 /* The bf16 weights and buffers (uf_cait_set_bf16), freed; the model is FP32 again. */
 static void free_bf16(uf_cait *m) {
     uf_free(m->w16), uf_free(m->x16);
-    uf_free(m->q16), uf_free(m->kt16), uf_free(m->v16), uf_free(m->p16), uf_free(m->s32), uf_free(m->o32);
-    m->w16 = m->x16 = m->q16 = m->kt16 = m->v16 = m->p16 = NULL;
-    m->s32 = m->o32 = NULL;
+    uf_free(m->q16), uf_free(m->k_pairs), uf_free(m->v_pairs);
+    m->w16 = m->x16 = m->q16 = NULL;
+    m->k_pairs = m->v_pairs = NULL;
     m->bf16 = 0;
 }
 
@@ -483,11 +484,10 @@ int uf_cait_set_bf16(uf_cait *m, int on) {
         const size_t D = (size_t)m->dim, F = (size_t)m->hidden, per = 3 * D * D + D * D + 2 * F * D;
         m->w16 = uf_alloc(sizeof(uint16_t) * per * (size_t)m->n_run);
         m->x16 = uf_alloc(sizeof(uint16_t) * (size_t)m->grid * m->grid * (F > D ? F : D));
-        const size_t N = (size_t)m->grid * m->grid, HNN = (size_t)m->heads * N * N;
-        m->q16 = uf_alloc(sizeof(uint16_t) * N * D), m->kt16 = uf_alloc(sizeof(uint16_t) * N * D);
-        m->v16 = uf_alloc(sizeof(uint16_t) * N * D), m->p16 = uf_alloc(sizeof(uint16_t) * HNN);
-        m->s32 = uf_alloc(sizeof(float) * HNN), m->o32 = uf_alloc(sizeof(float) * N * D);
-        if (!m->w16 || !m->x16 || !m->q16 || !m->kt16 || !m->v16 || !m->p16 || !m->s32 || !m->o32) {
+        const size_t N = (size_t)m->grid * m->grid;
+        m->q16 = uf_alloc(sizeof(uint16_t) * N * D);
+        m->k_pairs = uf_alloc(sizeof(uint16_t) * N * D), m->v_pairs = uf_alloc(sizeof(uint16_t) * (N + 1) * D);
+        if (!m->w16 || !m->x16 || !m->q16 || !m->k_pairs || !m->v_pairs) {
             free_bf16(m);
             return uf_error("CaiT %s: out of memory for its bf16 weights and buffers", m->arch);
         }
@@ -544,31 +544,43 @@ static void attention(const uf_cait *m, const cait_block *b, const float *qkv, f
     }
 }
 
-/* attention() with its two products in bfloat16, each one batched matmul over the heads
- * (core/matmul_bf16.h): S_h = Q_h K_h^T for all rows, then per row chunk (as attention(), in
- * FP32) the talking heads, the softmax and the second mixing, P stored in bf16, then
- * O_h = P_h V_h. UF_ERR when oneDNN cannot run it (the caller then runs attention()). */
-static int attention_bf16(uf_cait *m, const cait_block *b, const float *qkv, float *o, float *vsum,
-                          float *scratch) {
+/* attention() with its two products in bfloat16 (core/attn_bf16.h: AVX512-BF16 kernels run
+ * per row chunk, so that the chunk's scores stay in cache as in attention()): Q, K and V
+ * rounded to bf16 once (K and V as pairs along their reduction axes), then per chunk
+ * S_h = Q_h K_h^T, the talking heads and the softmax in FP32 as in attention(), P rounded to
+ * bf16, O_h = P_h V_h. Only where bf16_attention_runs(m). */
+static int bf16_attention_runs(const uf_cait *m) { return (m->dim / m->heads) % 2 == 0 && uf_attn_bf16_available(); }
+
+static void attention_bf16(uf_cait *m, const cait_block *b, const float *qkv, float *o, float *vsum,
+                           float *scratch) {
     const int N = m->grid * m->grid, D = m->dim, H = m->heads, dh = D / H, ld = 3 * D;
-    const size_t NN = (size_t)N * N;
+    const int n2 = (N + 1) / 2, d2 = dh / 2;
+    uint16_t *q16 = m->q16;
+    uint32_t *kp = m->k_pairs, *vp = m->v_pairs;
     for (int c = 0; c < D; c++) vsum[c] = 0.0f;
     for (int j = 0; j < N; j++)
         for (int c = 0; c < D; c++) vsum[c] += qkv[(size_t)j * ld + 2 * D + c];
-    /* Q, V as (H, N, dh), K^T as (H, dh, N), rounded to bf16 */
+    /* Q as (H, N, dh); K as pairs (H, d2, N) */
 #pragma omp parallel for schedule(static)
     for (int j = 0; j < N; j++) {
         const float *row = qkv + (size_t)j * ld;
         for (int h = 0; h < H; h++) {
-            uint16_t *q = m->q16 + ((size_t)h * N + j) * dh, *v = m->v16 + ((size_t)h * N + j) * dh;
-            for (int k = 0; k < dh; k++) {
-                q[k] = uf_bf16_of(row[h * dh + k]);
-                v[k] = uf_bf16_of(row[2 * D + h * dh + k]);
-                m->kt16[((size_t)h * dh + k) * N + j] = uf_bf16_of(row[D + h * dh + k]);
-            }
+            uint16_t *q = q16 + ((size_t)h * N + j) * dh;
+            for (int k = 0; k < dh; k++) q[k] = uf_bf16_of(row[h * dh + k]);
+            const float *kr = row + D + h * dh;
+            for (int t = 0; t < d2; t++)
+                kp[((size_t)h * d2 + t) * N + j] = uf_bf16_pair(uf_bf16_of(kr[2 * t]), uf_bf16_of(kr[2 * t + 1]));
         }
     }
-    if (uf_matmul_bf16_batched(H, N, dh, N, m->q16, m->kt16, m->s32) != UF_OK) return UF_ERR;
+    /* V as pairs of rows (H, n2, dh), an odd N's last pair completed with 0 */
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < n2; t++) {
+        const float *r0 = qkv + (size_t)(2 * t) * ld + 2 * D, *r1 = 2 * t + 1 < N ? r0 + ld : NULL;
+        for (int h = 0; h < H; h++)
+            for (int c = 0; c < dh; c++)
+                vp[((size_t)h * n2 + t) * dh + c] =
+                    uf_bf16_pair(uf_bf16_of(r0[h * dh + c]), r1 ? uf_bf16_of(r1[h * dh + c]) : 0);
+    }
     const int n_chunks = (N + ROW_CHUNK - 1) / ROW_CHUNK;
     const size_t per_thread = (size_t)2 * H * ROW_CHUNK * N + (size_t)H * ROW_CHUNK;
 #pragma omp parallel for schedule(dynamic)
@@ -576,26 +588,27 @@ static int attention_bf16(uf_cait *m, const cait_block *b, const float *qkv, flo
         const int i0 = c * ROW_CHUNK, r = N - i0 < ROW_CHUNK ? N - i0 : ROW_CHUNK;
         const size_t rn = (size_t)r * N;
         float *s = scratch + (size_t)omp_get_thread_num() * per_thread, *t = s + (size_t)H * ROW_CHUNK * N;
-        for (int h = 0; h < H; h++) memcpy(s + h * rn, m->s32 + h * NN + (size_t)i0 * N, sizeof(float) * rn);
+        for (int h = 0; h < H; h++)
+            uf_attn_bf16_scores(r, N, d2, q16 + ((size_t)h * N + i0) * dh, dh, kp + (size_t)h * d2 * N, N,
+                                s + h * rn, N);
         float *inv = t + (size_t)H * ROW_CHUNK * N;
         mix_heads(b->mix_l_w, H, NULL, s, t, r, N);
         softmax_rows_unnormalised(t, H * r, N, inv);
         mix_heads(b->mix_w_w, H, inv, t, s, r, N);
+        /* t is free again: one head's P at a time, r rows of 2 n2 bf16 */
+        uint16_t *p16 = (uint16_t *)(void *)t;
         for (int h = 0; h < H; h++) {
-            const float *src = s + h * rn;
-            uint16_t *dst = m->p16 + h * NN + (size_t)i0 * N;
-            uf_to_bf16_serial(src, dst, rn);
+            for (int i = 0; i < r; i++) {
+                uf_to_bf16_serial(s + h * rn + (size_t)i * N, p16 + (size_t)i * 2 * n2, (size_t)N);
+                if (N % 2) p16[(size_t)i * 2 * n2 + N] = 0;
+            }
+            float *oh = o + (size_t)i0 * D + h * dh;
+            uf_attn_bf16_values(r, n2, dh, p16, 2 * n2, vp + (size_t)h * n2 * dh, dh, oh, D);
+            const float bias = b->mix_w_b[h];
+            for (int i = 0; i < r; i++)
+                for (int k = 0; k < dh; k++) oh[(size_t)i * D + k] += bias * vsum[h * dh + k];
         }
     }
-    if (uf_matmul_bf16_batched(H, N, N, dh, m->p16, m->v16, m->o32) != UF_OK) return UF_ERR;
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < N; i++)
-        for (int h = 0; h < H; h++) {
-            const float bias = b->mix_w_b[h], *src = m->o32 + ((size_t)h * N + i) * dh;
-            float *dst = o + (size_t)i * D + h * dh;
-            for (int k = 0; k < dh; k++) dst[k] = src[k] + bias * vsum[h * dh + k];
-        }
-    return UF_OK;
 }
 
 /* erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7; 4.6e-7 evaluated in
@@ -662,10 +675,10 @@ static void run_block(uf_cait *m, const cait_block *b, cait_work *w) {
     for (int n = 0; n < N; n++)
         for (int c = 0; c < D; c++) w->qkv[(size_t)n * 3 * D + c] *= q_scale;
     LAP(other_s);
-    if (!m->bf16 || attention_bf16(m, b, w->qkv, w->o, w->vsum, w->scratch) != UF_OK) {
-        if (m->bf16) bf16_failed(m);
+    if (m->bf16 && bf16_attention_runs(m))
+        attention_bf16(m, b, w->qkv, w->o, w->vsum, w->scratch);
+    else
         attention(m, b, w->qkv, w->o, w->vsum, w->scratch);
-    }
     LAP(attention_s);
     dense(m, w->o, N, D, b->proj_w, b->proj_w16, b->proj_b, D, w->y);
     LAP(dense_s);

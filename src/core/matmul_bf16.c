@@ -13,7 +13,7 @@
 #define CACHE 16
 
 typedef struct {
-    int batch, rows, in, out, has_bias; /* batch 0: a dense layer (W transposed, tag ba), else batched */
+    int rows, in, out, has_bias; /* a dense layer: W (out, in) read transposed (tag ba) */
     dnnl_primitive_t prim;
     dnnl_memory_t src, wei, bia, dst, scratch; /* bufferless: handles set per call */
 } entry;
@@ -64,28 +64,19 @@ static void entry_free(entry *e) {
 }
 
 /* With the lock held: the cached primitive for this shape, or a new one; NULL on failure. */
-static entry *get(int batch, int rows, int in, int out, int has_bias) {
+static entry *get(int rows, int in, int out, int has_bias) {
     for (int i = 0; i < n_cache; i++)
-        if (cache[i].batch == batch && cache[i].rows == rows && cache[i].in == in && cache[i].out == out &&
-            cache[i].has_bias == has_bias)
+        if (cache[i].rows == rows && cache[i].in == in && cache[i].out == out && cache[i].has_bias == has_bias)
             return &cache[i];
     entry *e = n_cache < CACHE ? &cache[n_cache++] : &cache[next_evict++ % CACHE];
     entry_free(e);
     dnnl_memory_desc_t smd, wmd, bmd, dmd;
-    int ok;
-    if (batch == 0) {
-        const dnnl_dims_t sd = {rows, in}, wd = {in, out}, bd = {1, out}, dd = {rows, out};
-        ok = dnnl_memory_desc_init_by_tag(&smd, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
+    const dnnl_dims_t sd = {rows, in}, wd = {in, out}, bd = {1, out}, dd = {rows, out};
+    int ok = dnnl_memory_desc_init_by_tag(&smd, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
              /* W (out, in) row-major is the (in, out) matrix with strides (1, in): tag ba */
              dnnl_memory_desc_init_by_tag(&wmd, 2, wd, dnnl_bf16, dnnl_ba) == dnnl_success &&
              dnnl_memory_desc_init_by_tag(&bmd, 2, bd, dnnl_f32, dnnl_ab) == dnnl_success &&
              dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success;
-    } else {
-        const dnnl_dims_t sd = {batch, rows, in}, wd = {batch, in, out}, dd = {batch, rows, out};
-        ok = dnnl_memory_desc_init_by_tag(&smd, 3, sd, dnnl_bf16, dnnl_abc) == dnnl_success &&
-             dnnl_memory_desc_init_by_tag(&wmd, 3, wd, dnnl_bf16, dnnl_abc) == dnnl_success &&
-             dnnl_memory_desc_init_by_tag(&dmd, 3, dd, dnnl_f32, dnnl_abc) == dnnl_success;
-    }
     dnnl_matmul_desc_t md;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
@@ -108,34 +99,19 @@ static entry *get(int batch, int rows, int in, int out, int has_bias) {
         uf_error("bf16 matmul %dx%d x %dx%d: oneDNN has no kernel for it here", rows, in, in, out);
         return NULL;
     }
-    e->batch = batch, e->rows = rows, e->in = in, e->out = out, e->has_bias = has_bias;
+    e->rows = rows, e->in = in, e->out = out, e->has_bias = has_bias;
     return e;
 }
 
-/* Runs the cached product for the shape on bf16 a, b (and f32 bias) into c. */
-static int run_product(int batch, int rows, int in, int out, const uint16_t *a, const uint16_t *b, const float *bias,
-                       float *c);
-
-int uf_linear_bf16(const float *x, int rows, int in, const uint16_t *w16, const float *b, int out, float *y,
-                   uint16_t *x16) {
-    uf_to_bf16(x, x16, (size_t)rows * in);
-    return run_product(0, rows, in, out, x16, w16, b, y);
-}
-
-int uf_matmul_bf16_batched(int batch, int m, int k, int n, const uint16_t *a, const uint16_t *b, float *c) {
-    if (batch < 1) return uf_error("bf16 matmul: batch %d", batch);
-    return run_product(batch, m, k, n, a, b, NULL, c);
-}
-
-static int run_product(int batch, int rows, int in, int out, const uint16_t *x16, const uint16_t *w16, const float *b,
-                       float *y) {
+/* Runs the cached product for the shape on bf16 x16, w16 (and f32 bias b) into y. */
+static int run_product(int rows, int in, int out, const uint16_t *x16, const uint16_t *w16, const float *b, float *y) {
     pthread_mutex_lock(&lock);
     if (state == 0)
         state = dnnl_engine_create(&eng, dnnl_cpu, 0) == dnnl_success &&
                         dnnl_stream_create(&stream, eng, dnnl_stream_default_flags) == dnnl_success
                     ? 1
                     : -1;
-    entry *e = state == 1 ? get(batch, rows, in, out, b != NULL) : NULL;
+    entry *e = state == 1 ? get(rows, in, out, b != NULL) : NULL;
     int rc = UF_ERR;
     if (state != 1) uf_error("bf16 matmul: oneDNN unusable");
     if (e) {
@@ -175,4 +151,10 @@ static int run_product(int batch, int rows, int in, int out, const uint16_t *x16
     }
     pthread_mutex_unlock(&lock);
     return rc;
+}
+
+int uf_linear_bf16(const float *x, int rows, int in, const uint16_t *w16, const float *b, int out, float *y,
+                   uint16_t *x16) {
+    uf_to_bf16(x, x16, (size_t)rows * in);
+    return run_product(rows, in, out, x16, w16, b, y);
 }

@@ -34,8 +34,4 @@ void uf_to_bf16_serial(const float *src, uint16_t *dst, size_t n);
 int uf_linear_bf16(const float *x, int rows, int in, const uint16_t *w16, const float *b, int out, float *y,
                    uint16_t *x16);
 
-/* c (batch, m, n) = a (batch, m, k) b (batch, k, n), all row-major and contiguous, a and b
- * in bfloat16, c FP32 (the attention's products). UF_OK / UF_ERR + message. */
-int uf_matmul_bf16_batched(int batch, int m, int k, int n, const uint16_t *a, const uint16_t *b, float *c);
-
 #endif
