@@ -55,7 +55,10 @@ int bench_synth_image(int i, int size, uf_image **img) {
 uf_model *bench_untrained_model(void) {
     uf_model *m = uf_model_create(UF_BACKBONE_RESNET, uf_shipped_weights(),
                                   (uf_input_geometry){256, 256, UF_FIT_STRETCH}, 4, UF_LN_LOGDET, 1);
-    if (m) m->cfg.train.batch = BENCH_PREDICT_BATCH; /* an untrained model records no training batch */
+    if (m) {
+        m->cfg.train.batch = BENCH_PREDICT_BATCH; /* an untrained model records no training batch */
+        m->cfg.map_sigma = UF_MAP_SIGMA_DEFAULT;  /* the map a trained model has by default */
+    }
     return m;
 }
 

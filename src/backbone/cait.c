@@ -21,8 +21,13 @@
 #define LN_EPS 1e-6
 #define MAX_DEPTH 1024
 /* Query rows per attention work item: the item's scores (H x rows x N) stay
- * in cache through the head mixing, the softmax and the product with V. */
+ * in cache through the head mixing, the softmax and the product with V. The bf16
+ * kernels want fewer rows than OpenBLAS's SGEMM (measured on a Zen 5, MS-CaiT M48:
+ * bf16 attention 0.47 / 0.39 / 0.37 s at 64 / 32 / 16 rows, FP32 0.58 / 0.60 / 0.70 s). */
 #define ROW_CHUNK 64
+#ifndef BF16_ROW_CHUNK
+#define BF16_ROW_CHUNK 16
+#endif
 
 typedef struct {
     const float *norm1_w, *norm1_b;
@@ -333,8 +338,10 @@ double uf_cait_flops(const uf_cait *m) {
 
 /* ---------------------------------------------------------------- forward */
 
-/* y[n, :] = LayerNorm(x[n, :]) * w + b over D channels (biased variance), n < rows. */
-static void layer_norm(const float *x, int rows, int D, const float *w, const float *b, float *y) {
+/* y[n, :] = LayerNorm(x[n, :]) * w + b over D channels (biased variance), n < rows; when y16
+ * is not NULL also in bfloat16 there, each row converted while it is in cache (a bf16 dense
+ * layer's input without a pass of its own). */
+static void layer_norm(const float *x, int rows, int D, const float *w, const float *b, float *y, uint16_t *y16) {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < rows; n++) {
         const float *xr = x + (size_t)n * D;
@@ -345,6 +352,7 @@ static void layer_norm(const float *x, int rows, int D, const float *w, const fl
         for (int c = 0; c < D; c++) q += (xr[c] - mean) * (xr[c] - mean);
         const float mu = (float)mean, inv = (float)(1.0 / sqrt(q / D + LN_EPS));
         for (int c = 0; c < D; c++) yr[c] = (xr[c] - mu) * inv * w[c] + b[c];
+        if (y16) uf_to_bf16_serial(yr, y16 + (size_t)n * D, (size_t)D);
     }
 }
 
@@ -470,10 +478,13 @@ static void bf16_failed(uf_cait *m) {
 }
 
 /* linear() in bfloat16 when the model has it on (w16 made), FP32 otherwise. */
-static void dense(uf_cait *m, const float *x, int rows, int in, const float *w, const uint16_t *w16, const float *b,
-                  int out, float *y) {
+/* x16: NULL, or x already in bf16 (layer_norm's or gelu_erf's y16), used when bf16 is on. */
+static void dense(uf_cait *m, const float *x, const uint16_t *x16, int rows, int in, const float *w,
+                  const uint16_t *w16, const float *b, int out, float *y) {
     if (m->bf16 && w16) {
-        if (uf_linear_bf16(x, rows, in, w16, b, out, y, m->x16) == UF_OK) return;
+        if ((x16 ? uf_linear_bf16_in(x16, rows, in, w16, b, out, y)
+                 : uf_linear_bf16(x, rows, in, w16, b, out, y, m->x16)) == UF_OK)
+            return;
         bf16_failed(m);
     }
     linear(x, rows, in, w, b, out, y);
@@ -546,12 +557,16 @@ static void attention(const uf_cait *m, const cait_block *b, const float *qkv, f
 
 /* attention() with its two products in bfloat16 (core/attn_bf16.h: AVX512-BF16 kernels run
  * per row chunk, so that the chunk's scores stay in cache as in attention()): Q, K and V
- * rounded to bf16 once (K and V as pairs along their reduction axes), then per chunk
- * S_h = Q_h K_h^T, the talking heads and the softmax in FP32 as in attention(), P rounded to
- * bf16, O_h = P_h V_h. Only where bf16_attention_runs(m). */
-static int bf16_attention_runs(const uf_cait *m) { return (m->dim / m->heads) % 2 == 0 && uf_attn_bf16_available(); }
+ * rounded to bf16 once (Q times q_scale; K and V as pairs along their reduction axes), then per chunk
+ * S_h = Q_h K_h^T, the talking heads and the softmax in FP32 as in attention() (the second
+ * mixing rounding P to bf16 as it writes it), O_h = P_h V_h. Only where bf16_attention_runs(m)
+ * (uf_attn_bf16_mix takes 8 heads or a multiple of 16: MS-CaiT's 16 and 8). */
+static int bf16_attention_runs(const uf_cait *m) {
+    return (m->dim / m->heads) % 2 == 0 && (m->heads == 8 || (m->heads % 16 == 0 && m->heads <= 64)) &&
+           uf_attn_bf16_available();
+}
 
-static void attention_bf16(uf_cait *m, const cait_block *b, const float *qkv, float *o, float *vsum,
+static void attention_bf16(uf_cait *m, const cait_block *b, const float *qkv, float q_scale, float *o, float *vsum,
                            float *scratch) {
     const int N = m->grid * m->grid, D = m->dim, H = m->heads, dh = D / H, ld = 3 * D;
     const int n2 = (N + 1) / 2, d2 = dh / 2;
@@ -566,7 +581,7 @@ static void attention_bf16(uf_cait *m, const cait_block *b, const float *qkv, fl
         const float *row = qkv + (size_t)j * ld;
         for (int h = 0; h < H; h++) {
             uint16_t *q = q16 + ((size_t)h * N + j) * dh;
-            for (int k = 0; k < dh; k++) q[k] = uf_bf16_of(row[h * dh + k]);
+            for (int k = 0; k < dh; k++) q[k] = uf_bf16_of(row[h * dh + k] * q_scale);
             const float *kr = row + D + h * dh;
             for (int t = 0; t < d2; t++)
                 kp[((size_t)h * d2 + t) * N + j] = uf_bf16_pair(uf_bf16_of(kr[2 * t]), uf_bf16_of(kr[2 * t + 1]));
@@ -581,11 +596,11 @@ static void attention_bf16(uf_cait *m, const cait_block *b, const float *qkv, fl
                 vp[((size_t)h * n2 + t) * dh + c] =
                     uf_bf16_pair(uf_bf16_of(r0[h * dh + c]), r1 ? uf_bf16_of(r1[h * dh + c]) : 0);
     }
-    const int n_chunks = (N + ROW_CHUNK - 1) / ROW_CHUNK;
-    const size_t per_thread = (size_t)2 * H * ROW_CHUNK * N + (size_t)H * ROW_CHUNK;
+    const int n_chunks = (N + BF16_ROW_CHUNK - 1) / BF16_ROW_CHUNK;
+    const size_t per_thread = (size_t)2 * H * ROW_CHUNK * N + (size_t)H * ROW_CHUNK; /* the scratch's layout */
 #pragma omp parallel for schedule(dynamic)
     for (int c = 0; c < n_chunks; c++) {
-        const int i0 = c * ROW_CHUNK, r = N - i0 < ROW_CHUNK ? N - i0 : ROW_CHUNK;
+        const int i0 = c * BF16_ROW_CHUNK, r = N - i0 < BF16_ROW_CHUNK ? N - i0 : BF16_ROW_CHUNK;
         const size_t rn = (size_t)r * N;
         float *s = scratch + (size_t)omp_get_thread_num() * per_thread, *t = s + (size_t)H * ROW_CHUNK * N;
         for (int h = 0; h < H; h++)
@@ -594,16 +609,12 @@ static void attention_bf16(uf_cait *m, const cait_block *b, const float *qkv, fl
         float *inv = t + (size_t)H * ROW_CHUNK * N;
         mix_heads(b->mix_l_w, H, NULL, s, t, r, N);
         softmax_rows_unnormalised(t, H * r, N, inv);
-        mix_heads(b->mix_w_w, H, inv, t, s, r, N);
-        /* t is free again: one head's P at a time, r rows of 2 n2 bf16 */
-        uint16_t *p16 = (uint16_t *)(void *)t;
+        /* s is free again: P (H, r, 2 n2) in bf16, mixed and rounded in one pass */
+        uint16_t *p16 = (uint16_t *)(void *)s;
+        uf_attn_bf16_mix(H, b->mix_w_w, inv, t, r, N, p16, 2 * n2);
         for (int h = 0; h < H; h++) {
-            for (int i = 0; i < r; i++) {
-                uf_to_bf16_serial(s + h * rn + (size_t)i * N, p16 + (size_t)i * 2 * n2, (size_t)N);
-                if (N % 2) p16[(size_t)i * 2 * n2 + N] = 0;
-            }
             float *oh = o + (size_t)i0 * D + h * dh;
-            uf_attn_bf16_values(r, n2, dh, p16, 2 * n2, vp + (size_t)h * n2 * dh, dh, oh, D);
+            uf_attn_bf16_values(r, n2, dh, p16 + (size_t)h * r * 2 * n2, 2 * n2, vp + (size_t)h * n2 * dh, dh, oh, D);
             const float bias = b->mix_w_b[h];
             for (int i = 0; i < r; i++)
                 for (int k = 0; k < dh; k++) oh[(size_t)i * D + k] += bias * vsum[h * dh + k];
@@ -624,10 +635,19 @@ static inline float erf_approx(float x) {
     return copysignf(1.0f - p * t * exp_nonpos(-ax * ax), x);
 }
 
-/* Exact (erf) GELU, as torch's nn.GELU(): 0.5 x (1 + erf(x / sqrt 2)). */
-static void gelu_erf(float *v, size_t n) {
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) v[i] = 0.5f * v[i] * (1.0f + erf_approx(v[i] * 0.70710678118654752f));
+/* Exact (erf) GELU, as torch's nn.GELU(): 0.5 x (1 + erf(x / sqrt 2)). With v16 not NULL the
+ * results also in bfloat16 there, block by block while in cache (the next dense layer's input). */
+#define GELU_BLOCK 4096
+static void gelu_erf(float *v, size_t n, uint16_t *v16) {
+    const size_t blocks = (n + GELU_BLOCK - 1) / GELU_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (size_t k = 0; k < blocks; k++) {
+        float *vb = v + k * GELU_BLOCK;
+        const size_t len = n - k * GELU_BLOCK < GELU_BLOCK ? n - k * GELU_BLOCK : GELU_BLOCK;
+#pragma omp simd
+        for (size_t i = 0; i < len; i++) vb[i] = 0.5f * vb[i] * (1.0f + erf_approx(vb[i] * 0.70710678118654752f));
+        if (v16) uf_to_bf16_serial(vb, v16 + k * GELU_BLOCK, len);
+    }
 }
 
 /* x (N, D) += gamma * y */
@@ -667,29 +687,34 @@ static void run_block(uf_cait *m, const cait_block *b, cait_work *w) {
     double t0 = uf_now(), t1;
     const float q_scale = 1.0f / sqrtf((float)(D / m->heads));
 #define LAP(field) (t1 = uf_now(), tm->field += t1 - t0, t0 = t1)
-    layer_norm(w->x, N, D, b->norm1_w, b->norm1_b, w->y);
+    uint16_t *x16 = m->bf16 ? m->x16 : NULL; /* the bf16 dense layers' inputs, made in the step before */
+    layer_norm(w->x, N, D, b->norm1_w, b->norm1_b, w->y, x16);
     LAP(other_s);
-    dense(m, w->y, N, D, b->qkv_w, b->qkv_w16, b->qkv_b, 3 * D, w->qkv);
+    dense(m, w->y, x16, N, D, b->qkv_w, b->qkv_w16, b->qkv_b, 3 * D, w->qkv);
     LAP(dense_s);
+    if (m->bf16 && bf16_attention_runs(m)) { /* q is scaled as it is rounded to bf16 */
+        LAP(other_s);
+        attention_bf16(m, b, w->qkv, q_scale, w->o, w->vsum, w->scratch);
+    } else {
 #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++)
-        for (int c = 0; c < D; c++) w->qkv[(size_t)n * 3 * D + c] *= q_scale;
-    LAP(other_s);
-    if (m->bf16 && bf16_attention_runs(m))
-        attention_bf16(m, b, w->qkv, w->o, w->vsum, w->scratch);
-    else
+        for (int n = 0; n < N; n++)
+            for (int c = 0; c < D; c++) w->qkv[(size_t)n * 3 * D + c] *= q_scale;
+        LAP(other_s);
         attention(m, b, w->qkv, w->o, w->vsum, w->scratch);
+    }
     LAP(attention_s);
-    dense(m, w->o, N, D, b->proj_w, b->proj_w16, b->proj_b, D, w->y);
+    dense(m, w->o, NULL, N, D, b->proj_w, b->proj_w16, b->proj_b, D, w->y);
     LAP(dense_s);
     add_scaled(w->x, w->y, b->gamma1, N, D);
-    layer_norm(w->x, N, D, b->norm2_w, b->norm2_b, w->y);
+    x16 = m->bf16 ? m->x16 : NULL; /* a failed bf16 product turns bf16 off */
+    layer_norm(w->x, N, D, b->norm2_w, b->norm2_b, w->y, x16);
     LAP(other_s);
-    dense(m, w->y, N, D, b->fc1_w, b->fc1_w16, b->fc1_b, F, w->hid);
+    dense(m, w->y, x16, N, D, b->fc1_w, b->fc1_w16, b->fc1_b, F, w->hid);
     LAP(dense_s);
-    gelu_erf(w->hid, (size_t)N * F);
+    x16 = m->bf16 ? m->x16 : NULL;
+    gelu_erf(w->hid, (size_t)N * F, x16);
     LAP(other_s);
-    dense(m, w->hid, N, F, b->fc2_w, b->fc2_w16, b->fc2_b, D, w->y);
+    dense(m, w->hid, x16, N, F, b->fc2_w, b->fc2_w16, b->fc2_b, D, w->y);
     LAP(dense_s);
     add_scaled(w->x, w->y, b->gamma2, N, D);
     LAP(other_s);
@@ -727,7 +752,7 @@ int uf_cait_forward(uf_cait *m, const float *x, int n, float *out, float *const 
             if (trace) memcpy(trace[1 + k] + i * N * D, w.x, sizeof(float) * N * D);
         }
         t0 = uf_now();
-        layer_norm(w.x, (int)N, (int)D, m->norm_w, m->norm_b, w.y);
+        layer_norm(w.x, (int)N, (int)D, m->norm_w, m->norm_b, w.y, NULL);
         float *o = out + (size_t)i * D * N;
 #pragma omp parallel for schedule(static)
         for (size_t c = 0; c < D; c++)

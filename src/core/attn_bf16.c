@@ -97,7 +97,46 @@ BF16_TARGET void uf_attn_bf16_values(int r, int n2, int dv, const uint16_t *p, i
         for (; i < r; i++) VALUE_BLOCK(1);
     }
 }
+
+/* G (8 or 16) output heads from g0 x 16 columns at j0 of row i. */
+#define MIX_BLOCK(G)                                                                                            \
+    do {                                                                                                        \
+        __m512 acc[G];                                                                                          \
+        for (int g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();                                               \
+        for (int h = 0; h < H; h++) {                                                                           \
+            const __m512 x = _mm512_maskz_loadu_ps(m, src + ((size_t)h * r + i) * len + j0);                   \
+            const float *wh = wt + h * H + g0;                                                                  \
+            for (int g = 0; g < G; g++) acc[g] = _mm512_fmadd_ps(_mm512_set1_ps(wh[g]), x, acc[g]);           \
+        }                                                                                                       \
+        for (int g = 0; g < G; g++)                                                                             \
+            _mm256_mask_storeu_epi16(dst + ((size_t)(g0 + g) * r + i) * ldd + j0, m,                           \
+                                     (__m256i)_mm512_cvtneps_pbh(acc[g]));                                      \
+    } while (0)
+
+BF16_TARGET void uf_attn_bf16_mix(int H, const float *w, const float *scale, const float *src, int r, int len,
+                                  uint16_t *dst, int ldd) {
+    float wt[64 * 64]; /* wt[h H + g] = w[g H + h] scale[h r + i] */
+    for (int i = 0; i < r; i++) {
+        for (int g = 0; g < H; g++)
+            for (int h = 0; h < H; h++) wt[h * H + g] = w[g * H + h] * (scale ? scale[h * r + i] : 1.0f);
+        for (int j0 = 0; j0 < len; j0 += 16) {
+            const __mmask16 m = lanes(j0, len);
+            if (H == 8) {
+                const int g0 = 0;
+                MIX_BLOCK(8);
+            } else {
+                for (int g0 = 0; g0 < H; g0 += 16) MIX_BLOCK(16);
+            }
+        }
+        if (len % 2)
+            for (int g = 0; g < H; g++) dst[((size_t)g * r + i) * ldd + len] = 0;
+    }
+}
 #else
+void uf_attn_bf16_mix(int H, const float *w, const float *scale, const float *src, int r, int len, uint16_t *dst,
+                      int ldd) {
+    (void)H, (void)w, (void)scale, (void)src, (void)r, (void)len, (void)dst, (void)ldd;
+}
 void uf_attn_bf16_scores(int r, int n, int d2, const uint16_t *q, int ldq, const uint32_t *kp, int ldk, float *s,
                          int lds) {
     (void)r, (void)n, (void)d2, (void)q, (void)ldq, (void)kp, (void)ldk, (void)s, (void)lds;

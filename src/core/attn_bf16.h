@@ -34,4 +34,11 @@ void uf_attn_bf16_scores(int r, int n, int d2, const uint16_t *q, int ldq, const
 void uf_attn_bf16_values(int r, int n2, int dv, const uint16_t *p, int ldp, const uint32_t *vp, int ldv, float *o,
                          int ldo);
 
+/* The talking heads' second mixing with P's rounding to bf16 in the same pass, for the
+ * values product: dst[(g r + i) ldd + j] = bf16(sum_h w[g H + h] scale[h r + i] src[(h r + i) len + j])
+ * for g < H, i < r, j < len (heads in order, FP32 multiply-adds), and dst[... + len] = 0 when
+ * len is odd (the pair's pad); scale NULL means 1. H is 8 or a multiple of 16, at most 64. */
+void uf_attn_bf16_mix(int H, const float *w, const float *scale, const float *src, int r, int len, uint16_t *dst,
+                      int ldd);
+
 #endif

@@ -33,5 +33,7 @@ void uf_to_bf16_serial(const float *src, uint16_t *dst, size_t n);
  * NULL. UF_OK, or UF_ERR + message (oneDNN cannot run it here, out of memory). */
 int uf_linear_bf16(const float *x, int rows, int in, const uint16_t *w16, const float *b, int out, float *y,
                    uint16_t *x16);
+/* The same with x already in bfloat16 (x16: rows * in values). */
+int uf_linear_bf16_in(const uint16_t *x16, int rows, int in, const uint16_t *w16, const float *b, int out, float *y);
 
 #endif
