@@ -34,67 +34,49 @@ BF16_TARGET static inline __mmask16 lanes(int j, int n) {
     return left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1u);
 }
 
-/* One block of R (1..4) rows x 4 vectors of 16 columns of the scores. */
-#define SCORE_BLOCK(R)                                                                                          \
+/* R (1..4) rows x V (3 or 4) vectors of 16 columns from column col0 of c: over `steps` pair steps t,
+ * acc[a][v] += (pair t of row i + a of the bf16 matrix a, lda elements a row) . (words col0 + 16 v..
+ * of row t of the pair-word matrix b, ldb words a row); m[v] masks the columns past the end. */
+#define PAIR_BLOCK(R, V, a, lda, b, ldb, steps, col0, c, ldc)                                                  \
     do {                                                                                                        \
-        __m512 acc[R][4];                                                                                       \
-        for (int a = 0; a < R; a++)                                                                             \
-            for (int c = 0; c < 4; c++) acc[a][c] = _mm512_setzero_ps();                                        \
-        for (int t = 0; t < d2; t++) {                                                                          \
-            const uint32_t *kr = kp + (size_t)t * ldk + j0;                                                    \
-            __m512i kv[4];                                                                                      \
-            for (int c = 0; c < 4; c++) kv[c] = _mm512_maskz_loadu_epi32(m[c], kr + 16 * c);                   \
-            for (int a = 0; a < R; a++) {                                                                       \
-                const uint32_t *qa = (const uint32_t *)(const void *)(q + (size_t)(i + a) * ldq);              \
-                const __m512i qb = _mm512_set1_epi32((int)qa[t]);                                              \
-                for (int c = 0; c < 4; c++)                                                                     \
-                    acc[a][c] = _mm512_dpbf16_ps(acc[a][c], (__m512bh)qb, (__m512bh)kv[c]);                    \
+        __m512 acc[R][V];                                                                                       \
+        for (int r_ = 0; r_ < R; r_++)                                                                          \
+            for (int v_ = 0; v_ < V; v_++) acc[r_][v_] = _mm512_setzero_ps();                                   \
+        for (int t = 0; t < (steps); t++) {                                                                     \
+            const uint32_t *br = (b) + (size_t)t * (ldb) + (col0);                                             \
+            __m512i bv[V];                                                                                      \
+            for (int v_ = 0; v_ < V; v_++) bv[v_] = _mm512_maskz_loadu_epi32(m[v_], br + 16 * v_);             \
+            for (int r_ = 0; r_ < R; r_++) {                                                                    \
+                const uint32_t *ar = (const uint32_t *)(const void *)((a) + (size_t)(i + r_) * (lda));         \
+                const __m512i ab = _mm512_set1_epi32((int)ar[t]);                                              \
+                for (int v_ = 0; v_ < V; v_++)                                                                  \
+                    acc[r_][v_] = _mm512_dpbf16_ps(acc[r_][v_], (__m512bh)ab, (__m512bh)bv[v_]);               \
             }                                                                                                   \
         }                                                                                                       \
-        for (int a = 0; a < R; a++)                                                                             \
-            for (int c = 0; c < 4; c++) _mm512_mask_storeu_ps(s + (size_t)(i + a) * lds + j0 + 16 * c, m[c], acc[a][c]); \
+        for (int r_ = 0; r_ < R; r_++)                                                                          \
+            for (int v_ = 0; v_ < V; v_++)                                                                      \
+                _mm512_mask_storeu_ps((c) + (size_t)(i + r_) * (ldc) + (col0) + 16 * v_, m[v_], acc[r_][v_]);  \
     } while (0)
 
 BF16_TARGET void uf_attn_bf16_scores(int r, int n, int d2, const uint16_t *q, int ldq, const uint32_t *kp, int ldk,
                                      float *s, int lds) {
     for (int j0 = 0; j0 < n; j0 += 64) {
         __mmask16 m[4];
-        for (int c = 0; c < 4; c++) m[c] = lanes(j0 + 16 * c, n);
+        for (int v = 0; v < 4; v++) m[v] = lanes(j0 + 16 * v, n);
         int i = 0;
-        for (; i + 4 <= r; i += 4) SCORE_BLOCK(4);
-        for (; i < r; i++) SCORE_BLOCK(1);
+        for (; i + 4 <= r; i += 4) PAIR_BLOCK(4, 4, q, ldq, kp, ldk, d2, j0, s, lds);
+        for (; i < r; i++) PAIR_BLOCK(1, 4, q, ldq, kp, ldk, d2, j0, s, lds);
     }
 }
-
-/* One block of R (1..4) rows x 3 vectors of 16 output columns. */
-#define VALUE_BLOCK(R)                                                                                          \
-    do {                                                                                                        \
-        __m512 acc[R][3];                                                                                       \
-        for (int a = 0; a < R; a++)                                                                             \
-            for (int c = 0; c < 3; c++) acc[a][c] = _mm512_setzero_ps();                                        \
-        for (int t = 0; t < n2; t++) {                                                                          \
-            const uint32_t *vr = vp + (size_t)t * ldv + c0;                                                    \
-            __m512i vv[3];                                                                                      \
-            for (int c = 0; c < 3; c++) vv[c] = _mm512_maskz_loadu_epi32(m[c], vr + 16 * c);                   \
-            for (int a = 0; a < R; a++) {                                                                       \
-                const uint32_t *pa = (const uint32_t *)(const void *)(p + (size_t)(i + a) * ldp);              \
-                const __m512i pb = _mm512_set1_epi32((int)pa[t]);                                              \
-                for (int c = 0; c < 3; c++)                                                                     \
-                    acc[a][c] = _mm512_dpbf16_ps(acc[a][c], (__m512bh)pb, (__m512bh)vv[c]);                    \
-            }                                                                                                   \
-        }                                                                                                       \
-        for (int a = 0; a < R; a++)                                                                             \
-            for (int c = 0; c < 3; c++) _mm512_mask_storeu_ps(o + (size_t)(i + a) * ldo + c0 + 16 * c, m[c], acc[a][c]); \
-    } while (0)
 
 BF16_TARGET void uf_attn_bf16_values(int r, int n2, int dv, const uint16_t *p, int ldp, const uint32_t *vp, int ldv,
                                      float *o, int ldo) {
     for (int c0 = 0; c0 < dv; c0 += 48) {
         __mmask16 m[3];
-        for (int c = 0; c < 3; c++) m[c] = lanes(c0 + 16 * c, dv);
+        for (int v = 0; v < 3; v++) m[v] = lanes(c0 + 16 * v, dv);
         int i = 0;
-        for (; i + 4 <= r; i += 4) VALUE_BLOCK(4);
-        for (; i < r; i++) VALUE_BLOCK(1);
+        for (; i + 4 <= r; i += 4) PAIR_BLOCK(4, 3, p, ldp, vp, ldv, n2, c0, o, ldo);
+        for (; i < r; i++) PAIR_BLOCK(1, 3, p, ldp, vp, ldv, n2, c0, o, ldo);
     }
 }
 
