@@ -17,7 +17,7 @@ int uf_attn_bf16_available(void) {
     if (known < 0) {
         __builtin_cpu_init();
         known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                __builtin_cpu_supports("avx512bf16");
+                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
     }
     return known;
 #else
@@ -26,7 +26,7 @@ int uf_attn_bf16_available(void) {
 }
 
 #if ATTN_BF16_X86
-#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
 /* Lanes of the 16-wide vector starting at column j that are inside [0, n). */
 BF16_TARGET static inline __mmask16 lanes(int j, int n) {
