@@ -23,7 +23,6 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "core/timer.h"
-#include "detect/anomaly_map.h"
 #include "eval/metrics.h"
 #include "io/json_file.h"
 #include "io/dataset.h"
@@ -356,8 +355,7 @@ static int test_done(knn_ctx *k, void *user, const knn_image *im) {
         const uf_tile_grid *g = im->grid;
         uf_tile_stitch_end(g, t->sum, t->weight);
         /* the model's map smoothing, as the flow's map gets it (model/batch.c) */
-        const float sg = (float)k->m->cfg.map_sigma;
-        if (sg > 0 && uf_map_smooth(t->sum, g->work_h, g->work_w, sg, sg) != UF_OK) return UF_ERR;
+        if (uf_batch_smooth_map(k->m, t->sum, g->work_h, g->work_w, g->work_w, g->work_h) != UF_OK) return UF_ERR;
         ew = im->w, eh = im->h;
         const size_t n = (size_t)ew * eh;
         if (n > t->map_cap) {
@@ -370,9 +368,8 @@ static int test_done(knn_ctx *k, void *user, const knn_image *im) {
             memcpy(t->amap, t->sum, n * sizeof(float));
         else
             uf_interp_bilinear(t->sum, 1, g->work_h, g->work_w, t->amap, eh, ew);
-    } else if (k->m->cfg.map_sigma > 0) { /* the eval grid's map, smoothed in input pixels */
-        const float sg = (float)k->m->cfg.map_sigma;
-        if (uf_map_smooth(t->amap, eh, ew, sg * ew / k->W, sg * eh / k->H) != UF_OK) return UF_ERR;
+    } else if (uf_batch_smooth_map(k->m, t->amap, eh, ew, k->W, k->H) != UF_OK) { /* the eval grid's map */
+        return UF_ERR;
     }
     const size_t n = (size_t)ew * eh;
     float mx = -INFINITY;

@@ -25,9 +25,7 @@
  * kernels want fewer rows than OpenBLAS's SGEMM (measured on a Zen 5, MS-CaiT M48:
  * bf16 attention 0.47 / 0.39 / 0.37 s at 64 / 32 / 16 rows, FP32 0.58 / 0.60 / 0.70 s). */
 #define ROW_CHUNK 64
-#ifndef BF16_ROW_CHUNK
 #define BF16_ROW_CHUNK 16
-#endif
 
 typedef struct {
     const float *norm1_w, *norm1_b;
@@ -477,8 +475,8 @@ static void bf16_failed(uf_cait *m) {
     m->bf16 = 0;
 }
 
-/* linear() in bfloat16 when the model has it on (w16 made), FP32 otherwise. */
-/* x16: NULL, or x already in bf16 (layer_norm's or gelu_erf's y16), used when bf16 is on. */
+/* linear() in bfloat16 when the model has it on (w16 made), FP32 otherwise. x16: NULL, or x
+ * already in bf16 (layer_norm's or gelu_erf's y16), used when bf16 is on. */
 static void dense(uf_cait *m, const float *x, const uint16_t *x16, int rows, int in, const float *w,
                   const uint16_t *w16, const float *b, int out, float *y) {
     if (m->bf16 && w16) {
@@ -517,6 +515,19 @@ int uf_cait_set_bf16(uf_cait *m, int on) {
 
 int uf_cait_get_bf16(const uf_cait *m) { return m->bf16; }
 
+/* vsum (D) = sum over the N rows of V (qkv's last D columns): proj_w's bias folded (below). */
+static void value_sums(const float *qkv, int N, int D, float *vsum) {
+    for (int c = 0; c < D; c++) vsum[c] = 0.0f;
+    for (int j = 0; j < N; j++)
+        for (int c = 0; c < D; c++) vsum[c] += qkv[(size_t)j * 3 * D + 2 * D + c];
+}
+
+/* oh (r rows of dh, row stride D) += bias * vsum_h: head h's share of proj_w's bias. */
+static void add_head_bias(float *oh, int r, int dh, int D, float bias, const float *vsum_h) {
+    for (int i = 0; i < r; i++)
+        for (int k = 0; k < dh; k++) oh[(size_t)i * D + k] += bias * vsum_h[k];
+}
+
 /* Talking-heads self-attention of one image (spec 3.1.2): qkv (N, 3D) ->
  * o (N, D). vsum (D): scratch. scratch: per thread (2 N + 1) x H x ROW_CHUNK floats.
  * Two biases are folded instead of added to the H x N x N scores:
@@ -527,9 +538,7 @@ static void attention(const uf_cait *m, const cait_block *b, const float *qkv, f
     const int N = m->grid * m->grid, D = m->dim, H = m->heads, dh = D / H, ld = 3 * D;
     const int n_chunks = (N + ROW_CHUNK - 1) / ROW_CHUNK;
     const size_t per_thread = (size_t)2 * H * ROW_CHUNK * N + (size_t)H * ROW_CHUNK;
-    for (int c = 0; c < D; c++) vsum[c] = 0.0f;
-    for (int j = 0; j < N; j++)
-        for (int c = 0; c < D; c++) vsum[c] += qkv[(size_t)j * ld + 2 * D + c];
+    value_sums(qkv, N, D, vsum);
 #pragma omp parallel for schedule(dynamic)
     for (int c = 0; c < n_chunks; c++) {
         const int i0 = c * ROW_CHUNK, r = N - i0 < ROW_CHUNK ? N - i0 : ROW_CHUNK;
@@ -548,9 +557,7 @@ static void attention(const uf_cait *m, const cait_block *b, const float *qkv, f
         for (int h = 0; h < H; h++) {
             float *oh = o + (size_t)i0 * D + h * dh;
             uf_sgemm(false, false, r, dh, N, 1.0f, s + h * rn, N, qkv + 2 * D + h * dh, ld, 0.0f, oh, D);
-            const float bias = b->mix_w_b[h];
-            for (int i = 0; i < r; i++)
-                for (int k = 0; k < dh; k++) oh[(size_t)i * D + k] += bias * vsum[h * dh + k];
+            add_head_bias(oh, r, dh, D, b->mix_w_b[h], vsum + h * dh);
         }
     }
 }
@@ -572,9 +579,7 @@ static void attention_bf16(uf_cait *m, const cait_block *b, const float *qkv, fl
     const int n2 = (N + 1) / 2, d2 = dh / 2;
     uint16_t *q16 = m->q16;
     uint32_t *kp = m->k_pairs, *vp = m->v_pairs;
-    for (int c = 0; c < D; c++) vsum[c] = 0.0f;
-    for (int j = 0; j < N; j++)
-        for (int c = 0; c < D; c++) vsum[c] += qkv[(size_t)j * ld + 2 * D + c];
+    value_sums(qkv, N, D, vsum);
     /* Q as (H, N, dh); K as pairs (H, d2, N) */
 #pragma omp parallel for schedule(static)
     for (int j = 0; j < N; j++) {
@@ -615,9 +620,7 @@ static void attention_bf16(uf_cait *m, const cait_block *b, const float *qkv, fl
         for (int h = 0; h < H; h++) {
             float *oh = o + (size_t)i0 * D + h * dh;
             uf_attn_bf16_values(r, n2, dh, p16 + (size_t)h * r * 2 * n2, 2 * n2, vp + (size_t)h * n2 * dh, dh, oh, D);
-            const float bias = b->mix_w_b[h];
-            for (int i = 0; i < r; i++)
-                for (int k = 0; k < dh; k++) oh[(size_t)i * D + k] += bias * vsum[h * dh + k];
+            add_head_bias(oh, r, dh, D, b->mix_w_b[h], vsum + h * dh);
         }
     }
 }
@@ -692,16 +695,17 @@ static void run_block(uf_cait *m, const cait_block *b, cait_work *w) {
     LAP(other_s);
     dense(m, w->y, x16, N, D, b->qkv_w, b->qkv_w16, b->qkv_b, 3 * D, w->qkv);
     LAP(dense_s);
-    if (m->bf16 && bf16_attention_runs(m)) { /* q is scaled as it is rounded to bf16 */
-        LAP(other_s);
-        attention_bf16(m, b, w->qkv, q_scale, w->o, w->vsum, w->scratch);
-    } else {
+    const int attention16 = m->bf16 && bf16_attention_runs(m); /* there q is scaled as it is rounded */
+    if (!attention16) {
 #pragma omp parallel for schedule(static)
         for (int n = 0; n < N; n++)
             for (int c = 0; c < D; c++) w->qkv[(size_t)n * 3 * D + c] *= q_scale;
-        LAP(other_s);
-        attention(m, b, w->qkv, w->o, w->vsum, w->scratch);
     }
+    LAP(other_s);
+    if (attention16)
+        attention_bf16(m, b, w->qkv, q_scale, w->o, w->vsum, w->scratch);
+    else
+        attention(m, b, w->qkv, w->o, w->vsum, w->scratch);
     LAP(attention_s);
     dense(m, w->o, NULL, N, D, b->proj_w, b->proj_w16, b->proj_b, D, w->y);
     LAP(dense_s);

@@ -153,12 +153,12 @@ static int run_product(int rows, int in, int out, const uint16_t *x16, const uin
     return rc;
 }
 
-int uf_linear_bf16(const float *x, int rows, int in, const uint16_t *w16, const float *b, int out, float *y,
-                   uint16_t *x16) {
-    uf_to_bf16(x, x16, (size_t)rows * in);
+int uf_linear_bf16_in(const uint16_t *x16, int rows, int in, const uint16_t *w16, const float *b, int out, float *y) {
     return run_product(rows, in, out, x16, w16, b, y);
 }
 
-int uf_linear_bf16_in(const uint16_t *x16, int rows, int in, const uint16_t *w16, const float *b, int out, float *y) {
-    return run_product(rows, in, out, x16, w16, b, y);
+int uf_linear_bf16(const float *x, int rows, int in, const uint16_t *w16, const float *b, int out, float *y,
+                   uint16_t *x16) {
+    uf_to_bf16(x, x16, (size_t)rows * in);
+    return uf_linear_bf16_in(x16, rows, in, w16, b, out, y);
 }

@@ -180,6 +180,12 @@ static void mean_z2(const uf_model *m, float *const *z, int i, int n, double *ou
     }
 }
 
+int uf_batch_smooth_map(const uf_model *m, float *map, int h, int w, int span_w, int span_h) {
+    const double s = m->cfg.map_sigma;
+    if (!(s > 0)) return UF_OK;
+    return uf_map_smooth(map, h, w, (float)(s * w / span_w), (float)(s * h / span_h));
+}
+
 /* The map of a model with map_sigma > 0 (model.h): the spec's map at the model input's size,
  * smoothed there (sigma in input pixels), then resized bilinearly to oh x ow; the score is the
  * smoothed map's maximum at the input's size, so it does not depend on the output size. */
@@ -188,7 +194,7 @@ static int smoothed_map(const uf_model *m, const uf_latent_view *v, int oh, int 
     float *in = (oh == H && ow == W) ? amap : malloc(sizeof(float) * (size_t)W * H);
     if (!in) return uf_error("anomaly map: out of memory");
     int rc = uf_anomaly_map(v, m->cfg.flow.n_scales, H, W, in, NULL);
-    if (rc == UF_OK) rc = uf_map_smooth(in, H, W, (float)m->cfg.map_sigma, (float)m->cfg.map_sigma);
+    if (rc == UF_OK) rc = uf_batch_smooth_map(m, in, H, W, W, H);
     if (rc == UF_OK) {
         float mx = -INFINITY;
         for (size_t p = 0; p < (size_t)W * H; p++) mx = in[p] > mx ? in[p] : mx;
@@ -286,8 +292,7 @@ static int run_tiled_image(uf_batch *b, uf_model *m, int i, double *t_lat, doubl
     uf_tile_stitch_end(&g, sum, weight);
     /* a tiled model's smoothing runs on the stitched map: tiles are at the input's scale, so the
      * working resolution's pixels are input pixels */
-    if (m->cfg.map_sigma > 0 && uf_map_smooth(sum, g.work_h, g.work_w, (float)m->cfg.map_sigma,
-                                              (float)m->cfg.map_sigma) != UF_OK) {
+    if (uf_batch_smooth_map(m, sum, g.work_h, g.work_w, g.work_w, g.work_h) != UF_OK) {
         snprintf(b->error[i], UF_BATCH_ERROR_LEN, "image '%s': %s", b->paths[i], uf_last_error());
         goto out;
     }

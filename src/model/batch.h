@@ -83,4 +83,9 @@ int uf_batch_first_error(const uf_batch *b);
  * UF_ERR only when the batch as a whole fails (out of memory). */
 int uf_batch_run(uf_batch *b, uf_model *m, double *t_latents, double *t_detect);
 
+/* m's map smoothing (cfg.map_sigma, in input pixels; nothing when 0) on a map of h x w that
+ * spans span_w x span_h input pixels (the input's W x H for a resized model's map, h x w itself
+ * for a tiled model's stitched map). UF_ERR (message) when out of memory. */
+int uf_batch_smooth_map(const uf_model *m, float *map, int h, int w, int span_w, int span_h);
+
 #endif

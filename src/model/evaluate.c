@@ -25,6 +25,10 @@ void uf_evaluate_grid(const uf_model *m, int eval_size, int *ew, int *eh) {
     *eh = H >= W ? eval_size : (int)(shorter > 0 ? shorter : 1);
 }
 
+int uf_evaluate_at_image_size(const uf_model *m, const uf_evaluate_options *o) {
+    return m->cfg.tiling.enabled || o->eval_native;
+}
+
 int uf_evaluate_gt(const uf_model *m, const uf_sample *s, int orig_w, int orig_h, int ew, int eh, int at_image_size,
                    uint8_t *gt) {
     const size_t ne = (size_t)ew * eh;
@@ -108,7 +112,7 @@ int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *r
     size_t gt_cap = per;
     float *img_score = NULL, *native_amap = NULL, *native_nfa = NULL; /* eval_native's resized fields */
     size_t native_cap = 0;
-    const int at_image_size = m->cfg.tiling.enabled || o->eval_native;
+    const int at_image_size = uf_evaluate_at_image_size(m, o);
     uint8_t *img_label = NULL, *img_detected = NULL;
     rep->images = calloc((size_t)(ds->count > 0 ? ds->count : 1), sizeof *rep->images);
     if (!rep->images) {
@@ -281,7 +285,7 @@ int uf_evaluate_write_json(const uf_model *m, const uf_evaluate_options *o, cons
     int ew, eh;
     uf_evaluate_grid(m, o->eval_size, &ew, &eh);
     cJSON_AddBoolToObject(root, "tiled", m->cfg.tiling.enabled);
-    if (m->cfg.tiling.enabled || o->eval_native) { /* scored at each image's own size */
+    if (uf_evaluate_at_image_size(m, o)) { /* scored at each image's own size */
         cJSON_AddStringToObject(root, "eval_grid", "image");
     } else {
         cJSON_AddNumberToObject(root, "eval_size", o->eval_size);

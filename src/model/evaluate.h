@@ -57,6 +57,9 @@ typedef struct uf_evaluate_report {
 int uf_evaluate(uf_model *m, const uf_evaluate_options *o, uf_evaluate_report *rep);
 void uf_evaluate_report_free(uf_evaluate_report *rep);
 
+/* 1 when `test` scores m at each image's own size: a tiled model, or o->eval_native. */
+int uf_evaluate_at_image_size(const uf_model *m, const uf_evaluate_options *o);
+
 /* The evaluation grid of model m: eval_size on the longer side of the model's input,
  * the other side in proportion. */
 void uf_evaluate_grid(const uf_model *m, int eval_size, int *width, int *height);

@@ -95,15 +95,15 @@ typedef struct uf_model {
     uf_flow *flow;
 } uf_model;
 
-/* Validation (held-out normal images): the band of per-scale mean z^2 inside which the
- * latents of unseen normal images count as calibrated, i.e. N(0, 1) enough for the
- * automatic NFA threshold. Symmetric in log: 1/1.25 = 0.8. */
 /* Anomaly-map smoothing (cfg.map_sigma): what `uflow train` records unless told otherwise, and
  * the widest accepted. 4 input pixels is one cell of the finest (1/4) latent grid, the smoothing
  * PatchCore and anomalib apply to their maps; measured on MTD and BSD (docs/results.md). */
 #define UF_MAP_SIGMA_DEFAULT 4.0
 #define UF_MAP_SIGMA_MAX 16.0
 
+/* Validation (held-out normal images): the band of per-scale mean z^2 inside which the
+ * latents of unseen normal images count as calibrated, i.e. N(0, 1) enough for the
+ * automatic NFA threshold. Symmetric in log: 1/1.25 = 0.8. */
 #define UF_VAL_Z2_LOW 0.8
 #define UF_VAL_Z2_HIGH 1.25
 /* 1 when the model's recorded validation z^2 is inside [UF_VAL_Z2_LOW, UF_VAL_Z2_HIGH] at every

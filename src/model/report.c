@@ -366,7 +366,7 @@ int uf_report_write_html(uf_model *m, const uf_evaluate_options *o, const uf_eva
     int ew, eh;
     uf_evaluate_grid(m, o->eval_size, &ew, &eh);
     char grid[64];
-    if (m->cfg.tiling.enabled || o->eval_native)
+    if (uf_evaluate_at_image_size(m, o))
         snprintf(grid, sizeof grid, "at each image's own size");
     else
         snprintf(grid, sizeof grid, "on %dx%d maps", ew, eh);
