@@ -1,10 +1,15 @@
 #include "io/render.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 #include "core/error.h"
 
-static float clamp01(float v) { return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; }
+/* Two selects rather than one nested: the form gcc vectorises (same values, NaN kept). */
+static inline float clamp01(float v) {
+    v = v < 0.0f ? 0.0f : v;
+    return v > 1.0f ? 1.0f : v;
+}
 
 /* lrintf for 0 <= v < 2^23 in the default rounding mode (to nearest, ties to even), without
  * the library call: adding and removing 2^23 leaves v rounded to an integer, the very
@@ -21,6 +26,12 @@ static inline void jet(float v, uint8_t rgb[3]) {
 
 void uf_colormap_jet(float v, uint8_t rgb[3]) { jet(v, rgb); }
 
+/* The overlay is made a chunk of pixels at a time in two loops that gcc vectorises: the jet
+ * bytes of the chunk, interleaved as RGB, then the blend of every byte. Both are the float
+ * arithmetic of the per-pixel form (jet(), then round_byte(keep * b + alpha * h)) lane by
+ * lane, so the bytes are the same (tests/test_render.c checks them against that form). */
+enum { OVERLAY_CHUNK = 1024 };
+
 uf_image *uf_render_overlay(const uf_image *base, const float *map, int width, int height, float lo, float hi,
                             float alpha) {
     if (base->width != width || base->height != height) {
@@ -32,14 +43,41 @@ uf_image *uf_render_overlay(const uf_image *base, const float *map, int width, i
     const float span = hi > lo ? hi - lo : 1.0f, keep = 1.0f - alpha;
     const int bch = base->channels;
     const size_t n = (size_t)width * height;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t heat[3];
-        jet((map[i] - lo) / span, heat);
-        const uint8_t *b = base->pixels + i * bch;
-        uint8_t *o = out->pixels + i * 3;
-        for (int c = 0; c < 3; c++) o[c] = round_byte(keep * b[bch == 3 ? c : 0] + alpha * heat[c]);
+    uint8_t heat[3 * OVERLAY_CHUNK];
+    for (size_t i0 = 0; i0 < n; i0 += OVERLAY_CHUNK) {
+        const size_t m = n - i0 < OVERLAY_CHUNK ? n - i0 : OVERLAY_CHUNK;
+        const float *v_in = map + i0;
+        for (size_t k = 0; k < m; k++) {
+            const float v = clamp01((v_in[k] - lo) / span);
+            heat[3 * k] = round_byte(255.0f * clamp01(1.5f - fabsf(4.0f * v - 3.0f)));
+            heat[3 * k + 1] = round_byte(255.0f * clamp01(1.5f - fabsf(4.0f * v - 2.0f)));
+            heat[3 * k + 2] = round_byte(255.0f * clamp01(1.5f - fabsf(4.0f * v - 1.0f)));
+        }
+        const uint8_t *restrict b = base->pixels + i0 * bch;
+        uint8_t *restrict o = out->pixels + i0 * 3;
+        if (bch == 3)
+            for (size_t j = 0; j < 3 * m; j++) o[j] = round_byte(keep * (float)b[j] + alpha * (float)heat[j]);
+        else
+            for (size_t k = 0; k < m; k++)
+                for (int c = 0; c < 3; c++)
+                    o[3 * k + c] = round_byte(keep * (float)b[k] + alpha * (float)heat[3 * k + c]);
     }
     return out;
+}
+
+uint16_t *uf_render_gray16(const float *map, size_t n) {
+    uint16_t *px = malloc(sizeof(uint16_t) * (n ? n : 1));
+    if (!px) {
+        uf_error("out of memory for a 16-bit map of %zu pixels", n);
+        return NULL;
+    }
+    /* lrintf(a * 65535), written so that gcc vectorises it: adding and removing 2^23 rounds to
+     * an integer as lrintf does (to nearest, ties to even), exactly, below 2^23 */
+    for (size_t p = 0; p < n; p++) {
+        const float a = clamp01(map[p]);
+        px[p] = (uint16_t)(int32_t)((a * 65535.0f + 0x1p23f) - 0x1p23f);
+    }
+    return px;
 }
 
 uf_image *uf_render_mask(const uint8_t *mask, int width, int height) {

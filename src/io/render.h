@@ -2,6 +2,7 @@
 #ifndef UF_IO_RENDER_H
 #define UF_IO_RENDER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "io/image.h"
@@ -14,6 +15,10 @@ void uf_colormap_jet(float v, uint8_t rgb[3]);
  * RGB image, or NULL + error when sizes differ or memory runs out. */
 uf_image *uf_render_overlay(const uf_image *base, const float *map, int width, int height, float lo, float hi,
                             float alpha);
+
+/* The map's n values clamped to [0, 1] and scaled to 0..65535, rounded to nearest (ties to
+ * even, as lrintf): the _map.png pixels. malloc'ed, or NULL + error. */
+uint16_t *uf_render_gray16(const float *map, size_t n);
 
 /* A 0/255 gray image from a boolean mask (h, w). */
 uf_image *uf_render_mask(const uint8_t *mask, int width, int height);

@@ -215,20 +215,9 @@ static int write_field(const char *path, const char *name, const float *field, i
     return rc;
 }
 
-/* The anomaly map as 16-bit gray (0..1 -> 0..65535, rounded), as the _map.png file holds it;
- * NULL + error when out of memory. */
+/* The anomaly map as 16-bit gray, as the _map.png file holds it; NULL + error when out of memory. */
 static uint16_t *map_gray16(const uf_image_result *r) {
-    const size_t np = (size_t)r->width * r->height;
-    uint16_t *px = malloc(sizeof(uint16_t) * np);
-    if (!px) {
-        uf_error("out of memory");
-        return NULL;
-    }
-    for (size_t p = 0; p < np; p++) {
-        float a = r->anomaly_map[p] < 0.0f ? 0.0f : r->anomaly_map[p] > 1.0f ? 1.0f : r->anomaly_map[p];
-        px[p] = (uint16_t)lrintf(a * 65535.0f);
-    }
-    return px;
+    return uf_render_gray16(r->anomaly_map, (size_t)r->width * r->height);
 }
 
 int uf_image_result_png(const uf_image_result *r, unsigned output, unsigned char **png, size_t *len) {
