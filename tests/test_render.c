@@ -59,7 +59,12 @@ static void test_overlay_matches_definition(void) {
                 uf_image *got = uf_render_overlay(base, map, W, H, lo, hi, alpha);
                 CHECK(got && got->channels == 3 && got->width == W && got->height == H, "%s", uf_last_error());
                 size_t diff = 0;
-                for (size_t i = 0; got && i < 3 * n; i++) diff += got->pixels[i] != want[i];
+                for (size_t i = 0; got && i < 3 * n; i++) {
+                    if (got->pixels[i] != want[i] && !diff)
+                        printf("  byte %zu: base %d map %.9g got %d want %d\n", i, base->pixels[ch == 3 ? i : i / 3],
+                               (double)map[i / 3], got->pixels[i], want[i]);
+                    diff += got->pixels[i] != want[i];
+                }
                 CHECK(diff == 0, "%dx%d, %d channel(s), lo %g hi %g alpha %g: %zu bytes differ", W, H, ch, lo, hi,
                       alpha, diff);
                 cases++;
