@@ -1034,9 +1034,13 @@ static int png_write_atomic(const char *path, int width, int height, int channel
     if (check_dims(width, height) != UF_OK) return uf_error_prefix("png '%s'", path);
     uf_atomic_file af;
     if (uf_atomic_begin(&af, path) != UF_OK) return UF_ERR;
+    const uf_png_filter filter = mode == UF_PNG_FAST         ? UF_PNG_FILTER_UP
+                                 : mode == UF_PNG_FAST_PHOTO ? UF_PNG_FILTER_PAETH
+                                                             : UF_PNG_FILTER_NONE;
     const int rc = mode == UF_PNG_COMPACT
                        ? png_write_stream(af.fp, path, width, height, channels, bit_depth, pixels)
-                       : uf_png_fast_write(af.fp, path, width, height, channels, bit_depth, pixels, mode == UF_PNG_FAST);
+                       : uf_png_fast_write(af.fp, path, width, height, channels, bit_depth, pixels, filter,
+                                           mode == UF_PNG_FAST_PHOTO ? 1 : 0);
     if (rc != UF_OK) {
         uf_atomic_abort(&af);
         return UF_ERR;

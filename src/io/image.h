@@ -116,12 +116,16 @@ int uf_png_write_gray16(const char *path, const uint16_t *pixels, int width, int
 /* How a PNG is compressed; a decoder reads the same pixels from each. Measured on 900x900
  * predict outputs, one core (docs/results.md, issue 25): libpng's defaults (zlib level 6,
  * adaptive filters) take 190-260 ms for an RGB overlay and 60-90 ms for a 16-bit map;
- * ISA-L's igzip level 1 after the Up filter (io/png_fast.h) 8 ms and 3.7 ms, for files
- * 3% larger (overlay) and 7% larger (map); masks (0/255, long runs) unfiltered: 0.1 ms. */
+ * ISA-L's igzip level 1 (io/png_fast.h) a few ms. Photographs (and overlays on them) are
+ * noise to deflate's matching: their Paeth residuals are coded best by Huffman codes and
+ * runs, so the PHOTO mode looks back 2 bytes only (faster, and smaller, than the full window:
+ * overlays on BSD, MTD and bench predict's images, docs/results.md). Smooth fields (maps) gain
+ * from the whole window; masks (0/255, long runs) are left unfiltered. */
 typedef enum {
     UF_PNG_COMPACT = 0, /* libpng's defaults: zlib level 6, adaptive filters */
-    UF_PNG_FAST,        /* ISA-L level 1, filter Up: images, maps */
+    UF_PNG_FAST,        /* ISA-L level 1, filter Up, 32 KiB window: maps */
     UF_PNG_FAST_MASK,   /* ISA-L level 1, no filter: images of few distinct runs */
+    UF_PNG_FAST_PHOTO,  /* ISA-L level 1, filter Paeth, 2-byte window: photographs, overlays */
 } uf_png_mode;
 
 /* Output writers: as above, with a compression mode; durable 0 skips the fsync

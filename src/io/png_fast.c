@@ -29,48 +29,86 @@ static int put_chunk(FILE *fp, const char type[4], const unsigned char *data, si
     return fwrite(head, 1, 8, fp) == 8 && (n == 0 || fwrite(data, 1, n, fp) == n) && fwrite(tail, 1, 4, fp) == 4;
 }
 
+/* Row y's bytes as the PNG holds them (16-bit samples big-endian) into out (row bytes). */
+static void row_bytes(const void *pixels, int width, int channels, int bit_depth, int y, unsigned char *out) {
+    if (bit_depth == 16) {
+        const uint16_t *s = (const uint16_t *)pixels + (size_t)y * width;
+        for (int x = 0; x < width; x++) out[2 * x] = (unsigned char)(s[x] >> 8), out[2 * x + 1] = (unsigned char)s[x];
+    } else {
+        const size_t n = (size_t)width * channels;
+        memcpy(out, (const unsigned char *)pixels + (size_t)y * n, n);
+    }
+}
+
+/* d = the filtered row (PNG spec 9): cur and prev the row and the one above (zeros above the
+ * first), n bytes, bpp bytes per pixel. Each byte depends on the unfiltered rows only, so the
+ * loops vectorise. */
+static void filter_row(uf_png_filter filter, const unsigned char *cur, const unsigned char *prev, size_t n, int bpp,
+                       unsigned char *restrict d) {
+    switch (filter) {
+    case UF_PNG_FILTER_NONE: memcpy(d, cur, n); break;
+    case UF_PNG_FILTER_UP:
+        for (size_t i = 0; i < n; i++) d[i] = (unsigned char)(cur[i] - prev[i]);
+        break;
+    case UF_PNG_FILTER_PAETH:
+        for (size_t i = 0; i < (size_t)bpp && i < n; i++) d[i] = (unsigned char)(cur[i] - prev[i]); /* a = c = 0 */
+        for (size_t i = (size_t)bpp; i < n; i++) {
+            const int a = cur[i - bpp], b = prev[i], c = prev[i - bpp];
+            const int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
+            const int pred = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+            d[i] = (unsigned char)(cur[i] - pred);
+        }
+        break;
+    }
+}
+
 int uf_png_fast_write(FILE *fp, const char *name, int width, int height, int channels, int bit_depth,
-                      const void *pixels, int filter_up) {
+                      const void *pixels, uf_png_filter filter, int window_bits) {
     if (width < 1 || height < 1 || !pixels || !(channels == 1 || channels == 3) ||
-        !(bit_depth == 8 || (bit_depth == 16 && channels == 1)))
-        return uf_error("png '%s': unsupported layout (%dx%d, %d channels, %d bits)", name, width, height, channels,
-                        bit_depth);
-    const size_t row = (size_t)width * channels * (bit_depth / 8), n = (row + 1) * height;
+        !(bit_depth == 8 || (bit_depth == 16 && channels == 1)) ||
+        !(filter == UF_PNG_FILTER_NONE || filter == UF_PNG_FILTER_UP || filter == UF_PNG_FILTER_PAETH) ||
+        window_bits < 0 || window_bits > 15)
+        return uf_error("png '%s': unsupported layout (%dx%d, %d channels, %d bits, filter %d, window %d bits)", name,
+                        width, height, channels, bit_depth, (int)filter, window_bits);
+    const int bpp = channels * (bit_depth / 8);
+    const size_t row = (size_t)width * bpp, n = (row + 1) * height;
     /* deflate's worst case is n plus 5 bytes per 64 KiB stored block; ISA-L's own headers fit
      * in the rest */
     const size_t cap = n + n / 8 + (1 << 16);
     /* ISA-L's vector code may read a little past the input and into its level buffer before writing it;
      * both are zeroed so that nothing it reads is undefined (valgrind memcheck) */
     unsigned char *filtered = malloc(n + ISAL_PAD), *out = malloc(cap), *level_buf = calloc(1, ISAL_DEF_LVL1_DEFAULT);
+    unsigned char *rows = calloc(3, row);
     int rc = UF_OK;
-    if (!filtered || !out || !level_buf) {
+    if (!filtered || !out || !level_buf || !rows) {
         rc = uf_error("png '%s': out of memory", name);
         goto done;
     }
     memset(filtered + n, 0, ISAL_PAD);
+    /* rows: the zero row above the first, then two row buffers used in turn (16-bit rows are
+     * byte-swapped into them; 8-bit rows are read in place) */
     for (int y = 0; y < height; y++) {
         unsigned char *f = filtered + (size_t)y * (row + 1);
-        f[0] = filter_up ? 2 : 0;
-        unsigned char *d = f + 1;
-        if (bit_depth == 16) { /* PNG samples are big-endian */
-            const uint16_t *s = (const uint16_t *)pixels + (size_t)y * width;
-            for (int x = 0; x < width; x++) d[2 * x] = (unsigned char)(s[x] >> 8), d[2 * x + 1] = (unsigned char)s[x];
+        f[0] = (unsigned char)filter;
+        const unsigned char *cur, *prev;
+        if (bit_depth == 16) {
+            unsigned char *slot = rows + row * (size_t)(1 + (y & 1));
+            row_bytes(pixels, width, channels, bit_depth, y, slot);
+            cur = slot;
+            prev = y ? rows + row * (size_t)(1 + ((y - 1) & 1)) : rows;
         } else {
-            memcpy(d, (const unsigned char *)pixels + (size_t)y * row, row);
+            cur = (const unsigned char *)pixels + (size_t)y * row;
+            prev = y ? cur - row : rows;
         }
+        filter_row(filter, cur, prev, row, bpp, f + 1);
     }
-    if (filter_up) /* Up: each byte minus the one above (the first row against zeros); bottom up */
-        for (int y = height - 1; y > 0; y--) {
-            unsigned char *d = filtered + (size_t)y * (row + 1) + 1;
-            const unsigned char *u = d - (row + 1);
-            for (size_t i = 0; i < row; i++) d[i] = (unsigned char)(d[i] - u[i]);
-        }
     struct isal_zstream z;
     memset(&z, 0, sizeof z);
     isal_deflate_stateless_init(&z);
     z.level = 1;
     z.level_buf = level_buf;
     z.level_buf_size = ISAL_DEF_LVL1_DEFAULT;
+    z.hist_bits = (uint16_t)window_bits;
     z.gzip_flag = IGZIP_ZLIB;
     z.end_of_stream = 1;
     z.flush = NO_FLUSH;
@@ -96,7 +134,7 @@ int uf_png_fast_write(FILE *fp, const char *name, int width, int height, int cha
     }
     if (!(ok && put_chunk(fp, "IEND", NULL, 0))) rc = uf_error("png '%s': write failed: %s", name, strerror(errno));
 done:
-    free(filtered), free(out), free(level_buf);
+    free(filtered), free(out), free(level_buf), free(rows);
     return rc;
 }
 

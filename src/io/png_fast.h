@@ -8,20 +8,22 @@
  * are written here: the signature, IHDR, IDAT (the zlib stream of the filtered rows, in
  * chunks of at most 1 MiB), IEND, each with its CRC-32 (zlib's crc32). Only what the
  * outputs need: 8-bit gray or RGB, 16-bit gray; no interlacing; one filter for all rows
- * (None or Up). tests/test_pipeline.c decodes the files with libpng and compares pixels.
+ * (None, Up or Paeth). tests/test_pipeline.c decodes the files with libpng and compares pixels.
  */
 #ifndef UF_IO_PNG_FAST_H
 #define UF_IO_PNG_FAST_H
 
 #include <stdio.h>
 
+/* The PNG row filter (the PNG spec's numbers), one for all rows. */
+typedef enum { UF_PNG_FILTER_NONE = 0, UF_PNG_FILTER_UP = 2, UF_PNG_FILTER_PAETH = 4 } uf_png_filter;
+
 /* Writes a PNG of pixels (height rows of width * channels samples; bit_depth 8: bytes,
- * 16: uint16_t in host order, gray only) to fp. filter_up 1: every row filtered Up, 0:
- * None. UF_OK, or UF_ERR + message naming `name` (bad arguments, out of memory, a write
- * error; data that ISA-L cannot fit in its bound is an error the caller may retry with
- * libpng). */
+ * 16: uint16_t in host order, gray only) to fp, every row filtered with `filter`, deflated
+ * with ISA-L level 1 looking back at most 2^window_bits bytes (0: deflate's 32 KiB). UF_OK, or
+ * UF_ERR + message naming `name` (bad arguments, out of memory, a write error). */
 int uf_png_fast_write(FILE *fp, const char *name, int width, int height, int channels, int bit_depth,
-                      const void *pixels, int filter_up);
+                      const void *pixels, uf_png_filter filter, int window_bits);
 
 /* Reading, for speed, the common kind of PNG: 8-bit gray, gray + alpha, RGB or RGBA, not
  * interlaced, no tRNS chunk (what cameras and Pillow write). The chunks are walked here (every

@@ -273,7 +273,7 @@ int uf_image_result_write(const uf_image_result *r, const char *dir, const char 
             rc = uf_image_write_jpeg(path, ov, UF_OVERLAY_JPEG_QUALITY, durable);
         } else if (rc == UF_OK) {
             snprintf(path, sizeof path, "%s/%s_overlay.png", dir, stem);
-            rc = uf_image_write_png_as(path, ov, UF_PNG_FAST, durable);
+            rc = uf_image_write_png_as(path, ov, UF_PNG_FAST_PHOTO, durable);
         }
         uf_image_free(ov);
     }
