@@ -9,6 +9,7 @@
 #include <png.h>
 #include <turbojpeg.h>
 #include <setjmp.h>
+#include <smmintrin.h> /* SSE4.1, for the functions that ask for it */
 #include <stb_image.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -507,15 +508,55 @@ static inline uint8_t pil_clip8(int32_t in) {
     return in > 255 ? 255 : (uint8_t)in;
 }
 
+/* One output pixel of 3 channels: the 3 sums of taps at once in the 32-bit lanes of a vector
+ * (SSE4.1: every x86-64 CPU we run on; checked at run time). Integer sums, so the same values
+ * as the scalar loop. Reads 4 bytes per tap: the caller keeps the last tap off the buffer's
+ * last pixel. */
+__attribute__((target("sse4.1"))) static void resample_row3_sse41(uint8_t *o, int out_w, const uint8_t *row,
+                                                                  int in_w, const resample_axis *a) {
+    const __m128i half = _mm_set1_epi32(1 << (PIL_PRECISION_BITS - 1)), zero = _mm_setzero_si128(),
+                  top = _mm_set1_epi32(255);
+    for (int xx = 0; xx < out_w; xx++) {
+        const int xmin = a->bounds[2 * xx], xmax = a->bounds[2 * xx + 1];
+        const int32_t *k = a->kk + (size_t)xx * a->ksize;
+        const uint8_t *p = row + (size_t)xmin * 3;
+        if (xmin + xmax >= in_w) { /* the row's last pixel: 3 bytes at a time */
+            for (int c = 0; c < 3; c++) {
+                int32_t ss = 1 << (PIL_PRECISION_BITS - 1);
+                for (int x = 0; x < xmax; x++) ss += (int32_t)p[x * 3 + c] * k[x];
+                o[xx * 3 + c] = pil_clip8(ss);
+            }
+            continue;
+        }
+        __m128i acc = half;
+        for (int x = 0; x < xmax; x++) {
+            int32_t four;
+            memcpy(&four, p + 3 * x, 4);
+            const __m128i px = _mm_cvtepu8_epi32(_mm_cvtsi32_si128(four));
+            acc = _mm_add_epi32(acc, _mm_mullo_epi32(px, _mm_set1_epi32(k[x])));
+        }
+        /* pil_clip8 on each lane: below 0 -> 0, else >> PRECISION, above 255 -> 255 */
+        __m128i v = _mm_srai_epi32(_mm_max_epi32(acc, zero), PIL_PRECISION_BITS);
+        v = _mm_min_epi32(v, top);
+        const uint32_t bytes = (uint32_t)_mm_cvtsi128_si32(_mm_packus_epi16(_mm_packus_epi32(v, zero), zero));
+        o[xx * 3] = (uint8_t)bytes, o[xx * 3 + 1] = (uint8_t)(bytes >> 8), o[xx * 3 + 2] = (uint8_t)(bytes >> 16);
+    }
+}
+
 /* out rows (rows, out_w, ch) = horizontal pass over in rows first_row.. Rows in parallel:
  * one image alone (predict) gets every core; inside a parallel loop over images this
  * runs serially. */
 static void resample_horizontal(uint8_t *out, int out_w, int rows, const uint8_t *in, int in_w,
                                 int first_row, int ch, const resample_axis *a) {
+    const int rgb_vector = ch == 3 && __builtin_cpu_supports("sse4.1");
 #pragma omp parallel for schedule(static) if (rows >= 64)
     for (int yy = 0; yy < rows; yy++) {
         const uint8_t *row = in + (size_t)(yy + first_row) * in_w * ch;
         uint8_t *o = out + (size_t)yy * out_w * ch;
+        if (rgb_vector) {
+            resample_row3_sse41(o, out_w, row, in_w, a);
+            continue;
+        }
         for (int xx = 0; xx < out_w; xx++) {
             int xmin = a->bounds[2 * xx], xmax = a->bounds[2 * xx + 1];
             const int32_t *k = a->kk + (size_t)xx * a->ksize;
