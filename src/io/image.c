@@ -295,6 +295,17 @@ static void pixels_free(file_format f, unsigned char *px) {
 static uf_image *pixels_to_image(const char *path, file_format format, unsigned char *px, int w, int h, int fn,
                                  int want_channels) {
     int out_c = want_channels ? want_channels : (fn <= 2 ? 1 : 3);
+    if (fn == out_c && (format == FORMAT_PNG || format == FORMAT_TIFF) && check_dims(w, h) == UF_OK) {
+        /* already the layout wanted, in a buffer that uf_free frees: taken as it is */
+        uf_image *img = calloc(1, sizeof *img);
+        if (!img) {
+            uf_error("image '%s': out of memory", path);
+            pixels_free(format, px);
+            return NULL;
+        }
+        *img = (uf_image){.width = w, .height = h, .channels = out_c, .pixels = px};
+        return img;
+    }
     uf_image *img = uf_image_new(w, h, out_c);
     if (!img) {
         uf_error_prefix("image '%s'", path);
