@@ -33,8 +33,8 @@ struct uf_model;
 int bench_predict(const char *model_path, const char *images, int n_images, int size, int reps, int precision,
                   const struct uf_predict_options *po);
 /* reps timed runs of uf_predict(m, dir) with po (out_dir: a temporary folder, removed after),
- * after one untimed warm-up run: seconds per image into t[0..reps). UF_OK / UF_ERR. */
-int bench_predict_runs(struct uf_model *m, const char *dir, const struct uf_predict_options *po, int reps,
+ * after one untimed warm-up run when warmup is 1: seconds per image into t[0..reps). UF_OK / UF_ERR. */
+int bench_predict_runs(struct uf_model *m, const char *dir, const struct uf_predict_options *po, int warmup, int reps,
                        double *t);
 /* `uflow bench serve`: `uflow serve` (a child process, `workers` x `threads`) on loopback, at 1,
  * 4 and 8 concurrent clients sending about per_level generated size x size PNGs each: prints

@@ -170,7 +170,7 @@ static int predict_row(uf_model *m, const char *dir, int reps) {
     const uf_predict_options o = {.batch = 8};
     double t[MAX_REPS];
     const int n = reps > MAX_REPS ? MAX_REPS : reps;
-    if (bench_predict_runs(m, dir, &o, n, t) != UF_OK) return UF_ERR;
+    if (bench_predict_runs(m, dir, &o, 1, n, t) != UF_OK) return UF_ERR;
     qsort(t, (size_t)n, sizeof *t, cmp_double);
     row("predict end to end, default outputs, 900x900 PNG", 1e3 * t[n / 2], "ms/image");
     return UF_OK;
