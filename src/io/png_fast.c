@@ -191,6 +191,28 @@ static inline __attribute__((always_inline)) void paeth_row_sse2(unsigned char *
     }
 }
 
+/* The Average row for BPP 3 or 4 with SSE2, one pixel per step in 16-bit lanes: the scalar
+ * loop carries each byte through memory to the pixel on its right (a store-forwarding stall
+ * per byte); here the left pixel stays in a register. floor((left + up) / 2), as the spec. */
+static inline __attribute__((always_inline)) void avg_row_sse2(unsigned char *row, const unsigned char *prev,
+                                                               size_t n, const int BPP) {
+    const __m128i zero = _mm_setzero_si128(), low = _mm_set1_epi16(0xff);
+    __m128i a = zero; /* the left pixel, widened */
+    for (size_t i = 0; i < n; i += (size_t)BPP) {
+        /* 3-byte pixels are read 4 bytes at a time but at the row's end (the 4th lane is
+         * dropped by the store) */
+        const int wide = BPP == 4 || i + 4 <= n;
+        const uint32_t bw = wide ? load32(prev + i) : load24(prev + i);
+        const uint32_t xw = wide ? load32(row + i) : load24(row + i);
+        const __m128i b = _mm_unpacklo_epi8(_mm_cvtsi32_si128((int)bw), zero);
+        const __m128i x = _mm_unpacklo_epi8(_mm_cvtsi32_si128((int)xw), zero);
+        a = _mm_and_si128(_mm_add_epi16(x, _mm_srli_epi16(_mm_add_epi16(a, b), 1)), low);
+        const uint32_t out = (uint32_t)_mm_cvtsi128_si32(_mm_packus_epi16(a, zero));
+        row[i] = (unsigned char)out, row[i + 1] = (unsigned char)(out >> 8), row[i + 2] = (unsigned char)(out >> 16);
+        if (BPP == 4) row[i + 3] = (unsigned char)(out >> 24);
+    }
+}
+
 /* Undoes row's filter in place (n bytes, bpp bytes per pixel), prev the unfiltered row above
  * (zeros for the first). 0, or -1 for an unknown filter type. */
 static int unfilter_row(int type, unsigned char *row, const unsigned char *prev, size_t n, int bpp) {
@@ -203,6 +225,13 @@ static int unfilter_row(int type, unsigned char *row, const unsigned char *prev,
         for (size_t i = 0; i < n; i++) row[i] = (unsigned char)(row[i] + prev[i]);
         return 0;
     case 3:
+        if (bpp == 3 || bpp == 4) {
+            if (bpp == 3)
+                avg_row_sse2(row, prev, n, 3);
+            else
+                avg_row_sse2(row, prev, n, 4);
+            return 0;
+        }
         for (size_t i = 0; i < (size_t)bpp; i++) row[i] = (unsigned char)(row[i] + (prev[i] >> 1));
         for (size_t i = (size_t)bpp; i < n; i++)
             row[i] = (unsigned char)(row[i] + ((row[i - (size_t)bpp] + prev[i]) >> 1));
