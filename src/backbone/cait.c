@@ -381,22 +381,20 @@ static inline float exp_nonpos(float x) {
     return p * e.f;
 }
 
-/* Each of the rows rows of v (length len) replaced by exp(v - max of the
- * row); inv[r] = 1 / the row's sum, the normalisation left to the caller
- * (it folds it into the next head mixing instead of a pass over the rows). */
-static void softmax_rows_unnormalised(float *v, int rows, int len, float *inv) {
-    for (int r = 0; r < rows; r++) {
-        float *row = v + (size_t)r * len, mx = row[0];
+/* The row (length len) replaced by exp(v - max of the row); returns 1 / the row's sum, the
+ * normalisation left to the caller (it folds it into the next head mixing instead of a pass
+ * over the rows). */
+static float softmax_row_unnormalised(float *row, int len) {
+    float mx = row[0];
 #pragma omp simd reduction(max : mx)
-        for (int j = 1; j < len; j++) mx = row[j] > mx ? row[j] : mx;
-        float sum = 0.0f;
+    for (int j = 1; j < len; j++) mx = row[j] > mx ? row[j] : mx;
+    float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < len; j++) {
-            row[j] = exp_nonpos(row[j] - mx);
-            sum += row[j];
-        }
-        inv[r] = 1.0f / sum;
+    for (int j = 0; j < len; j++) {
+        row[j] = exp_nonpos(row[j] - mx);
+        sum += row[j];
     }
+    return 1.0f / sum;
 }
 
 /* Talking heads: for each of the r rows i, dst[h', i, :] = sum_h w[h', h] *
@@ -418,7 +416,11 @@ typedef float mix_vec __attribute__((vector_size(32)));
 #define MIX_COLS 16
 #define MIX_PARTS ((int)(MIX_COLS * sizeof(float) / sizeof(mix_vec)))
 
-static void mix_heads(const float *w, int H, const float *scale, const float *src, float *dst, int r, int len) {
+/* softmax_inv non-NULL: each output row i's H rows are then softmaxed at once, while they are
+ * in cache (softmax_row_unnormalised, inv[h * r + i]): the same values as a softmax pass over
+ * dst afterwards, without reading the r x H x len block back from memory. */
+static void mix_heads(const float *w, int H, const float *scale, const float *src, float *dst, int r, int len,
+                      float *softmax_inv) {
     const size_t hs = (size_t)r * len;
     float wt[64 * 64]; /* wt[h * H + h'] = w[h', h] * scale[h, i] */
     UF_ASSERT(H <= 64);
@@ -457,6 +459,8 @@ static void mix_heads(const float *w, int H, const float *scale, const float *sr
                 for (int h = 0; h < H; h++) acc += wt[h * H + ho] * src[h * hs + row + j0];
                 dst[ho * hs + row + j0] = acc;
             }
+        if (softmax_inv)
+            for (int ho = 0; ho < H; ho++) softmax_inv[ho * r + i] = softmax_row_unnormalised(dst + ho * hs + row, len);
     }
 }
 
@@ -550,9 +554,8 @@ static void attention(const uf_cait *m, const cait_block *b, const float *qkv, f
                      s + h * rn, N);
         /* t (H, r N) = proj_l(s) over the head axis, softmax over keys, s = proj_w(t) */
         float *inv = t + (size_t)H * ROW_CHUNK * N;
-        mix_heads(b->mix_l_w, H, NULL, s, t, r, N);
-        softmax_rows_unnormalised(t, H * r, N, inv);
-        mix_heads(b->mix_w_w, H, inv, t, s, r, N);
+        mix_heads(b->mix_l_w, H, NULL, s, t, r, N, inv);
+        mix_heads(b->mix_w_w, H, inv, t, s, r, N, NULL);
         /* o[i0 .. i0+r, h dh .. (h+1) dh] = s[h] V_h + bias */
         for (int h = 0; h < H; h++) {
             float *oh = o + (size_t)i0 * D + h * dh;
@@ -612,8 +615,7 @@ static void attention_bf16(uf_cait *m, const cait_block *b, const float *qkv, fl
             uf_attn_bf16_scores(r, N, d2, q16 + ((size_t)h * N + i0) * dh, dh, kp + (size_t)h * d2 * N, N,
                                 s + h * rn, N);
         float *inv = t + (size_t)H * ROW_CHUNK * N;
-        mix_heads(b->mix_l_w, H, NULL, s, t, r, N);
-        softmax_rows_unnormalised(t, H * r, N, inv);
+        mix_heads(b->mix_l_w, H, NULL, s, t, r, N, inv);
         /* s is free again: P (H, r, 2 n2) in bf16, mixed and rounded in one pass */
         uint16_t *p16 = (uint16_t *)(void *)s;
         uf_attn_bf16_mix(H, b->mix_w_w, inv, t, r, N, p16, 2 * n2);
