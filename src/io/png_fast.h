@@ -8,7 +8,7 @@
  * are written here: the signature, IHDR, IDAT (the zlib stream of the filtered rows, in
  * chunks of at most 1 MiB), IEND, each with its CRC-32 (zlib's crc32). Only what the
  * outputs need: 8-bit gray or RGB, 16-bit gray; no interlacing; one filter for all rows
- * (None, Up or Paeth). tests/test_pipeline.c decodes the files with libpng and compares pixels.
+ * (None, Up or Paeth). tests/test_image.c (test_png_fast_write) reads every mode back with libpng.
  */
 #ifndef UF_IO_PNG_FAST_H
 #define UF_IO_PNG_FAST_H
