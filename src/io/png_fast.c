@@ -213,6 +213,14 @@ static inline __attribute__((always_inline)) void avg_row_sse2(unsigned char *ro
     }
 }
 
+/* Average (3) or Paeth (4) rows of 3- or 4-byte pixels, with BPP a constant in each call. */
+static void unfilter_row_sse2(int type, unsigned char *row, const unsigned char *prev, size_t n, int bpp) {
+    if (type == 3)
+        bpp == 3 ? avg_row_sse2(row, prev, n, 3) : avg_row_sse2(row, prev, n, 4);
+    else
+        bpp == 3 ? paeth_row_sse2(row, prev, n, 3) : paeth_row_sse2(row, prev, n, 4);
+}
+
 /* Undoes row's filter in place (n bytes, bpp bytes per pixel), prev the unfiltered row above
  * (zeros for the first). 0, or -1 for an unknown filter type. */
 static int unfilter_row(int type, unsigned char *row, const unsigned char *prev, size_t n, int bpp) {
@@ -226,10 +234,7 @@ static int unfilter_row(int type, unsigned char *row, const unsigned char *prev,
         return 0;
     case 3:
         if (bpp == 3 || bpp == 4) {
-            if (bpp == 3)
-                avg_row_sse2(row, prev, n, 3);
-            else
-                avg_row_sse2(row, prev, n, 4);
+            unfilter_row_sse2(type, row, prev, n, bpp);
             return 0;
         }
         for (size_t i = 0; i < (size_t)bpp; i++) row[i] = (unsigned char)(row[i] + (prev[i] >> 1));
@@ -238,10 +243,7 @@ static int unfilter_row(int type, unsigned char *row, const unsigned char *prev,
         return 0;
     case 4:
         if (bpp == 3 || bpp == 4) {
-            if (bpp == 3)
-                paeth_row_sse2(row, prev, n, 3);
-            else
-                paeth_row_sse2(row, prev, n, 4);
+            unfilter_row_sse2(type, row, prev, n, bpp);
             return 0;
         }
         for (size_t i = 0; i < (size_t)bpp; i++) row[i] = (unsigned char)(row[i] + paeth(0, prev[i], 0));
