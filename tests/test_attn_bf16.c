@@ -108,7 +108,77 @@ static void test_attn_bf16_products(void) {
     CHECK(worst_s <= 1.0 && worst_v <= 1.0, "scores %.3f, values %.3f of the bound", worst_s, worst_v);
 }
 
+/* The talking heads' mixings: uf_attn_bf16_mix_row (FP32 out, one row) and uf_attn_bf16_mix
+ * (scaled weights, bf16 out, an odd len's pad) against double sums of the bf16-rounded
+ * factors; the bf16 output may differ by its own rounding (2^-8 of the value) besides. */
+static double check_mix(uf_rng *g, int H, int r, int len) {
+    const size_t n = (size_t)H * r * len;
+    const int ldd = len + (len % 2) + 2;
+    float *w = malloc(sizeof(float) * H * H), *scale = malloc(sizeof(float) * H * r), *src = malloc(sizeof(float) * n),
+          *dst = malloc(sizeof(float) * n), *ref = malloc(sizeof(float) * n), *mag = malloc(sizeof(float) * n);
+    uint16_t *d16 = malloc(sizeof(uint16_t) * H * r * ldd);
+    for (int i = 0; i < H * H; i++) w[i] = (float)(uf_rng_uniform(g) * 2.0 - 1.0);
+    for (int i = 0; i < H * r; i++) scale[i] = (float)(0.5 + uf_rng_uniform(g));
+    for (size_t i = 0; i < n; i++) src[i] = (float)(0.01 + 0.99 * uf_rng_uniform(g)); /* softmax-like */
+    for (size_t i = 0; i < (size_t)H * r * ldd; i++) d16[i] = 0xffff;
+    double worst = 0;
+    int bad16 = 0, pad_ok = 1;
+    for (int pass = 0; pass < 2; pass++) {
+        const float *sc = pass ? scale : NULL;
+        if (pass)
+            uf_attn_bf16_mix(H, w, sc, src, r, len, d16, ldd);
+        else
+            for (int i = 0; i < r; i++) uf_attn_bf16_mix_row(H, w, src, r, i, len, dst);
+        for (int o = 0; o < H; o++)
+            for (int i = 0; i < r; i++)
+                for (int j = 0; j < len; j++) {
+                    double acc = 0, m = 0;
+                    for (int h = 0; h < H; h++) {
+                        const float wf = w[o * H + h] * (sc ? sc[h * r + i] : 1.0f);
+                        const double x = (double)bf16_value(uf_bf16_of(wf)) *
+                                         bf16_value(uf_bf16_of(src[((size_t)h * r + i) * len + j]));
+                        acc += x, m += fabs(x);
+                    }
+                    const size_t k = ((size_t)o * r + i) * len + j;
+                    if (!pass) {
+                        ref[k] = (float)acc, mag[k] = (float)m;
+                        continue;
+                    }
+                    const double got = bf16_value(d16[((size_t)o * r + i) * ldd + j]);
+                    bad16 += fabs(got - acc) > uf_test_dot_tol(H) * m + 0x1p-8 * fabs(acc);
+                }
+        if (!pass) worst = uf_test_dot_err(dst, ref, mag, n, H);
+    }
+    for (int o = 0; o < H; o++)
+        for (int i = 0; i < r; i++) {
+            const uint16_t *row = d16 + ((size_t)o * r + i) * ldd;
+            if (len % 2) pad_ok = pad_ok && row[len] == 0;
+            pad_ok = pad_ok && row[ldd - 1] == 0xffff; /* past the pad: untouched */
+        }
+    CHECK(bad16 == 0, "mix H %d, %d rows x %d: %d bf16 values off", H, r, len, bad16);
+    CHECK(pad_ok, "mix H %d, %d rows x %d: the pad or the gap after it", H, r, len);
+    free(w), free(scale), free(src), free(dst), free(ref), free(mag), free(d16);
+    return worst;
+}
+
+static void test_attn_bf16_mixings(void) {
+    if (!uf_attn_bf16_available()) {
+        printf("  this CPU has no AVX512-BF16: the kernels are not used here\n");
+        return;
+    }
+    uf_rng g = uf_rng_seed(23);
+    const int heads[] = {8, 16, 32}, rows[] = {1, 3}, lens[] = {1, 15, 16, 17, 100};
+    double worst = 0;
+    for (size_t a = 0; a < sizeof heads / sizeof *heads; a++)
+        for (size_t b = 0; b < sizeof rows / sizeof *rows; b++)
+            for (size_t c = 0; c < sizeof lens / sizeof *lens; c++)
+                worst = fmax(worst, check_mix(&g, heads[a], rows[b], lens[c]));
+    printf("  first mixing: worst error %.3f of the dot-product bound\n", worst);
+    CHECK(worst <= 1.0, "first mixing %.3f of the bound", worst);
+}
+
 int main(void) {
     UF_TEST(test_attn_bf16_products);
+    UF_TEST(test_attn_bf16_mixings);
     return uf_test_summary();
 }

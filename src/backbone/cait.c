@@ -568,8 +568,9 @@ static void attention(const uf_cait *m, const cait_block *b, const float *qkv, f
 /* attention() with its two products in bfloat16 (core/attn_bf16.h: AVX512-BF16 kernels run
  * per row chunk, so that the chunk's scores stay in cache as in attention()): Q, K and V
  * rounded to bf16 once (Q times q_scale; K and V as pairs along their reduction axes), then per chunk
- * S_h = Q_h K_h^T, the talking heads and the softmax in FP32 as in attention() (the second
- * mixing rounding P to bf16 as it writes it), O_h = P_h V_h. Only where bf16_attention_runs(m)
+ * S_h = Q_h K_h^T, the talking heads as bf16 products summed in FP32 (uf_attn_bf16_mix_row, each
+ * row's heads then softmaxed in FP32 while in cache; the second mixing rounding P to bf16 as it
+ * writes it), O_h = P_h V_h. Only where bf16_attention_runs(m)
  * (uf_attn_bf16_mix takes 8 heads or a multiple of 16: MS-CaiT's 16 and 8). */
 static int bf16_attention_runs(const uf_cait *m) {
     return (m->dim / m->heads) % 2 == 0 && (m->heads == 8 || (m->heads % 16 == 0 && m->heads <= 64)) &&
@@ -615,7 +616,10 @@ static void attention_bf16(uf_cait *m, const cait_block *b, const float *qkv, fl
             uf_attn_bf16_scores(r, N, d2, q16 + ((size_t)h * N + i0) * dh, dh, kp + (size_t)h * d2 * N, N,
                                 s + h * rn, N);
         float *inv = t + (size_t)H * ROW_CHUNK * N;
-        mix_heads(b->mix_l_w, H, NULL, s, t, r, N, inv);
+        for (int i = 0; i < r; i++) { /* the first mixing, each row's heads softmaxed while in cache */
+            uf_attn_bf16_mix_row(H, b->mix_l_w, s, r, i, N, t);
+            for (int h = 0; h < H; h++) inv[h * r + i] = softmax_row_unnormalised(t + ((size_t)h * r + i) * N, N);
+        }
         /* s is free again: P (H, r, 2 n2) in bf16, mixed and rounded in one pass */
         uint16_t *p16 = (uint16_t *)(void *)s;
         uf_attn_bf16_mix(H, b->mix_w_w, inv, t, r, N, p16, 2 * n2);

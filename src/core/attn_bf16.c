@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+#include "core/matmul_bf16.h" /* uf_bf16_of */
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define ATTN_BF16_X86 1
 #include <immintrin.h>
@@ -80,44 +82,80 @@ BF16_TARGET void uf_attn_bf16_values(int r, int n2, int dv, const uint16_t *p, i
     }
 }
 
-/* G (8 or 16) output heads from g0 x 16 columns at j0 of row i. */
-#define MIX_BLOCK(G)                                                                                            \
+/* Heads 2p and 2p + 1 of row i, the 16 columns at j0 (masked by m), rounded to bf16 as one
+ * pair word per column: the operand vdpbf16ps sums a head pair of products from. */
+BF16_TARGET static inline __m512i head_pair(const float *src, int r, int len, int p, int i, int j0, __mmask16 m) {
+    static const uint16_t interleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                            8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512 x0 = _mm512_maskz_loadu_ps(m, src + ((size_t)(2 * p) * r + i) * len + j0);
+    const __m512 x1 = _mm512_maskz_loadu_ps(m, src + ((size_t)(2 * p + 1) * r + i) * len + j0);
+    /* low 16 halves: head 2p, high 16: head 2p + 1; interleaved into (2p, 2p + 1) pairs */
+    return _mm512_permutexvar_epi16(_mm512_loadu_si512(interleave), (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+}
+
+/* wp[p H + g] = (bf16(w[g H + 2p] scale[2p r + i]), bf16(w[g H + 2p + 1] scale[(2p + 1) r + i])). */
+BF16_TARGET static void weight_pairs(int H, const float *w, const float *scale, int r, int i, uint32_t *wp) {
+    for (int p = 0; p < H / 2; p++)
+        for (int g = 0; g < H; g++) {
+            const float w0 = w[g * H + 2 * p] * (scale ? scale[(2 * p) * r + i] : 1.0f);
+            const float w1 = w[g * H + 2 * p + 1] * (scale ? scale[(2 * p + 1) * r + i] : 1.0f);
+            wp[p * H + g] = uf_bf16_pair(uf_bf16_of(w0), uf_bf16_of(w1));
+        }
+}
+
+/* G (8 or 16) output heads from g0 x 16 columns at j0 of row i: acc[g] = the mixed values,
+ * products of bf16 pairs summed in FP32, then STORE(g, acc[g]). */
+#define MIX_BLOCK(G, STORE)                                                                                     \
     do {                                                                                                        \
         __m512 acc[G];                                                                                          \
         for (int g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();                                               \
-        for (int h = 0; h < H; h++) {                                                                           \
-            const __m512 x = _mm512_maskz_loadu_ps(m, src + ((size_t)h * r + i) * len + j0);                   \
-            const float *wh = wt + h * H + g0;                                                                  \
-            for (int g = 0; g < G; g++) acc[g] = _mm512_fmadd_ps(_mm512_set1_ps(wh[g]), x, acc[g]);           \
+        for (int p = 0; p < H / 2; p++) {                                                                       \
+            const __m512bh x = (__m512bh)head_pair(src, r, len, p, i, j0, m);                                   \
+            const uint32_t *wq = wp + p * H + g0;                                                               \
+            for (int g = 0; g < G; g++) acc[g] = _mm512_dpbf16_ps(acc[g], (__m512bh)_mm512_set1_epi32((int)wq[g]), x); \
         }                                                                                                       \
-        for (int g = 0; g < G; g++)                                                                             \
-            _mm256_mask_storeu_epi16(dst + ((size_t)(g0 + g) * r + i) * ldd + j0, m,                           \
-                                     (__m256i)_mm512_cvtneps_pbh(acc[g]));                                      \
+        for (int g = 0; g < G; g++) STORE(g0 + g, acc[g]);                                                     \
     } while (0)
+
+/* The blocks of one row i over every column and output head. */
+#define MIX_ROW(STORE)                                                                                          \
+    for (int j0 = 0; j0 < len; j0 += 16) {                                                                      \
+        const __mmask16 m = lanes(j0, len);                                                                     \
+        if (H == 8) {                                                                                           \
+            const int g0 = 0;                                                                                   \
+            MIX_BLOCK(8, STORE);                                                                                \
+        } else {                                                                                                \
+            for (int g0 = 0; g0 < H; g0 += 16) MIX_BLOCK(16, STORE);                                            \
+        }                                                                                                       \
+    }
 
 BF16_TARGET void uf_attn_bf16_mix(int H, const float *w, const float *scale, const float *src, int r, int len,
                                   uint16_t *dst, int ldd) {
-    float wt[64 * 64]; /* wt[h H + g] = w[g H + h] scale[h r + i] */
+    uint32_t wp[32 * 64];
+#define STORE_BF16(g, v) _mm256_mask_storeu_epi16(dst + ((size_t)(g) * r + i) * ldd + j0, m, (__m256i)_mm512_cvtneps_pbh(v))
     for (int i = 0; i < r; i++) {
-        for (int g = 0; g < H; g++)
-            for (int h = 0; h < H; h++) wt[h * H + g] = w[g * H + h] * (scale ? scale[h * r + i] : 1.0f);
-        for (int j0 = 0; j0 < len; j0 += 16) {
-            const __mmask16 m = lanes(j0, len);
-            if (H == 8) {
-                const int g0 = 0;
-                MIX_BLOCK(8);
-            } else {
-                for (int g0 = 0; g0 < H; g0 += 16) MIX_BLOCK(16);
-            }
-        }
+        weight_pairs(H, w, scale, r, i, wp);
+        MIX_ROW(STORE_BF16)
         if (len % 2)
             for (int g = 0; g < H; g++) dst[((size_t)g * r + i) * ldd + len] = 0;
     }
+#undef STORE_BF16
+}
+
+BF16_TARGET void uf_attn_bf16_mix_row(int H, const float *w, const float *src, int r, int i, int len, float *dst) {
+    uint32_t wp[32 * 64];
+#define STORE_F32(g, v) _mm512_mask_storeu_ps(dst + ((size_t)(g) * r + i) * len + j0, m, v)
+    weight_pairs(H, w, NULL, r, i, wp);
+    MIX_ROW(STORE_F32)
+#undef STORE_F32
 }
 #else
 void uf_attn_bf16_mix(int H, const float *w, const float *scale, const float *src, int r, int len, uint16_t *dst,
                       int ldd) {
     (void)H, (void)w, (void)scale, (void)src, (void)r, (void)len, (void)dst, (void)ldd;
+}
+void uf_attn_bf16_mix_row(int H, const float *w, const float *src, int r, int i, int len, float *dst) {
+    (void)H, (void)w, (void)src, (void)r, (void)i, (void)len, (void)dst;
 }
 void uf_attn_bf16_scores(int r, int n, int d2, const uint16_t *q, int ldq, const uint32_t *kp, int ldk, float *s,
                          int lds) {

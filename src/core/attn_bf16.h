@@ -36,9 +36,16 @@ void uf_attn_bf16_values(int r, int n2, int dv, const uint16_t *p, int ldp, cons
 
 /* The talking heads' second mixing with P's rounding to bf16 in the same pass, for the
  * values product: dst[(g r + i) ldd + j] = bf16(sum_h w[g H + h] scale[h r + i] src[(h r + i) len + j])
- * for g < H, i < r, j < len (heads in order, FP32 multiply-adds), and dst[... + len] = 0 when
- * len is odd (the pair's pad); scale NULL means 1. H is 8 or a multiple of 16, at most 64. */
+ * for g < H, i < r, j < len, and dst[... + len] = 0 when len is odd (the pair's pad); scale
+ * NULL means 1. The products are of bf16-rounded factors (each weight times its scale, and
+ * src), summed in FP32 a pair of heads at a time (vdpbf16ps). H is 8 or a multiple of 16, at
+ * most 64. */
 void uf_attn_bf16_mix(int H, const float *w, const float *scale, const float *src, int r, int len, uint16_t *dst,
                       int ldd);
+
+/* The first mixing, for one row i, in FP32 out (the softmax follows):
+ * dst[(g r + i) len + j] = sum_h w[g H + h] src[(h r + i) len + j], factors rounded to bf16 as
+ * in uf_attn_bf16_mix, for g < H, j < len. */
+void uf_attn_bf16_mix_row(int H, const float *w, const float *src, int r, int i, int len, float *dst);
 
 #endif
