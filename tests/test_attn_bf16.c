@@ -89,11 +89,15 @@ static double check_values(uf_rng *g, int r, int n, int dv) {
     return e;
 }
 
+/* 1 (said on stdout) where the CPU has no AVX512-BF16: the kernels may not run. */
+static int kernels_unavailable(void) {
+    if (uf_attn_bf16_available()) return 0;
+    printf("  this CPU has no AVX512-BF16: the kernels are not used here\n");
+    return 1;
+}
+
 static void test_attn_bf16_products(void) {
-    if (!uf_attn_bf16_available()) {
-        printf("  this CPU has no AVX512-BF16: the kernels are not used here\n");
-        return;
-    }
+    if (kernels_unavailable()) return;
     uf_rng g = uf_rng_seed(11);
     const int rows[] = {1, 3, 4, 5, 64}, cols[] = {1, 15, 16, 17, 63, 64, 65, 100, 196};
     double worst_s = 0, worst_v = 0;
@@ -162,10 +166,7 @@ static double check_mix(uf_rng *g, int H, int r, int len) {
 }
 
 static void test_attn_bf16_mixings(void) {
-    if (!uf_attn_bf16_available()) {
-        printf("  this CPU has no AVX512-BF16: the kernels are not used here\n");
-        return;
-    }
+    if (kernels_unavailable()) return;
     uf_rng g = uf_rng_seed(23);
     const int heads[] = {8, 16, 32}, rows[] = {1, 3}, lens[] = {1, 15, 16, 17, 100};
     double worst = 0;

@@ -397,6 +397,12 @@ static float softmax_row_unnormalised(float *row, int len) {
     return 1.0f / sum;
 }
 
+/* Query row i's H rows of t (head h's block of r rows of len at h * r * len) softmaxed by
+ * softmax_row_unnormalised, inv[h * r + i] = 1 / each row's sum. */
+static void softmax_heads_of_row(float *t, int H, int r, int i, int len, float *inv) {
+    for (int h = 0; h < H; h++) inv[h * r + i] = softmax_row_unnormalised(t + ((size_t)h * r + i) * len, len);
+}
+
 /* Talking heads: for each of the r rows i, dst[h', i, :] = sum_h w[h', h] *
  * scale[h, i] * src[h, i, :] over rows of length len (head h's block starts
  * at h * r * len); scale NULL means 1. The kernel makes MIX_OUTS output heads
@@ -417,7 +423,7 @@ typedef float mix_vec __attribute__((vector_size(32)));
 #define MIX_PARTS ((int)(MIX_COLS * sizeof(float) / sizeof(mix_vec)))
 
 /* softmax_inv non-NULL: each output row i's H rows are then softmaxed at once, while they are
- * in cache (softmax_row_unnormalised, inv[h * r + i]): the same values as a softmax pass over
+ * in cache (softmax_heads_of_row into softmax_inv): the same values as a softmax pass over
  * dst afterwards, without reading the r x H x len block back from memory. */
 static void mix_heads(const float *w, int H, const float *scale, const float *src, float *dst, int r, int len,
                       float *softmax_inv) {
@@ -459,8 +465,7 @@ static void mix_heads(const float *w, int H, const float *scale, const float *sr
                 for (int h = 0; h < H; h++) acc += wt[h * H + ho] * src[h * hs + row + j0];
                 dst[ho * hs + row + j0] = acc;
             }
-        if (softmax_inv)
-            for (int ho = 0; ho < H; ho++) softmax_inv[ho * r + i] = softmax_row_unnormalised(dst + ho * hs + row, len);
+        if (softmax_inv) softmax_heads_of_row(dst, H, r, i, len, softmax_inv);
     }
 }
 
@@ -618,7 +623,7 @@ static void attention_bf16(uf_cait *m, const cait_block *b, const float *qkv, fl
         float *inv = t + (size_t)H * ROW_CHUNK * N;
         for (int i = 0; i < r; i++) { /* the first mixing, each row's heads softmaxed while in cache */
             uf_attn_bf16_mix_row(H, b->mix_l_w, s, r, i, N, t);
-            for (int h = 0; h < H; h++) inv[h * r + i] = softmax_row_unnormalised(t + ((size_t)h * r + i) * N, N);
+            softmax_heads_of_row(t, H, r, i, N, inv);
         }
         /* s is free again: P (H, r, 2 n2) in bf16, mixed and rounded in one pass */
         uint16_t *p16 = (uint16_t *)(void *)s;

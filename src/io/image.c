@@ -519,6 +519,16 @@ static inline uint8_t pil_clip8(int32_t in) {
     return in > 255 ? 255 : (uint8_t)in;
 }
 
+/* One output pixel of the horizontal pass, channel by channel: the xmax taps k over the pixels
+ * from p (ch bytes each) into o. */
+static void resample_pixel(uint8_t *o, const uint8_t *p, const int32_t *k, int xmax, int ch) {
+    for (int c = 0; c < ch; c++) {
+        int32_t ss = 1 << (PIL_PRECISION_BITS - 1);
+        for (int x = 0; x < xmax; x++) ss += (int32_t)p[x * ch + c] * k[x];
+        o[c] = pil_clip8(ss);
+    }
+}
+
 /* One output pixel of 3 channels: the 3 sums of taps at once in the 32-bit lanes of a vector
  * (SSE4.1: every x86-64 CPU we run on; checked at run time). Integer sums, so the same values
  * as the scalar loop. Reads 4 bytes per tap: the caller keeps the last tap off the buffer's
@@ -531,12 +541,8 @@ __attribute__((target("sse4.1"))) static void resample_row3_sse41(uint8_t *o, in
         const int xmin = a->bounds[2 * xx], xmax = a->bounds[2 * xx + 1];
         const int32_t *k = a->kk + (size_t)xx * a->ksize;
         const uint8_t *p = row + (size_t)xmin * 3;
-        if (xmin + xmax >= in_w) { /* the row's last pixel: 3 bytes at a time */
-            for (int c = 0; c < 3; c++) {
-                int32_t ss = 1 << (PIL_PRECISION_BITS - 1);
-                for (int x = 0; x < xmax; x++) ss += (int32_t)p[x * 3 + c] * k[x];
-                o[xx * 3 + c] = pil_clip8(ss);
-            }
+        if (xmin + xmax >= in_w) { /* the row's last pixel: no 4-byte read past it */
+            resample_pixel(o + xx * 3, p, k, xmax, 3);
             continue;
         }
         __m128i acc = half;
@@ -571,12 +577,7 @@ static void resample_horizontal(uint8_t *out, int out_w, int rows, const uint8_t
         for (int xx = 0; xx < out_w; xx++) {
             int xmin = a->bounds[2 * xx], xmax = a->bounds[2 * xx + 1];
             const int32_t *k = a->kk + (size_t)xx * a->ksize;
-            const uint8_t *p = row + (size_t)xmin * ch;
-            for (int c = 0; c < ch; c++) {
-                int32_t ss = 1 << (PIL_PRECISION_BITS - 1);
-                for (int x = 0; x < xmax; x++) ss += (int32_t)p[x * ch + c] * k[x];
-                o[xx * ch + c] = pil_clip8(ss);
-            }
+            resample_pixel(o + xx * ch, row + (size_t)xmin * ch, k, xmax, ch);
         }
     }
 }

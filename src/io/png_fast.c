@@ -29,15 +29,16 @@ static int put_chunk(FILE *fp, const char type[4], const unsigned char *data, si
     return fwrite(head, 1, 8, fp) == 8 && (n == 0 || fwrite(data, 1, n, fp) == n) && fwrite(tail, 1, 4, fp) == 4;
 }
 
-/* Row y's bytes as the PNG holds them (16-bit samples big-endian) into out (row bytes). */
-static void row_bytes(const void *pixels, int width, int channels, int bit_depth, int y, unsigned char *out) {
-    if (bit_depth == 16) {
-        const uint16_t *s = (const uint16_t *)pixels + (size_t)y * width;
-        for (int x = 0; x < width; x++) out[2 * x] = (unsigned char)(s[x] >> 8), out[2 * x + 1] = (unsigned char)s[x];
-    } else {
-        const size_t n = (size_t)width * channels;
-        memcpy(out, (const unsigned char *)pixels + (size_t)y * n, n);
-    }
+/* Row y of 16-bit gray samples (host order) as the PNG holds them, big-endian, into out. */
+static void row_bytes16(const uint16_t *pixels, int width, int y, unsigned char *out) {
+    const uint16_t *s = pixels + (size_t)y * width;
+    for (int x = 0; x < width; x++) out[2 * x] = (unsigned char)(s[x] >> 8), out[2 * x + 1] = (unsigned char)s[x];
+}
+
+/* Paeth predictor of one byte (PNG spec 9.4). */
+static unsigned char paeth(int a, int b, int c) {
+    const int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
+    return (unsigned char)(pa <= pb && pa <= pc ? a : pb <= pc ? b : c);
 }
 
 /* d = the filtered row (PNG spec 9): cur and prev the row and the one above (zeros above the
@@ -52,12 +53,8 @@ static void filter_row(uf_png_filter filter, const unsigned char *cur, const uns
         break;
     case UF_PNG_FILTER_PAETH:
         for (size_t i = 0; i < (size_t)bpp && i < n; i++) d[i] = (unsigned char)(cur[i] - prev[i]); /* a = c = 0 */
-        for (size_t i = (size_t)bpp; i < n; i++) {
-            const int a = cur[i - bpp], b = prev[i], c = prev[i - bpp];
-            const int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
-            const int pred = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
-            d[i] = (unsigned char)(cur[i] - pred);
-        }
+        for (size_t i = (size_t)bpp; i < n; i++)
+            d[i] = (unsigned char)(cur[i] - paeth(cur[i - bpp], prev[i], prev[i - bpp]));
         break;
     }
 }
@@ -93,7 +90,7 @@ int uf_png_fast_write(FILE *fp, const char *name, int width, int height, int cha
         const unsigned char *cur, *prev;
         if (bit_depth == 16) {
             unsigned char *slot = rows + row * (size_t)(1 + (y & 1));
-            row_bytes(pixels, width, channels, bit_depth, y, slot);
+            row_bytes16(pixels, width, y, slot);
             cur = slot;
             prev = y ? rows + row * (size_t)(1 + ((y - 1) & 1)) : rows;
         } else {
@@ -144,12 +141,6 @@ done:
 
 static uint32_t get_be32(const unsigned char *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-/* Paeth predictor of one byte (PNG spec 9.4). */
-static unsigned char paeth(int a, int b, int c) {
-    const int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
-    return (unsigned char)(pa <= pb && pa <= pc ? a : pb <= pc ? b : c);
 }
 
 static inline uint32_t load24(const unsigned char *p) { return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16; }

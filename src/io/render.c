@@ -26,10 +26,10 @@ static inline void jet(float v, uint8_t rgb[3]) {
 
 void uf_colormap_jet(float v, uint8_t rgb[3]) { jet(v, rgb); }
 
-/* The overlay is made a chunk of pixels at a time in two loops that gcc vectorises: the jet
- * bytes of the chunk, interleaved as RGB, then the blend of every byte. Both are the float
- * arithmetic of the per-pixel form (jet(), then round_byte(keep * b + alpha * h)) lane by
- * lane, so the bytes are the same (tests/test_render.c checks them against that form). */
+/* The overlay is made a chunk of pixels at a time in two loops that gcc vectorises: jet() of
+ * the chunk's pixels, interleaved as RGB, then round_byte(keep * b + alpha * h) of every byte;
+ * lane by lane the float arithmetic of the per-pixel form, so the bytes are the same
+ * (tests/test_render.c checks them against that form). */
 enum { OVERLAY_CHUNK = 1024 };
 
 uf_image *uf_render_overlay(const uf_image *base, const float *map, int width, int height, float lo, float hi,
@@ -47,12 +47,7 @@ uf_image *uf_render_overlay(const uf_image *base, const float *map, int width, i
     for (size_t i0 = 0; i0 < n; i0 += OVERLAY_CHUNK) {
         const size_t m = n - i0 < OVERLAY_CHUNK ? n - i0 : OVERLAY_CHUNK;
         const float *v_in = map + i0;
-        for (size_t k = 0; k < m; k++) {
-            const float v = clamp01((v_in[k] - lo) / span);
-            heat[3 * k] = round_byte(255.0f * clamp01(1.5f - fabsf(4.0f * v - 3.0f)));
-            heat[3 * k + 1] = round_byte(255.0f * clamp01(1.5f - fabsf(4.0f * v - 2.0f)));
-            heat[3 * k + 2] = round_byte(255.0f * clamp01(1.5f - fabsf(4.0f * v - 1.0f)));
-        }
+        for (size_t k = 0; k < m; k++) jet((v_in[k] - lo) / span, heat + 3 * k);
         const uint8_t *restrict b = base->pixels + i0 * bch;
         uint8_t *restrict o = out->pixels + i0 * 3;
         if (bch == 3)
